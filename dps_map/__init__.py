@@ -5,3 +5,13 @@ Conditional Score Estimator to Maximizing a Posterior" (ICLR 2025).
 """
 
 __version__ = "0.1.0"
+
+from pathlib import Path as _Path
+
+from omegaconf import OmegaConf as _OmegaConf
+
+ASSETS = _Path(__file__).resolve().parent / "assets"
+
+# ${dps_map_asset:NAME} in configs resolves to a file shipped in dps_map/assets/
+if not _OmegaConf.has_resolver("dps_map_asset"):
+    _OmegaConf.register_new_resolver("dps_map_asset", lambda name: str(ASSETS / name))

@@ -1,0 +1,204 @@
+"""The variance-preserving (VP) diffusion maths: the one place for every schedule formula.
+
+Notation (Ho et al. 2020; Nichol & Dhariwal 2021, "ADM"):
+  beta_t, alpha_t = 1 - beta_t, abar_t = prod_{s<=t} alpha_s,
+  q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I)                      (Ho eq. 4)
+  x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)                     (Ho eq. 15)
+  score  = -eps / sqrt(1 - abar_t)
+  q(x_{t-1} | x_t, x_0) = N(mu_t, sigma_t^2 I),
+  mu_t = sqrt(abar_{t-1}) beta_t / (1 - abar_t) x_0
+         + sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t) x_t               (Ho eq. 7)
+  sigma_t^2 = (1 - abar_{t-1}) / (1 - abar_t) beta_t   ("fixed small")
+
+A :class:`Diffusion` is a (possibly respaced) chain of S steps indexed i = 0..S-1. Step i
+corresponds to the training-schedule index ``timesteps[i]``, which is what a prior network is
+called with. Respacing follows ADM (Nichol & Dhariwal 2021, sec. 4): keep a subset of the training
+steps and recompute beta_i = 1 - abar_{t_i} / abar_{t_{i-1}} so abar is unchanged on the subset.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .errors import ConfigError
+
+VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range")
+
+
+def make_betas(schedule: str = "linear", num_steps: int = 1000) -> np.ndarray:
+    """Training betas of ADM: 'linear' (1e-4..0.02 scaled to 1000 steps) or 'cosine' (Nichol eq. 17)."""
+    if schedule == "linear":
+        scale = 1000 / num_steps
+        return np.linspace(scale * 1e-4, scale * 0.02, num_steps, dtype=np.float64)
+    if schedule == "cosine":
+        def abar(u):
+            return math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2
+
+        return np.array(
+            [min(1 - abar((i + 1) / num_steps) / abar(i / num_steps), 0.999) for i in range(num_steps)],
+            dtype=np.float64,
+        )
+    raise ConfigError(f"unknown noise schedule '{schedule}' (expected 'linear' or 'cosine')")
+
+
+def alphas_cumprod(betas) -> np.ndarray:
+    """abar_t = prod_{s<=t} (1 - beta_s)."""
+    return np.cumprod(1.0 - np.asarray(betas, dtype=np.float64))
+
+
+def space_timesteps(num_train_steps: int, respacing: str | int | None) -> list[int]:
+    """Training indices kept by a respacing string, as in ADM.
+
+    '250' keeps 250 evenly strided steps; '10,20' splits the chain in equal sections with that
+    many steps each; 'ddim50' uses an integer stride that yields exactly 50 steps (starting at 0).
+    None or '' keeps every step.
+    """
+    if respacing in (None, "", str(num_train_steps), num_train_steps):
+        return list(range(num_train_steps))
+    spec = str(respacing)
+    if spec.startswith("ddim"):
+        wanted = int(spec[len("ddim"):])
+        for stride in range(1, num_train_steps):
+            if len(range(0, num_train_steps, stride)) == wanted:
+                return list(range(0, num_train_steps, stride))
+        raise ConfigError(f"respacing '{spec}': no integer stride gives exactly {wanted} of {num_train_steps} steps")
+    counts = [int(c) for c in spec.split(",")]
+    size_per, extra = divmod(num_train_steps, len(counts))
+    start, kept = 0, []
+    for i, count in enumerate(counts):
+        size = size_per + (1 if i < extra else 0)
+        if count > size or count < 1:
+            raise ConfigError(f"respacing '{spec}': cannot take {count} steps from a section of {size}")
+        frac_stride = 1 if count <= 1 else (size - 1) / (count - 1)
+        kept += [start + round(j * frac_stride) for j in range(count)]
+        start += size
+    return kept
+
+
+class Diffusion:
+    """A VP diffusion chain (respaced or not) with the transition formulas used by every sampler.
+
+    Args:
+        betas: the training betas of the prior (length T).
+        respacing: see :func:`space_timesteps`.
+        variance: 'fixed_small' (posterior variance), 'fixed_large' (beta_t) or 'learned_range'
+            (ADM's interpolation between the two from the model's extra output channels).
+    """
+
+    def __init__(self, betas, respacing: str | int | None = None, variance: str = "fixed_small"):
+        if variance not in VARIANCE_TYPES:
+            raise ConfigError(f"unknown variance type '{variance}' (expected one of {VARIANCE_TYPES})")
+        train_abar = alphas_cumprod(betas)
+        self.num_train_steps = len(train_abar)
+        self.variance = variance
+        kept = space_timesteps(self.num_train_steps, respacing)
+        abar = train_abar[kept]
+        abar_prev = np.append(1.0, abar[:-1])
+        self.timesteps = torch.tensor(kept, dtype=torch.long)
+        self.betas = 1.0 - abar / abar_prev
+        self.alphas_cumprod = abar
+        self.alphas_cumprod_prev = abar_prev
+        self.num_steps = len(kept)
+        # q(x_{t-1} | x_t, x_0), Ho eq. 7
+        self.posterior_variance = self.betas * (1.0 - abar_prev) / (1.0 - abar)
+        # log of the posterior variance, clipped at the first step where it is 0 (as in ADM)
+        clipped = np.append(self.posterior_variance[1], self.posterior_variance[1:]) if self.num_steps > 1 \
+            else self.betas.copy()
+        self.posterior_log_variance_clipped = np.log(clipped)
+        # "fixed large" uses beta_t, with the posterior variance at the first step (as in ADM)
+        self.log_variance_large = np.log(np.append(clipped[0], self.betas[1:]))
+        self.posterior_mean_coef1 = self.betas * np.sqrt(abar_prev) / (1.0 - abar)
+        self.posterior_mean_coef2 = (1.0 - abar_prev) * np.sqrt(1.0 - self.betas) / (1.0 - abar)
+        self._cache: dict = {}
+
+    # -- indexing helpers ---------------------------------------------------------------------
+    def _at(self, name: str, i, x: torch.Tensor) -> torch.Tensor:
+        """Gather schedule array `name` at step(s) i, shaped to broadcast against x."""
+        key = (name, x.device, x.dtype)
+        if key not in self._cache:
+            self._cache[key] = torch.as_tensor(getattr(self, name), device=x.device, dtype=x.dtype)
+        arr = self._cache[key]
+        if isinstance(i, int):
+            return arr[i]
+        return arr[i.to(x.device)].reshape(-1, *([1] * (x.dim() - 1)))
+
+    def model_t(self, i: int, batch: int, device=None) -> torch.Tensor:
+        """Training-schedule index of step i for a batch (what Prior.eps receives)."""
+        return self.timesteps[i].to(device).expand(batch)
+
+    # -- forward process and conversions ------------------------------------------------------
+    def q_sample(self, x0: torch.Tensor, i, noise: torch.Tensor) -> torch.Tensor:
+        """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps (Ho eq. 4)."""
+        abar = self._at("alphas_cumprod", i, x0)
+        return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+
+    def x0_from_eps(self, x_t: torch.Tensor, i, eps: torch.Tensor) -> torch.Tensor:
+        """x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t) (Tweedie / Ho eq. 15)."""
+        abar = self._at("alphas_cumprod", i, x_t)
+        return (x_t - (1 - abar).sqrt() * eps) / abar.sqrt()
+
+    def eps_from_x0(self, x_t: torch.Tensor, i, x0: torch.Tensor) -> torch.Tensor:
+        """eps = (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t), the inverse of :meth:`x0_from_eps`."""
+        abar = self._at("alphas_cumprod", i, x_t)
+        return (x_t - abar.sqrt() * x0) / (1 - abar).sqrt()
+
+    def score_from_eps(self, x_t: torch.Tensor, i, eps: torch.Tensor) -> torch.Tensor:
+        """score = grad log p_t(x_t) = -eps / sqrt(1 - abar_t)."""
+        return -eps / (1 - self._at("alphas_cumprod", i, x_t)).sqrt()
+
+    def eps_from_score(self, x_t: torch.Tensor, i, score: torch.Tensor) -> torch.Tensor:
+        """eps = -sqrt(1 - abar_t) score, the inverse of :meth:`score_from_eps`."""
+        return -(1 - self._at("alphas_cumprod", i, x_t)).sqrt() * score
+
+    # -- reverse transitions ------------------------------------------------------------------
+    def posterior_mean(self, x0: torch.Tensor, x_t: torch.Tensor, i) -> torch.Tensor:
+        """mu_t(x_t, x0) of q(x_{t-1} | x_t, x_0) (Ho eq. 7)."""
+        return self._at("posterior_mean_coef1", i, x_t) * x0 + self._at("posterior_mean_coef2", i, x_t) * x_t
+
+    def log_variance(self, i, x: torch.Tensor, var_values: torch.Tensor | None = None) -> torch.Tensor:
+        """log sigma_t^2 of the reverse step: fixed small, fixed large, or ADM's learned range.
+
+        learned_range (Nichol & Dhariwal eq. 15): log var = f log beta_t + (1 - f) log sigma_small^2,
+        f = (v + 1) / 2 with v the model's extra output channels in [-1, 1].
+        """
+        if self.variance == "fixed_small":
+            return self._at("posterior_log_variance_clipped", i, x).expand_as(x)
+        if self.variance == "fixed_large":
+            return self._at("log_variance_large", i, x).expand_as(x)
+        if var_values is None:
+            raise ConfigError("variance 'learned_range' needs a prior with learned sigma (learn_sigma: true)")
+        frac = (var_values + 1) / 2
+        min_log = self._at("posterior_log_variance_clipped", i, x)
+        max_log = self._at("betas", i, x).log()
+        return frac * max_log + (1 - frac) * min_log
+
+    def step_std(self, i, x: torch.Tensor, var_values: torch.Tensor | None = None) -> torch.Tensor:
+        """sigma_t of the noise the DDPM step actually adds: 0 at the final step (i = 0), as in ADM."""
+        std = (0.5 * self.log_variance(i, x, var_values)).exp()
+        if isinstance(i, int):
+            return std * float(i > 0)
+        return std * (i.to(x.device) > 0).to(x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
+
+    def ddpm_step(self, x0: torch.Tensor, x_t: torch.Tensor, i, noise: torch.Tensor,
+                  var_values: torch.Tensor | None = None):
+        """Ancestral step x_{t-1} = mu_t + sigma_t z. Returns (x_{t-1}, mu_t, sigma_t)."""
+        mean = self.posterior_mean(x0, x_t, i)
+        std = self.step_std(i, x_t, var_values)
+        return mean + std * noise, mean, std
+
+    def ddim_step(self, x0: torch.Tensor, eps: torch.Tensor, i, noise: torch.Tensor | None = None,
+                  eta: float = 0.0) -> torch.Tensor:
+        """DDIM (Song et al. 2021, eq. 12): x_{t-1} = sqrt(abar_{t-1}) x0 + sqrt(1 - abar_{t-1} - s^2) eps + s z,
+        s = eta sqrt((1 - abar_{t-1}) / (1 - abar_t)) sqrt(1 - abar_t / abar_{t-1})."""
+        abar = self._at("alphas_cumprod", i, x0)
+        abar_prev = self._at("alphas_cumprod_prev", i, x0)
+        sigma = eta * ((1 - abar_prev) / (1 - abar)).sqrt() * (1 - abar / abar_prev).sqrt()
+        out = abar_prev.sqrt() * x0 + (1 - abar_prev - sigma**2).clamp(min=0).sqrt() * eps
+        if eta > 0:
+            if noise is None:
+                raise ValueError("ddim_step with eta > 0 needs noise")
+            out = out + sigma * noise * (0.0 if isinstance(i, int) and i == 0 else 1.0)
+        return out

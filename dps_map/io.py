@@ -1,0 +1,146 @@
+"""File input/output: atomic writes, images, checkpoints. A leaf module (imports nothing of ours but errors)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .errors import MissingFileError, UnsafeCheckpointError, UserError
+
+
+# -- atomic writes ------------------------------------------------------------------------------
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, then rename: readers never see a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode())
+
+
+def atomic_save_npy(path, array: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def atomic_save_npz(path, **arrays) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def append_jsonl(path, records: list[dict]) -> None:
+    """Append records to a JSON-lines file atomically (the whole file is rewritten via rename)."""
+    path = Path(path)
+    old = path.read_bytes() if path.exists() else b""
+    new = b"".join((json.dumps(r, sort_keys=True, default=_json_default) + "\n").encode() for r in records)
+    atomic_write_bytes(path, old + new)
+
+
+def read_jsonl(path) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, torch.Tensor):
+        return o.detach().cpu().tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+# -- images -------------------------------------------------------------------------------------
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """(C, H, W) in [-1, 1] -> (H, W, C) uint8."""
+    arr = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+    return arr.permute(1, 2, 0).numpy()
+
+
+def save_png(x: torch.Tensor, path) -> None:
+    """Save one image (C, H, W) in [-1, 1] as PNG, atomically."""
+    arr = to_uint8(x)
+    img = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def pil_to_tensor(img: Image.Image, size: int) -> tuple[torch.Tensor, dict]:
+    """RGB, centre-crop to a square, resize to size x size (bicubic), map to [-1, 1].
+
+    Returns the (3, size, size) tensor and a record of what was done (original size and mode).
+    """
+    info = {"orig_size": list(img.size), "orig_mode": img.mode}
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        img = Image.fromarray((np.clip(arr / hi, 0, 1) * 255).round().astype(np.uint8))
+    if img.mode in ("RGBA", "LA", "P"):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img)
+    img = img.convert("RGB")
+    w, h = img.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    img = img.crop((left, top, left + side, top + side))
+    if side != size:
+        img = img.resize((size, size), Image.BICUBIC)
+    info["resized"] = side != size or w != h
+    arr = np.asarray(img, dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous(), info
+
+
+def load_image(path, size: int) -> tuple[torch.Tensor, dict]:
+    """Load an image file as a (3, size, size) tensor in [-1, 1]; raises UserError if unreadable."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return pil_to_tensor(img, size)
+    except (OSError, ValueError, SyntaxError) as err:  # PIL raises these for truncated or corrupt files
+        raise UserError(f"unreadable image '{path}': {err}") from err
+
+
+# -- checkpoints --------------------------------------------------------------------------------
+def load_checkpoint(path, what: str, where: str, override: str) -> dict:
+    """torch.load(path, weights_only=True) with clear errors for a missing, corrupt or unsafe file."""
+    if path is None or not Path(path).is_file():
+        raise MissingFileError(path, what, where, override)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise UnsafeCheckpointError(
+            f"refusing to load {what} '{path}': it needs pickle code execution (weights_only=True failed: "
+            f"{str(err).splitlines()[0]}). Re-save it as a plain state dict of tensors."
+        ) from err
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise UserError(f"unreadable {what} '{path}' ({type(err).__name__}: {str(err).splitlines()[0]}); "
+                        f"get a fresh copy from {where}") from err

@@ -1,0 +1,214 @@
+"""Where the metric weight files come from, and how they are found. Nothing here downloads.
+
+Resolution order for every file: explicit path (config ``paths.*``) > environment variable >
+torch hub cache (``torch.hub.get_dir()/checkpoints/<file name>``, i.e. ``$TORCH_HOME/hub/checkpoints``,
+by default ``~/.cache/torch/hub/checkpoints``). An explicit path or env var that does not exist is an
+error (no silent fall-back). An explicit path may also be a directory that holds the file.
+
+The LPIPS linear-layer weights ship with the ``lpips`` pip package (``lpips/weights/v0.1/<net>.pth``);
+they are resolved the same way, with the package directory in place of the hub cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import torch
+
+from dps_map.errors import MissingFileError, UserError
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    key: str
+    filename: str
+    what: str
+    url: str  # where a user gets it (text only: never fetched by this code)
+    size_mb: float | None  # approximate size (MB = 1e6 bytes); from torchvision's metadata where known
+    sha256: str | None  # full digest if known (we cannot download, so mostly unknown)
+    sha256_prefix: str | None  # torch hub naming convention: <name>-<first 8 hex of sha256>.pth
+    env: str | None  # environment variable that may point to the file
+    override: str  # config override a user sets
+
+
+# The single table of weight files used by dps_map.metrics.
+WEIGHT_FILES: dict[str, WeightFile] = {
+    "lpips_backbone_alex": WeightFile(
+        key="lpips_backbone_alex",
+        filename="alexnet-owt-7be5be79.pth",
+        what="LPIPS AlexNet backbone (torchvision ImageNet weights)",
+        url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+        size_mb=233.087,
+        sha256=None,
+        sha256_prefix="7be5be79",
+        env="DPS_MAP_LPIPS_BACKBONE",
+        override="paths.lpips_backbone",
+    ),
+    "lpips_backbone_vgg": WeightFile(
+        key="lpips_backbone_vgg",
+        filename="vgg16-397923af.pth",
+        what="LPIPS VGG16 backbone (torchvision ImageNet weights)",
+        url="https://download.pytorch.org/models/vgg16-397923af.pth",
+        size_mb=527.796,
+        sha256=None,
+        sha256_prefix="397923af",
+        env="DPS_MAP_LPIPS_BACKBONE",
+        override="paths.lpips_backbone",
+    ),
+    "fid_inception": WeightFile(
+        key="fid_inception",
+        filename="pt_inception-2015-12-05-6726825d.pth",
+        what="FID Inception-v3 weights (pytorch-fid)",
+        url="https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth",
+        size_mb=95.6,  # approximate: 23.9 M float32 parameters
+        sha256=None,
+        sha256_prefix="6726825d",
+        env="DPS_MAP_FID_INCEPTION",
+        override="paths.fid_inception",
+    ),
+    # Shipped inside the lpips 0.1.4 wheel; sizes and digests measured on the installed files.
+    "lpips_linear_alex": WeightFile(
+        key="lpips_linear_alex",
+        filename="alex.pth",
+        what="LPIPS linear-layer weights v0.1 (alex)",
+        url="the lpips pip package (lpips/weights/v0.1/alex.pth; `pip install lpips==0.1.4`)",
+        size_mb=0.006009,
+        sha256="df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0",
+        sha256_prefix=None,
+        env="DPS_MAP_LPIPS_LINEAR",
+        override="paths.lpips_linear",
+    ),
+    "lpips_linear_vgg": WeightFile(
+        key="lpips_linear_vgg",
+        filename="vgg.pth",
+        what="LPIPS linear-layer weights v0.1 (vgg)",
+        url="the lpips pip package (lpips/weights/v0.1/vgg.pth; `pip install lpips==0.1.4`)",
+        size_mb=0.007289,
+        sha256="a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868",
+        sha256_prefix=None,
+        env="DPS_MAP_LPIPS_LINEAR",
+        override="paths.lpips_linear",
+    ),
+}
+
+# Which weight files each metric name needs. Names not listed (psnr, ssim, pixel_std, pairwise_l2,
+# score diagnostics, ...) need no weight file. "diversity" includes the pairwise LPIPS.
+METRIC_WEIGHTS: dict[str, tuple[str, ...]] = {
+    "lpips": ("lpips_backbone", "lpips_linear"),
+    "diversity": ("lpips_backbone", "lpips_linear"),
+    "pairwise_lpips": ("lpips_backbone", "lpips_linear"),
+    "fid": ("fid_inception",),
+    "kid": ("fid_inception",),
+}
+
+_NETS = ("alex", "vgg")
+
+
+def hub_checkpoint_dir() -> Path:
+    """torch.hub.get_dir()/checkpoints (honours TORCH_HOME at call time)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _resolve(entry: WeightFile, path, default_dir: Path) -> Path:
+    if path not in (None, ""):
+        p = Path(os.path.expanduser(str(path)))
+    elif entry.env and os.environ.get(entry.env):
+        p = Path(os.path.expanduser(os.environ[entry.env]))
+    else:
+        p = default_dir / entry.filename
+    if p.is_dir():
+        p = p / entry.filename
+    if not p.is_file():
+        where = entry.url
+        if entry.url.startswith("http"):
+            where += f" (e.g. into {hub_checkpoint_dir()})"
+        raise MissingFileError(
+            p,
+            entry.what,
+            where,
+            f"{entry.override}=/path/to/{entry.filename}" + (f" (or env {entry.env})" if entry.env else ""),
+        )
+    return p
+
+
+def _check_net(net: str) -> str:
+    if net not in _NETS:
+        raise ValueError(f"LPIPS net must be one of {_NETS}, got {net!r}")
+    return net
+
+
+def lpips_backbone_path(net: str = "alex", path=None) -> Path:
+    """Resolve the torchvision backbone file for LPIPS (alexnet-owt-7be5be79.pth / vgg16-397923af.pth)."""
+    return _resolve(WEIGHT_FILES[f"lpips_backbone_{_check_net(net)}"], path, hub_checkpoint_dir())
+
+
+def lpips_linear_path(net: str = "alex", path=None) -> Path:
+    """Resolve the LPIPS v0.1 linear-layer weights (shipped in the lpips package)."""
+    import lpips  # the pip package
+
+    pkg_dir = Path(lpips.__file__).resolve().parent / "weights" / "v0.1"
+    return _resolve(WEIGHT_FILES[f"lpips_linear_{_check_net(net)}"], path, pkg_dir)
+
+
+def fid_inception_path(path=None) -> Path:
+    """Resolve pytorch-fid's Inception weights (pt_inception-2015-12-05-6726825d.pth)."""
+    return _resolve(WEIGHT_FILES["fid_inception"], path, hub_checkpoint_dir())
+
+
+def sha256_of(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_file(key: str, path) -> None:
+    """Check a resolved file against the table's sha256 (or its 8-hex hub prefix). Reads the whole file."""
+    entry = WEIGHT_FILES[key]
+    if entry.sha256 is None and entry.sha256_prefix is None:
+        return
+    digest = sha256_of(path)
+    ok = digest == entry.sha256 if entry.sha256 else digest.startswith(entry.sha256_prefix)
+    if not ok:
+        raise UserError(
+            f"corrupt or wrong {entry.what}: '{path}' has sha256 {digest[:16]}..., expected "
+            f"{(entry.sha256 or entry.sha256_prefix)[:16]}...; get it again from {entry.url}"
+        )
+
+
+def resolve_weights(
+    metric_names: Iterable[str], paths: Mapping | None = None, lpips_net: str = "alex"
+) -> dict[str, Path]:
+    """Resolved path of every weight file the given metrics need, keyed by 'lpips_backbone',
+    'lpips_linear', 'fid_inception'. ``paths`` holds the explicit overrides under those keys
+    (missing or None = use env var / default location). Raises MissingFileError for the first missing file."""
+    paths = dict(paths or {})
+    lpips_net = paths.get("lpips_net") or lpips_net
+    needed: list[str] = []
+    for name in metric_names:
+        for key in METRIC_WEIGHTS.get(str(name), ()):
+            if key not in needed:
+                needed.append(key)
+    resolvers = {
+        "lpips_backbone": lambda p: lpips_backbone_path(lpips_net, p),
+        "lpips_linear": lambda p: lpips_linear_path(lpips_net, p),
+        "fid_inception": fid_inception_path,
+    }
+    return {key: resolvers[key](paths.get(key)) for key in needed}
+
+
+def check_weights(
+    metric_names: Iterable[str], paths: Mapping | None = None, lpips_net: str = "alex", verify: bool = False
+) -> None:
+    """Fail fast (before sampling): raise MissingFileError for the first weight file that the metrics
+    ``metric_names`` need and that cannot be found. ``verify=True`` also checks sha256 (slow: reads files)."""
+    resolved = resolve_weights(metric_names, paths, lpips_net)
+    if verify:
+        net = (dict(paths or {}).get("lpips_net") or lpips_net)
+        for key, p in resolved.items():
+            verify_file(f"{key}_{net}" if key.startswith("lpips") else key, p)

@@ -1,0 +1,85 @@
+"""Forward models y = A(x) + n (DESIGN.md section 3).
+
+An operator maps images (B, C, H, W) (or vectors (B, d)) to measurements; linear ones also give the
+adjoint A^T. ``naive(y)`` is the measurement mapped back to image space without any prior (bicubic
+upsampling, the masked or blurred image): the baseline every method must beat, and the hint a
+conditional adapter reads.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class Operator:
+    """A forward model. Subclasses implement forward; linear ones set linear = True."""
+
+    linear = False
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def restrict(self, y: torch.Tensor) -> torch.Tensor:
+        """Keep only what the measurement observes (inpainting zeroes the missing pixels of y)."""
+        return y
+
+    def naive(self, y: torch.Tensor) -> torch.Tensor:
+        """The measurement resized to the image: the no-prior baseline."""
+        return y
+
+    def to(self, device) -> "Operator":
+        """Move every tensor attribute to device (returns self)."""
+        for name, value in vars(self).items():
+            if isinstance(value, torch.Tensor):
+                setattr(self, name, value.to(device))
+        return self
+
+    def describe(self) -> dict:
+        """Scalars that define the operator (for logs and summary.json)."""
+        return {k: v for k, v in vars(self).items() if isinstance(v, (int, float, str, bool))}
+
+
+class LinearOperator(Operator):
+    """A linear A. The default adjoint is the vector-Jacobian product of forward (exact for linear maps)."""
+
+    linear = True
+
+    def input_shape(self, y: torch.Tensor) -> tuple[int, ...]:
+        return tuple(y.shape)
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        """A^T y, as the VJP of the linear map A at 0: <A x, y> = <x, A^T y>."""
+        with torch.enable_grad():
+            x = torch.zeros(self.input_shape(y), dtype=y.dtype, device=y.device, requires_grad=True)
+            (grad,) = torch.autograd.grad(self.forward(x), x, y)
+        return grad
+
+
+class Identity(LinearOperator):
+    """A = I (denoising)."""
+
+    def forward(self, x):
+        return x
+
+    def adjoint(self, y):
+        return y
+
+
+class MatrixOperator(LinearOperator):
+    """A dense matrix acting on vectors: A(x) = x A^T for x of shape (B, d) (the GMM tasks)."""
+
+    def __init__(self, matrix: torch.Tensor):
+        self.matrix = matrix
+
+    def forward(self, x):
+        return x @ self.matrix.T.to(x.dtype)
+
+    def adjoint(self, y):
+        return y @ self.matrix.to(y.dtype)
+
+    def naive(self, y):
+        """Minimum-norm least-squares solution A^+ y."""
+        return y @ torch.linalg.pinv(self.matrix).T.to(y.dtype)

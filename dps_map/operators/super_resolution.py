@@ -1,0 +1,42 @@
+"""Super-resolution: A(x) = downsample_f(x), by antialiased bicubic resizing or average pooling."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import ConfigError
+from .base import LinearOperator
+
+
+class SuperResolution(LinearOperator):
+    """Downsampling by an integer factor ('bicubic': antialiased bicubic, as PIL/torch resize;
+    'avgpool': mean over factor x factor blocks, whose adjoint is block replication / factor^2)."""
+
+    def __init__(self, factor: int, method: str = "bicubic"):
+        if factor < 1:
+            raise ConfigError(f"super-resolution factor must be >= 1, got {factor}")
+        if method not in ("bicubic", "avgpool"):
+            raise ConfigError(f"super-resolution method must be 'bicubic' or 'avgpool', got '{method}'")
+        self.factor, self.method = int(factor), method
+
+    def forward(self, x):
+        if x.shape[-1] % self.factor or x.shape[-2] % self.factor:
+            raise ConfigError(f"SR factor {self.factor} does not divide the image size {tuple(x.shape[-2:])}")
+        if self.method == "avgpool":
+            return F.avg_pool2d(x, self.factor)
+        return F.interpolate(x, scale_factor=1 / self.factor, mode="bicubic", antialias=True,
+                             align_corners=False)
+
+    def input_shape(self, y):
+        return (*y.shape[:-2], y.shape[-2] * self.factor, y.shape[-1] * self.factor)
+
+    def adjoint(self, y):
+        if self.method == "avgpool":
+            up = y.repeat_interleave(self.factor, dim=-2).repeat_interleave(self.factor, dim=-1)
+            return up / self.factor**2
+        return super().adjoint(y)
+
+    def naive(self, y):
+        """Bicubic upsampling of y to the image size."""
+        return F.interpolate(y, scale_factor=self.factor, mode="bicubic", align_corners=False).clamp(-1, 1)

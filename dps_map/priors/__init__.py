@@ -1,0 +1,28 @@
+"""Priors: ADM UNets through guided_diffusion, and the analytic Gaussian mixture."""
+
+from __future__ import annotations
+
+from ..errors import ConfigError
+from .adm import ADMPrior, build_adm_prior, build_unet
+from .base import Prior
+from .gmm import GaussianMixture, GMMPrior, build_gmm_prior
+
+__all__ = ["Prior", "ADMPrior", "GMMPrior", "GaussianMixture", "build_prior", "build_unet"]
+
+
+def build_prior(cfg, device="cpu") -> Prior:
+    """The prior named by cfg.kind ('adm' or 'gmm'), on device, frozen."""
+    if cfg.kind == "adm":
+        from hydra.utils import to_absolute_path
+
+        checkpoint = cfg.checkpoint
+        try:
+            checkpoint = to_absolute_path(checkpoint) if checkpoint else checkpoint
+        except ValueError:  # outside a Hydra app: keep the path as given
+            pass
+        prior = build_adm_prior(cfg, checkpoint)
+    elif cfg.kind == "gmm":
+        prior = build_gmm_prior(cfg)
+    else:
+        raise ConfigError(f"unknown prior kind '{cfg.kind}' (adm, gmm)")
+    return prior.to(device)

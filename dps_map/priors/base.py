@@ -1,0 +1,33 @@
+"""The Prior contract (DESIGN.md section 3).
+
+A prior predicts the noise of a noisy state: ``predict(x_t, t) -> (eps_hat, var_values)`` where ``t``
+is the index on the training schedule (LongTensor of shape (B,)) and ``var_values`` are ADM's
+learned-variance channels (or None). ``betas`` is the training schedule. Everything derived from
+eps (x0_hat, score, transition means) lives in :mod:`dps_map.diffusion`, never here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class Prior(nn.Module):
+    """Base class for eps-prediction priors."""
+
+    betas: np.ndarray
+    learn_sigma: bool = False
+    #: what a sample looks like: 'image' (C, H, W in [-1, 1]) or 'vector' (d,)
+    kind: str = "image"
+
+    def predict(self, x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        raise NotImplementedError
+
+    def eps(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The noise prediction eps_hat(x_t, t)."""
+        return self.predict(x_t, t)[0]
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        raise NotImplementedError

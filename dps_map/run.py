@@ -1,0 +1,283 @@
+"""Hydra entry point: measure -> sample -> evaluate -> log.
+
+    python -m dps_map.run task=sr4 prior=tiny sampler=dmap data=demo num_samples=2
+
+Writes, in its run directory (DESIGN.md section 5): .hydra/, recon/<id>_<k>.png, input/<id>.png,
+label/<id>.png, grids/<id>.png, metrics.jsonl (one line per sample), summary.json; GMM runs write
+problem.npz and samples.npy instead of images. Writes are atomic, and a rerun of the same config
+skips samples already on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from . import __version__
+from .config import config_digest, resolve_device, resolved, validate
+from .data import demo_crops, folder_items, shard
+from .errors import ConfigError, UserError
+from .io import (append_jsonl, atomic_save_npy, atomic_save_npz, atomic_write_json, read_jsonl, save_png)
+from .loggers import make_logger
+from .operators import MatrixOperator, build_noise, build_operator
+from .priors import build_prior
+from .priors.gmm import find_multimodal_problem
+from .samplers import build_sampler
+
+log = logging.getLogger(__name__)
+RUN_FILE = "run.json"
+
+
+def item_seed(seed: int, key: str) -> int:
+    """A 63-bit seed for one measurement (or one chunk of samples), independent of sharding and order."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{key}".encode()).digest()[:8], "little") >> 1
+
+
+def generator(device: torch.device, seed: int) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def claim_run_dir(out: Path, digest: str, overwrite: bool) -> None:
+    """Refuse to mix outputs of two configs in one directory (unless overwrite=true)."""
+    marker = out / RUN_FILE
+    if marker.exists():
+        old = OmegaConf.load(marker).get("digest")
+        if old != digest and not overwrite:
+            raise ConfigError(f"run dir '{out}' holds outputs of another config (digest {old}, this one {digest});"
+                              " choose another hydra.run.dir or pass overwrite=true")
+        if old != digest:
+            log.warning("overwrite=true: discarding outputs of config %s in %s", old, out)
+            for name in ("metrics.jsonl", "summary.json", "samples.npy", "problem.npz"):
+                (out / name).unlink(missing_ok=True)
+    atomic_write_json(marker, {"digest": digest, "version": __version__})
+
+
+def run(cfg: DictConfig, out_dir=None) -> dict:
+    """Run one config end to end and return its summary (also written to summary.json)."""
+    validate(cfg)
+    out = Path(out_dir if out_dir is not None else cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    digest = config_digest(cfg)
+    claim_run_dir(out, digest, cfg.get("overwrite", False))
+    device = resolve_device(cfg.device)
+    prior = build_prior(cfg.prior, device)
+    sampler = build_sampler(cfg.sampler)
+    noise = build_noise(cfg.task)
+    logger = make_logger(cfg, out)
+    try:
+        runner = run_gmm if prior.kind == "vector" else run_images
+        summary = runner(cfg, prior, sampler, noise, out, device, logger)
+        summary.update(task=cfg.task.name, prior=cfg.prior.name, sampler=cfg.sampler.name, seed=cfg.seed,
+                       digest=digest, device=str(device), config=resolved(cfg).get("sampler"))
+        atomic_write_json(out / "summary.json", summary)
+        logger.log_summary(summary)
+    finally:
+        logger.finish()
+    return summary
+
+
+# -- images -----------------------------------------------------------------------------------------
+def load_items(data_cfg, size: int):
+    if data_cfg.kind == "demo":
+        items = demo_crops(size, data_cfg.get("per_photo", 4))
+    elif data_cfg.kind == "folder":
+        from hydra.utils import to_absolute_path
+
+        path = data_cfg.path
+        try:
+            path = to_absolute_path(path)
+        except ValueError:
+            pass
+        items = folder_items(path, size, data_cfg.get("max_images"))
+    else:
+        raise ConfigError(f"data={data_cfg.name}: kind '{data_cfg.kind}' is not an image dataset")
+    return shard(items, data_cfg.get("num_shards", 1), data_cfg.get("shard", 0))
+
+
+def sample_chunks(num_samples: int, batch_size: int | None):
+    """Sample indices in the batches they are drawn in (the chunking fixes the random streams)."""
+    step = batch_size or num_samples
+    return [list(range(s, min(num_samples, s + step))) for s in range(0, num_samples, step)]
+
+
+def image_metrics(x: torch.Tensor, ref: torch.Tensor) -> dict[str, list[float]]:
+    from .metrics.image import psnr, ssim
+
+    return {"psnr": [float(v) for v in psnr(x, ref)], "ssim": [float(v) for v in ssim(x, ref)]}
+
+
+def run_images(cfg, prior, sampler, noise, out: Path, device, logger) -> dict:
+    size = prior.image_size
+    items = load_items(cfg.data, size)
+    metrics_path = out / "metrics.jsonl"
+    done = {(r["id"], r["k"]) for r in read_jsonl(metrics_path)
+            if r.get("failed") or (out / "recon" / f"{r['id']}_{r['k']}.png").exists()}
+    chunks = sample_chunks(cfg.num_samples, cfg.get("batch_size"))
+    n_new = 0
+    bar = tqdm(items, desc=f"{cfg.task.name}/{cfg.sampler.name}", disable=not cfg.progress, unit="meas")
+    for item in bar:
+        gen = generator(device, item_seed(cfg.seed, item.id))
+        operator = build_operator(cfg.task, size, gen).to(device)
+        x0 = item.image[None].to(device)
+        y = operator.restrict(noise.sample(operator(x0), gen))
+        if getattr(prior, "class_cond", False):
+            label = cfg.prior.get("class_label")
+            prior.set_class_labels(int(torch.randint(0, 1000, (1,), generator=gen, device=device))
+                                   if label == "random" else label)
+        naive = operator.naive(y)
+        base = image_metrics(naive, x0)
+        for sub, img in (("label", x0[0]), ("input", y[0])):
+            if not (out / sub / f"{item.id}.png").exists():
+                save_png(img, out / sub / f"{item.id}.png")
+        for ks in chunks:
+            todo = [k for k in ks if (item.id, k) not in done]
+            if not todo:
+                continue
+            cgen = generator(device, item_seed(cfg.seed, f"{item.id}/samples{ks[0]}"))
+            x = sampler.sample(prior, operator, noise, y.expand(len(ks), *y.shape[1:]),
+                               (len(ks), *prior.sample_shape), cgen)
+            failed = {f["index"]: f for f in sampler.failures()}
+            scores = image_metrics(torch.nan_to_num(x), x0.expand_as(x))
+            misfit = noise.misfit(y.expand(len(ks), *y.shape[1:]), operator(x)).tolist()
+            records = []
+            for b, k in enumerate(ks):
+                if k not in todo:
+                    continue
+                rec = {"id": item.id, "k": k, "naive_psnr": base["psnr"][0], "naive_ssim": base["ssim"][0],
+                       "seconds": sampler.stats["seconds"] / len(ks), "nfe": sampler.stats["nfe"],
+                       "forward": sampler.stats["forward"], "vjp": sampler.stats["vjp"],
+                       "steps": sampler.stats["steps"], **{k2: v for k2, v in item.info.items()
+                                                           if k2 in ("orig_size", "resized", "file")}}
+                if b in failed:
+                    rec.update(failed=True, fail_step=failed[b]["step"], last_misfit=failed[b]["last_misfit"])
+                    log.warning("sample %s_%d diverged at step %d; recorded and skipped", item.id, k,
+                                failed[b]["step"])
+                else:
+                    save_png(x[b], out / "recon" / f"{item.id}_{k}.png")
+                    rec.update(psnr=scores["psnr"][b], ssim=scores["ssim"][b], misfit=misfit[b])
+                records.append(rec)
+                logger.log_sample(rec)
+            append_jsonl(metrics_path, records)
+            done.update((item.id, k) for k in todo)
+            n_new += len(todo)
+    summary = summarize_images(read_jsonl(metrics_path), {it.id for it in items})
+    summary["n_new_samples"] = n_new
+    return summary
+
+
+def _mean_sem(values) -> dict:
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
+    if v.size == 0:
+        return {"mean": None, "sem": None, "n": 0}
+    sem = float(v.std(ddof=1) / np.sqrt(v.size)) if v.size > 1 else None
+    return {"mean": float(v.mean()), "sem": sem, "n": int(v.size)}
+
+
+def summarize_images(records: list[dict], ids: set) -> dict:
+    records = [r for r in records if r["id"] in ids]
+    ok = [r for r in records if not r.get("failed")]
+    metric_names = sorted({k for r in ok for k in r if k in ("psnr", "ssim", "lpips", "misfit")})
+    per_id = {}
+    for r in records:
+        per_id.setdefault(r["id"], r)
+    return {
+        "n_measurements": len({r["id"] for r in records}),
+        "n_samples": len(ok),
+        "n_failed": len(records) - len(ok),
+        "failures": [{k: r.get(k) for k in ("id", "k", "fail_step", "last_misfit")}
+                     for r in records if r.get("failed")],
+        "metrics": {name: _mean_sem(r.get(name) for r in ok) for name in metric_names},
+        "naive": {name: _mean_sem(r[f"naive_{name}"] for r in per_id.values()) for name in ("psnr", "ssim")},
+        "cost": {"seconds_per_sample": _mean_sem(r["seconds"] for r in records)["mean"],
+                 "nfe_per_sample": _mean_sem(r["nfe"] for r in records)["mean"],
+                 "forward_per_sample": _mean_sem(r["forward"] for r in records)["mean"],
+                 "vjp_per_sample": _mean_sem(r["vjp"] for r in records)["mean"],
+                 "steps": records[0]["steps"] if records else None},
+    }
+
+
+# -- Gaussian mixture -------------------------------------------------------------------------------
+def gmm_problem(cfg, prior):
+    """The seeded multimodal instance (A, x0, y, exact posterior, tries) of task=gmm_linear."""
+    return find_multimodal_problem(prior.mixture, cfg.task.m, cfg.task.sigma_y,
+                                   torch.Generator().manual_seed(int(cfg.seed)),
+                                   cfg.task.min_modes, cfg.task.min_weight)
+
+
+def run_gmm(cfg, prior, sampler, noise, out: Path, device, logger) -> dict:
+    from .metrics.posterior import posterior_report, sw_noise_floor
+
+    A, x0, y, posterior, tries = gmm_problem(cfg, prior)
+    mix = prior.mixture
+    atomic_save_npz(out / "problem.npz", weights=mix.weights.numpy(), means=mix.means.numpy(),
+                    covs=mix.covs.numpy(), A=A.numpy(), y=y.numpy(), sigma_y=np.float64(cfg.task.sigma_y),
+                    x0=x0.numpy())
+    n, samples_path = cfg.num_samples, out / "samples.npy"
+    cost = None
+    if samples_path.exists() and np.load(samples_path).shape == (n, mix.dim):
+        samples = torch.from_numpy(np.load(samples_path))
+        prev = read_jsonl(out / "metrics.jsonl")
+        cost = prev[-1].get("cost") if prev else None
+    else:
+        operator = MatrixOperator(A.to(device))
+        y_dev = y[None].to(device)
+        parts, stats, failures = [], [], []
+        for ks in tqdm(sample_chunks(n, cfg.get("batch_size")), desc=f"gmm/{cfg.sampler.name}",
+                       disable=not cfg.progress or n <= (cfg.get("batch_size") or n), unit="batch"):
+            cgen = generator(device, item_seed(cfg.seed, f"gmm/samples{ks[0]}"))
+            x = sampler.sample(prior, operator, noise, y_dev.expand(len(ks), -1), (len(ks), mix.dim), cgen)
+            parts.append(x.cpu())
+            stats.append(dict(sampler.stats))
+            failures += [dict(f, index=ks[0] + f["index"]) for f in sampler.failures()]
+        samples = torch.cat(parts)
+        atomic_save_npy(samples_path, samples.numpy())
+        cost = {"seconds_total": sum(s["seconds"] for s in stats), "nfe": stats[0]["nfe"],
+                "forward": stats[0]["forward"], "vjp": stats[0]["vjp"], "steps": stats[0]["steps"],
+                "n_failed": len(failures)}
+        append_jsonl(out / "metrics.jsonl", [{"id": "gmm", "k": "all", "cost": cost, "failures": failures}])
+    reference = posterior.sample(n, torch.Generator().manual_seed(item_seed(cfg.seed, "gmm/reference")))
+    report = posterior_report(samples, posterior, reference, A, y)
+    report["sw_noise_floor"] = sw_noise_floor(posterior, n)
+    return {"n_measurements": 1, "n_samples": int(report.get("n_finite", 0)),
+            "n_failed": n - int(report.get("n_finite", 0)), "instance_tries": tries,
+            "posterior_weights": sorted(posterior.weights.tolist(), reverse=True)[:5],
+            "metrics": report, "cost": cost}
+
+
+# -- command line -------------------------------------------------------------------------------------
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def _hydra_main(cfg: DictConfig) -> None:
+    try:
+        summary = run(cfg)
+    except UserError as err:  # one clear line, no traceback (Hydra would print one)
+        print(f"dps-map: error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    print(format_summary(summary))
+
+
+def format_summary(summary: dict) -> str:
+    parts = [f"{summary['task']}/{summary['prior']}/{summary['sampler']}: {summary['n_samples']} samples"]
+    for name, stat in summary.get("metrics", {}).items():
+        value = stat["mean"] if isinstance(stat, dict) else stat
+        if isinstance(value, float):
+            parts.append(f"{name}={value:.4g}")
+    if summary.get("n_failed"):
+        parts.append(f"FAILED={summary['n_failed']}")
+    return "  ".join(parts)
+
+
+def main() -> None:
+    """Console script `dps-map` (user errors print one line and exit 2, no traceback)."""
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""What every sampler shares: the diffusion chain, noise draws, the measurement gradient, cost counters.
+
+Contract (DESIGN.md section 3): ``sample(prior, operator, noise, y, shape, generator, hooks=None) -> x0``.
+Hooks are called once per diffusion step with a :class:`Step` (t, x_t, x0_hat, guidance gradient, ...)
+so diagnostics read the very code path that produces samples.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from ..diffusion import Diffusion
+
+
+@dataclass
+class Step:
+    """What a hook sees at diffusion step i (training index t) before x_t is replaced by x_{t-1}."""
+
+    i: int
+    t: int
+    x_t: torch.Tensor
+    x0_hat: torch.Tensor
+    eps: torch.Tensor
+    grad: torch.Tensor | None
+    mean: torch.Tensor
+    std: torch.Tensor
+    x_prev: torch.Tensor
+
+
+def randn(shape, generator: torch.Generator, dtype, device) -> torch.Tensor:
+    """N(0, I) from the run's generator (drawn on the generator's device, then moved)."""
+    return torch.randn(shape, generator=generator, dtype=dtype, device=generator.device).to(device)
+
+
+def flat_norm(v: torch.Tensor) -> torch.Tensor:
+    """Per-sample L2 norm, shaped to broadcast against v."""
+    return v.reshape(v.shape[0], -1).norm(dim=1).reshape(-1, *([1] * (v.dim() - 1)))
+
+
+def project_to_sphere(x: torch.Tensor, center: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+    """center + radius (x - center) / ||x - center||: the closest point of the sphere (per sample)."""
+    diff = x - center
+    return center + radius * diff / flat_norm(diff).clamp_min(torch.finfo(x.dtype).tiny)
+
+
+class Sampler:
+    """Base class: holds the chain settings and counts network calls.
+
+    Args:
+        respacing: diffusion steps to use (see diffusion.space_timesteps), e.g. "100" or "ddim50".
+        variance: 'fixed_small', 'fixed_large' or 'learned_range' (needs a learn_sigma prior).
+        clip_x0: clamp x0_hat to [-1, 1] in the transition mean (images only; never for guidance).
+    """
+
+    name = "base"
+
+    def __init__(self, respacing="100", variance="fixed_small", clip_x0=True):
+        self.respacing, self.variance, self.clip_x0 = respacing, variance, clip_x0
+        self.stats = {"forward": 0, "vjp": 0}
+        self._diffusions: dict = {}
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def diffusion(self, prior) -> Diffusion:
+        key = id(prior.betas)
+        if key not in self._diffusions:
+            self._diffusions[key] = Diffusion(prior.betas, self.respacing, self.variance)
+        return self._diffusions[key]
+
+    def reset_stats(self) -> None:
+        self.stats = {"forward": 0, "vjp": 0}
+
+    def _clip(self, prior, x0):
+        return x0.clamp(-1, 1) if (self.clip_x0 and prior.kind == "image") else x0
+
+    def denoise(self, prior, diffusion: Diffusion, x, i):
+        """One network forward without graph: (eps, var_values, x0_hat)."""
+        t = diffusion.model_t(i, x.shape[0], x.device)
+        with torch.no_grad():
+            eps, var = prior.predict(x, t)
+        self.stats["forward"] += 1
+        return eps, var, diffusion.x0_from_eps(x, i, eps)
+
+    def measurement_gradient(self, prior, diffusion: Diffusion, x, i, operator, noise, y):
+        """g = grad_x ||y - A(x0_hat(x, t_i))||, through the network (one VJP).
+
+        Returns (g, misfit per sample, eps, var_values, x0_hat), all detached."""
+        t = diffusion.model_t(i, x.shape[0], x.device)
+        with torch.enable_grad():
+            x_in = x.detach().requires_grad_(True)
+            eps, var = prior.predict(x_in, t)
+            x0 = diffusion.x0_from_eps(x_in, i, eps)
+            misfit = noise.misfit(y, operator(x0))
+            (grad,) = torch.autograd.grad(misfit.sum(), x_in)
+        self.stats["vjp"] += 1
+        var = None if var is None else var.detach()
+        return grad, misfit.detach(), eps.detach(), var, x0.detach()
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def sample(self, prior, operator, noise, y, shape, generator: torch.Generator, hooks=None,
+               x_T: torch.Tensor | None = None) -> torch.Tensor:
+        """Run the reverse chain from x_T ~ N(0, I) (or the given x_T) and return x0."""
+        self.reset_stats()
+        diffusion = self.diffusion(prior)
+        device = y.device if y is not None else generator.device
+        dtype = y.dtype if (y is not None and y.is_floating_point()) else torch.float32
+        x = x_T if x_T is not None else randn(shape, generator, dtype, device)
+        batch = x.shape[0]
+        # divergence bookkeeping stays on the device (no host sync inside the loop)
+        self._failed_at = torch.full((batch,), -1, dtype=torch.long, device=x.device)
+        self._last_misfit = torch.full((batch,), float("nan"), device=x.device)
+        start = time.perf_counter()
+        for i in reversed(range(diffusion.num_steps)):
+            x = self.step(prior, diffusion, operator, noise, y, x, i, generator, hooks or ())
+            nonfinite = ~torch.isfinite(x.reshape(batch, -1)).all(dim=1)
+            self._failed_at = torch.where((self._failed_at < 0) & nonfinite, i, self._failed_at)
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)
+        self.stats["seconds"] = time.perf_counter() - start
+        self.stats["steps"] = diffusion.num_steps
+        self.stats["nfe"] = self.stats["forward"] + self.stats["vjp"]
+        return x.detach()
+
+    def failures(self) -> list[dict]:
+        """Samples of the last call that became NaN/Inf: [{index, step, last_misfit}] (empty if none)."""
+        failed = self._failed_at.cpu()
+        misfit = self._last_misfit.cpu()
+        return [{"index": int(b), "step": int(failed[b]),
+                 "last_misfit": None if torch.isnan(misfit[b]) else float(misfit[b])}
+                for b in torch.nonzero(failed >= 0).flatten().tolist()]
+
+    def step(self, prior, diffusion, operator, noise, y, x, i, generator, hooks) -> torch.Tensor:
+        raise NotImplementedError
+
+    @staticmethod
+    def _call_hooks(hooks, **fields) -> None:
+        if hooks:
+            step = Step(**fields)
+            for hook in hooks:
+                hook(step)
+
+    def _record_misfit(self, misfit: torch.Tensor) -> None:
+        """Remember each sample's last finite misfit (for divergence reports), without a host sync."""
+        misfit = misfit.detach().to(self._last_misfit.dtype)
+        self._last_misfit = torch.where(torch.isfinite(misfit), misfit, self._last_misfit)

@@ -1,0 +1,30 @@
+"""Diffusion Posterior Sampling (Chung et al., ICLR 2023, Alg. 1).
+
+  x'_{t-1} = mu_t(x_t, x0_hat) + sigma_t z
+  x_{t-1}  = x'_{t-1} - zeta grad_{x_t} ||y - A(x0_hat(x_t))||_2
+
+The gradient goes through the network (a VJP); zeta is constant (not divided by the residual),
+as in the authors' code (PAPER.md).
+"""
+
+from __future__ import annotations
+
+from .base import Sampler, randn
+
+
+class DPSSampler(Sampler):
+    name = "dps"
+
+    def __init__(self, zeta: float = 1.0, **kw):
+        super().__init__(**kw)
+        self.zeta = float(zeta)
+
+    def step(self, prior, diffusion, operator, noise, y, x, i, generator, hooks):
+        grad, misfit, eps, var, x0 = self.measurement_gradient(prior, diffusion, x, i, operator, noise, y)
+        self._record_misfit(misfit)
+        z = randn(x.shape, generator, x.dtype, x.device)
+        x_sampled, mean, std = diffusion.ddpm_step(self._clip(prior, x0), x, i, z, var)
+        x_prev = x_sampled - self.zeta * grad
+        self._call_hooks(hooks, i=i, t=int(diffusion.timesteps[i]), x_t=x, x0_hat=x0, eps=eps, grad=grad,
+                         mean=mean, std=std, x_prev=x_prev)
+        return x_prev

@@ -1,0 +1,36 @@
+"""Diffusion with Spherical Gaussian constraint (DSG; Yang et al., ICML 2024).
+
+With g = grad_{x_t} ||y - A(x0_hat(x_t))|| (as DPS), r = sqrt(d) sigma_t, the steepest-descent point
+on the sphere d* = -r g / ||g||, the sampled direction d_s = x'_{t-1} - mu_t = sigma_t z:
+  m = d_s + w (d* - d_s),   x_{t-1} = mu_t + r m / ||m||.
+At the final step sigma_t = 0, so r = 0 and x_{t-1} = mu_t.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import Sampler, flat_norm, project_to_sphere, randn
+
+
+class DSGSampler(Sampler):
+    name = "dsg"
+
+    def __init__(self, w: float = 0.08, **kw):
+        super().__init__(**kw)
+        if not 0 <= w <= 1:
+            raise ValueError(f"dsg: mixing weight w must lie in [0, 1], got {w}")
+        self.w = float(w)
+
+    def step(self, prior, diffusion, operator, noise, y, x, i, generator, hooks):
+        grad, misfit, eps, var, x0 = self.measurement_gradient(prior, diffusion, x, i, operator, noise, y)
+        self._record_misfit(misfit)
+        z = randn(x.shape, generator, x.dtype, x.device)
+        x_sampled, mean, std = diffusion.ddpm_step(self._clip(prior, x0), x, i, z, var)
+        radius = flat_norm(std.expand_as(x))  # = sqrt(d) sigma_t for isotropic noise
+        d_star = -radius * grad / flat_norm(grad).clamp_min(torch.finfo(x.dtype).tiny)
+        d_sample = x_sampled - mean
+        x_prev = project_to_sphere(mean + d_sample + self.w * (d_star - d_sample), mean, radius)
+        self._call_hooks(hooks, i=i, t=int(diffusion.timesteps[i]), x_t=x, x0_hat=x0, eps=eps, grad=grad,
+                         mean=mean, std=std, x_prev=x_prev)
+        return x_prev

@@ -1,0 +1,155 @@
+"""Samplers: the sphere projection, reductions to DDPM, VJP counts, and MAP behaviour on the GMM."""
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from dps_map.operators import GaussianNoise, MatrixOperator, SuperResolution
+from dps_map.priors.adm import ADMPrior, build_unet
+from dps_map.diffusion import make_betas
+from dps_map.priors.gmm import build_gmm_prior, find_multimodal_problem
+from dps_map.samplers import DDPMSampler, DMAPSampler, DPSSampler, DSGSampler
+
+SMALL_UNET = dict(image_size=16, num_channels=32, num_res_blocks=1, channel_mult="1,2",
+                  attention_resolutions="8", num_head_channels=32, learn_sigma=True,
+                  use_scale_shift_norm=True, resblock_updown=True)
+
+
+@pytest.fixture(scope="module")
+def adm():
+    torch.manual_seed(0)
+    return ADMPrior(build_unet(SMALL_UNET), make_betas(), learn_sigma=True)
+
+
+@pytest.fixture(scope="module")
+def image_problem():
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(1, 3, 16, 16, generator=g) * 2 - 1
+    op, noise = SuperResolution(4), GaussianNoise(0.05)
+    return op, noise, noise.sample(op(x0), g)
+
+
+def record(hooks_out):
+    def hook(step):
+        hooks_out.append(step)
+    return hook
+
+
+@pytest.mark.parametrize("variance", ["fixed_small", "learned_range"])
+def test_dmap_iterates_lie_on_the_sphere(adm, image_problem, variance):
+    op, noise, y = image_problem
+    steps = []
+    s = DMAPSampler(zeta=0.5, num_inner=2, respacing="10", variance=variance)
+    s.sample(adm, op, noise, y.expand(2, -1, -1, -1), (2, 3, 16, 16), torch.Generator().manual_seed(1),
+             hooks=[record(steps)])
+    d = 3 * 16 * 16
+    for st in steps:
+        dist = (st.x_prev - st.mean).reshape(2, -1).norm(dim=1)
+        radius = st.std.expand_as(st.x_prev).reshape(2, -1).norm(dim=1)
+        if st.i > 0:
+            torch.testing.assert_close(dist, radius, rtol=1e-5, atol=1e-6)
+            if variance == "fixed_small":
+                torch.testing.assert_close(radius, np.sqrt(d) * st.std.reshape(-1)[:1].expand(2), rtol=1e-5, atol=0)
+        else:
+            assert float(dist.max()) == 0.0  # radius 0 at the final step: x_0 = mu
+
+
+def test_dsg_iterates_lie_on_the_sphere(adm, image_problem):
+    op, noise, y = image_problem
+    steps = []
+    DSGSampler(w=0.3, respacing="10").sample(adm, op, noise, y, (1, 3, 16, 16), torch.Generator().manual_seed(1),
+                                             hooks=[record(steps)])
+    for st in steps[:-1]:
+        dist = float((st.x_prev - st.mean).norm())
+        assert dist == pytest.approx(float(st.std.expand_as(st.x_prev).norm()), rel=1e-5)
+
+
+def _run(sampler, adm, image_problem, hooks=None):
+    op, noise, y = image_problem
+    return sampler.sample(adm, op, noise, y, (1, 3, 16, 16), torch.Generator().manual_seed(2), hooks=hooks)
+
+
+def test_zero_step_reduces_to_ddpm(adm, image_problem):
+    """zeta = 0 (DMAP) or w = 0 (DSG): the DDPM step; without projection exactly, with projection the
+    same direction rescaled onto the sphere."""
+    ddpm_steps, dmap_steps, dsg_steps = [], [], []
+    ref = _run(DDPMSampler(respacing="10"), adm, image_problem, [record(ddpm_steps)])
+    out = _run(DMAPSampler(zeta=0.0, project=False, respacing="10"), adm, image_problem)
+    torch.testing.assert_close(out, ref)
+    _run(DMAPSampler(zeta=0.0, project=True, respacing="10"), adm, image_problem, [record(dmap_steps)])
+    _run(DSGSampler(w=0.0, respacing="10"), adm, image_problem, [record(dsg_steps)])
+    # compare one step from the same x_t: same direction as the DDPM draw
+    for steps in (dmap_steps, dsg_steps):
+        first, ref_first = steps[0], ddpm_steps[0]
+        torch.testing.assert_close(first.x_t, ref_first.x_t)
+        a = (first.x_prev - first.mean).flatten()
+        b = (ref_first.x_prev - ref_first.mean).flatten()
+        assert float(torch.nn.functional.cosine_similarity(a, b, dim=0)) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_dps_with_zero_step_is_ddpm(adm, image_problem):
+    torch.testing.assert_close(_run(DPSSampler(zeta=0.0, respacing="10"), adm, image_problem),
+                               _run(DDPMSampler(respacing="10"), adm, image_problem))
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_dmap_costs_k_vjps_per_step(adm, image_problem, k):
+    s = DMAPSampler(zeta=0.1, num_inner=k, respacing="10")
+    _run(s, adm, image_problem)
+    assert s.stats["forward"] == 10
+    assert s.stats["vjp"] == k * 9  # the final step has radius 0: no inner steps
+    s = DMAPSampler(zeta=0.1, num_inner=k, respacing="10", project=False)
+    _run(s, adm, image_problem)
+    assert s.stats["vjp"] == k * 10
+    d = DPSSampler(zeta=0.1, respacing="10")
+    _run(d, adm, image_problem)
+    assert (d.stats["forward"], d.stats["vjp"]) == (0, 10)
+
+
+def test_adam_and_sgd_differ(adm, image_problem):
+    sgd = _run(DMAPSampler(zeta=0.05, optimizer="sgd", respacing="5"), adm, image_problem)
+    adam = _run(DMAPSampler(zeta=0.05, optimizer="adam", respacing="5"), adm, image_problem)
+    assert float((sgd - adam).abs().max()) > 1e-3
+
+
+def test_samplers_are_reproducible(adm, image_problem):
+    a = _run(DMAPSampler(zeta=0.3, respacing="5"), adm, image_problem)
+    b = _run(DMAPSampler(zeta=0.3, respacing="5"), adm, image_problem)
+    assert torch.equal(a, b)
+
+
+def test_divergence_is_recorded_per_sample(adm, image_problem):
+    op, noise, y = image_problem
+    s = DPSSampler(zeta=1e30, respacing="5")
+    x = s.sample(adm, op, noise, y.expand(2, -1, -1, -1), (2, 3, 16, 16), torch.Generator().manual_seed(0))
+    fails = s.failures()
+    assert not torch.isfinite(x).all()
+    assert [f["index"] for f in fails] == [0, 1]
+    assert all(0 <= f["step"] < 5 for f in fails)
+    assert all(f["last_misfit"] is not None and np.isfinite(f["last_misfit"]) for f in fails)
+
+
+# -- the Gaussian-mixture problem: DMAP is an explicit MAP ----------------------------------------
+@pytest.fixture(scope="module")
+def gmm():
+    prior = build_gmm_prior(OmegaConf.load("conf/prior/gmm.yaml"))
+    A, x0, y, post, _ = find_multimodal_problem(prior.mixture, 2, 0.05, torch.Generator().manual_seed(0))
+    return prior, MatrixOperator(A), GaussianNoise(0.05), y, post
+
+
+def test_dmap_fits_measurement_and_posterior_better_than_dps(gmm):
+    task = OmegaConf.load("conf/task/gmm_linear.yaml")
+    prior, op, noise, y, post = gmm
+    n = 300
+    yb = y[None].expand(n, -1)
+
+    def draw(sampler):
+        return sampler.sample(prior, op, noise, yb, (n, 8), torch.Generator().manual_seed(3))
+
+    dps = draw(DPSSampler(zeta=task.zeta.dps, respacing="1000", clip_x0=False))
+    dmap = draw(DMAPSampler(zeta=task.zeta.dmap, respacing="1000", clip_x0=False))
+    misfit = {k: float((v @ op.matrix.T - y).norm(dim=1).mean()) for k, v in (("dps", dps), ("dmap", dmap))}
+    logp = {k: float(post.log_prob(v).mean()) for k, v in (("dps", dps), ("dmap", dmap))}
+    assert misfit["dmap"] < misfit["dps"]
+    assert logp["dmap"] > logp["dps"]

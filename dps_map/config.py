@@ -11,7 +11,7 @@ from omegaconf.errors import OmegaConfBaseException
 from .errors import ConfigError
 
 #: keys that do not change what a run computes (excluded from the config digest)
-NON_OUTPUT_KEYS = ("hydra", "logger", "progress", "device", "overwrite", "output_dir", "metrics")
+NON_OUTPUT_KEYS = ("hydra", "logger", "progress", "device", "overwrite", "metrics")
 NON_OUTPUT_DATA_KEYS = ("num_shards", "shard")
 
 

@@ -63,7 +63,11 @@ def claim_run_dir(out: Path, digest: str, overwrite: bool) -> None:
 def run(cfg: DictConfig, out_dir=None) -> dict:
     """Run one config end to end and return its summary (also written to summary.json)."""
     validate(cfg)
-    out = Path(out_dir if out_dir is not None else cfg.output_dir)
+    if out_dir is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        out_dir = HydraConfig.get().runtime.output_dir
+    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     digest = config_digest(cfg)
     claim_run_dir(out, digest, cfg.get("overwrite", False))

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # also for the subprocesses the CLI tests start
 os.environ.setdefault("WANDB_SILENT", "true")
 
 

@@ -25,6 +25,7 @@ from . import __version__
 from .config import config_digest, resolve_device, resolved, validate
 from .data import demo_crops, folder_items, shard
 from .errors import ConfigError, UserError
+from .evaluate import Evaluator
 from .io import (append_jsonl, atomic_save_npy, atomic_save_npz, atomic_write_json, read_jsonl, save_png)
 from .loggers import make_logger
 from .operators import MatrixOperator, build_noise, build_operator
@@ -72,13 +73,16 @@ def run(cfg: DictConfig, out_dir=None) -> dict:
     digest = config_digest(cfg)
     claim_run_dir(out, digest, cfg.get("overwrite", False))
     device = resolve_device(cfg.device)
+    evaluator = Evaluator(cfg.metrics, cfg.paths, device) if cfg.data.kind != "gmm" else None  # checks weights
     prior = build_prior(cfg.prior, device)
     sampler = build_sampler(cfg.sampler)
     noise = build_noise(cfg.task)
     logger = make_logger(cfg, out)
     try:
-        runner = run_gmm if prior.kind == "vector" else run_images
-        summary = runner(cfg, prior, sampler, noise, out, device, logger)
+        if prior.kind == "vector":
+            summary = run_gmm(cfg, prior, sampler, noise, out, device, logger)
+        else:
+            summary = run_images(cfg, prior, sampler, noise, out, device, logger, evaluator)
         summary.update(task=cfg.task.name, prior=cfg.prior.name, sampler=cfg.sampler.name, seed=cfg.seed,
                        digest=digest, device=str(device), config=resolved(cfg).get("sampler"))
         atomic_write_json(out / "summary.json", summary)
@@ -112,13 +116,7 @@ def sample_chunks(num_samples: int, batch_size: int | None):
     return [list(range(s, min(num_samples, s + step))) for s in range(0, num_samples, step)]
 
 
-def image_metrics(x: torch.Tensor, ref: torch.Tensor) -> dict[str, list[float]]:
-    from .metrics.image import psnr, ssim
-
-    return {"psnr": [float(v) for v in psnr(x, ref)], "ssim": [float(v) for v in ssim(x, ref)]}
-
-
-def run_images(cfg, prior, sampler, noise, out: Path, device, logger) -> dict:
+def run_images(cfg, prior, sampler, noise, out: Path, device, logger, evaluator) -> dict:
     size = prior.image_size
     items = load_items(cfg.data, size)
     metrics_path = out / "metrics.jsonl"
@@ -137,7 +135,7 @@ def run_images(cfg, prior, sampler, noise, out: Path, device, logger) -> dict:
             prior.set_class_labels(int(torch.randint(0, 1000, (1,), generator=gen, device=device))
                                    if label == "random" else label)
         naive = operator.naive(y)
-        base = image_metrics(naive, x0)
+        base = evaluator.per_sample(naive, x0)
         for sub, img in (("label", x0[0]), ("input", y[0])):
             if not (out / sub / f"{item.id}.png").exists():
                 save_png(img, out / sub / f"{item.id}.png")
@@ -149,13 +147,13 @@ def run_images(cfg, prior, sampler, noise, out: Path, device, logger) -> dict:
             x = sampler.sample(prior, operator, noise, y.expand(len(ks), *y.shape[1:]),
                                (len(ks), *prior.sample_shape), cgen)
             failed = {f["index"]: f for f in sampler.failures()}
-            scores = image_metrics(torch.nan_to_num(x), x0.expand_as(x))
+            scores = evaluator.per_sample(x, x0.expand_as(x))
             misfit = noise.misfit(y.expand(len(ks), *y.shape[1:]), operator(x)).tolist()
             records = []
             for b, k in enumerate(ks):
                 if k not in todo:
                     continue
-                rec = {"id": item.id, "k": k, "naive_psnr": base["psnr"][0], "naive_ssim": base["ssim"][0],
+                rec = {"id": item.id, "k": k, **{f"naive_{name}": v[0] for name, v in base.items()},
                        "seconds": sampler.stats["seconds"] / len(ks), "nfe": sampler.stats["nfe"],
                        "forward": sampler.stats["forward"], "vjp": sampler.stats["vjp"],
                        "steps": sampler.stats["steps"], **{k2: v for k2, v in item.info.items()
@@ -166,15 +164,35 @@ def run_images(cfg, prior, sampler, noise, out: Path, device, logger) -> dict:
                                 failed[b]["step"])
                 else:
                     save_png(x[b], out / "recon" / f"{item.id}_{k}.png")
-                    rec.update(psnr=scores["psnr"][b], ssim=scores["ssim"][b], misfit=misfit[b])
+                    rec.update({name: values[b] for name, values in scores.items()}, misfit=misfit[b])
                 records.append(rec)
                 logger.log_sample(rec)
             append_jsonl(metrics_path, records)
             done.update((item.id, k) for k in todo)
             n_new += len(todo)
+            grid = save_grid(out, item.id, naive[0], size)
+            logger.log_images(f"grid/{item.id}", grid)
     summary = summarize_images(read_jsonl(metrics_path), {it.id for it in items})
+    summary["metrics"].update(evaluator.per_run(out, [it.id for it in items], size))
     summary["n_new_samples"] = n_new
     return summary
+
+
+def save_grid(out: Path, ident: str, naive: torch.Tensor, size: int) -> Path:
+    """grids/<id>.png: the measurement mapped to image space, every sample on disk, the ground truth."""
+    from torchvision.utils import save_image
+
+    from .io import load_image
+
+    recon = sorted((out / "recon").glob(f"{ident}_*.png"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+    tiles = [naive.cpu().float().clamp(-1, 1)] + [load_image(p, size)[0] for p in recon] \
+        + [load_image(out / "label" / f"{ident}.png", size)[0]]
+    path = out / "grids" / f"{ident}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    save_image((torch.stack(tiles) + 1) / 2, tmp, nrow=len(tiles), padding=2, pad_value=1.0)
+    tmp.replace(path)
+    return path
 
 
 def _mean_sem(values) -> dict:
@@ -199,7 +217,8 @@ def summarize_images(records: list[dict], ids: set) -> dict:
         "failures": [{k: r.get(k) for k in ("id", "k", "fail_step", "last_misfit")}
                      for r in records if r.get("failed")],
         "metrics": {name: _mean_sem(r.get(name) for r in ok) for name in metric_names},
-        "naive": {name: _mean_sem(r[f"naive_{name}"] for r in per_id.values()) for name in ("psnr", "ssim")},
+        "naive": {name: _mean_sem(r.get(f"naive_{name}") for r in per_id.values())
+                  for name in ("psnr", "ssim", "lpips")},
         "cost": {"seconds_per_sample": _mean_sem(r["seconds"] for r in records)["mean"],
                  "nfe_per_sample": _mean_sem(r["nfe"] for r in records)["mean"],
                  "forward_per_sample": _mean_sem(r["forward"] for r in records)["mean"],

@@ -127,3 +127,30 @@ def test_wandb_offline_run_records_summary(tmp_path, image_folder, monkeypatch):
 def test_impossible_configs_are_refused_before_building(tmp_path, overrides, match):
     with pytest.raises(ConfigError, match=match):
         run(config("data=demo", *overrides) if "data=demo" not in overrides else config(*overrides), tmp_path)
+
+
+def test_metrics_default_with_random_networks_reports_everything(tmp_path, image_folder):
+    out = tmp_path / "full"
+    summary = run(image_cfg(image_folder, "metrics=default", "metrics.random_weights=true", "data.max_images=2",
+                            "num_samples=2"), out)
+    m = summary["metrics"]
+    for key in ("psnr", "ssim", "lpips"):
+        assert m[key]["n"] == 4
+    assert np.isfinite(m["fid"]) and set(m["kid"]) == {"mean", "std"}
+    assert m["diversity"]["n_measurements"] == 2 and m["diversity"]["pixel_std"] > 0
+    assert all("lpips" in r for r in read_jsonl(out / "metrics.jsonl"))
+    assert Image.open(out / "grids" / "a.png").size[0] > 4 * 64  # measurement, 2 samples, truth
+
+
+def test_metrics_default_without_weights_exits_2_and_samples_nothing(tmp_path, image_folder):
+    env = {**__import__("os").environ, "TORCH_HOME": str(tmp_path / "empty_cache")}
+    env.pop("DPS_MAP_LPIPS_BACKBONE", None)
+    env.pop("DPS_MAP_FID_INCEPTION", None)
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "dps_map.run", "task=sr4", "prior=tiny", "prior.random_init=true",
+                           "data=folder", f"data.path={image_folder}", "metrics=default", f"hydra.run.dir={out}"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "alexnet-owt-7be5be79.pth" in proc.stderr and "paths.lpips_backbone=" in proc.stderr
+    assert not (out / "recon").exists() and not (out / "metrics.jsonl").exists()

@@ -1,0 +1,1 @@
+"""Paper-reproduction drivers and sweep aggregation (run with python -m experiments.<name>)."""

@@ -24,7 +24,7 @@ def config(*overrides):
 
 def test_gmm_oracle_cli_writes_problem_and_samples(tmp_path):
     out = tmp_path / "oracle"
-    proc = subprocess.run([sys.executable, "-m", "dps_map.run", "task=gmm_linear", "prior=gmm", "sampler=oracle",
+    proc = subprocess.run([sys.executable, "-m", "dps_map.run", "task=gmm_linear", "prior=gmm", "data=gmm", "sampler=oracle",
                            "num_samples=2000", "seed=0", f"hydra.run.dir={out}"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -41,12 +41,12 @@ def test_gmm_oracle_cli_writes_problem_and_samples(tmp_path):
 def test_same_seed_same_problem_for_every_sampler_and_reproducible_samples(tmp_path):
     runs = {}
     for sampler in ("dps", "exact"):
-        run(config("task=gmm_linear", "prior=gmm", f"sampler={sampler}", "num_samples=50",
+        run(config("task=gmm_linear", "prior=gmm", "data=gmm", f"sampler={sampler}", "num_samples=50",
                    "sampler.respacing=50"), tmp_path / sampler)
         runs[sampler] = np.load(tmp_path / sampler / "problem.npz")
     for key in ("A", "y", "x0", "means"):
         np.testing.assert_array_equal(runs["dps"][key], runs["exact"][key])
-    run(config("task=gmm_linear", "prior=gmm", "sampler=dps", "num_samples=50", "sampler.respacing=50"),
+    run(config("task=gmm_linear", "prior=gmm", "data=gmm", "sampler=dps", "num_samples=50", "sampler.respacing=50"),
         tmp_path / "dps_again")
     np.testing.assert_array_equal(np.load(tmp_path / "dps" / "samples.npy"),
                                   np.load(tmp_path / "dps_again" / "samples.npy"))
@@ -126,7 +126,7 @@ def test_wandb_offline_run_records_summary(tmp_path, image_folder, monkeypatch):
 ])
 def test_impossible_configs_are_refused_before_building(tmp_path, overrides, match):
     with pytest.raises(ConfigError, match=match):
-        run(config("data=demo", *overrides) if "data=demo" not in overrides else config(*overrides), tmp_path)
+        run(config(*overrides), tmp_path)
 
 
 def test_metrics_default_with_random_networks_reports_everything(tmp_path, image_folder):

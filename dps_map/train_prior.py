@@ -274,16 +274,15 @@ def _train(cfg: DictConfig) -> dict:
 # -- export -------------------------------------------------------------------------------------
 @torch.no_grad()
 def ddpm_samples(model, betas, num: int, size: int, respacing: str, seed: int, clip_x0: bool = True) -> torch.Tensor:
-    """Unconditional ancestral DDPM samples (fixed-small variance) from an eps model."""
-    diffusion = Diffusion(betas, respacing=respacing)
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(num, model.in_channels, size, size, generator=gen)
-    for i in reversed(range(diffusion.num_steps)):
-        eps = model(x, diffusion.model_t(i, num))
-        x0 = diffusion.x0_from_eps(x, i, eps)
-        if clip_x0:
-            x0 = x0.clamp(-1, 1)
-        x, _, _ = diffusion.ddpm_step(x0, x, i, torch.randn(x.shape, generator=gen))
+    """Unconditional ancestral DDPM samples (fixed-small variance) from an eps model, drawn with the
+    package's own DDPM sampler (the same code path as `sampler=ddpm`)."""
+    from .priors.adm import ADMPrior
+    from .samplers import DDPMSampler
+
+    prior = ADMPrior(model, betas, learn_sigma=False)
+    sampler = DDPMSampler(respacing=respacing, variance="fixed_small", clip_x0=clip_x0)
+    x = sampler.sample(prior, None, None, None, (num, model.in_channels, size, size),
+                       torch.Generator().manual_seed(seed))
     return x.clamp(-1, 1)
 
 

@@ -28,7 +28,7 @@ class Evaluator:
         if random:
             log.warning("metrics.random_weights=true: LPIPS/FID/KID use random networks (tests only)")
         else:
-            check_weights(self.names, dict(paths), mcfg.get("lpips_net", "alex"))
+            check_weights(list(mcfg.names), dict(paths), mcfg.get("lpips_net", "alex"))  # config order
         self.lpips = None
         if {"lpips", "diversity"} & self.names:
             self.lpips = LPIPS(mcfg.get("lpips_net", "alex"), backbone_path=paths.get("lpips_backbone"),

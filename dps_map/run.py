@@ -26,7 +26,8 @@ from .config import config_digest, resolve_device, resolved, validate
 from .data import demo_crops, folder_items, shard
 from .errors import ConfigError, UserError
 from .evaluate import Evaluator
-from .io import (append_jsonl, atomic_save_npy, atomic_save_npz, atomic_write_json, read_jsonl, save_png)
+from .io import (append_jsonl, atomic_save_npy, atomic_save_npz, atomic_write_json, load_image, read_jsonl,
+                 save_png)
 from .loggers import make_logger
 from .operators import MatrixOperator, build_noise, build_operator
 from .priors import build_prior
@@ -181,8 +182,6 @@ def run_images(cfg, prior, sampler, noise, out: Path, device, logger, evaluator)
 def save_grid(out: Path, ident: str, naive: torch.Tensor, size: int) -> Path:
     """grids/<id>.png: the measurement mapped to image space, every sample on disk, the ground truth."""
     from torchvision.utils import save_image
-
-    from .io import load_image
 
     recon = sorted((out / "recon").glob(f"{ident}_*.png"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
     tiles = [naive.cpu().float().clamp(-1, 1)] + [load_image(p, size)[0] for p in recon] \

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -130,6 +131,15 @@ def load_image(path, size: int) -> tuple[torch.Tensor, dict]:
             return pil_to_tensor(img, size)
     except (OSError, ValueError, SyntaxError) as err:  # PIL raises these for truncated or corrupt files
         raise UserError(f"unreadable image '{path}': {err}") from err
+
+
+def sha256_file(path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 # -- checkpoints --------------------------------------------------------------------------------

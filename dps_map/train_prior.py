@@ -20,7 +20,6 @@ Export writes to dps_map/assets/ (``asset_dir``):
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import math
@@ -41,7 +40,7 @@ from . import ASSETS
 from .data import HELDOUT_PHOTOS, TRAIN_PHOTOS, load_photo
 from .diffusion import Diffusion, make_betas
 from .errors import ConfigError, MissingFileError
-from .io import atomic_write_bytes, atomic_write_json
+from .io import atomic_write_bytes, atomic_write_json, sha256_file
 from .priors.adm import build_unet
 
 log = logging.getLogger(__name__)
@@ -131,14 +130,6 @@ def ema_decay_at(step: int, cfg) -> float:
     if cfg.ema_warmup:
         return min(cfg.ema_decay, (1 + step) / (10 + step))
     return cfg.ema_decay
-
-
-def _sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _save_torch(obj, path) -> None:
@@ -356,13 +347,13 @@ def _export(cfg: DictConfig) -> dict:
                        "64x64 crops of scikit-image's bundled photographs; for demos and tests of dps-map, "
                        "not for benchmarks",
         "files": {
-            WEIGHTS: {"sha256": _sha256(asset_dir / WEIGHTS), "bytes": (asset_dir / WEIGHTS).stat().st_size,
+            WEIGHTS: {"sha256": sha256_file(asset_dir / WEIGHTS), "bytes": (asset_dir / WEIGHTS).stat().st_size,
                       "format": "EMA state dict of float32 tensors; torch.load(weights_only=True), strict load "
                                 "into build_unet(conf/prior/tiny.yaml unet flags)"},
-            REFERENCE: {"sha256": _sha256(asset_dir / REFERENCE),
+            REFERENCE: {"sha256": sha256_file(asset_dir / REFERENCE),
                         "content": f"x ~ N(0, I) of shape {list(x.shape)} (torch.Generator seed {REFERENCE_SEED}), "
                                    f"t = {list(REFERENCE_T)}, eps = model(x, t) in eval mode"},
-            SAMPLES: {"sha256": _sha256(asset_dir / SAMPLES)},
+            SAMPLES: {"sha256": sha256_file(asset_dir / SAMPLES)},
         },
         "architecture": {"builder": "guided_diffusion.script_util.create_model", "unet": flags,
                          "parameters": n_params},

@@ -81,6 +81,19 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
+def absolute_path(path):
+    """A user path made absolute against the directory the command was started from (Hydra's
+    original cwd inside an app, the current directory otherwise); None stays None."""
+    if not path:
+        return path
+    from hydra.utils import to_absolute_path
+
+    try:
+        return to_absolute_path(str(path))
+    except ValueError:  # outside a Hydra app
+        return str(Path(path).absolute())
+
+
 # -- images -------------------------------------------------------------------------------------
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """(C, H, W) in [-1, 1] -> (H, W, C) uint8."""

@@ -26,7 +26,7 @@ from .config import config_digest, resolve_device, resolved, validate
 from .data import demo_crops, folder_items, shard
 from .errors import ConfigError, UserError
 from .evaluate import Evaluator
-from .io import (append_jsonl, atomic_save_npy, atomic_save_npz, atomic_write_json, load_image, read_jsonl,
+from .io import (absolute_path, append_jsonl, atomic_save_npy, atomic_save_npz, atomic_write_json, load_image, read_jsonl,
                  save_png)
 from .loggers import make_logger
 from .operators import MatrixOperator, build_noise, build_operator
@@ -98,14 +98,7 @@ def load_items(data_cfg, size: int):
     if data_cfg.kind == "demo":
         items = demo_crops(size, data_cfg.get("per_photo", 4))
     elif data_cfg.kind == "folder":
-        from hydra.utils import to_absolute_path
-
-        path = data_cfg.path
-        try:
-            path = to_absolute_path(path)
-        except ValueError:
-            pass
-        items = folder_items(path, size, data_cfg.get("max_images"))
+        items = folder_items(absolute_path(data_cfg.path), size, data_cfg.get("max_images"))
     else:
         raise ConfigError(f"data={data_cfg.name}: kind '{data_cfg.kind}' is not an image dataset")
     return shard(items, data_cfg.get("num_shards", 1), data_cfg.get("shard", 0))

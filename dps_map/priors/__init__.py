@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..errors import ConfigError
+from ..io import absolute_path
 from .adm import ADMPrior, build_adm_prior, build_unet
 from .base import Prior
 from .gmm import GaussianMixture, GMMPrior, build_gmm_prior
@@ -13,14 +14,7 @@ __all__ = ["Prior", "ADMPrior", "GMMPrior", "GaussianMixture", "build_prior", "b
 def build_prior(cfg, device="cpu") -> Prior:
     """The prior named by cfg.kind ('adm' or 'gmm'), on device, frozen."""
     if cfg.kind == "adm":
-        from hydra.utils import to_absolute_path
-
-        checkpoint = cfg.checkpoint
-        try:
-            checkpoint = to_absolute_path(checkpoint) if checkpoint else checkpoint
-        except ValueError:  # outside a Hydra app: keep the path as given
-            pass
-        prior = build_adm_prior(cfg, checkpoint)
+        prior = build_adm_prior(cfg, absolute_path(cfg.checkpoint))
     elif cfg.kind == "gmm":
         prior = build_gmm_prior(cfg)
     else:

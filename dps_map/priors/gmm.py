@@ -167,22 +167,20 @@ class GMMPrior(Prior):
 
     def predict(self, x_t, t):
         t = t.reshape(-1).cpu()
+        steps = t.unique()
+        if len(steps) == 1:  # the usual case: one step for the whole batch
+            return self._eps_at(x_t, int(steps[0])), None
         eps = torch.empty_like(x_t)
-        if bool((t == t[0]).all()):  # the usual case: one step for the whole batch
-            groups = [(int(t[0]), slice(None))]
-        else:
-            groups = [(int(u), t == u) for u in t.unique()]
-        out = []
-        for step, rows in groups:
-            mix = self.marginal(step)
-            mix = mix if mix.means.device == x_t.device else mix.to(x_t.device)
-            score = mix.score(x_t[rows])
-            out.append((rows, self._train.eps_from_score(x_t[rows], step, score)))
-        if len(out) == 1:
-            return out[0][1], None
-        for rows, value in out:
-            eps[rows.to(x_t.device)] = value
+        for step in steps:
+            rows = (t == step).to(x_t.device)
+            eps[rows] = self._eps_at(x_t[rows], int(step))
         return eps, None
+
+    def _eps_at(self, x: torch.Tensor, step: int) -> torch.Tensor:
+        mix = self.marginal(step)
+        if mix.means.device != x.device:
+            mix = mix.to(x.device)
+        return self._train.eps_from_score(x, step, mix.score(x))
 
     def condition(self, A: torch.Tensor, y: torch.Tensor, sigma_y: float) -> "GMMPrior":
         """The prior of the exact posterior p(x_0 | y): its eps is the exact conditional score."""

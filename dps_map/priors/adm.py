@@ -76,18 +76,23 @@ class ADMPrior(Prior):
             raise ConfigError(f"class labels must lie in [0, {NUM_CLASSES}), got {labels.tolist()}")
         self._labels = labels
 
-    def predict(self, x_t, t):
-        kwargs = {}
-        if self.class_cond:
-            if self._labels is None:
-                raise ConfigError("class-conditional ADM needs a class label: set prior.class_label")
-            kwargs["y"] = self._labels.to(x_t.device).expand(x_t.shape[0]) if self._labels.numel() == 1 \
-                else self._labels.to(x_t.device)
-        out = self.model(x_t, t, **kwargs)
+    def labels_for(self, x_t: torch.Tensor) -> torch.Tensor:
+        """The class labels of a class-conditional model for the batch x_t."""
+        if self._labels is None:
+            raise ConfigError("class-conditional ADM needs a class label: set prior.class_label")
+        labels = self._labels.to(x_t.device)
+        return labels.expand(x_t.shape[0]) if labels.numel() == 1 else labels
+
+    def split_output(self, out: torch.Tensor):
+        """(eps, learned-variance values or None) from the UNet's output channels."""
         if self.learn_sigma:
             eps, var_values = out.split(self.in_channels, dim=1)
             return eps, var_values
         return out, None
+
+    def predict(self, x_t, t):
+        kwargs = {"y": self.labels_for(x_t)} if self.class_cond else {}
+        return self.split_output(self.model(x_t, t, **kwargs))
 
 
 def build_adm_prior(cfg, checkpoint: str | None) -> ADMPrior:

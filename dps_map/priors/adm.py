@@ -4,16 +4,29 @@ The network comes from ``guided_diffusion.script_util.create_model`` with the fl
 checkpoints (conf/prior/adm512.yaml, adm256_uncond.yaml) or of our small prior (tiny.yaml). With
 ``learn_sigma`` the network outputs 2C channels: the first C are eps, the rest ADM's variance
 interpolation values (usable by the DDPM step, never for guidance).
+
+Performance knobs (all off by default; conf/perf/default.yaml, README "Performance"):
+:meth:`ADMPrior.configure_perf` sets mixed precision (autocast bf16/fp16: the network runs in low
+precision, its output and all the diffusion maths stay in the caller's dtype), channels_last memory
+format, torch.compile of the network, and gradient checkpointing of the UNet's residual and attention
+blocks (recomputed in the VJP's backward pass instead of stored; also what ``unet.use_checkpoint``
+selects). The network call itself never synchronises host and device: the class labels and the
+sinusoidal time-embedding frequencies are cached on the device (guided_diffusion rebuilds the
+frequencies on the CPU and copies them at every call).
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
+import math
+import types
 
 import numpy as np
 import torch
 from guided_diffusion.script_util import create_model
+from torch.utils.checkpoint import checkpoint as torch_checkpoint
 
 from ..diffusion import make_betas
 from ..errors import ConfigError
@@ -25,6 +38,9 @@ log = logging.getLogger(__name__)
 #: flags accepted by guided_diffusion.script_util.create_model
 UNET_FLAGS = tuple(inspect.signature(create_model).parameters)
 NUM_CLASSES = 1000
+#: autocast dtypes accepted by ADMPrior.configure_perf
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
+                   "float16": torch.float16}
 
 
 def build_unet(flags: dict) -> torch.nn.Module:
@@ -61,6 +77,12 @@ class ADMPrior(Prior):
         self.in_channels = model.in_channels
         self.image_size = model.image_size
         self._labels = None if class_label is None else torch.tensor([int(class_label)])
+        self._device_cache: dict = {}  # per-device copies of labels and time-embedding frequencies
+        self.perf = {"autocast": None, "channels_last": False, "compile": False, "grad_checkpoint": False}
+        self._autocast_dtype = None
+        self._network = self._unet_forward
+        if getattr(model, "use_checkpoint", False):  # unet.use_checkpoint: route through torch's checkpoint
+            self._set_grad_checkpoint(True)
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -75,12 +97,16 @@ class ADMPrior(Prior):
         if ((labels < 0) | (labels >= NUM_CLASSES)).any():
             raise ConfigError(f"class labels must lie in [0, {NUM_CLASSES}), got {labels.tolist()}")
         self._labels = labels
+        self._device_cache = {k: v for k, v in self._device_cache.items() if k[0] != "labels"}
 
     def labels_for(self, x_t: torch.Tensor) -> torch.Tensor:
         """The class labels of a class-conditional model for the batch x_t."""
         if self._labels is None:
             raise ConfigError("class-conditional ADM needs a class label: set prior.class_label")
-        labels = self._labels.to(x_t.device)
+        key = ("labels", x_t.device)
+        labels = self._device_cache.get(key)
+        if labels is None:  # copied once per device, not at every call (a copy would sync on CUDA)
+            labels = self._device_cache[key] = self._labels.to(x_t.device)
         return labels.expand(x_t.shape[0]) if labels.numel() == 1 else labels
 
     def split_output(self, out: torch.Tensor):
@@ -91,8 +117,102 @@ class ADMPrior(Prior):
         return out, None
 
     def predict(self, x_t, t):
-        kwargs = {"y": self.labels_for(x_t)} if self.class_cond else {}
-        return self.split_output(self.model(x_t, t, **kwargs))
+        labels = self.labels_for(x_t) if self.class_cond else None
+        x_in = x_t.contiguous(memory_format=torch.channels_last) if self.perf["channels_last"] else x_t
+        with self.autocast(x_t.device):
+            out = self._network(x_in, t, labels)
+        if out.dtype != x_t.dtype:
+            out = out.to(x_t.dtype)
+        if self.perf["channels_last"]:
+            out = out.contiguous()
+        return self.split_output(out)
+
+    # -- the network call -------------------------------------------------------------------------
+    def _time_frequencies(self, device) -> torch.Tensor:
+        """guided_diffusion.nn.timestep_embedding's frequencies, computed identically, cached per device."""
+        key = ("freqs", device)
+        freqs = self._device_cache.get(key)
+        if freqs is None:
+            half = self.model.model_channels // 2
+            freqs = torch.exp(-math.log(10000) * torch.arange(start=0, end=half, dtype=torch.float32) / half)
+            freqs = self._device_cache[key] = freqs.to(device)
+        return freqs
+
+    def _unet_forward(self, x, t, labels=None):
+        """UNetModel.forward (guided_diffusion/unet.py) with the embedding frequencies cached on the device."""
+        model = self.model
+        args = t[:, None].float() * self._time_frequencies(t.device)[None]
+        emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+        if model.model_channels % 2:
+            emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
+        emb = model.time_embed(emb)
+        if model.num_classes is not None:
+            emb = emb + model.label_emb(labels)
+        h, hs = x.type(model.dtype), []
+        for module in model.input_blocks:
+            h = module(h, emb)
+            hs.append(h)
+        h = model.middle_block(h, emb)
+        for module in model.output_blocks:
+            h = module(torch.cat([h, hs.pop()], dim=1), emb)
+        return model.out(h.type(x.dtype))
+
+    # -- performance knobs ------------------------------------------------------------------------
+    def autocast(self, device) -> contextlib.AbstractContextManager:
+        """The mixed-precision context of the network call (a no-op unless perf.autocast is set)."""
+        if self._autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=torch.device(device).type, dtype=self._autocast_dtype)
+
+    def configure_perf(self, autocast: str | None = None, channels_last: bool = False, compile: bool = False,
+                       compile_mode: str | None = None, compile_backend: str = "inductor",
+                       grad_checkpoint: bool = False, **unknown) -> "ADMPrior":
+        """Switch the performance knobs (conf/perf/default.yaml). Off (the defaults) is the plain network.
+
+        autocast: None, 'bf16' or 'fp16': run the UNet under torch.autocast; eps comes back in x_t's dtype.
+        channels_last: NHWC weights and inputs (faster convolutions on tensor-core GPUs).
+        compile: torch.compile the network call (compile_mode e.g. 'max-autotune', compile_backend
+            e.g. 'inductor' or 'eager'; the first calls are slow while it compiles).
+        grad_checkpoint: recompute the residual/attention blocks' activations in the backward pass
+            (torch.utils.checkpoint), so a VJP keeps far fewer activations; also set by unet.use_checkpoint.
+        """
+        if unknown:
+            raise ConfigError(f"unknown perf keys {sorted(unknown)} (autocast, channels_last, compile, "
+                              "compile_mode, compile_backend, grad_checkpoint)")
+        if autocast not in (None, False, "none", "off", *AUTOCAST_DTYPES):
+            raise ConfigError(f"perf.autocast must be null, 'bf16' or 'fp16', got '{autocast}'")
+        self._autocast_dtype = AUTOCAST_DTYPES.get(autocast) if autocast else None
+        self.model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        self._set_grad_checkpoint(bool(grad_checkpoint) or bool(getattr(self.model, "use_checkpoint", False)))
+        if compile:
+            kwargs = {"backend": compile_backend} | ({"mode": compile_mode} if compile_mode else {})
+            self._network = torch.compile(self._unet_forward, **kwargs)
+        else:
+            self._network = self._unet_forward
+        self.perf = {"autocast": None if self._autocast_dtype is None else str(autocast),
+                     "channels_last": bool(channels_last), "compile": bool(compile),
+                     "grad_checkpoint": bool(grad_checkpoint) or bool(getattr(self.model, "use_checkpoint", False))}
+        return self
+
+    def _set_grad_checkpoint(self, on: bool) -> None:
+        """Checkpoint every ResBlock/AttentionBlock with torch.utils.checkpoint (non-reentrant).
+
+        guided_diffusion's own CheckpointFunction is bypassed: torch's keeps the autocast state of the
+        forward pass when it recomputes, on every device type, and needs no parameter gradients."""
+        for module in self.model.modules():
+            if hasattr(module, "_forward") and hasattr(module, "use_checkpoint"):
+                module.use_checkpoint = False  # never guided_diffusion's CheckpointFunction
+                if on:
+                    module.forward = types.MethodType(_checkpointed_forward, module)
+                elif "forward" in vars(module):
+                    del module.forward
+
+
+def _checkpointed_forward(module, *args):
+    """A block's forward that stores only its inputs when a gradient is being recorded."""
+    if torch.is_grad_enabled() and any(torch.is_tensor(a) and a.requires_grad for a in args):
+        return torch_checkpoint(module._forward, *args, use_reentrant=False, preserve_rng_state=False)
+    return module._forward(*args)
 
 
 def build_adm_prior(cfg, checkpoint: str | None) -> ADMPrior:

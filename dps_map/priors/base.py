@@ -8,9 +8,14 @@ eps (x0_hat, score, transition means) lives in :mod:`dps_map.diffusion`, never h
 
 from __future__ import annotations
 
+import contextlib
+import logging
+
 import numpy as np
 import torch
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 
 class Prior(nn.Module):
@@ -31,3 +36,15 @@ class Prior(nn.Module):
     @property
     def sample_shape(self) -> tuple[int, ...]:
         raise NotImplementedError
+
+    def configure_perf(self, **knobs) -> "Prior":
+        """Performance knobs (conf/perf/default.yaml). Only network priors (ADM) have any; others ignore
+        them, with a warning when one is switched on."""
+        on = sorted(k for k, v in knobs.items() if v and k not in ("compile_mode", "compile_backend"))
+        if on:
+            log.warning("prior %s has no network: perf knobs %s are ignored", type(self).__name__, on)
+        return self
+
+    def autocast(self, device) -> contextlib.AbstractContextManager:
+        """The mixed-precision context of the network call (none for priors without a network)."""
+        return contextlib.nullcontext()

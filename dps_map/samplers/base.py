@@ -3,6 +3,12 @@
 Contract (DESIGN.md section 3): ``sample(prior, operator, noise, y, shape, generator, hooks=None) -> x0``.
 Hooks are called once per diffusion step with a :class:`Step` (t, x_t, x0_hat, guidance gradient, ...)
 so diagnostics read the very code path that produces samples.
+
+Cost discipline (issue 9; measured by ``python -m dps_map.bench``): a step costs its network calls and
+a few element-wise operations. The step loop never synchronises host and device (no ``.item()``,
+``bool()`` or ``.to(device)`` of host tensors: the timestep indices live on the device, divergence
+bookkeeping is done with ``torch.where``), keeps no autograd graph from one step to the next (every VJP
+returns detached tensors), and draws all samples of a batch as one tensor.
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ class Sampler:
         self.respacing, self.variance, self.clip_x0 = respacing, variance, clip_x0
         self.stats = {"forward": 0, "vjp": 0}
         self._diffusions: dict = {}
+        self._device_timesteps: dict = {}
 
     # -- helpers ---------------------------------------------------------------------------------
     def diffusion(self, prior) -> Diffusion:
@@ -72,12 +79,21 @@ class Sampler:
     def reset_stats(self) -> None:
         self.stats = {"forward": 0, "vjp": 0}
 
+    def model_t(self, diffusion: Diffusion, i: int, batch: int, device) -> torch.Tensor:
+        """Training index of step i for a batch, from a copy of the timesteps made once per device
+        (diffusion.model_t copies a host scalar at every call, which synchronises on CUDA)."""
+        key = (id(diffusion), torch.device(device))
+        steps = self._device_timesteps.get(key)
+        if steps is None:
+            steps = self._device_timesteps[key] = diffusion.timesteps.to(device)
+        return steps[i].expand(batch)
+
     def _clip(self, prior, x0):
         return x0.clamp(-1, 1) if (self.clip_x0 and prior.kind == "image") else x0
 
     def denoise(self, prior, diffusion: Diffusion, x, i):
         """One network forward without graph: (eps, var_values, x0_hat)."""
-        t = diffusion.model_t(i, x.shape[0], x.device)
+        t = self.model_t(diffusion, i, x.shape[0], x.device)
         with torch.no_grad():
             eps, var = prior.predict(x, t)
         self.stats["forward"] += 1
@@ -87,7 +103,7 @@ class Sampler:
         """g = grad_x ||y - A(x0_hat(x, t_i))||, through the network (one VJP).
 
         Returns (g, misfit per sample, eps, var_values, x0_hat), all detached."""
-        t = diffusion.model_t(i, x.shape[0], x.device)
+        t = self.model_t(diffusion, i, x.shape[0], x.device)
         with torch.enable_grad():
             x_in = x.detach().requires_grad_(True)
             eps, var = prior.predict(x_in, t)

@@ -23,6 +23,7 @@ class DDPMSampler(Sampler):
         if self.transition == "ddim":
             eps_c = diffusion.eps_from_x0(x, i, x0c)
             x_prev = diffusion.ddim_step(x0c, eps_c, i, z, self.eta)
-        self._call_hooks(hooks, i=i, t=int(diffusion.timesteps[i]), x_t=x, x0_hat=x0, eps=eps, grad=None,
-                         mean=mean, std=std, x_prev=x_prev)
+        if hooks:  # no per-step Python work when nobody listens
+            self._call_hooks(hooks, i=i, t=int(diffusion.timesteps[i]), x_t=x, x0_hat=x0, eps=eps, grad=None,
+                             mean=mean, std=std, x_prev=x_prev)
         return x_prev

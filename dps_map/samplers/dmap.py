@@ -40,8 +40,9 @@ class DMAPSampler(Sampler):
             x_prev = mean  # radius 0: the sphere is its centre
         elif self.num_inner > 0:
             x_prev, grad = self._maximise(prior, diffusion, operator, noise, y, x_prev, max(i - 1, 0), mean, radius)
-        self._call_hooks(hooks, i=i, t=int(diffusion.timesteps[i]), x_t=x, x0_hat=x0, eps=eps, grad=grad,
-                         mean=mean, std=std, x_prev=x_prev)
+        if hooks:  # no per-step Python work when nobody listens
+            self._call_hooks(hooks, i=i, t=int(diffusion.timesteps[i]), x_t=x, x0_hat=x0, eps=eps, grad=grad,
+                             mean=mean, std=std, x_prev=x_prev)
         return x_prev
 
     def _maximise(self, prior, diffusion, operator, noise, y, x, j, mean, radius):

@@ -25,6 +25,7 @@ class DPSSampler(Sampler):
         z = randn(x.shape, generator, x.dtype, x.device)
         x_sampled, mean, std = diffusion.ddpm_step(self._clip(prior, x0), x, i, z, var)
         x_prev = x_sampled - self.zeta * grad
-        self._call_hooks(hooks, i=i, t=int(diffusion.timesteps[i]), x_t=x, x0_hat=x0, eps=eps, grad=grad,
-                         mean=mean, std=std, x_prev=x_prev)
+        if hooks:  # no per-step Python work when nobody listens
+            self._call_hooks(hooks, i=i, t=int(diffusion.timesteps[i]), x_t=x, x0_hat=x0, eps=eps, grad=grad,
+                             mean=mean, std=std, x_prev=x_prev)
         return x_prev

@@ -31,6 +31,7 @@ class DSGSampler(Sampler):
         d_star = -radius * grad / flat_norm(grad).clamp_min(torch.finfo(x.dtype).tiny)
         d_sample = x_sampled - mean
         x_prev = project_to_sphere(mean + d_sample + self.w * (d_star - d_sample), mean, radius)
-        self._call_hooks(hooks, i=i, t=int(diffusion.timesteps[i]), x_t=x, x0_hat=x0, eps=eps, grad=grad,
-                         mean=mean, std=std, x_prev=x_prev)
+        if hooks:  # no per-step Python work when nobody listens
+            self._call_hooks(hooks, i=i, t=int(diffusion.timesteps[i]), x_t=x, x0_hat=x0, eps=eps, grad=grad,
+                             mean=mean, std=std, x_prev=x_prev)
         return x_prev

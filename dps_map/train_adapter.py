@@ -1,0 +1,238 @@
+"""Train the light-weight conditional score estimator (Xu et al., ICLR 2025, method 2) for one task.
+
+    python -m dps_map.train_adapter task=sr4 prior=tiny data.n_images=100
+    python -m dps_map.train_adapter task=sr4 prior=adm512 data.kind=folder data.root=/data/train100 device=cuda
+
+The prior is frozen; only the adapter (adapters/controlnet.py: encoder copy, hint net, zero convs)
+learns, with the plain epsilon loss (Ho et al. 2020) on pairs (x0, y = A(x0) + n):
+
+    L = E_{x0, n, t, eps} || eps_theta(sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t, y) - eps ||^2
+
+with fresh t, eps and measurement noise (and, for random masks, a fresh mask) at every step. The data
+are a FIXED set of ``data.n_images`` images: crops of the scikit-image training photographs (never
+the held-out demo photographs), or the first n images (sorted) of an image folder. AdamW with warmup
+and cosine decay, gradient clipping, EMA of the adapter weights, checkpoint + resume from
+out_dir/checkpoint.pt, tqdm, optional wandb. The export (``export_path``) holds the EMA weights and
+metadata (task, operator, prior, data) and a JSON card beside it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from .adapters.controlnet import Adapter, adapter_checkpoint, load_adapter, measurement_hint
+from .config import resolve_device
+from .data import folder_items
+from .diffusion import Diffusion
+from .errors import ConfigError, MissingFileError
+from .io import absolute_path, atomic_write_json, sha256_file
+from .operators import build_noise, build_operator
+from .priors import build_prior
+from .priors.conditional import ConditionalPrior
+from .train_prior import (CropSampler, _num_threads, _save_torch, ema_decay_at, loss_summary, lr_at,
+                          training_photos)
+
+log = logging.getLogger(__name__)
+CHECKPOINT = "checkpoint.pt"
+
+
+# -- data ---------------------------------------------------------------------------------------
+def training_images(cfg, size: int) -> torch.Tensor:
+    """The fixed training set (n, C, size, size) in [-1, 1]: bundled crops or an image folder."""
+    n = int(cfg.data.n_images)
+    if n < 1:
+        raise ConfigError(f"data.n_images must be >= 1, got {n}")
+    if cfg.data.kind == "crops":
+        d = cfg.data
+        crops = CropSampler(training_photos(d), size, d.crop_min, d.crop_max, d.min_side, hflip=False, seed=d.seed)
+        return crops.batch(n)  # the first n crops of the seeded stream: the 25 are inside the 50, inside the 100
+    if cfg.data.kind == "folder":
+        items = folder_items(absolute_path(cfg.data.root), size)
+        if len(items) < n:
+            raise ConfigError(f"data.root has {len(items)} readable images, fewer than data.n_images={n}")
+        return torch.stack([item.image for item in items[:n]])
+    raise ConfigError(f"train_adapter: data.kind must be 'crops' or 'folder', got '{cfg.data.kind}'")
+
+
+def measurement_batch(cfg, x0: torch.Tensor, gen: torch.Generator):
+    """(operator, y) for a training batch: operator drawn from the task (fresh random mask/box/kernel per
+    batch), y = A(x0) + n with fresh noise."""
+    operator = build_operator(cfg.task, x0.shape[-1], gen)
+    noise = build_noise(cfg.task)
+    y = operator.restrict(noise.sample(operator(x0), gen))
+    return operator, y
+
+
+def operator_signature(cfg, size: int) -> dict:
+    """What samplers compare against the operator they meet: class name and scalar parameters."""
+    operator = build_operator(cfg.task, size, torch.Generator().manual_seed(0))
+    return {"class": type(operator).__name__, **operator.describe()}
+
+
+# -- training -----------------------------------------------------------------------------------
+def train(cfg: DictConfig) -> dict:
+    with _num_threads(cfg.threads):
+        return _train(cfg)
+
+
+def _train(cfg: DictConfig) -> dict:
+    device = resolve_device(cfg.device)
+    out_dir = Path(absolute_path(cfg.out_dir))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out_dir / CHECKPOINT
+    prior = build_prior(cfg.prior, device)
+    if prior.kind != "image":
+        raise ConfigError("adapters condition image priors (prior=tiny, adm512, adm256_uncond)")
+    size, channels = prior.image_size, prior.in_channels
+    images = training_images(cfg, size)
+
+    torch.manual_seed(cfg.seed)  # hint-net initialisation
+    adapter = Adapter(prior.model, hint_channels=channels + 1, hint_width=cfg.hint_width).to(device).train()
+    conditional = ConditionalPrior(prior, adapter)
+    params = [p for p in adapter.parameters() if p.requires_grad]
+    ema = {k: v.detach().clone() for k, v in adapter.state_dict().items()}
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)  # batches, flips, measurements, t, noise
+    diffusion = Diffusion(prior.betas)
+    step, losses, wall = 0, [], 0.0
+
+    if cfg.resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if state["signature"] != _signature(cfg):
+            raise ConfigError(f"checkpoint {ckpt_path} was trained with another task/prior/data; "
+                              f"use another out_dir or resume=false")
+        adapter.load_state_dict(state["adapter"], strict=True)
+        ema = {k: v.to(device) for k, v in state["ema"].items()}
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["rng"])
+        step, losses, wall = state["step"], list(state["losses"]), state["wall_time"]
+        log.info("resumed from %s at step %d", ckpt_path, step)
+    elif ckpt_path.exists():
+        log.warning("resume=false: overwriting %s", ckpt_path)
+
+    def checkpoint() -> dict:
+        state = {"adapter": adapter.state_dict(), "ema": ema, "optimizer": opt.state_dict(), "step": step,
+                 "rng": gen.get_state(), "losses": losses, "wall_time": wall, "signature": _signature(cfg),
+                 "config": OmegaConf.to_container(cfg, resolve=True)}
+        _save_torch(state, ckpt_path)
+        return state
+
+    run = _wandb_run(cfg, out_dir)
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"train adapter {cfg.task.name}/{cfg.prior.name}",
+               dynamic_ncols=True, mininterval=float(cfg.progress_mininterval))
+    while step < cfg.steps:
+        t0 = time.perf_counter()
+        idx = torch.randint(0, len(images), (cfg.batch_size,), generator=gen)
+        x0 = images[idx]
+        flip = torch.rand(cfg.batch_size, generator=gen) < 0.5
+        x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+        operator, y = measurement_batch(cfg, x0, gen)
+        t = torch.randint(0, diffusion.num_train_steps, (cfg.batch_size,), generator=gen)
+        eps = torch.randn(x0.shape, generator=gen)
+        x_t = diffusion.q_sample(x0, t, eps)
+        conditional.hint = measurement_hint(operator, y).to(device)
+        eps_hat, _ = conditional.predict(x_t.to(device), t.to(device))
+        loss = F.mse_loss(eps_hat, eps.to(device))
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        decay = ema_decay_at(step, cfg)
+        with torch.no_grad():
+            for k, v in adapter.state_dict().items():
+                ema[k].mul_(decay).add_(v, alpha=1 - decay) if v.dtype.is_floating_point else ema[k].copy_(v)
+        step += 1
+        losses.append(float(loss.detach()))
+        wall += time.perf_counter() - t0
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", refresh=False)
+        if run is not None:
+            run.log({"train/loss": losses[-1], "train/lr": lr_at(step - 1, cfg)}, step=step)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            log.info("step %d/%d loss %.4f (mean of last %d) | %.2f s/step", step, cfg.steps,
+                     np.mean(losses[-cfg.log_every:]), cfg.log_every, wall / max(1, step))
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            checkpoint()
+    bar.close()
+    if run is not None:
+        run.finish()
+    return checkpoint() if not ckpt_path.exists() else torch.load(ckpt_path, map_location="cpu", weights_only=True)
+
+
+def _signature(cfg) -> dict:
+    """What a resumed checkpoint must share with the config: task, prior and data."""
+    return {"task": OmegaConf.to_container(cfg.task, resolve=True), "prior": cfg.prior.name,
+            "data": OmegaConf.to_container(cfg.data, resolve=True), "hint_width": cfg.hint_width}
+
+
+def _wandb_run(cfg, out_dir: Path):
+    if cfg.logger.name != "wandb":
+        return None
+    import wandb
+
+    return wandb.init(project=cfg.logger.project, entity=cfg.logger.get("entity"), mode=cfg.logger.mode,
+                      dir=str(out_dir), name=f"train_adapter/{cfg.task.name}/{cfg.prior.name}/n{cfg.data.n_images}",
+                      group="train_adapter", config=OmegaConf.to_container(cfg, resolve=True))
+
+
+# -- export -------------------------------------------------------------------------------------
+def export(cfg: DictConfig, state: dict) -> dict:
+    """Write the EMA adapter (plain tensors + metadata) to export_path and its JSON card beside it."""
+    path = Path(absolute_path(cfg.export_path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prior_file = absolute_path(cfg.prior.checkpoint)
+    prior = build_prior(cfg.prior)
+    adapter = Adapter(prior.model, hint_channels=prior.in_channels + 1, hint_width=cfg.hint_width)
+    weights = {k: v.detach().float().cpu().contiguous().clone() if v.dtype.is_floating_point else v.cpu()
+               for k, v in state["ema"].items()}
+    meta = {
+        "task": OmegaConf.to_container(cfg.task, resolve=True),
+        "operator": operator_signature(cfg, prior.image_size),
+        "prior": {"name": cfg.prior.name, "unet": OmegaConf.to_container(cfg.prior.unet, resolve=True),
+                  "checkpoint_sha256": sha256_file(prior_file) if prior_file and Path(prior_file).is_file() else None},
+        "data": OmegaConf.to_container(cfg.data, resolve=True),
+        "training": {"steps": state["step"], "batch_size": cfg.batch_size, "lr": cfg.lr, "ema_decay": cfg.ema_decay,
+                     "seed": cfg.seed, "wall_time_s": round(state["wall_time"], 1)},
+    }
+    _save_torch(adapter_checkpoint(adapter, weights, **meta), path)
+    loaded, _ = load_adapter(path, prior.model)  # what users load must load
+    trainable = sum(p.numel() for p in loaded.parameters())
+    losses = state["losses"]
+    card = {"name": path.stem, "description": "ControlNet-style conditional adapter (dps_map/adapters) on a frozen "
+                                             f"{cfg.prior.name} prior for task {cfg.task.name}",
+            "file": {"name": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size,
+                     "format": "dict(format, hint_channels, hint_width, meta, state_dict); torch.load(weights_only=True)"},
+            "parameters": {"adapter": trainable, "prior": sum(p.numel() for p in prior.model.parameters())},
+            **meta,
+            "loss": {"per_tenth": loss_summary(losses),
+                     "last_10pct_mean": loss_summary(losses)[-1]["mean"] if losses else None},
+            "rebuild": f"python -m dps_map.train_adapter task={cfg.task.name} prior={cfg.prior.name} "
+                       f"data.n_images={cfg.data.n_images} steps={cfg.steps}"}
+    atomic_write_json(path.with_suffix(".json"), card)
+    log.info("exported adapter (%d parameters, sha256 %s) to %s", trainable, card["file"]["sha256"][:12], path)
+    return card
+
+
+def run(cfg: DictConfig) -> dict:
+    state = train(cfg)
+    return export(cfg, state) if cfg.export_path else {}
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train_adapter")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

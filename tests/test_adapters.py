@@ -1,0 +1,234 @@
+"""The conditional adapter (paper method 2): zero-init equivalence, frozen prior, learning, checkpoints,
+the adapter samplers, the trainer, and the adm512 adapter's size."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from dps_map import ASSETS
+from dps_map.adapters import Adapter, adapter_checkpoint, load_adapter, measurement_hint
+from dps_map.diffusion import Diffusion, make_betas
+from dps_map.errors import ConfigError, MissingFileError, UnsafeCheckpointError, UserError
+from dps_map.io import sha256_file
+from dps_map.operators import GaussianNoise, Inpainting, SuperResolution, box_mask
+from dps_map.priors.adm import ADMPrior, build_unet
+from dps_map.priors.conditional import ConditionalPrior
+from dps_map.samplers import (AdapterDMAPSampler, AdapterDPSSampler, AdapterSampler, DDPMSampler, DMAPSampler,
+                              DPSSampler, build_sampler)
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+SMALL_UNET = dict(image_size=16, num_channels=32, num_res_blocks=1, channel_mult="1,2",
+                  attention_resolutions="8", num_head_channels=32, learn_sigma=True,
+                  use_scale_shift_norm=True, resblock_updown=True)
+
+
+@pytest.fixture()
+def prior():
+    torch.manual_seed(0)
+    model = build_unet(SMALL_UNET)
+    with torch.no_grad():  # guided_diffusion zero-initialises the output layer (eps = 0): make it non-trivial
+        for p in model.out.parameters():
+            p.normal_(0, 0.1)
+    return ADMPrior(model, make_betas(), learn_sigma=True)
+
+
+@pytest.fixture()
+def problem():
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(2, 3, 16, 16, generator=g) * 2 - 1
+    op, noise = SuperResolution(4), GaussianNoise(0.05)
+    return x0, op, noise, noise.sample(op(x0), g)
+
+
+def _perturb(adapter: Adapter, scale=0.05):
+    """Make the zero convolutions non-zero (as after training)."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for conv in [*adapter.zero_convs, adapter.middle_zero, adapter.hint[-1]]:
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * scale)
+
+
+def test_hint_is_naive_measurement_plus_mask(problem):
+    x0, op, noise, y = problem
+    hint = measurement_hint(op, y)
+    assert hint.shape == (2, 4, 16, 16)
+    assert torch.equal(hint[:, :3], op.naive(y)) and torch.all(hint[:, 3] == 1)
+    mask = box_mask(16, 0.5, "center", torch.Generator().manual_seed(0))
+    inp = Inpainting(mask)
+    y2 = noise.sample(inp(x0), torch.Generator().manual_seed(2))
+    hint2 = measurement_hint(inp, y2)
+    assert torch.equal(hint2[:, 3:], mask.expand(2, 1, 16, 16))
+    assert torch.all(hint2[:, :3][mask.expand(2, 3, 16, 16) == 0] == 0)  # hidden pixels carry no noise
+
+
+def test_zero_init_conditional_prior_equals_prior(prior, problem):
+    x0, op, noise, y = problem
+    adapter = Adapter(prior.model, hint_channels=4)
+    cond = ConditionalPrior(prior, adapter).condition(op, y)
+    x_t, t = torch.randn(2, 3, 16, 16), torch.tensor([3, 900])
+    with torch.no_grad():
+        eps_c, var_c = cond.predict(x_t, t)
+        eps, var = prior.predict(x_t, t)
+    assert torch.equal(eps_c, eps) and torch.equal(var_c, var)
+    _perturb(adapter)
+    with torch.no_grad():
+        assert not torch.allclose(cond.predict(x_t, t)[0], eps, atol=1e-4)  # the residuals do enter the UNet
+
+
+def test_only_adapter_parameters_receive_gradients(prior, problem):
+    x0, op, noise, y = problem
+    adapter = Adapter(prior.model, hint_channels=4)
+    _perturb(adapter)
+    cond = ConditionalPrior(prior, adapter).condition(op, y)
+    eps, _ = cond.predict(torch.randn(2, 3, 16, 16), torch.tensor([10, 500]))
+    eps.square().mean().backward()
+    assert all(p.grad is None for p in prior.model.parameters())
+    assert all(not p.requires_grad for p in prior.model.parameters())
+    grads = {n: p.grad for n, p in adapter.named_parameters()}
+    assert all(g is not None for g in grads.values())
+    for part in ("hint.", "input_blocks.", "middle_block.", "zero_convs.", "middle_zero."):
+        assert sum(float(g.abs().sum()) for n, g in grads.items() if n.startswith(part)) > 0, part
+
+
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch(prior, problem):
+    x0, op, noise, y = problem
+    adapter = Adapter(prior.model, hint_channels=4)
+    cond = ConditionalPrior(prior, adapter).condition(op, y)
+    diffusion = Diffusion(prior.betas)
+    g = torch.Generator().manual_seed(5)
+    t = torch.tensor([300, 700])
+    eps = torch.randn(x0.shape, generator=g)
+    x_t = diffusion.q_sample(x0, t, eps)
+    opt = torch.optim.AdamW(adapter.parameters(), lr=3e-3)
+
+    def loss():
+        return F.mse_loss(cond.predict(x_t, t)[0], eps)
+
+    first = float(loss().detach())
+    for _ in range(20):
+        opt.zero_grad()
+        value = loss()
+        value.backward()
+        opt.step()
+    assert float(loss().detach()) < 0.8 * first
+
+
+def test_save_load_round_trip_and_refusals(prior, problem, tmp_path):
+    x0, op, noise, y = problem
+    adapter = Adapter(prior.model, hint_channels=4)
+    _perturb(adapter)
+    path = tmp_path / "a.pt"
+    torch.save(adapter_checkpoint(adapter, task={"name": "sr4"}), path)
+    loaded, meta = load_adapter(path, prior.model)
+    assert meta == {"task": {"name": "sr4"}}
+    x_t, t = torch.randn(2, 3, 16, 16), torch.tensor([1, 999])
+    with torch.no_grad():
+        a = ConditionalPrior(prior, adapter).condition(op, y).predict(x_t, t)[0]
+        b = ConditionalPrior(prior, loaded).condition(op, y).predict(x_t, t)[0]
+    assert torch.equal(a, b)
+    assert not any(p.requires_grad for p in loaded.parameters())
+    # another architecture, another format, a pickle, a missing file
+    other = build_unet({**SMALL_UNET, "num_res_blocks": 2})
+    with pytest.raises(ConfigError, match="architecture"):
+        load_adapter(path, other)
+    torch.save({"weights": adapter.state_dict()}, tmp_path / "b.pt")
+    with pytest.raises(UserError, match="not a dps-map adapter"):
+        load_adapter(tmp_path / "b.pt", prior.model)
+    (tmp_path / "c.pt").write_bytes(pickle.dumps(Adapter))  # needs code execution to load
+    with pytest.raises(UnsafeCheckpointError):
+        load_adapter(tmp_path / "c.pt", prior.model)
+    with pytest.raises(MissingFileError, match="sampler.adapter="):
+        load_adapter(tmp_path / "missing.pt", prior.model)
+
+
+@pytest.mark.parametrize("cls,base,kw", [(AdapterSampler, DDPMSampler, {}), (AdapterDPSSampler, DPSSampler, {"zeta": 1.0}),
+                                         (AdapterDMAPSampler, DMAPSampler, {"zeta": 1.0, "num_inner": 2})])
+def test_adapter_samplers_with_zero_init_adapter_equal_their_base(prior, problem, tmp_path, cls, base, kw):
+    x0, op, noise, y = problem
+    path = tmp_path / "zero.pt"
+    torch.save(adapter_checkpoint(Adapter(prior.model, hint_channels=4),
+                                  operator={"class": "SuperResolution", **op.describe()}), path)
+    common = dict(respacing="5", variance="fixed_small", **kw)
+    y1 = y[:1]
+    a = cls(adapter=str(path), **common).sample(prior, op, noise, y1, (2, 3, 16, 16), torch.Generator().manual_seed(3))
+    b = base(**common).sample(prior, op, noise, y1, (2, 3, 16, 16), torch.Generator().manual_seed(3))
+    assert torch.allclose(a, b, atol=1e-5)
+    # after training the adapter changes the samples
+    adapter, _ = load_adapter(path, prior.model)
+    _perturb(adapter, 0.5)
+    torch.save(adapter_checkpoint(adapter, operator={"class": "SuperResolution", **op.describe()}), path)
+    c = cls(adapter=str(path), **common).sample(prior, op, noise, y1, (2, 3, 16, 16), torch.Generator().manual_seed(3))
+    assert not torch.allclose(c, b, atol=1e-3)
+
+
+def test_adapter_for_another_operator_is_refused(prior, problem, tmp_path):
+    x0, op, noise, y = problem
+    path = tmp_path / "sr8.pt"
+    torch.save(adapter_checkpoint(Adapter(prior.model, hint_channels=4),
+                                  operator={"class": "SuperResolution", "factor": 8, "method": "bicubic"}), path)
+    with pytest.raises(ConfigError, match="trained for operator"):
+        AdapterSampler(adapter=str(path), respacing="3").sample(prior, op, noise, y[:1], (1, 3, 16, 16),
+                                                                torch.Generator().manual_seed(0))
+
+
+def test_build_sampler_adapter_key():
+    with pytest.raises(ConfigError, match="needs an adapter"):
+        build_sampler(OmegaConf.create({"name": "adapter", "method": "adapter", "adapter": None}))
+    with pytest.raises(ConfigError, match="does not use an adapter"):
+        build_sampler(OmegaConf.create({"name": "dps", "method": "dps", "adapter": "x.pt"}))
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        for name in ("adapter", "adapter_dps", "adapter_dmap"):
+            cfg = compose("config", overrides=[f"sampler={name}", "task=sr4", "prior=tiny"])
+            assert cfg.sampler.adapter.endswith("adapters/sr4_tiny.pt")
+            assert build_sampler(cfg.sampler).name == name
+
+
+def _train_cfg(out_dir, *overrides):
+    small = [f"out_dir={out_dir}", "batch_size=2", "warmup=1", "save_every=2", "log_every=1", "threads=1",
+             "prior.random_init=true", "prior.unet.image_size=32", "prior.unet.num_channels=32",
+             "prior.unet.num_head_channels=32", "prior.unet.channel_mult='1,2'", "prior.unet.attention_resolutions='8'",
+             "hint_width=8", "data.n_images=3", "data.min_side=32", "progress_mininterval=60"]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("train_adapter", overrides=small + list(overrides))
+
+
+def test_trainer_resumes_and_exports_a_loadable_adapter(tmp_path):
+    from dps_map.train_adapter import run, train
+
+    state = train(_train_cfg(tmp_path, "steps=2"))
+    assert state["step"] == 2 and len(state["losses"]) == 2
+    card = run(_train_cfg(tmp_path, "steps=3", f"export_path={tmp_path / 'out' / 'sr4.pt'}"))
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert saved["step"] == 3 and saved["losses"][:2] == state["losses"]  # resumed, not restarted
+    assert card["file"]["sha256"] == sha256_file(tmp_path / "out" / "sr4.pt")
+    assert json.loads((tmp_path / "out" / "sr4.json").read_text())["operator"] == \
+        {"class": "SuperResolution", "factor": 4, "method": "bicubic"}
+    with pytest.raises(ConfigError, match="another task"):
+        train(_train_cfg(tmp_path, "steps=4", "task=sr8"))
+
+
+def test_trainer_refuses_heldout_photos(tmp_path):
+    from dps_map.train_adapter import train
+
+    with pytest.raises(ConfigError, match="held-out"):
+        train(_train_cfg(tmp_path, "steps=1", "data.photos=[astronaut,chelsea]"))
+
+
+def test_adm512_adapter_builds_on_cpu():
+    """The paper's setting: an adapter on openai's 512x512 class-conditional ADM (trainable count reported)."""
+    unet = build_unet(OmegaConf.load(CONF / "prior" / "adm512.yaml").unet)
+    adapter = Adapter(unet, hint_channels=4)
+    n = sum(p.numel() for p in adapter.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in unet.parameters())
+    print(f"adm512 adapter: {n / 1e6:.1f}M trainable parameters (prior {total / 1e6:.1f}M, frozen)")
+    assert 0.25 * total < n < 0.6 * total
+    assert adapter.label_emb is not None  # class-conditional: the copy keeps the label embedding
+    del unet, adapter

@@ -1,0 +1,484 @@
+"""What the samplers cost beyond their network calls (issue 9).
+
+    python -m dps_map.bench                  # make bench
+    python -m dps_map.bench quick=true       # make bench-quick (< 1 minute on 2 CPU cores, tiny prior)
+
+For the prior and task of conf/bench.yaml (tiny, sr4 by default) it measures
+
+* the network: one forward pass, and one forward pass plus its vector-Jacobian product (the VJP a
+  guided step needs), at each batch size;
+* each sampler (ddpm, dps, dsg, dmap with K=3, adapter_dmap when the package has it): time per
+  diffusion step, samples per second, peak memory (RSS on the CPU, max allocated on CUDA), and the
+  overhead ratio = sampler time / (forward calls x forward cost + VJP calls x VJP cost), where the
+  calls are the sampler's own counters (``sampler.stats``) and the costs are measured in the same
+  repeat, just before. A ratio of 1 means the sampler costs exactly its network calls; what a guided
+  step adds (x0_hat, the operator and the misfit inside the VJP, the DDPM update, the projection) is
+  overhead;
+* deepinv's DPS (``deepinv.sampling.DPS``, optional extra ``bench``) driving the same network on the
+  same measurement with the same number of guided steps, and the time ratio to ours.
+
+Every timing is repeated (``repeats``) and reported as min/median/max. The table goes to stdout and the
+last line is one JSON object (``overhead_ratio``: the per-sampler median at its worst batch size).
+Timings are not asserted anywhere: a shared CPU makes them noisy, so the load average is printed too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from .config import resolve_device
+from .errors import ConfigError, UserError
+from .operators import build_noise, build_operator
+from .priors import build_prior
+
+log = logging.getLogger(__name__)
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+QUICK = {"batch_sizes": [1, 4], "sampler_batch_sizes": [1], "steps": 4, "repeats": 3, "net_calls": 3}
+
+
+def _stats(values) -> dict:
+    values = [float(v) for v in values]
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# -- peak memory --------------------------------------------------------------------------------------
+class PeakMemory:
+    """Peak memory of one measurement: CUDA max_memory_allocated, or on the CPU the resident set's
+    high-water mark (VmHWM, reset through /proc/self/clear_refs when the kernel allows, else the
+    process-lifetime ru_maxrss, which only grows)."""
+
+    def __init__(self, device):
+        self.device = torch.device(device)
+        if self.device.type == "cuda":
+            self.kind = "CUDA max_memory_allocated"
+        elif self._reset_hwm():
+            self.kind = "peak RSS (VmHWM, reset per measurement)"
+        else:
+            self.kind = "process peak RSS so far (ru_maxrss; cannot be reset here)"
+
+    @staticmethod
+    def _reset_hwm() -> bool:
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+            return Path("/proc/self/status").exists()
+        except OSError:
+            return False
+
+    def reset(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        elif self.kind.startswith("peak RSS"):
+            self._reset_hwm()
+
+    def peak_mb(self) -> float:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        if self.kind.startswith("peak RSS"):
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+# -- the network ------------------------------------------------------------------------------------
+def time_network(prior, batch: int, device, calls: int, t_index: int = 500) -> tuple[float, float]:
+    """Median seconds of one forward pass and of one forward pass + VJP at this batch size."""
+    g = torch.Generator(device="cpu").manual_seed(batch)
+    x = torch.randn(batch, *prior.sample_shape, generator=g).to(device)
+    v = torch.randn(batch, *prior.sample_shape, generator=g).to(device)
+    t = torch.full((batch,), t_index, dtype=torch.long, device=device)
+
+    def forward():
+        with torch.no_grad():
+            return prior.predict(x, t)[0]
+
+    def vjp():
+        with torch.enable_grad():
+            x_in = x.detach().requires_grad_(True)
+            eps = prior.predict(x_in, t)[0]
+            return torch.autograd.grad(eps, x_in, v)[0]
+
+    out = []
+    for fn in (forward, vjp):
+        fn()  # warm-up (allocator, caches, compilation)
+        times = []
+        for _ in range(calls):
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times.append(time.perf_counter() - start)
+        out.append(statistics.median(times))
+    return out[0], out[1]
+
+
+# -- samplers ---------------------------------------------------------------------------------------
+def sampler_config(cfg: DictConfig, name: str) -> DictConfig:
+    """conf/sampler/<name>.yaml resolved against this config (task step sizes, prior respacing)."""
+    path = CONF_DIR / "sampler" / f"{name}.yaml"
+    if not path.exists():
+        raise ConfigError(f"no sampler config conf/sampler/{name}.yaml")
+    root = OmegaConf.merge(cfg, {"sampler": OmegaConf.load(path)})
+    plain = OmegaConf.to_container(root.sampler, resolve=False)
+    plain["respacing"] = str(cfg.steps)
+    root.sampler = plain
+    return OmegaConf.create(OmegaConf.to_container(root, resolve=True)["sampler"])
+
+
+def make_sampler(cfg: DictConfig, name: str, prior, operator, y, tmp: Path):
+    """(sampler, note) or (None, reason it is skipped)."""
+    from .samplers import METHODS, build_sampler
+
+    scfg = OmegaConf.load(CONF_DIR / "sampler" / f"{name}.yaml") if (CONF_DIR / "sampler" / f"{name}.yaml").exists() \
+        else None
+    method = scfg.method if scfg is not None else name
+    if method not in METHODS:
+        return None, f"dps_map.samplers.build_sampler does not know method '{method}' (not built yet)"
+    if method.startswith("adapter"):
+        try:
+            from .adapters.controlnet import Adapter, adapter_checkpoint, measurement_hint
+
+            torch.manual_seed(0)
+            hint = measurement_hint(operator, y)
+            adapter = Adapter(prior.model, hint_channels=hint.shape[1])
+            path = tmp / f"{name}_untrained.pt"
+            torch.save(adapter_checkpoint(adapter), path)
+            try:
+                scfg = sampler_config(cfg, name)
+            except Exception:  # a task file without a step size for this sampler
+                scfg = _adapter_fallback(cfg, name)
+            return build_sampler(OmegaConf.merge(scfg, {"adapter": str(path)})), \
+                "untrained (zero-initialised) adapter: timing only"
+        except Exception as err:  # the adapter package is being built by another change; never fatal here
+            return None, f"adapter sampler could not be set up: {type(err).__name__}: {err}"
+    return build_sampler(sampler_config(cfg, name)), ""
+
+
+def _adapter_fallback(cfg, name):
+    """Older task files have no zeta for the adapter samplers: borrow the base method's."""
+    base = name.replace("adapter_", "")
+    over = OmegaConf.merge(cfg, {"task": {"zeta": {name: cfg.task.zeta.get(base, 1.0)}}})
+    return sampler_config(over, name)
+
+
+class NullNetwork(torch.nn.Module):
+    """A stand-in prior whose network costs nothing (eps = w x): running a sampler on it times the
+    sampler's own work (diffusion maths, operator, misfit, projections, bookkeeping) alone."""
+
+    kind = "image"
+
+    def __init__(self, prior):
+        super().__init__()
+        self.betas, self.learn_sigma, self.sample_shape = prior.betas, prior.learn_sigma, prior.sample_shape
+        self.w = torch.nn.Parameter(torch.tensor(0.5), requires_grad=False)
+
+    def predict(self, x_t, t):
+        eps = x_t * self.w.to(x_t.dtype)
+        return eps, (torch.zeros_like(x_t) if self.learn_sigma else None)
+
+
+def build_sampler_named(cfg, name):
+    from .samplers import build_sampler
+
+    return build_sampler(sampler_config(cfg, name))
+
+
+def network_of(sampler, prior, operator, y):
+    """The prior whose network a sampler calls (adapter samplers: the conditional prior)."""
+    if hasattr(sampler, "conditional"):
+        return sampler.conditional(prior).condition(operator, y)
+    return prior
+
+
+def run_sampler(sampler, prior, operator, noise, y, batch: int, seed: int) -> dict:
+    shape = (batch, *prior.sample_shape)
+    gen = torch.Generator(device=y.device).manual_seed(seed)
+    sampler.sample(prior, operator, noise, y.expand(batch, *y.shape[1:]), shape, gen)
+    s = sampler.stats
+    return {"seconds": s["seconds"], "forward": s["forward"], "vjp": s["vjp"], "steps": s["steps"]}
+
+
+# -- the peer: deepinv's DPS ------------------------------------------------------------------------------
+PEER_NOTE = ("aligned: the same network (wrapped as deepinv's denoiser D(x, sigma) = x - sigma eps), operator, "
+             "measurement, batch, number of guided steps (DPS(num_steps=steps+1) "
+             "gives `steps` ancestral transitions), float32 solver state. NOT aligned exactly: deepinv discretises its "
+             "continuous VP SDE (beta 0.1..20, the continuous limit of ADM's linear schedule) on a uniform "
+             "time grid, so its noise levels differ from ADM's respaced steps (each sigma is mapped to the "
+             "nearest training step), and its guidance step differs in detail; the samples are not comparable, "
+             "the cost per step is. Ratio per network call compares the two loops' overheads directly.")
+
+
+def peer_dps(prior, operator, noise, y, batch: int, steps: int, zeta: float, device, repeats: int, costs: list,
+             ours, seed: int):
+    """deepinv.sampling.DPS on the same network. Returns a result dict, or {'skipped': reason}."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import deepinv
+            from deepinv.sampling import DPS
+    except Exception as err:
+        return {"skipped": f"deepinv is not installed ({type(err).__name__}); pip install -e '.[bench]'"}
+    counter = {"forward": 0, "vjp": 0}
+    from .diffusion import alphas_cumprod
+
+    abar = torch.as_tensor(alphas_cumprod(prior.betas), dtype=torch.float32, device=device)
+    log_abar = abar.log()
+
+    class TinyDenoiser(deepinv.models.Denoiser):
+        """deepinv's denoiser contract D(x, sigma) (x = x_t / sqrt(abar), sigma^2 = (1 - abar) / abar)
+        from our eps network: D = x - sigma eps(sqrt(abar) x, t(sigma))."""
+
+        def forward(self, x, sigma, *args, **kwargs):
+            b = x.shape[0]
+            sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1).expand(b)
+            a = 1 / (1 + sigma**2)
+            t = (log_abar[None, :] - a.log()[:, None]).abs().argmin(dim=1)
+            eps = prior.eps(x * a.sqrt().view(-1, 1, 1, 1), t)
+            counter["vjp" if (torch.is_grad_enabled() and x.requires_grad) else "forward"] += 1
+            return x - sigma.view(-1, 1, 1, 1) * eps
+
+    physics = deepinv.physics.Physics(A=lambda x: operator(x), device=device)
+    model = DPS(TinyDenoiser(), num_steps=steps + 1, weight=zeta, device=device, dtype=torch.float32,
+                minus_one_one=False, rng=torch.Generator(device=device).manual_seed(0))
+    yb = y.expand(batch, *y.shape[1:]).contiguous()
+    shape = (batch, *prior.sample_shape)
+    times, ours_times, ours_run = [], [], {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model(yb, physics, x_init=shape, seed=0)  # warm-up
+        for rep in range(repeats):  # alternate the two, so both see the same machine
+            ours_run = run_sampler(ours, prior, operator, noise, y, batch, seed + rep)
+            ours_times.append(ours_run["seconds"])
+            counter.update(forward=0, vjp=0)
+            _sync(device)
+            start = time.perf_counter()
+            model(yb, physics, x_init=shape, seed=rep)
+            _sync(device)
+            times.append(time.perf_counter() - start)
+    fwd_cost, vjp_cost = costs
+    floor = counter["forward"] * fwd_cost + counter["vjp"] * vjp_cost
+    theirs, mine = statistics.median(times), statistics.median(ours_times)
+    our_calls = ours_run["forward"] + ours_run["vjp"]
+    return {"version": deepinv.__version__, "batch": batch, "steps": steps, "seconds": _stats(times),
+            "forward": counter["forward"], "vjp": counter["vjp"], "overhead_ratio": _stats(t / floor for t in times),
+            "ours_seconds": _stats(ours_times), "ours_forward": ours_run["forward"], "ours_vjp": ours_run["vjp"],
+            "time_ratio": theirs / mine,
+            "time_ratio_per_network_call": (theirs / max(1, counter["forward"] + counter["vjp"]))
+            / (mine / max(1, our_calls)),
+            "note": PEER_NOTE}
+
+
+# -- the whole benchmark ------------------------------------------------------------------------------
+def run_bench(cfg: DictConfig, out=print) -> dict:
+    """Measure, print the table through `out`, and return the summary (the JSON line's content)."""
+    quick = bool(cfg.get("quick", False))
+    params = {k: cfg.get(k) for k in ("batch_sizes", "steps", "repeats", "net_calls")}
+    params["sampler_batch_sizes"] = cfg.get("sampler_batch_sizes") or cfg.batch_sizes
+    if quick:
+        given = set(cfg.get("_explicit", []))
+        params.update({k: v for k, v in QUICK.items() if k not in given})
+    cfg = OmegaConf.merge(cfg, {"steps": params["steps"]})  # what the sampler configs get as respacing
+    threads = cfg.get("threads") or (1 if quick else os.cpu_count())
+    torch.set_num_threads(int(threads))
+    device = resolve_device(cfg.get("device", "auto"))
+    load_before = os.getloadavg()
+
+    prior = build_prior(cfg.prior, device)
+    if prior.kind != "image":
+        raise ConfigError(f"the benchmark needs an image prior with a network, not prior={cfg.prior.name}")
+    perf = OmegaConf.to_container(cfg.perf, resolve=True) if cfg.get("perf") is not None else {}
+    prior.configure_perf(**perf)
+    gen = torch.Generator(device=device).manual_seed(int(cfg.seed))
+    size = prior.image_size
+    operator = build_operator(cfg.task, size, gen).to(device)
+    noise = build_noise(cfg.task)
+    x0 = torch.rand(1, *prior.sample_shape, generator=gen, device=device) * 2 - 1
+    y = operator.restrict(noise.sample(operator(x0), gen))
+    memory = PeakMemory(device)
+
+    net_batches = sorted(set(params["batch_sizes"]) | set(params["sampler_batch_sizes"]))
+    tmp = Path(tempfile.mkdtemp(prefix="dps_map_bench_"))
+    samplers, skipped = {}, {}
+    for name in cfg.samplers:
+        s, note = make_sampler(cfg, name, prior, operator, y, tmp)
+        if s is None:
+            skipped[name] = note
+        else:
+            samplers[name] = (s, note)
+
+    # warm-up: every sampler once per batch size (first calls allocate and fill caches)
+    nets = {}
+    for name, (s, _) in list(samplers.items()):
+        try:
+            for b in params["sampler_batch_sizes"]:
+                run_sampler(s, prior, operator, noise, y, b, int(cfg.seed))
+                nets[(name, b)] = network_of(s, prior, operator, y.expand(b, *y.shape[1:]))
+        except Exception as err:
+            if not name.startswith("adapter"):
+                raise
+            skipped[name] = f"adapter sampler failed to run: {type(err).__name__}: {err}"
+            del samplers[name]
+
+    costs = {b: {"forward": [], "vjp": []} for b in net_batches}
+    cond_costs: dict = {}
+    runs = {(name, b): [] for name in samplers for b in params["sampler_batch_sizes"]}
+    null_runs = {key: [] for key in runs}
+    null = NullNetwork(prior)
+    calls = int(params["net_calls"])
+    for rep in range(int(params["repeats"])):
+        for b in net_batches:  # the network table
+            f, v = time_network(prior, b, device, calls)
+            costs[b]["forward"].append(f)
+            costs[b]["vjp"].append(v)
+        for (name, b), results in runs.items():
+            # the costs this run is compared with are measured right before it (a shared machine drifts)
+            net = nets[(name, b)]
+            f, v = time_network(net, b, device, calls)
+            if net is not prior:  # the conditional prior's own cost (frozen UNet + adapter)
+                cond_costs.setdefault((name, b), {"forward": [], "vjp": []})
+                cond_costs[(name, b)]["forward"].append(f)
+                cond_costs[(name, b)]["vjp"].append(v)
+            memory.reset()
+            r = run_sampler(samplers[name][0], prior, operator, noise, y, b, int(cfg.seed) + rep)
+            r["peak_mb"] = memory.peak_mb()
+            r["floor"] = r["forward"] * f + r["vjp"] * v
+            results.append(r)
+            if net is prior:  # the same sampler with a free network: what the sampler alone costs
+                null_runs[(name, b)].append(run_sampler(samplers[name][0], null, operator, noise, y, b,
+                                                        int(cfg.seed) + rep)["seconds"])
+
+    # peer comparison: deepinv's DPS vs ours, batch 1 (or the smallest), same steps, runs alternated
+    peer = {"skipped": "peer=false"}
+    if cfg.get("peer", True):
+        b = params["sampler_batch_sizes"][0]
+        med = (statistics.median(costs[b]["forward"]), statistics.median(costs[b]["vjp"]))
+        ours = samplers["dps"][0] if "dps" in samplers else build_sampler_named(cfg, "dps")
+        peer = peer_dps(prior, operator, noise, y, b, int(params["steps"]), float(cfg.task.zeta.dps), device,
+                        int(params["repeats"]), list(med), ours, int(cfg.seed))
+
+    summary = {
+        "prior": cfg.prior.name, "task": cfg.task.name, "device": str(device), "threads": int(threads),
+        "quick": quick, "steps": int(params["steps"]), "repeats": int(params["repeats"]),
+        "perf": prior.perf if hasattr(prior, "perf") else perf, "memory_kind": memory.kind,
+        "load_average": {"before": [round(v, 2) for v in load_before],
+                         "after": [round(v, 2) for v in os.getloadavg()]},
+        "network_ms": {str(b): {k: _stats(1000 * x for x in v) for k, v in c.items()} for b, c in costs.items()},
+        "samplers": {}, "skipped": skipped, "overhead_ratio": {}, "overhead_ratio_null_network": {},
+        "peer": peer,
+    }
+    for (name, b), results in runs.items():
+        ratios = [r["seconds"] / r["floor"] for r in results]
+        entry = {"batch": b, "forward": results[0]["forward"], "vjp": results[0]["vjp"],
+                 "steps": results[0]["steps"], "seconds": _stats(r["seconds"] for r in results),
+                 "step_ms": _stats(1000 * r["seconds"] / r["steps"] for r in results),
+                 "overhead_ratio": _stats(ratios),
+                 "samples_per_s": b / statistics.median(r["seconds"] for r in results),
+                 "peak_mb": max(r["peak_mb"] for r in results), "note": samplers[name][1]}
+        if null_runs[(name, b)]:
+            alone = min(null_runs[(name, b)])
+            floor = statistics.median(r["floor"] for r in results)
+            entry["null_network_ms_per_step"] = 1000 * alone / entry["steps"]
+            entry["overhead_ratio_null_network"] = 1 + alone / floor
+        if (name, b) in cond_costs:
+            entry["network_ms"] = {k: _stats(1000 * x for x in v) for k, v in cond_costs[(name, b)].items()}
+        summary["samplers"].setdefault(name, {})[str(b)] = entry
+        if "overhead_ratio_null_network" in entry:
+            prev = summary["overhead_ratio_null_network"].get(name, 0)
+            summary["overhead_ratio_null_network"][name] = max(prev, entry["overhead_ratio_null_network"])
+        worst = summary["overhead_ratio"].get(name)
+        if worst is None or entry["overhead_ratio"]["median"] > worst:
+            summary["overhead_ratio"][name] = entry["overhead_ratio"]["median"]
+    out(format_table(summary))
+    return summary
+
+
+def _mmm(s: dict, fmt: str = "{:.3f}") -> str:
+    return "/".join(fmt.format(s[k]) for k in ("min", "median", "max"))
+
+
+def format_table(summary: dict) -> str:
+    lines = [f"dps-map bench: prior={summary['prior']} task={summary['task']} device={summary['device']} "
+             f"threads={summary['threads']} steps={summary['steps']} repeats={summary['repeats']} "
+             f"perf={summary['perf']}",
+             f"load average before/after: {summary['load_average']['before']} / {summary['load_average']['after']}"
+             " (other jobs on the machine inflate and scatter every timing)", "",
+             "network (ms, min/median/max)", f"{'batch':>5}  {'forward':>24}  {'forward+VJP':>24}"]
+    for b, c in summary["network_ms"].items():
+        lines.append(f"{b:>5}  {_mmm(c['forward'], '{:.1f}'):>24}  {_mmm(c['vjp'], '{:.1f}'):>24}")
+    lines += ["", "samplers (min/median/max over repeats). overhead ratio = sampler time / (its forward and VJP "
+              "calls x their cost measured just before);", "'alone' = ms/step of the same sampler on a free network "
+              "(eps = w x), and 1 + alone/floor the overhead ratio it implies (insensitive to machine load)",
+              f"{'sampler':<13}{'batch':>5}{'fwd':>5}{'vjp':>5}  {'ms/step':>20}  {'overhead ratio':>20}  "
+              f"{'alone':>6}  {'implied':>7}  {'samples/s':>9}  {'peak MB':>8}"]
+    for name, per_b in summary["samplers"].items():
+        for b, e in per_b.items():
+            alone = f"{e['null_network_ms_per_step']:.2f}" if "null_network_ms_per_step" in e else "n/a"
+            implied = f"{e['overhead_ratio_null_network']:.3f}" if "overhead_ratio_null_network" in e else "n/a"
+            lines.append(f"{name:<13}{b:>5}{e['forward']:>5}{e['vjp']:>5}  {_mmm(e['step_ms'], '{:.1f}'):>20}  "
+                         f"{_mmm(e['overhead_ratio']):>20}  {alone:>6}  {implied:>7}  {e['samples_per_s']:>9.3f}  "
+                         f"{e['peak_mb']:>8.0f}" + (f"  ({e['note']})" if e["note"] else ""))
+    for name, why in summary["skipped"].items():
+        lines.append(f"{name:<13} skipped: {why}")
+    lines.append(f"peak memory: {summary['memory_kind']}")
+    peer = summary["peer"]
+    lines.append("")
+    if "skipped" in peer:
+        lines.append(f"peer (deepinv DPS): skipped: {peer['skipped']}")
+    elif "time_ratio" in peer:
+        lines.append(f"peer: deepinv {peer['version']} DPS, batch {peer['batch']}, {peer['steps']} guided steps: "
+                     f"{_mmm(peer['seconds'])} s (forward {peer['forward']}, VJP {peer['vjp']}; overhead ratio "
+                     f"{_mmm(peer['overhead_ratio'])}) vs ours {_mmm(peer['ours_seconds'])} s (forward "
+                     f"{peer['ours_forward']}, VJP {peer['ours_vjp']}), alternated: "
+                     f"deepinv/ours time ratio {peer['time_ratio']:.2f} (per network call "
+                     f"{peer['time_ratio_per_network_call']:.2f})")
+        lines.append(f"peer alignment: {peer['note']}")
+    else:
+        lines.append(f"peer: {peer}")
+    return "\n".join(lines)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="bench")
+def _hydra_main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    explicit = [o.split("=", 1)[0].lstrip("+") for o in HydraConfig.get().overrides.task]
+    OmegaConf.set_struct(cfg, False)
+    cfg._explicit = explicit  # quick=true does not override what the command line sets
+    logging.getLogger("dps_map.priors.adm").setLevel(logging.ERROR)  # random_init warnings are expected here
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    try:
+        summary = run_bench(cfg)
+    except UserError as err:
+        print(f"dps-map bench: error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    line = json.dumps(summary, sort_keys=True)
+    if cfg.get("json_out"):
+        Path(cfg.json_out).write_text(line + "\n")
+    print(line)
+
+
+def main() -> None:
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -153,6 +153,16 @@ class Diffusion:
         """eps = -sqrt(1 - abar_t) score, the inverse of :meth:`score_from_eps`."""
         return -(1 - self._at("alphas_cumprod", i, x_t)).sqrt() * score
 
+    def eps_from_mean(self, x_t: torch.Tensor, i, mean: torch.Tensor) -> torch.Tensor:
+        """The eps whose DDPM transition mean is `mean`: inverts mu_t = (x_t - beta_t eps / sqrt(1 - abar_t))
+        / sqrt(alpha_t) (Ho eq. 11): eps = (x_t - sqrt(alpha_t) mean) sqrt(1 - abar_t) / beta_t.
+
+        A guided update that shifts the mean by -zeta g therefore implies eps + zeta g / c_t with
+        c_t = beta_t / (sqrt(alpha_t) sqrt(1 - abar_t)), i.e. the score s - zeta sqrt(alpha_t) g / beta_t."""
+        beta = self._at("betas", i, x_t)
+        abar = self._at("alphas_cumprod", i, x_t)
+        return (x_t - (1 - beta).sqrt() * mean) * (1 - abar).sqrt() / beta
+
     # -- reverse transitions ------------------------------------------------------------------
     def posterior_mean(self, x0: torch.Tensor, x_t: torch.Tensor, i) -> torch.Tensor:
         """mu_t(x_t, x0) of q(x_{t-1} | x_t, x_0) (Ho eq. 7)."""

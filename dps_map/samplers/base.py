@@ -139,6 +139,14 @@ class Sampler:
         self.stats["nfe"] = self.stats["forward"] + self.stats["vjp"]
         return x.detach()
 
+    def transition(self, prior, operator, noise, y, x_t: torch.Tensor, i: int, generator: torch.Generator,
+                   hooks=None) -> torch.Tensor:
+        """One reverse step x_t -> x_{t-1} at step index i, through the same `step` as :meth:`sample`
+        (for diagnostics that evaluate a sampler at given states x_t ~ p_t(x_t | y))."""
+        self._failed_at = torch.full((x_t.shape[0],), -1, dtype=torch.long, device=x_t.device)
+        self._last_misfit = torch.full((x_t.shape[0],), float("nan"), device=x_t.device)
+        return self.step(prior, self.diffusion(prior), operator, noise, y, x_t, i, generator, hooks or ())
+
     def failures(self) -> list[dict]:
         """Samples of the last call that became NaN/Inf: [{index, step, last_misfit}] (empty if none)."""
         failed = self._failed_at.cpu()

@@ -29,3 +29,13 @@ class DPSSampler(Sampler):
             self._call_hooks(hooks, i=i, t=int(diffusion.timesteps[i]), x_t=x, x0_hat=x0, eps=eps, grad=grad,
                              mean=mean, std=std, x_prev=x_prev)
         return x_prev
+
+    def implied_eps(self, diffusion, step):
+        """The noise prediction this DPS update implies (the paper's 'DPS conditional score'):
+
+            x_{t-1} = mu_t(x_t, eps) - zeta g + sigma_t z = mu_t(x_t, eps_DPS) + sigma_t z
+            eps_DPS = eps + zeta g / c_t,  c_t = beta_t / (sqrt(alpha_t) sqrt(1 - abar_t))
+            s_DPS   = -eps_DPS / sqrt(1 - abar_t) = s - zeta sqrt(alpha_t) g / beta_t
+
+        computed from a hook's Step (x_t, the mean actually used, g) via Diffusion.eps_from_mean."""
+        return diffusion.eps_from_mean(step.x_t, step.i, step.mean - self.zeta * step.grad)

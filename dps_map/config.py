@@ -8,11 +8,31 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .errors import ConfigError
+from .errors import ConfigError, MissingFileError
 
 #: keys that do not change what a run computes (excluded from the config digest)
 NON_OUTPUT_KEYS = ("hydra", "logger", "progress", "device", "overwrite", "metrics")
 NON_OUTPUT_DATA_KEYS = ("num_shards", "shard")
+
+#: the keys each config group may hold (a key outside these is a typo: refused at start-up).
+#: Sampler keys come from the sampler class's constructor; `paths` is free-form.
+TOP_KEYS = {"data", "prior", "task", "sampler", "metrics", "logger", "paths", "hydra", "seed", "num_samples",
+            "batch_size", "device", "overwrite", "progress"}
+TASK_KEYS = {"name", "operator", "noise", "sigma_y", "poisson_rate", "zeta", "w"}
+OPERATOR_KEYS = {"identity": set(), "super_resolution": {"factor", "method"},
+                 "inpaint_box": {"box_fraction", "location"}, "inpaint_random": {"drop_ratio"},
+                 "gaussian_blur": {"kernel_size", "blur_sigma"}, "motion_blur": {"kernel_size", "intensity"},
+                 "matrix": {"m", "min_modes", "min_weight"}}
+PRIOR_KEYS = {"adm": {"name", "kind", "checkpoint", "what", "url", "override", "random_init", "noise_schedule",
+                      "diffusion_steps", "class_label", "unet", "respacing", "variance"},
+              "gmm": {"name", "kind", "instance_seed", "dim", "num_components", "grid_scale", "cov_std", "cov_type",
+                      "weights", "noise_schedule", "diffusion_steps", "respacing", "variance"}}
+DATA_KEYS = {"demo": {"name", "kind", "per_photo", "num_shards", "shard"},
+             "folder": {"name", "kind", "path", "max_images", "num_shards", "shard"},
+             "gmm": {"name", "kind"}}
+METRICS_KEYS = {"name", "names", "lpips_net", "kid_subsets", "kid_subset_size", "random_weights"}
+LOGGER_KEYS = {"none": {"name"}, "wandb": {"name", "project", "entity", "mode", "group", "tags"}}
+ADAPTER_SAMPLERS = ("adapter", "adapter_dps", "adapter_dmap")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -26,9 +46,11 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolved(cfg: DictConfig) -> dict:
-    """The config as plain containers, with every interpolation resolved (clear error if one fails)."""
+    """The config as plain containers, with every interpolation resolved (clear error if one fails).
+    Hydra's own node (present when composed with return_hydra_config=True) is left out."""
     try:
-        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]),
+                                      resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as err:
         raise ConfigError(f"config: {str(err).splitlines()[0]}") from err
 
@@ -42,9 +64,83 @@ def config_digest(cfg: DictConfig) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _check_keys(where: str, node, allowed: set) -> None:
+    unknown = sorted(set(node.keys()) - allowed)
+    if unknown:
+        raise ConfigError(f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} in {where} "
+                          f"(known: {', '.join(sorted(allowed))})")
+
+
+def _sampler_keys(method: str) -> set:
+    """The keys a sampler config may hold: its class's constructor arguments, plus name/method/adapter."""
+    import inspect
+
+    from .samplers import METHODS
+
+    if method not in METHODS:
+        raise ConfigError(f"unknown sampler method '{method}' (known: {', '.join(sorted(METHODS))})")
+    keys = {"name", "method", "adapter"}
+    for cls in METHODS[method].__mro__:
+        if "__init__" in vars(cls):
+            keys |= {name for name, p in inspect.signature(cls.__init__).parameters.items()
+                     if name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    return keys
+
+
+def _unet_keys() -> set:
+    import inspect
+
+    from guided_diffusion.script_util import create_model
+
+    return set(inspect.signature(create_model).parameters)
+
+
+def check_keys(cfg: DictConfig) -> None:
+    """Every key of every group must be one the code reads (a typo would otherwise be ignored silently)."""
+    _check_keys("the top-level config", cfg, TOP_KEYS)
+    task, prior, data, sampler = cfg.task, cfg.prior, cfg.data, cfg.sampler
+    if task.get("operator") not in OPERATOR_KEYS:
+        raise ConfigError(f"task={task.get('name')}: unknown operator '{task.get('operator')}' "
+                          f"(known: {', '.join(OPERATOR_KEYS)})")
+    _check_keys(f"task={task.name}", task, TASK_KEYS | OPERATOR_KEYS[task.operator])
+    if prior.get("kind") not in PRIOR_KEYS:
+        raise ConfigError(f"prior={prior.get('name')}: unknown kind '{prior.get('kind')}' (adm, gmm)")
+    _check_keys(f"prior={prior.name}", prior, PRIOR_KEYS[prior.kind])
+    if prior.kind == "adm":
+        _check_keys(f"prior={prior.name} unet", prior.unet, _unet_keys())
+    if data.get("kind") not in DATA_KEYS:
+        raise ConfigError(f"data={data.get('name')}: unknown kind '{data.get('kind')}' (demo, folder, gmm)")
+    _check_keys(f"data={data.name}", data, DATA_KEYS[data.kind])
+    _check_keys(f"sampler={sampler.get('name')}", sampler, _sampler_keys(sampler.get("method")))
+    _check_keys(f"metrics={cfg.metrics.get('name')}", cfg.metrics, METRICS_KEYS)
+    if cfg.logger.get("name") not in LOGGER_KEYS:
+        raise ConfigError(f"logger={cfg.logger.get('name')}: unknown logger (known: {', '.join(LOGGER_KEYS)})")
+    _check_keys(f"logger={cfg.logger.name}", cfg.logger, LOGGER_KEYS[cfg.logger.name])
+
+
+def check_adapter(sampler) -> None:
+    """An adapter sampler needs its trained adapter file (checked before any model is built)."""
+    from pathlib import Path
+
+    from .io import absolute_path
+
+    path = sampler.get("adapter")
+    if not path and sampler.get("method") not in ADAPTER_SAMPLERS and sampler.get("name") not in ADAPTER_SAMPLERS:
+        return
+    where = "`python -m dps_map.train_adapter` (README: Conditional adapters)"
+    if not path:
+        raise ConfigError(f"sampler={sampler.name} needs an adapter checkpoint: train one with {where} "
+                          "and pass sampler.adapter=/path/to/adapter.pt")
+    if not Path(absolute_path(path)).is_file():
+        raise MissingFileError(absolute_path(path), f"adapter checkpoint of sampler={sampler.name}", where,
+                               "sampler.adapter=/path/to/adapter.pt (or env DPS_MAP_ADAPTER)")
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError for an impossible configuration (before anything is built)."""
     resolved(cfg)
+    check_adapter(cfg.sampler)
+    check_keys(cfg)
     task, prior, data = cfg.task, cfg.prior, cfg.data
     if cfg.num_samples < 1:
         raise ConfigError(f"num_samples must be >= 1, got {cfg.num_samples}")
@@ -65,7 +161,11 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"task={task.name}: SR factor {task.factor} does not divide the image size {size} "
                           f"of prior={prior.name}")
     if task.operator == "inpaint_box" and not 0 < task.box_fraction < 1:
-        raise ConfigError(f"task={task.name}: box_fraction must lie in (0, 1), got {task.box_fraction}")
+        raise ConfigError(f"task={task.name}: box_fraction must lie in (0, 1) (the box must be smaller than "
+                          f"the {size}px image), got {task.box_fraction}")
+    if task.operator == "inpaint_box" and not 1 <= round(task.box_fraction * size) < size:
+        raise ConfigError(f"task={task.name}: a box of {round(task.box_fraction * size)}px does not fit in a "
+                          f"{size}px image (task.box_fraction={task.box_fraction})")
     if task.operator in ("gaussian_blur", "motion_blur") and task.kernel_size // 2 >= size:
         raise ConfigError(f"task={task.name}: a {task.kernel_size}px kernel is too large for {size}px images "
                           f"(set task.kernel_size below {2 * size})")

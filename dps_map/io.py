@@ -7,7 +7,10 @@ import io
 import json
 import os
 import pickle
+import signal
 import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +20,65 @@ from PIL import Image
 from .errors import MissingFileError, UnsafeCheckpointError, UserError
 
 
+# -- interruption -------------------------------------------------------------------------------
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; raised between writes, never inside one."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+
+_writing = 0          # depth of nested write sections
+_pending: int | None = None  # a signal that arrived during a write
+
+
+def _on_signal(signum, frame) -> None:
+    global _pending
+    if _writing:
+        _pending = signum
+    else:
+        raise Interrupted(signum)
+
+
+@contextmanager
+def stop_on_signals():
+    """Within this block SIGINT/SIGTERM raise Interrupted, but only outside write sections (a signal
+    during a write takes effect when it ends). Main thread only; a no-op elsewhere."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+@contextmanager
+def write_section():
+    """Writes in here finish even if SIGINT/SIGTERM arrives (see stop_on_signals)."""
+    global _writing, _pending
+    _writing += 1
+    try:
+        yield
+    finally:
+        _writing -= 1
+        if not _writing and _pending is not None:
+            signum, _pending = _pending, None
+            raise Interrupted(signum)
+
+
 # -- atomic writes ------------------------------------------------------------------------------
 def atomic_write_bytes(path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then rename: readers never see a partial file."""
-    path = Path(path)
+    """Write to a temp file in the same folder, fsync, then rename: readers never see a partial file
+    (and a SIGINT/SIGTERM under stop_on_signals waits for the rename)."""
+    with write_section():
+        _atomic_write_bytes(Path(path), data)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -57,9 +115,10 @@ def atomic_save_npz(path, **arrays) -> None:
 def append_jsonl(path, records: list[dict]) -> None:
     """Append records to a JSON-lines file atomically (the whole file is rewritten via rename)."""
     path = Path(path)
-    old = path.read_bytes() if path.exists() else b""
     new = b"".join((json.dumps(r, sort_keys=True, default=_json_default) + "\n").encode() for r in records)
-    atomic_write_bytes(path, old + new)
+    with write_section():
+        old = path.read_bytes() if path.exists() else b""
+        atomic_write_bytes(path, old + new)
 
 
 def read_jsonl(path) -> list[dict]:

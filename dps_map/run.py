@@ -11,7 +11,9 @@ skips samples already on disk.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -26,8 +28,8 @@ from .config import config_digest, resolve_device, resolved, validate
 from .data import demo_crops, folder_items, shard
 from .errors import ConfigError, UserError
 from .evaluate import Evaluator
-from .io import (absolute_path, append_jsonl, atomic_save_npy, atomic_save_npz, atomic_write_json, load_image, read_jsonl,
-                 save_png)
+from .io import (Interrupted, absolute_path, append_jsonl, atomic_save_npy, atomic_save_npz, atomic_write_bytes,
+                 atomic_write_json, load_image, read_jsonl, save_png, stop_on_signals, write_section)
 from .loggers import make_logger
 from .operators import MatrixOperator, build_noise, build_operator
 from .priors import build_prior
@@ -63,7 +65,15 @@ def claim_run_dir(out: Path, digest: str, overwrite: bool) -> None:
 
 
 def run(cfg: DictConfig, out_dir=None) -> dict:
-    """Run one config end to end and return its summary (also written to summary.json)."""
+    """Run one config end to end and return its summary (also written to summary.json).
+
+    SIGINT/SIGTERM stop the run between writes (raising io.Interrupted): every sample whose record
+    is in metrics.jsonl is complete on disk, no temp file is left, and a rerun resumes from there."""
+    with stop_on_signals():
+        return _run(cfg, out_dir)
+
+
+def _run(cfg: DictConfig, out_dir=None) -> dict:
     validate(cfg)
     if out_dir is None:
         from hydra.core.hydra_config import HydraConfig
@@ -143,7 +153,7 @@ def run_images(cfg, prior, sampler, noise, out: Path, device, logger, evaluator)
             failed = {f["index"]: f for f in sampler.failures()}
             scores = evaluator.per_sample(x, x0.expand_as(x))
             misfit = noise.misfit(y.expand(len(ks), *y.shape[1:]), operator(x)).tolist()
-            records = []
+            records, images = [], {}
             for b, k in enumerate(ks):
                 if k not in todo:
                     continue
@@ -157,11 +167,15 @@ def run_images(cfg, prior, sampler, noise, out: Path, device, logger, evaluator)
                     log.warning("sample %s_%d diverged at step %d; recorded and skipped", item.id, k,
                                 failed[b]["step"])
                 else:
-                    save_png(x[b], out / "recon" / f"{item.id}_{k}.png")
+                    images[k] = x[b]
                     rec.update({name: values[b] for name, values in scores.items()}, misfit=misfit[b])
                 records.append(rec)
+            with write_section():  # a chunk's images and records land together, even on Ctrl-C
+                for k, img in images.items():
+                    save_png(img, out / "recon" / f"{item.id}_{k}.png")
+                append_jsonl(metrics_path, records)
+            for rec in records:
                 logger.log_sample(rec)
-            append_jsonl(metrics_path, records)
             done.update((item.id, k) for k in todo)
             n_new += len(todo)
             grid = save_grid(out, item.id, naive[0], size)
@@ -180,14 +194,14 @@ def save_grid(out: Path, ident: str, naive: torch.Tensor, size: int) -> Path:
     tiles = [naive.cpu().float().clamp(-1, 1)] + [load_image(p, size)[0] for p in recon] \
         + [load_image(out / "label" / f"{ident}.png", size)[0]]
     path = out / "grids" / f"{ident}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    save_image((torch.stack(tiles) + 1) / 2, tmp, nrow=len(tiles), padding=2, pad_value=1.0)
-    tmp.replace(path)
+    buf = io.BytesIO()
+    save_image((torch.stack(tiles) + 1) / 2, buf, format="png", nrow=len(tiles), padding=2, pad_value=1.0)
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 
-def _mean_sem(values) -> dict:
+def mean_sem(values) -> dict:
+    """Mean, standard error and count of the finite values (None where undefined)."""
     v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
     if v.size == 0:
         return {"mean": None, "sem": None, "n": 0}
@@ -208,13 +222,13 @@ def summarize_images(records: list[dict], ids: set) -> dict:
         "n_failed": len(records) - len(ok),
         "failures": [{k: r.get(k) for k in ("id", "k", "fail_step", "last_misfit")}
                      for r in records if r.get("failed")],
-        "metrics": {name: _mean_sem(r.get(name) for r in ok) for name in metric_names},
-        "naive": {name: _mean_sem(r.get(f"naive_{name}") for r in per_id.values())
+        "metrics": {name: mean_sem(r.get(name) for r in ok) for name in metric_names},
+        "naive": {name: mean_sem(r.get(f"naive_{name}") for r in per_id.values())
                   for name in ("psnr", "ssim", "lpips")},
-        "cost": {"seconds_per_sample": _mean_sem(r["seconds"] for r in records)["mean"],
-                 "nfe_per_sample": _mean_sem(r["nfe"] for r in records)["mean"],
-                 "forward_per_sample": _mean_sem(r["forward"] for r in records)["mean"],
-                 "vjp_per_sample": _mean_sem(r["vjp"] for r in records)["mean"],
+        "cost": {"seconds_per_sample": mean_sem(r["seconds"] for r in records)["mean"],
+                 "nfe_per_sample": mean_sem(r["nfe"] for r in records)["mean"],
+                 "forward_per_sample": mean_sem(r["forward"] for r in records)["mean"],
+                 "vjp_per_sample": mean_sem(r["vjp"] for r in records)["mean"],
                  "steps": records[0]["steps"] if records else None},
     }
 
@@ -268,13 +282,36 @@ def run_gmm(cfg, prior, sampler, noise, out: Path, device, logger) -> dict:
 
 
 # -- command line -------------------------------------------------------------------------------------
+def pin_local_gpu(job_num: int | None) -> None:
+    """hydra/launcher=gpus: submitit_local shows every job all GPUs (CUDA_VISIBLE_DEVICES=0,...,N-1);
+    keep GPU job_num mod N only, so the N jobs of a batch run on N different GPUs. Must run before
+    CUDA is initialised; a no-op outside submitit_local jobs."""
+    visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    if os.environ.get("SUBMITIT_EXECUTOR") != "local" or job_num is None or len(visible) < 2:
+        return
+    os.environ["CUDA_VISIBLE_DEVICES"] = visible[job_num % len(visible)]
+    log.info("job %d pinned to GPU %s", job_num, visible[job_num % len(visible)])
+
+
+def _job_num() -> int | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    num = OmegaConf.select(HydraConfig.get(), "job.num", default=None)  # missing in single runs
+    return None if num is None else int(num)
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
+    pin_local_gpu(_job_num())
     try:
         summary = run(cfg)
     except UserError as err:  # one clear line, no traceback (Hydra would print one)
         print(f"dps-map: error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
+    except Interrupted as stop:
+        print(f"dps-map: interrupted by {stop}: finished samples are on disk; rerun the same command to "
+              "resume", file=sys.stderr)
+        sys.exit(128 + stop.signum)
     print(format_summary(summary))
 
 

@@ -1,0 +1,239 @@
+"""Aggregate a sweep: group its jobs by config (shards of one config form one group), merge their
+metrics.jsonl, compute FID/KID over all samples of a group (when the Inception weights exist), and
+write aggregate.json and aggregate.md into the sweep directory.
+
+    python -m experiments.aggregate outputs/multirun/2026-01-01_00-00-00 [--wandb] [--random-weights]
+
+A job is any directory below SWEEP_DIR holding run.json (written by dps_map.run); its config digest
+(run.json) ignores data.shard/data.num_shards, logger, device and metric settings, so the shards of
+one config share a digest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from dps_map.errors import UserError
+from dps_map.io import atomic_write_bytes, atomic_write_json, load_image, read_jsonl
+from dps_map.run import RUN_FILE, mean_sem
+
+log = logging.getLogger("aggregate")
+
+PER_SAMPLE = ("psnr", "ssim", "lpips", "misfit")
+SHARD_OVERRIDES = ("data.shard", "data.num_shards")
+
+
+def find_jobs(root: Path) -> list[dict]:
+    """Every run directory below root (those with run.json), with its digest, config and overrides."""
+    jobs = []
+    for marker in sorted(root.rglob(RUN_FILE)):
+        job = marker.parent
+        if ".submitit" in job.parts:
+            continue
+        cfg_file, ov_file = job / ".hydra" / "config.yaml", job / ".hydra" / "overrides.yaml"
+        cfg = OmegaConf.load(cfg_file) if cfg_file.exists() else None
+        overrides = [str(o) for o in OmegaConf.load(ov_file)] if ov_file.exists() else []
+        jobs.append({"dir": job, "digest": json.loads(marker.read_text())["digest"], "cfg": cfg,
+                     "overrides": overrides})
+    return jobs
+
+
+def group_jobs(jobs: list[dict]) -> dict[str, list[dict]]:
+    groups: dict[str, list[dict]] = {}
+    for job in jobs:
+        groups.setdefault(job["digest"], []).append(job)
+    return groups
+
+
+def _shards(jobs: list[dict]) -> dict:
+    """Which shards of the group are present (and which are missing)."""
+    seen, total = set(), 1
+    for job in jobs:
+        data = job["cfg"].data if job["cfg"] is not None else {}
+        seen.add(int(data.get("shard", 0)))
+        total = int(data.get("num_shards", 1))
+    return {"num_shards": total, "present": sorted(seen), "missing": sorted(set(range(total)) - seen)}
+
+
+def _label(job: dict) -> str:
+    cfg = job["cfg"]
+    head = f"{cfg.task.name}/{cfg.prior.name}/{cfg.sampler.name}" if cfg is not None else job["dir"].name
+    rest = [o for o in job["overrides"] if o.split("=", 1)[0].lstrip("+~") not in SHARD_OVERRIDES
+            and not o.startswith(("task=", "prior=", "sampler="))]
+    return " ".join([head, *rest])
+
+
+def _fid_kid(jobs: list[dict], records: list[dict], random_weights: bool) -> dict:
+    """FID and KID of all reconstructions of the group against all its ground truths."""
+    from dps_map.metrics import InceptionFeatures, check_weights, fid_from_features, kid
+
+    cfg = jobs[0]["cfg"]
+    if cfg is None or cfg.data.get("kind") == "gmm":
+        return {"fid_skipped": "not an image run"}
+    paths = OmegaConf.to_container(cfg.paths, resolve=True)
+    if not random_weights:
+        try:
+            check_weights(["fid", "kid"], paths)
+        except UserError as err:
+            log.warning("FID/KID skipped: %s", err)
+            return {"fid_skipped": str(err)}
+    size = int(cfg.prior.unet.image_size)
+    fake = [j["dir"] / "recon" / f"{r['id']}_{r['k']}.png" for j in jobs for r in read_jsonl(j["dir"] / "metrics.jsonl")
+            if not r.get("failed")]
+    real = sorted({j["dir"] / "label" / f"{r['id']}.png" for j in jobs for r in read_jsonl(j["dir"] / "metrics.jsonl")})
+    fake = [p for p in fake if p.exists()]
+    real = [p for p in real if p.exists()]
+    if len(fake) < 2 or len(real) < 2:
+        reason = f"FID/KID need at least 2 images on each side (have {len(fake)} samples, {len(real)} references)"
+        log.warning("FID/KID skipped: %s", reason)
+        return {"fid_skipped": reason}
+    net = InceptionFeatures(weights_path=paths.get("fid_inception"), random_weights=random_weights, device="cpu")
+
+    def features(files):
+        import torch
+
+        out = []
+        for start in range(0, len(files), 16):
+            batch = torch.stack([load_image(p, size)[0] for p in files[start:start + 16]])
+            with torch.no_grad():
+                out.append(net(batch).numpy())
+        return np.concatenate(out)
+
+    f_fake, f_real = features(fake), features(real)
+    k_mean, k_std = kid(f_fake, f_real, subsets=100, subset_size=min(100, len(fake), len(real)),
+                        generator=np.random.default_rng(0))
+    result = {"fid": float(fid_from_features(f_fake, f_real)), "kid": {"mean": float(k_mean), "std": float(k_std)},
+              "fid_n_samples": len(fake), "fid_n_references": len(real)}
+    if random_weights:
+        result["fid_note"] = "random Inception weights (--random-weights): numbers are meaningless"
+    return result
+
+
+def aggregate_group(jobs: list[dict], random_weights: bool = False) -> dict:
+    """Merged per-sample records of one config's jobs: counts, means and standard errors, FID/KID."""
+    records, seen = [], set()
+    for job in sorted(jobs, key=lambda j: str(j["dir"])):
+        for r in read_jsonl(job["dir"] / "metrics.jsonl"):
+            if r.get("k") == "all" or (r["id"], r["k"]) in seen:
+                continue
+            seen.add((r["id"], r["k"]))
+            records.append(r)
+    ok = [r for r in records if not r.get("failed")]
+    out = {"label": _label(jobs[0]), "jobs": [str(j["dir"]) for j in jobs], "shards": _shards(jobs),
+           "n_measurements": len({r["id"] for r in records}), "n_samples": len(ok),
+           "n_failed": len(records) - len(ok),
+           "metrics": {m: mean_sem(r.get(m) for r in ok) for m in PER_SAMPLE if any(m in r for r in ok)},
+           "cost": {"seconds_per_sample": mean_sem(r.get("seconds") for r in records)["mean"],
+                    "nfe_per_sample": mean_sem(r.get("nfe") for r in records)["mean"]}}
+    if out["shards"]["missing"]:
+        log.warning("group %s: shards %s of %d missing (incomplete)", out["label"], out["shards"]["missing"],
+                    out["shards"]["num_shards"])
+    if not records:  # Gaussian-mixture runs: one summary per job, no per-sample image records
+        summaries = [json.loads((j["dir"] / "summary.json").read_text()) for j in jobs
+                     if (j["dir"] / "summary.json").exists()]
+        out["n_samples"] = sum(s.get("n_samples", 0) for s in summaries)
+        out["n_failed"] = sum(s.get("n_failed", 0) for s in summaries)
+        out["metrics"] = {k: mean_sem(s["metrics"].get(k) for s in summaries)
+                          for k in (summaries[0]["metrics"] if summaries else {})
+                          if isinstance(summaries[0]["metrics"][k], (int, float))}
+        return out
+    out["metrics"].update(_fid_kid(jobs, records, random_weights))
+    return out
+
+
+def _fmt(stat) -> str:
+    if not isinstance(stat, dict) or stat.get("mean") is None:
+        return "" if not isinstance(stat, float) else f"{stat:.4g}"
+    return f"{stat['mean']:.4g} ± {stat['sem']:.2g}" if stat.get("sem") is not None else f"{stat['mean']:.4g}"
+
+
+def to_markdown(result: dict) -> str:
+    cols = ["psnr", "ssim", "lpips", "fid", "kid"]
+    lines = [f"# Sweep {result['sweep_dir']}", "",
+             f"{result['total']['n_groups']} configs, {result['total']['n_jobs']} jobs, "
+             f"{result['total']['n_samples']} samples ({result['total']['n_failed']} failed). "
+             "Mean ± standard error over samples; FID/KID over all samples of a config.", "",
+             "| config | samples | failed | shards | " + " | ".join(cols) + " | s/sample | NFE |",
+             "|---" * (len(cols) + 6) + "|"]
+    for g in result["groups"].values():
+        m = g["metrics"]
+        kid_v = m.get("kid", {}).get("mean") if isinstance(m.get("kid"), dict) else None
+        vals = [_fmt(m.get(c)) for c in cols[:3]] + [_fmt(m.get("fid")), "" if kid_v is None else f"{kid_v:.4g}"]
+        shards = g["shards"]
+        shard_txt = f"{len(shards['present'])}/{shards['num_shards']}"
+        cost = g["cost"]
+        lines.append(f"| {g['label']} | {g['n_samples']} | {g['n_failed']} | {shard_txt} | " + " | ".join(vals)
+                     + f" | {_fmt(cost.get('seconds_per_sample'))} | {_fmt(cost.get('nfe_per_sample'))} |")
+    skipped = {g["metrics"]["fid_skipped"] for g in result["groups"].values() if "fid_skipped" in g["metrics"]}
+    if skipped:
+        lines += ["", "FID/KID skipped: " + "; ".join(sorted(skipped))]
+    return "\n".join(lines) + "\n"
+
+
+def aggregate(root, random_weights: bool = False) -> dict:
+    """Aggregate the sweep below root; writes root/aggregate.json and root/aggregate.md."""
+    root = Path(root)
+    jobs = find_jobs(root)
+    if not jobs:
+        raise UserError(f"no dps-map run directories (with {RUN_FILE}) below '{root}'")
+    groups = {digest: aggregate_group(js, random_weights) for digest, js in sorted(group_jobs(jobs).items())}
+    result = {"sweep_dir": str(root), "groups": groups,
+              "total": {"n_groups": len(groups), "n_jobs": len(jobs),
+                        "n_samples": sum(g["n_samples"] for g in groups.values()),
+                        "n_failed": sum(g["n_failed"] for g in groups.values())}}
+    atomic_write_json(root / "aggregate.json", result)
+    atomic_write_bytes(root / "aggregate.md", to_markdown(result).encode())
+    return result
+
+
+def log_wandb(result: dict, root: Path, project: str) -> None:
+    """One wandb run (offline unless WANDB_MODE says otherwise) with the table and the summary."""
+    import wandb
+
+    from dps_map.loggers import _flatten
+
+    run = wandb.init(project=project, mode=os.environ.get("WANDB_MODE", "offline"), dir=str(root),
+                     name=f"aggregate/{root.name}", job_type="aggregate", reinit="finish_previous")
+    cols = ["config", "n_samples", "n_failed", "psnr", "ssim", "lpips", "fid"]
+    table = wandb.Table(columns=cols)
+    for g in result["groups"].values():
+        m = g["metrics"]
+        table.add_data(g["label"], g["n_samples"], g["n_failed"],
+                       *[(m.get(c) or {}).get("mean") for c in ("psnr", "ssim", "lpips")], m.get("fid"))
+    run.log({"aggregate": table})
+    for key, value in _flatten({"total": result["total"],
+                                **{g["label"]: g["metrics"] for g in result["groups"].values()}}).items():
+        run.summary[key] = value
+    run.finish()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("sweep_dir", type=Path)
+    parser.add_argument("--wandb", action="store_true", help="also log the table to wandb")
+    parser.add_argument("--wandb-project", default="dps-map")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="tests only: FID/KID with a random Inception network (meaningless numbers)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        result = aggregate(args.sweep_dir, args.random_weights)
+    except UserError as err:
+        print(f"aggregate: error: {err}", file=sys.stderr)
+        return 2
+    if args.wandb:
+        log_wandb(result, args.sweep_dir, args.wandb_project)
+    print((args.sweep_dir / "aggregate.md").read_text(), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

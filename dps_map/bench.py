@@ -50,6 +50,13 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 QUICK = {"batch_sizes": [1, 4], "sampler_batch_sizes": [1], "steps": 4, "repeats": 3, "net_calls": 3}
 
 
+def _loose(cfg: DictConfig) -> DictConfig:
+    """A copy of cfg that accepts new keys (Hydra hands out struct configs)."""
+    cfg = cfg.copy()
+    OmegaConf.set_struct(cfg, False)
+    return cfg
+
+
 def _stats(values) -> dict:
     values = [float(v) for v in values]
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
@@ -137,7 +144,7 @@ def sampler_config(cfg: DictConfig, name: str) -> DictConfig:
     path = CONF_DIR / "sampler" / f"{name}.yaml"
     if not path.exists():
         raise ConfigError(f"no sampler config conf/sampler/{name}.yaml")
-    root = OmegaConf.merge(cfg, {"sampler": OmegaConf.load(path)})
+    root = OmegaConf.merge(_loose(cfg), {"sampler": OmegaConf.load(path)})
     plain = OmegaConf.to_container(root.sampler, resolve=False)
     plain["respacing"] = str(cfg.steps)
     root.sampler = plain
@@ -176,7 +183,7 @@ def make_sampler(cfg: DictConfig, name: str, prior, operator, y, tmp: Path):
 def _adapter_fallback(cfg, name):
     """Older task files have no zeta for the adapter samplers: borrow the base method's."""
     base = name.replace("adapter_", "")
-    over = OmegaConf.merge(cfg, {"task": {"zeta": {name: cfg.task.zeta.get(base, 1.0)}}})
+    over = OmegaConf.merge(_loose(cfg), {"task": {"zeta": {name: cfg.task.zeta.get(base, 1.0)}}})
     return sampler_config(over, name)
 
 
@@ -256,7 +263,7 @@ def peer_dps(prior, operator, noise, y, batch: int, steps: int, zeta: float, dev
             counter["vjp" if (torch.is_grad_enabled() and x.requires_grad) else "forward"] += 1
             return x - sigma.view(-1, 1, 1, 1) * eps
 
-    physics = deepinv.physics.Physics(A=lambda x: operator(x), device=device)
+    physics = deepinv.physics.Physics(A=lambda x: operator(x))
     model = DPS(TinyDenoiser(), num_steps=steps + 1, weight=zeta, device=device, dtype=torch.float32,
                 minus_one_one=False, rng=torch.Generator(device=device).manual_seed(0))
     yb = y.expand(batch, *y.shape[1:]).contiguous()
@@ -288,15 +295,27 @@ def peer_dps(prior, operator, noise, y, batch: int, steps: int, zeta: float, dev
 
 
 # -- the whole benchmark ------------------------------------------------------------------------------
+def effective_params(cfg) -> dict:
+    """batch sizes, steps, repeats and calls: the config's, or with quick=true the QUICK ones for every
+    key not set on the command line (cfg._explicit)."""
+    params = {k: cfg.get(k) for k in ("batch_sizes", "steps", "repeats", "net_calls")}
+    params["sampler_batch_sizes"] = cfg.get("sampler_batch_sizes") or params["batch_sizes"]
+    if cfg.get("quick", False):
+        given = set(cfg.get("_explicit") or [])
+        params.update({k: v for k, v in QUICK.items() if k not in given})
+        if "batch_sizes" in given and "sampler_batch_sizes" not in given:
+            params["sampler_batch_sizes"] = params["batch_sizes"]
+    params = {k: (list(v) if k.endswith("sizes") else int(v)) for k, v in params.items()}
+    if min(params["repeats"], params["net_calls"], params["steps"], *params["batch_sizes"]) < 1:
+        raise ConfigError(f"bench: steps, repeats, net_calls and batch sizes must be >= 1, got {params}")
+    return params
+
+
 def run_bench(cfg: DictConfig, out=print) -> dict:
     """Measure, print the table through `out`, and return the summary (the JSON line's content)."""
     quick = bool(cfg.get("quick", False))
-    params = {k: cfg.get(k) for k in ("batch_sizes", "steps", "repeats", "net_calls")}
-    params["sampler_batch_sizes"] = cfg.get("sampler_batch_sizes") or cfg.batch_sizes
-    if quick:
-        given = set(cfg.get("_explicit", []))
-        params.update({k: v for k, v in QUICK.items() if k not in given})
-    cfg = OmegaConf.merge(cfg, {"steps": params["steps"]})  # what the sampler configs get as respacing
+    params = effective_params(cfg)
+    cfg = OmegaConf.merge(_loose(cfg), {"steps": params["steps"]})  # what the sampler configs get as respacing
     threads = cfg.get("threads") or (1 if quick else os.cpu_count())
     torch.set_num_threads(int(threads))
     device = resolve_device(cfg.get("device", "auto"))

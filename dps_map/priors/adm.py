@@ -83,6 +83,7 @@ class ADMPrior(Prior):
         self._network = self._unet_forward
         if getattr(model, "use_checkpoint", False):  # unet.use_checkpoint: route through torch's checkpoint
             self._set_grad_checkpoint(True)
+            self.perf["grad_checkpoint"] = True
 
     @property
     def sample_shape(self) -> tuple[int, ...]:

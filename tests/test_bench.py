@@ -1,0 +1,97 @@
+"""python -m dps_map.bench: what it reports and how (timings are printed, never asserted)."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from dps_map import bench
+from dps_map.errors import ConfigError
+
+CONF = str(Path(__file__).resolve().parent.parent / "conf")
+# the tiny prior's architecture at 32 px with random weights: fast, and every code path of a real run
+SMALL = ["prior.random_init=true", "prior.unet.image_size=32", "batch_sizes=[1]", "steps=3", "repeats=2",
+         "net_calls=1", "threads=1"]
+
+
+def config(*overrides):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose(config_name="bench", overrides=[*SMALL, *overrides])
+
+
+@pytest.fixture(scope="module")
+def summary():
+    lines = []
+    cfg = config("samplers=[ddpm,dps,dmap,no_such_sampler]", "peer=false")
+    result = bench.run_bench(cfg, out=lines.append)
+    return result, "\n".join(lines)
+
+
+def test_summary_reports_every_sampler_with_its_own_call_counts(summary):
+    result, _ = summary
+    steps = 3
+    per = {name: result["samplers"][name]["1"] for name in ("ddpm", "dps", "dmap")}
+    assert (per["ddpm"]["forward"], per["ddpm"]["vjp"]) == (steps, 0)
+    assert (per["dps"]["forward"], per["dps"]["vjp"]) == (0, steps)
+    assert (per["dmap"]["forward"], per["dmap"]["vjp"]) == (steps, 3 * (steps - 1))  # K=3, none at the last step
+    for entry in per.values():
+        for key in ("step_ms", "overhead_ratio", "seconds"):
+            s = entry[key]
+            assert 0 < s["min"] <= s["median"] <= s["max"] < math.inf
+        assert entry["samples_per_s"] > 0 and entry["peak_mb"] > 0
+        assert entry["overhead_ratio_null_network"] >= 1.0  # the sampler alone costs something
+        assert entry["null_network_ms_per_step"] < entry["step_ms"]["median"]
+
+
+def test_headline_overhead_ratio_and_skips(summary):
+    result, table = summary
+    assert set(result["overhead_ratio"]) == {"ddpm", "dps", "dmap"}
+    assert result["overhead_ratio"]["dps"] == result["samplers"]["dps"]["1"]["overhead_ratio"]["median"]
+    assert "no_such_sampler" in result["skipped"] and "no_such_sampler" in table
+    assert set(result["network_ms"]["1"]) == {"forward", "vjp"}
+    assert result["network_ms"]["1"]["vjp"]["median"] > 0
+    assert result["threads"] == 1 and result["steps"] == 3 and result["repeats"] == 2
+    json.dumps(result)  # the last line of the CLI is this object
+
+
+def test_quick_mode_defaults_yield_to_explicit_overrides():
+    cfg = bench._loose(config("quick=true"))
+    cfg._explicit = ["steps"]  # as if steps=3 came from the command line
+    p = bench.effective_params(cfg)
+    assert p["steps"] == 3 and p["repeats"] == bench.QUICK["repeats"]
+    assert p["sampler_batch_sizes"] == [1] and p["batch_sizes"] == bench.QUICK["batch_sizes"]
+    cfg = config("quick=false")
+    assert bench.effective_params(cfg)["sampler_batch_sizes"] == [1]
+    with pytest.raises(ConfigError):
+        bench.effective_params(config("repeats=0"))
+
+
+def test_peer_is_skipped_with_a_reason_without_deepinv(monkeypatch):
+    monkeypatch.setitem(sys.modules, "deepinv", None)  # import deepinv -> ImportError
+    out = bench.peer_dps(None, None, None, None, 1, 2, 1.0, "cpu", 1, [1.0, 1.0], None, 0)
+    assert "deepinv is not installed" in out["skipped"] and ".[bench]" in out["skipped"]
+
+
+def test_peer_drives_the_same_network():
+    pytest.importorskip("deepinv")
+    result = bench.run_bench(config("samplers=[dps]", "peer=true", "repeats=1"), out=lambda s: None)
+    peer = result["peer"]
+    assert peer["vjp"] == 3 and peer["forward"] == 0  # one network VJP per guided step, like ours
+    assert (peer["ours_forward"], peer["ours_vjp"]) == (0, 3)
+    assert peer["time_ratio"] > 0 and "NOT aligned exactly" in peer["note"]
+
+
+def test_cli_prints_a_table_and_json_last(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "dps_map.bench", *SMALL, "repeats=1", "samplers=[dps]", "peer=false",
+         f"hydra.run.dir={tmp_path}", f"json_out={tmp_path / 'bench.json'}"],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    last = json.loads(lines[-1])
+    assert "dps" in last["overhead_ratio"] and "ms/step" in proc.stdout
+    assert json.loads((tmp_path / "bench.json").read_text()) == last

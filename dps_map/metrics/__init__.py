@@ -16,6 +16,7 @@ from dps_map.metrics.fid import (
 )
 from dps_map.metrics.image import psnr, ssim
 from dps_map.metrics.lpips import LPIPS
+from dps_map.metrics.score import score_error, score_mean
 from dps_map.metrics.weights import (
     METRIC_WEIGHTS,
     WEIGHT_FILES,
@@ -28,6 +29,8 @@ from dps_map.metrics.weights import (
 
 __all__ = [
     "psnr",
+    "score_error",
+    "score_mean",
     "ssim",
     "LPIPS",
     "frechet_distance",

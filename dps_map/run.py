@@ -15,6 +15,7 @@ import io
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
@@ -32,7 +33,9 @@ from .io import (Interrupted, absolute_path, append_jsonl, atomic_save_npy, atom
                  atomic_write_json, load_image, read_jsonl, save_png, stop_on_signals, write_section)
 from .loggers import make_logger
 from .operators import MatrixOperator, build_noise, build_operator
-from .priors import build_prior
+# guided_diffusion's import-time deprecation warnings are noise for users (not their code, not fixable)
+warnings.filterwarnings("ignore", message=r".*torch\.cuda\.amp\.custom_(fwd|bwd).*", category=FutureWarning)
+from .priors import build_prior  # noqa: E402
 from .priors.gmm import find_multimodal_problem
 from .samplers import build_sampler
 
@@ -75,6 +78,10 @@ def run(cfg: DictConfig, out_dir=None) -> dict:
 
 def _run(cfg: DictConfig, out_dir=None) -> dict:
     validate(cfg)
+    try:  # cheap, so first: a bad sampler value stops the run before anything is built or written
+        sampler = build_sampler(cfg.sampler)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"sampler={cfg.sampler.name}: {err}") from err
     if out_dir is None:
         from hydra.core.hydra_config import HydraConfig
 
@@ -86,7 +93,6 @@ def _run(cfg: DictConfig, out_dir=None) -> dict:
     device = resolve_device(cfg.device)
     evaluator = Evaluator(cfg.metrics, cfg.paths, device) if cfg.data.kind != "gmm" else None  # checks weights
     prior = build_prior(cfg.prior, device)
-    sampler = build_sampler(cfg.sampler)
     noise = build_noise(cfg.task)
     logger = make_logger(cfg, out)
     try:
@@ -161,7 +167,7 @@ def run_images(cfg, prior, sampler, noise, out: Path, device, logger, evaluator)
                        "seconds": sampler.stats["seconds"] / len(ks), "nfe": sampler.stats["nfe"],
                        "forward": sampler.stats["forward"], "vjp": sampler.stats["vjp"],
                        "steps": sampler.stats["steps"], **{k2: v for k2, v in item.info.items()
-                                                           if k2 in ("orig_size", "resized", "file")}}
+                                                           if k2 in ("orig_size", "orig_mode", "resized", "file")}}
                 if b in failed:
                     rec.update(failed=True, fail_step=failed[b]["step"], last_misfit=failed[b]["last_misfit"])
                     log.warning("sample %s_%d diverged at step %d; recorded and skipped", item.id, k,
@@ -326,8 +332,42 @@ def format_summary(summary: dict) -> str:
     return "  ".join(parts)
 
 
+def check_command_line(args: list[str], multirun: bool = False) -> None:
+    """Compose and validate the config of the (first) job from the command-line overrides before Hydra
+    starts, so a typo (unknown key, group or option) or an impossible combination is one line and
+    exit code 2 in the launching process, before any job is submitted. Raises UserError."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+    first = []
+    try:
+        for ov in OverridesParser.create().parse_overrides(args):
+            first.append(f"{ov.get_key_element()}={next(ov.sweep_string_iterator())}"
+                         if multirun and ov.is_sweep_override() else ov.input_line)
+        with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"),
+                                   version_base="1.3"):
+            cfg = compose("config", overrides=first)
+    except (HydraException, OmegaConfBaseException) as err:
+        if isinstance(err.__cause__, (ConfigAttributeError, ConfigKeyError)) and "Could not override" in str(err):
+            key = str(err).split("'")[1]
+            raise ConfigError(f"unknown key '{key}' (see the known keys with `python -m dps_map.run --cfg job`)") \
+                from err
+        raise ConfigError(" ".join(str(err).split("Config search path")[0].split())) from err
+    validate(cfg)
+
+
 def main() -> None:
     """Console script `dps-map` (user errors print one line and exit 2, no traceback)."""
+    args = sys.argv[1:]
+    overrides = [a for a in args if a not in ("-m", "--multirun")]
+    if not any(a.startswith("-") for a in overrides):  # --help, --cfg, -cn ...: Hydra's own business
+        try:
+            check_command_line(overrides, multirun=len(overrides) < len(args))
+        except UserError as err:
+            print(f"dps-map: error: {err}", file=sys.stderr)
+            sys.exit(err.exit_code)
     _hydra_main()
 
 

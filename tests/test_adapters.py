@@ -232,3 +232,30 @@ def test_adm512_adapter_builds_on_cpu():
     assert 0.25 * total < n < 0.6 * total
     assert adapter.label_emb is not None  # class-conditional: the copy keeps the label embedding
     del unet, adapter
+
+
+# -- the reference conditional model at 512: openai's SR upsampler ---------------------------------
+def test_upsampler_reference_conditions_on_sr_measurements():
+    from dps_map.priors.upsampler import build_upsampler_prior
+
+    cfg = OmegaConf.load(CONF / "prior" / "adm128_512_upsampler.yaml")
+    cfg.unet.update(large_size=64, small_size=16, num_channels=32, num_res_blocks=1, attention_resolutions="8",
+                    num_head_channels=32)
+    cfg.random_init = True
+    ref = build_upsampler_prior(cfg, None)
+    assert ref.sample_shape == (3, 64, 64) and ref.class_cond
+    g = torch.Generator().manual_seed(0)
+    op, noise = SuperResolution(4), GaussianNoise(0.05)
+    y = noise.sample(op(torch.rand(1, 3, 64, 64, generator=g) * 2 - 1), g)
+    bound = ref.condition(op, y)
+    with torch.no_grad():
+        torch.nn.init.normal_(bound.model.out[-1].weight, std=0.1)  # guided_diffusion zero-inits the output
+        x_t, t = torch.randn(2, 3, 64, 64, generator=g), torch.tensor([5, 600])
+        eps, var = bound.predict(x_t, t)
+        other, _ = bound.condition(op, -y).predict(x_t, t)
+    assert eps.shape == var.shape == (2, 3, 64, 64)
+    assert not torch.allclose(eps, other)  # y enters the prediction
+    with pytest.raises(ConfigError, match="SR x4"):
+        ref.condition(SuperResolution(8), y)
+    with pytest.raises(ConfigError, match="measurement"):
+        ref.predict(torch.randn(1, 3, 64, 64), torch.tensor([1]))

@@ -15,8 +15,12 @@ def build_prior(cfg, device="cpu") -> Prior:
     """The prior named by cfg.kind ('adm' or 'gmm'), on device, frozen."""
     if cfg.kind == "adm":
         prior = build_adm_prior(cfg, absolute_path(cfg.checkpoint))
+    elif cfg.kind == "adm_upsampler":
+        from .upsampler import build_upsampler_prior
+
+        prior = build_upsampler_prior(cfg, absolute_path(cfg.checkpoint))
     elif cfg.kind == "gmm":
         prior = build_gmm_prior(cfg)
     else:
-        raise ConfigError(f"unknown prior kind '{cfg.kind}' (adm, gmm)")
+        raise ConfigError(f"unknown prior kind '{cfg.kind}' (adm, adm_upsampler, gmm)")
     return prior.to(device)

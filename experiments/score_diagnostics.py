@@ -3,6 +3,7 @@ benchmark (task=gmm_linear) and at tiny image scale (SR x4, prior=tiny).
 
     python -m experiments.score_diagnostics gmm  [--seeds 0 1 2] [--num 2000] [--out experiments/results]
     python -m experiments.score_diagnostics tiny [--crops 8] [--num 8] [--reference PATH]
+    python -m experiments.score_diagnostics adm512 [--crops 100] [--adapter PATH] [overrides ...]   # GPU
 
 At each of ~20 diffusion steps t, states x_t ~ p_t(x_t | y) are drawn and every method's conditional
 score s(x_t, y) is compared with the reference s_ref(x_t, y):
@@ -44,6 +45,7 @@ from dps_map.samplers import build_sampler
 CONF = Path(__file__).resolve().parents[1] / "conf"
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
+REFERENCES = ("exact", "reference")  # the score every other one is compared with
 
 
 def compose_config(overrides):
@@ -118,18 +120,18 @@ def write_outputs(rows: list[dict], name: str, out: Path, title: str, methods) -
     pick = {(r["t"], r["method"]): r for r in summary}
     lines = [f"# {title}", "", "score error E||s - s_ref||^2/d and score mean ||E s||/sqrt(d) "
              "(Monte-Carlo floor of a zero-mean score in brackets), mean over measurements.", "",
-             "| t | " + " | ".join(f"error {m}" for m in methods if m != "exact") + " | "
+             "| t | " + " | ".join(f"error {m}" for m in methods if m not in REFERENCES) + " | "
              + " | ".join(f"mean {m}" for m in methods) + " |",
-             "|---|" + "---|" * (2 * len(methods) - ("exact" in methods))]
+             "|---|" + "---|" * (2 * len(methods) - len(set(methods) & set(REFERENCES)))]
     for t in ts:
-        err = [f"{pick[(t, m)]['score_error']:.3g}" for m in methods if m != "exact"]
+        err = [f"{pick[(t, m)]['score_error']:.3g}" for m in methods if m not in REFERENCES]
         mean = [f"{pick[(t, m)]['score_mean']:.3g} ({pick[(t, m)]['mc_floor']:.2g})" for m in methods]
         lines.append(f"| {t} | " + " | ".join(err) + " | " + " | ".join(mean) + " |")
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for m in methods:
         xs = [t for t in ts if (t, m) in pick]
-        if m != "exact":
+        if m not in REFERENCES:
             axes[0].plot(xs, [pick[(t, m)]["score_error"] for t in xs], marker="o", ms=3, label=m)
         axes[1].plot(xs, [pick[(t, m)]["score_mean"] for t in xs], marker="o", ms=3, label=m)
     axes[1].plot(ts, [pick[(t, methods[0])]["mc_floor"] for t in ts], "k:", label="MC floor (zero mean)")
@@ -149,17 +151,19 @@ def write_outputs(rows: list[dict], name: str, out: Path, title: str, methods) -
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("scale", choices=("gmm", "tiny"))
+    parser.add_argument("scale", choices=("gmm", "tiny", "adm512"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="GMM problem seeds")
     parser.add_argument("--num", type=int, default=None, help="states x_t per step (GMM, default 2000) or per "
                         "crop and step (tiny, default 8)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--crops", type=int, default=8, help="tiny: held-out demo crops (even)")
-    parser.add_argument("--adapter", default=str(ROOT / "dps_map" / "assets" / "adapters" / "sr4_tiny.pt"),
-                        help="tiny: the adapter under test (100 training crops)")
+    parser.add_argument("--adapter", default=None, help="the adapter under test (default: paths.adapter, e.g. "
+                        "the shipped dps_map/assets/adapters/sr4_tiny.pt trained on 100 crops)")
     parser.add_argument("--reference", default="outputs/train_adapter/sr4_tiny_n2000/adapter.pt",
                         help="tiny: the reference conditional model")
     parser.add_argument("--reference-n", type=int, default=2000, help="tiny: crops the reference was trained on")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for the image scales (e.g. device=cuda "
+                        "paths.adm512=... paths.imagenet_val=...)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     args.num = args.num or (2000 if args.scale == "gmm" else 8)
@@ -169,12 +173,13 @@ def main(argv=None) -> None:
                              "Score diagnostics on the exact Gaussian mixture (d=8, 25 modes, y = Ax + n, m=2)",
                              ("exact", "unconditional", "dps"))
     else:
-        from experiments.score_diagnostics_tiny import tiny_rows
+        from experiments.score_diagnostics_images import image_rows
 
-        rows = tiny_rows(args)
-        path = write_outputs(rows, "score_diagnostics_tiny", args.out,
-                             "Score diagnostics at tiny image scale (SR x4, 64x64, held-out crops)",
-                             ("reference", "unconditional", "dps", "adapter"))
+        rows = image_rows(args)
+        title = {"tiny": "Score diagnostics at tiny image scale (SR x4, 64x64, held-out crops)",
+                 "adm512": "Score diagnostics, ADM 512, SR x4 (reference: ADM 128->512 upsampler)"}[args.scale]
+        methods = tuple(m for m in ("reference", "unconditional", "dps", "adapter") if any(r["method"] == m for r in rows))
+        path = write_outputs(rows, f"score_diagnostics_{args.scale}", args.out, title, methods)
     print(f"wrote {path} and its .csv/.md")
 
 

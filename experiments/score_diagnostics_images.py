@@ -1,0 +1,81 @@
+"""Image part of experiments/score_diagnostics.py: SR x4 with the tiny prior (held-out demo crops) or
+with adm512 (the paper's setting: ImageNet validation images, a GPU).
+
+States: x_t = q_sample(x0, t, eps) for each image x0 and fresh eps, with y = A x0 + n drawn as the runner
+draws it (same seeds as `python -m dps_map.run`), so (y, x_t) ~ p(y) p_t(x_t | y).
+Reference conditional score:
+  tiny    an adapter trained on many crops (``--reference``, trained with ``--reference-n`` crops and
+          the same recipe): the best conditional model we can afford on a CPU, documented as such;
+  adm512  openai's 128 -> 512 ADM upsampler (conf/prior/adm128_512_upsampler.yaml).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from dps_map.adapters.controlnet import load_adapter
+from dps_map.config import resolve_device
+from dps_map.errors import MissingFileError
+from dps_map.metrics.score import score_error, score_mean
+from dps_map.operators import build_noise, build_operator
+from dps_map.priors import build_prior
+from dps_map.priors.conditional import ConditionalPrior
+from dps_map.run import generator, item_seed, load_items
+from dps_map.samplers import build_sampler
+
+
+
+def image_rows(args) -> list[dict]:
+    from experiments.score_diagnostics import compose_config, dps_scores, step_indices
+
+    if args.scale == "tiny":
+        over = ["prior=tiny", "data=demo", f"data.per_photo={args.crops // 2}"]
+    else:  # the paper's setting
+        over = ["prior=adm512", "data=imagenet_val", f"data.max_images={args.crops}", "+prior@reference=adm128_512_upsampler"]
+    cfg = compose_config(["task=sr4", "sampler=dps", *over, *args.overrides])
+    device = resolve_device(cfg.device)
+    prior = build_prior(cfg.prior, device)
+    sampler = build_sampler(cfg.sampler)
+    diffusion = sampler.diffusion(prior)
+    noise = build_noise(cfg.task)
+    models = {}
+    adapter = Path(args.adapter or cfg.paths.adapter)
+    if not adapter.is_file():
+        raise MissingFileError(adapter, "adapter under test", f"python -m dps_map.train_adapter task=sr4 prior={cfg.prior.name}",
+                               "--adapter PATH")
+    models["adapter"] = ConditionalPrior(prior, load_adapter(adapter, prior.model)[0].to(device))
+    if args.scale == "adm512":
+        models["reference"] = build_prior(cfg.reference, device)
+    elif args.reference and Path(args.reference).is_file():
+        models["reference"] = ConditionalPrior(prior, load_adapter(args.reference, prior.model)[0])
+    else:
+        print(f"no reference conditional model at {args.reference}: score errors are skipped "
+              f"(train one: python -m dps_map.train_adapter data.n_images={args.reference_n})")
+    scores: dict = {}
+    for item in load_items(cfg.data, prior.image_size):
+        gen = generator(device, item_seed(cfg.seed, item.id))
+        operator = build_operator(cfg.task, prior.image_size, gen).to(device)
+        x0 = item.image[None].to(device)
+        y = operator.restrict(noise.sample(operator(x0), gen))
+        x0s, ys = x0.expand(args.num, -1, -1, -1), y.expand(args.num, -1, -1, -1)
+        for i in step_indices(diffusion.num_steps, 12):
+            x_t = diffusion.q_sample(x0s, i, torch.randn(x0s.shape, generator=gen, device=device))
+            s_uncond, s_dps = dps_scores(sampler, prior, operator, noise, ys, x_t, i, gen)
+            got = {"unconditional": s_uncond, "dps": s_dps}
+            with torch.no_grad():
+                for name, model in models.items():
+                    eps = model.condition(operator, y).predict(x_t, diffusion.model_t(i, args.num))[0]
+                    got[name] = diffusion.score_from_eps(x_t, i, eps)
+            for name, s in got.items():
+                scores.setdefault((int(diffusion.timesteps[i]), name), []).append(s.cpu())
+    rows = []
+    for (t, name), parts in sorted(scores.items()):
+        s = torch.cat(parts)
+        ref = torch.cat(scores[(t, "reference")]) if (t, "reference") in scores else None
+        mean, floor = score_mean(s)
+        rows.append({"scale": args.scale, "seed": 0, "t": t, "method": name,
+                     "score_error": score_error(s, ref) if ref is not None else float("nan"),
+                     "score_mean": mean, "mc_floor": floor})
+    return rows

@@ -15,3 +15,14 @@ ASSETS = _Path(__file__).resolve().parent / "assets"
 # ${dps_map_asset:NAME} in configs resolves to a file shipped in dps_map/assets/
 if not _OmegaConf.has_resolver("dps_map_asset"):
     _OmegaConf.register_new_resolver("dps_map_asset", lambda name: str(ASSETS / name))
+
+
+def _adapter_path(name: str, checkpoints: str) -> str:
+    """The shipped adapter dps_map/assets/adapters/NAME.pt if there is one, else CHECKPOINTS/adapters/NAME.pt."""
+    shipped = ASSETS / "adapters" / f"{name}.pt"
+    return str(shipped) if shipped.is_file() else str(_Path(checkpoints) / "adapters" / f"{name}.pt")
+
+
+# ${dps_map_adapter:<task>_<prior>,<checkpoints dir>} in conf/paths: where a task/prior's adapter lives
+if not _OmegaConf.has_resolver("dps_map_adapter"):
+    _OmegaConf.register_new_resolver("dps_map_adapter", _adapter_path)

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test train-tiny-prior gmm-study clean bench bench-quick install-bench
+.PHONY: install demo test train-tiny-prior gmm-study clean train-adapter train-adapter-reference adapter-ablation reproduce-paper-small reproduce-paper bench bench-quick install-bench
 
 install: $(STAMP)
 
@@ -41,6 +41,44 @@ train-tiny-prior: install
 
 gmm-study: install
 	$(PY) -m experiments.gmm_sampler_study
+
+# -- conditional adapters (README "Conditional adapters") --------------------------------------------
+ADAPTER_RECIPE := task=sr4 prior=tiny steps=1000 batch_size=8
+train-adapter: install   # the shipped SR x4 adapter (100 crops of the training photographs)
+	$(PY) -m dps_map.train_adapter $(ADAPTER_RECIPE) data.n_images=100 export_path=dps_map/assets/adapters/sr4_tiny.pt
+train-adapter-reference: install   # the tiny-scale reference conditional model (2000 crops)
+	$(PY) -m dps_map.train_adapter $(ADAPTER_RECIPE) data.n_images=2000 export_path=dps_map/assets/adapters/sr4_tiny_reference.pt
+adapter-ablation: install   # adapters on 25/50/100 crops, then their table
+	for n in 25 50 100; do $(PY) -m dps_map.train_adapter $(ADAPTER_RECIPE) data.n_images=$$n || exit 1; done
+	$(PY) -m experiments.adapter_ablation
+
+# -- the paper's analysis (README "Reproducing the paper") -------------------------------------------
+SMALL := outputs/paper_small
+REFERENCE := dps_map/assets/adapters/sr4_tiny_reference.pt
+reproduce-paper-small: install   # GMM + tiny prior on this CPU (< 30 min); results in experiments/results/
+	$(PY) -m experiments.score_diagnostics gmm
+	$(PY) -m experiments.score_diagnostics tiny --reference $(REFERENCE)
+	$(PY) -m experiments.diversity gmm --work $(SMALL)/diversity
+	$(PY) -m experiments.diversity tiny --work $(SMALL)/diversity --reference $(REFERENCE)
+	$(PY) -m dps_map.run -m task=sr4,inpaint_box,gaussian_deblur sampler=dps,dsg,dmap prior=tiny data=demo \
+		progress=false hydra.sweep.dir=$(SMALL)/restoration
+	$(PY) -m dps_map.run -m task=sr4 sampler=adapter,adapter_dps,adapter_dmap prior=tiny data=demo \
+		progress=false hydra.sweep.dir=$(SMALL)/restoration
+	$(PY) -m experiments.restoration_table $(SMALL)/restoration --name restoration_tiny
+
+PAPER := outputs/paper
+LAUNCHER ?= gpus
+reproduce-paper: install   # the paper's setting on GPUs (checkpoints and data from paths.*; README)
+	$(PY) -m dps_map.run -m +experiment=paper hydra/launcher=$(LAUNCHER) \
+		task=sr4,sr8,gaussian_deblur,motion_deblur,inpaint_box sampler=dps,dsg,dmap hydra.sweep.dir=$(PAPER)/restoration $(ARGS)
+	$(PY) -m dps_map.run -m +experiment=paper hydra/launcher=$(LAUNCHER) \
+		task=sr4 sampler=adapter,adapter_dps,adapter_dmap hydra.sweep.dir=$(PAPER)/restoration $(ARGS)
+	$(PY) -m experiments.restoration_table $(PAPER)/restoration --out $(PAPER)/results --name restoration_adm512 \
+		--title "Restoration, ADM 512, ImageNet val (noiseless, 1000 steps)"
+	$(PY) -m dps_map.run -m +experiment=paper_diversity hydra/launcher=$(LAUNCHER) \
+		task=sr4 sampler=dps,dmap,adapter,adapter_dmap hydra.sweep.dir=$(PAPER)/diversity $(ARGS)
+	$(PY) -m experiments.aggregate $(PAPER)/diversity
+	$(PY) -m experiments.score_diagnostics adm512 --crops 100 --out $(PAPER)/results device=cuda $(ARGS)
 
 clean:
 	rm -rf outputs multirun .pytest_cache

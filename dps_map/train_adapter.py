@@ -90,6 +90,7 @@ def _train(cfg: DictConfig) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / CHECKPOINT
     prior = build_prior(cfg.prior, device)
+    prior.configure_perf(**cfg.get("perf", {}))  # autocast / grad_checkpoint for adm512 on GPUs
     if prior.kind != "image":
         raise ConfigError("adapters condition image priors (prior=tiny, adm512, adm256_uncond)")
     size, channels = prior.image_size, prior.in_channels

@@ -259,3 +259,30 @@ def test_upsampler_reference_conditions_on_sr_measurements():
         ref.condition(SuperResolution(8), y)
     with pytest.raises(ConfigError, match="measurement"):
         ref.predict(torch.randn(1, 3, 64, 64), torch.tensor([1]))
+
+
+def test_gradient_checkpointing_reaches_the_adapter_copy(prior, problem):
+    """perf.grad_checkpoint (or unet.use_checkpoint) also recomputes the adapter's encoder copy; gradients
+    of the adapter are unchanged."""
+    x0, op, noise, y = problem
+    plain = Adapter(prior.model, hint_channels=4)
+    _perturb(plain)
+    x_t, t = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(4)), torch.tensor([50, 400])
+
+    def grads(adapter):
+        adapter.zero_grad()
+        ConditionalPrior(prior, adapter).condition(op, y).predict(x_t, t)[0].square().sum().backward()
+        return {n: p.grad.clone() for n, p in adapter.named_parameters()}
+
+    reference = grads(plain)
+    prior.configure_perf(grad_checkpoint=True)
+    try:
+        checkpointed = Adapter(prior.model, hint_channels=4)
+        checkpointed.load_state_dict(plain.state_dict())
+        block = checkpointed.input_blocks[1][0]
+        assert "forward" in vars(block) and block.forward.__self__ is block  # bound to the copy, not the prior
+        got = grads(checkpointed)
+    finally:
+        prior.configure_perf()
+    for name, g in reference.items():
+        assert torch.allclose(got[name], g, atol=1e-6, rtol=1e-5), name

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test train-tiny-prior gmm-study clean train-adapter train-adapter-reference adapter-ablation reproduce-paper-small reproduce-paper bench bench-quick install-bench
+.PHONY: install demo test train-tiny-prior gmm-study sweep clean train-adapter train-adapter-reference adapter-ablation reproduce-paper-small reproduce-paper bench bench-quick install-bench
 
 install: $(STAMP)
 
@@ -41,6 +41,15 @@ train-tiny-prior: install
 
 gmm-study: install
 	$(PY) -m experiments.gmm_sampler_study
+
+# -- sweeps (README "Sweeps"): 2 samplers x 3 tasks x 2 shards on the tiny prior, then the aggregate ------
+SWEEP_DIR ?= outputs/sweep
+SWEEP_LAUNCHER ?= local
+sweep: install   # a few minutes on 2 CPU cores; rerun to resume (finished samples are skipped)
+	OMP_NUM_THREADS=1 $(PY) -m dps_map.run -m hydra/launcher=$(SWEEP_LAUNCHER) task=sr4,inpaint_box,gaussian_deblur \
+		sampler=dps,dmap prior=tiny data=demo data.per_photo=2 num_samples=2 sampler.respacing=20 \
+		data.num_shards=2 'data.shard=range(2)' progress=false hydra.sweep.dir=$(SWEEP_DIR) $(ARGS)
+	$(PY) -m experiments.aggregate $(SWEEP_DIR)
 
 # -- conditional adapters (README "Conditional adapters") --------------------------------------------
 ADAPTER_RECIPE := task=sr4 prior=tiny steps=1000 batch_size=8

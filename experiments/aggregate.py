@@ -28,7 +28,8 @@ from dps_map.run import RUN_FILE, mean_sem
 log = logging.getLogger("aggregate")
 
 PER_SAMPLE = ("psnr", "ssim", "lpips", "misfit")
-SHARD_OVERRIDES = ("data.shard", "data.num_shards")
+#: overrides left out of a group's label: the shard, and keys that do not change the samples
+SHARD_OVERRIDES = ("data.shard", "data.num_shards", "progress", "overwrite", "device", "logger", "hydra/launcher")
 
 
 def find_jobs(root: Path) -> list[dict]:
@@ -163,7 +164,7 @@ def to_markdown(result: dict) -> str:
              "Mean ± standard error over samples; FID/KID over all samples of a config.", "",
              "| config | samples | failed | shards | " + " | ".join(cols) + " | s/sample | NFE |",
              "|---" * (len(cols) + 6) + "|"]
-    for g in result["groups"].values():
+    for g in sorted(result["groups"].values(), key=lambda g: g["label"]):
         m = g["metrics"]
         kid_v = m.get("kid", {}).get("mean") if isinstance(m.get("kid"), dict) else None
         vals = [_fmt(m.get(c)) for c in cols[:3]] + [_fmt(m.get("fid")), "" if kid_v is None else f"{kid_v:.4g}"]

@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf
 
+from dps_map.errors import ConfigError
 from dps_map.io import read_jsonl
 from dps_map.run import pin_local_gpu, run
 
@@ -139,10 +140,11 @@ def test_two_shard_multirun_equals_one_run_resumes_and_aggregates(tmp_path, monk
     assert [json.loads((d / "summary.json").read_text())["n_new_samples"] for d in shards] == [0, 0]
     assert {name: p.stat().st_mtime_ns for name, p in recon_files(shards).items()} == mtimes
 
-    # another config into an existing job directory: refused with one line, exit 2, nothing written
-    refused = cli(*SMALL, "data.num_shards=2", "data.shard=0", "seed=1", f"hydra.run.dir='{shards[0]}'")
-    assert refused.returncode == 2 and "another config" in refused.stderr and "Traceback" not in refused.stderr
+    # another config into an existing job directory: refused, nothing written
+    with pytest.raises(ConfigError, match="holds outputs of another config"):
+        run(compose_cfg(*SMALL, "data.num_shards=2", "data.shard=0", "seed=1"), shards[0])
     assert {name: p.stat().st_mtime_ns for name, p in recon_files(shards).items()} == mtimes
+    assert json.loads((shards[0] / "run.json").read_text())["digest"] == summary["digest"]
 
     # aggregation: the two shards form one group with all 8 samples; a second config is its own group
     from experiments.aggregate import aggregate, main

@@ -82,7 +82,7 @@ def test_peer_drives_the_same_network():
     peer = result["peer"]
     assert peer["vjp"] == 3 and peer["forward"] == 0  # one network VJP per guided step, like ours
     assert (peer["ours_forward"], peer["ours_vjp"]) == (0, 3)
-    assert peer["time_ratio"] > 0 and "NOT aligned exactly" in peer["note"]
+    assert peer["time_ratio"] > 0 and peer["time_ratio_min"] > 0 and "NOT aligned exactly" in peer["note"]
 
 
 def test_cli_prints_a_table_and_json_last(tmp_path):

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import pickle
+import re
 import signal
 import tempfile
 import threading
@@ -222,10 +223,16 @@ def load_checkpoint(path, what: str, where: str, override: str) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise UnsafeCheckpointError(
-            f"refusing to load {what} '{path}': it needs pickle code execution (weights_only=True failed: "
-            f"{str(err).splitlines()[0]}). Re-save it as a plain state dict of tensors."
-        ) from err
+        detail = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
+        detail = detail.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()[0].strip()
+        glob = re.search(r"Unsupported global: GLOBAL (\S+)", detail)
+        if glob:
+            raise UnsafeCheckpointError(
+                f"refusing to load {what} '{path}': it needs pickle code execution (it references "
+                f"{glob.group(1)}, which torch.load(weights_only=True) does not run). Re-save it as a plain "
+                f"state dict of tensors, or get a clean copy from {where}") from err
+        raise UserError(f"unreadable {what} '{path}' (not a valid torch checkpoint: {detail}); "
+                        f"get a fresh copy from {where}") from err
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         raise UserError(f"unreadable {what} '{path}' ({type(err).__name__}: {str(err).splitlines()[0]}); "
                         f"get a fresh copy from {where}") from err

@@ -94,6 +94,11 @@ def test_pickle_bearing_checkpoint_is_refused_without_running_its_code(tmp_path)
         run(config("progress=false", f"prior.checkpoint={evil}"), tmp_path / "run")
     assert not marker.exists()
     assert not list((tmp_path / "run").glob("recon/*"))
+    broken = tmp_path / "broken.pt"  # a corrupt file is unreadable, not "unsafe"
+    broken.write_bytes(b"\x80\x02garbage")
+    with pytest.raises(UserError, match="unreadable .*broken.pt.*not a valid torch checkpoint") as err:
+        run(config("progress=false", f"prior.checkpoint={broken}"), tmp_path / "run2")
+    assert not isinstance(err.value, UnsafeCheckpointError)
 
 
 @pytest.fixture(scope="module")

@@ -43,6 +43,16 @@ log = logging.getLogger(__name__)
 RUN_FILE = "run.json"
 
 
+def num_gpus() -> int:
+    """GPUs on this machine (at least 1; counted through NVML, CUDA is not initialised): the default
+    number of parallel jobs of hydra/launcher=gpus, overridable with DPS_MAP_GPUS."""
+    return max(torch.cuda.device_count(), 1)
+
+
+if not OmegaConf.has_resolver("dps_map_num_gpus"):
+    OmegaConf.register_new_resolver("dps_map_num_gpus", num_gpus)
+
+
 def item_seed(seed: int, key: str) -> int:
     """A 63-bit seed for one measurement (or one chunk of samples), independent of sharding and order."""
     return int.from_bytes(hashlib.sha256(f"{seed}/{key}".encode()).digest()[:8], "little") >> 1

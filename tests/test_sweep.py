@@ -74,6 +74,10 @@ def test_gpus_launcher_runs_one_job_per_gpu_in_parallel(monkeypatch, tmp_path):
     assert pinned == ["0", "1", "2", "3"] * 2
     monkeypatch.setenv("DPS_MAP_GPUS", "2")
     assert launcher_params("hydra/launcher=gpus")[2]["max_batch_size"] == 2
+    # without DPS_MAP_GPUS: as many parallel jobs as this machine has GPUs
+    monkeypatch.delenv("DPS_MAP_GPUS")
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 3)
+    assert launcher_params("hydra/launcher=gpus")[1]["gpus_per_node"] == 3
 
 
 def test_slurm_launcher_resources_from_env_and_overrides(monkeypatch, tmp_path):

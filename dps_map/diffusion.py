@@ -153,6 +153,11 @@ class Diffusion:
         """eps = -sqrt(1 - abar_t) score, the inverse of :meth:`score_from_eps`."""
         return -(1 - self._at("alphas_cumprod", i, x_t)).sqrt() * score
 
+    def v_loss_weight(self, i, x: torch.Tensor) -> torch.Tensor:
+        """1 / abar_t = 1 + 1/SNR_t: the weight that turns the eps loss into the v-prediction loss
+        (Salimans & Ho 2022): ||v_hat - v||^2 = ||eps_hat - eps||^2 / abar_t for an eps model."""
+        return 1.0 / self._at("alphas_cumprod", i, x)
+
     def eps_from_mean(self, x_t: torch.Tensor, i, mean: torch.Tensor) -> torch.Tensor:
         """The eps whose DDPM transition mean is `mean`: inverts mu_t = (x_t - beta_t eps / sqrt(1 - abar_t))
         / sqrt(alpha_t) (Ho eq. 11): eps = (x_t - sqrt(alpha_t) mean) sqrt(1 - abar_t) / beta_t.

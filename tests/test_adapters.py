@@ -286,3 +286,23 @@ def test_gradient_checkpointing_reaches_the_adapter_copy(prior, problem):
         prior.configure_perf()
     for name, g in reference.items():
         assert torch.allclose(got[name], g, atol=1e-6, rtol=1e-5), name
+
+
+def test_v_loss_weight_is_the_v_prediction_loss():
+    """loss_weight=v: ||eps_hat - eps||^2 / abar_t equals ||v_hat - v||^2 with v = sqrt(abar) eps - sqrt(1-abar) x0."""
+    from dps_map.train_adapter import loss_fn
+
+    diffusion = Diffusion(make_betas())
+    g = torch.Generator().manual_seed(0)
+    x0, eps, eps_hat = (torch.randn(3, 3, 8, 8, generator=g) for _ in range(3))
+    t = torch.tensor([10, 500, 990])
+    x_t = diffusion.q_sample(x0, t, eps)
+    abar = torch.as_tensor(diffusion.alphas_cumprod, dtype=torch.float32)[t].reshape(-1, 1, 1, 1)
+    x0_hat = diffusion.x0_from_eps(x_t, t, eps_hat)
+    v, v_hat = abar.sqrt() * eps - (1 - abar).sqrt() * x0, abar.sqrt() * eps_hat - (1 - abar).sqrt() * x0_hat
+    v_loss = (v_hat - v).pow(2).flatten(1).mean(1).mean()
+    assert torch.allclose(loss_fn(OmegaConf.create({"loss_weight": "v"}), diffusion, eps_hat, eps, t), v_loss, rtol=1e-4)
+    assert torch.allclose(loss_fn(OmegaConf.create({"loss_weight": "eps"}), diffusion, eps_hat, eps, t),
+                          F.mse_loss(eps_hat, eps))
+    with pytest.raises(ConfigError):
+        loss_fn(OmegaConf.create({"loss_weight": "x0"}), diffusion, eps_hat, eps, t)

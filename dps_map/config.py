@@ -136,10 +136,25 @@ def check_adapter(sampler) -> None:
                                "sampler.adapter=/path/to/adapter.pt (or env DPS_MAP_ADAPTER)")
 
 
+def check_prior_checkpoint(prior) -> None:
+    """The prior's checkpoint must exist (checked again, and loaded safely, when the prior is built);
+    checked here so a sweep stops in the launching process, before any job is submitted."""
+    from pathlib import Path
+
+    from .io import absolute_path
+
+    if prior.get("kind") != "adm" or prior.get("random_init", False):
+        return
+    path = absolute_path(prior.checkpoint)
+    if not path or not Path(path).is_file():
+        raise MissingFileError(path, prior.what, prior.url, prior.override)
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError for an impossible configuration (before anything is built)."""
     resolved(cfg)
     check_adapter(cfg.sampler)
+    check_prior_checkpoint(cfg.prior)
     check_keys(cfg)
     task, prior, data = cfg.task, cfg.prior, cfg.data
     if cfg.num_samples < 1:

@@ -52,6 +52,8 @@ ADAPTER_CONF = (CONF / "sampler" / "adapter_dps.yaml").exists()
     pytest.param(["sampler=adapter_dps", "paths.adapter=/nonexistent/a.pt"], "missing adapter checkpoint",
                  marks=pytest.mark.skipif(not ADAPTER_CONF, reason="adapter samplers not in this tree")),
     (["seed=0,1"], "Ambiguous value"),
+    (["-m", "prior=adm512", "sampler=dps,dmap", "paths.checkpoints=/nonexistent"],  # before any job starts
+     "'/nonexistent/512x512_diffusion.pt' not found. Get it from openai/guided-diffusion"),
 ])
 def test_bad_command_line_is_one_line_exit_2_before_any_model(args, expected, monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(sys, "argv", ["dps-map", *args, f"hydra.run.dir={tmp_path / 'run'}"])

@@ -77,15 +77,20 @@ reproduce-paper-small: install   # GMM + tiny prior on this CPU (< 30 min); resu
 
 PAPER := outputs/paper
 LAUNCHER ?= gpus
+# one shard per GPU (gpus launcher) or per SLURM task
+SHARDS ?= 8
+SHARDING := data.num_shards=$(SHARDS) 'data.shard=range($(SHARDS))'
+
 reproduce-paper: install   # the paper's setting on GPUs (checkpoints and data from paths.*; README)
 	$(PY) -m dps_map.run -m +experiment=paper hydra/launcher=$(LAUNCHER) \
-		task=sr4,sr8,gaussian_deblur,motion_deblur,inpaint_box sampler=dps,dsg,dmap hydra.sweep.dir=$(PAPER)/restoration $(ARGS)
+		task=sr4,sr8,gaussian_deblur,motion_deblur,inpaint_box sampler=dps,dsg,dmap $(SHARDING) \
+		hydra.sweep.dir=$(PAPER)/restoration $(ARGS)
 	$(PY) -m dps_map.run -m +experiment=paper hydra/launcher=$(LAUNCHER) \
-		task=sr4 sampler=adapter,adapter_dps,adapter_dmap hydra.sweep.dir=$(PAPER)/restoration $(ARGS)
+		task=sr4 sampler=adapter,adapter_dps,adapter_dmap $(SHARDING) hydra.sweep.dir=$(PAPER)/restoration $(ARGS)
 	$(PY) -m experiments.restoration_table $(PAPER)/restoration --out $(PAPER)/results --name restoration_adm512 \
 		--title "Restoration, ADM 512, ImageNet val (noiseless, 1000 steps)"
 	$(PY) -m dps_map.run -m +experiment=paper_diversity hydra/launcher=$(LAUNCHER) \
-		task=sr4 sampler=dps,dmap,adapter,adapter_dmap hydra.sweep.dir=$(PAPER)/diversity $(ARGS)
+		task=sr4 sampler=dps,dmap,adapter,adapter_dmap $(SHARDING) hydra.sweep.dir=$(PAPER)/diversity $(ARGS)
 	$(PY) -m experiments.aggregate $(PAPER)/diversity
 	$(PY) -m experiments.score_diagnostics adm512 --crops 100 --out $(PAPER)/results device=cuda $(ARGS)
 

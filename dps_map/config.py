@@ -16,7 +16,7 @@ NON_OUTPUT_DATA_KEYS = ("num_shards", "shard")
 
 #: the keys each config group may hold (a key outside these is a typo: refused at start-up).
 #: Sampler keys come from the sampler class's constructor; `paths` is free-form.
-TOP_KEYS = {"data", "prior", "task", "sampler", "metrics", "logger", "paths", "hydra", "seed", "num_samples",
+TOP_KEYS = {"data", "prior", "task", "sampler", "metrics", "logger", "paths", "perf", "hydra", "seed", "num_samples",
             "batch_size", "device", "overwrite", "progress"}
 TASK_KEYS = {"name", "operator", "noise", "sigma_y", "poisson_rate", "zeta", "w"}
 OPERATOR_KEYS = {"identity": set(), "super_resolution": {"factor", "method"},
@@ -31,6 +31,7 @@ DATA_KEYS = {"demo": {"name", "kind", "per_photo", "num_shards", "shard"},
              "folder": {"name", "kind", "path", "max_images", "num_shards", "shard"},
              "gmm": {"name", "kind"}}
 METRICS_KEYS = {"name", "names", "lpips_net", "kid_subsets", "kid_subset_size", "random_weights"}
+PERF_KEYS = {"autocast", "channels_last", "compile", "compile_mode", "compile_backend", "grad_checkpoint"}
 LOGGER_KEYS = {"none": {"name"}, "wandb": {"name", "project", "entity", "mode", "group", "tags"}}
 ADAPTER_SAMPLERS = ("adapter", "adapter_dps", "adapter_dmap")
 
@@ -113,6 +114,8 @@ def check_keys(cfg: DictConfig) -> None:
     _check_keys(f"data={data.name}", data, DATA_KEYS[data.kind])
     _check_keys(f"sampler={sampler.get('name')}", sampler, _sampler_keys(sampler.get("method")))
     _check_keys(f"metrics={cfg.metrics.get('name')}", cfg.metrics, METRICS_KEYS)
+    if cfg.get("perf") is not None:
+        _check_keys("perf", cfg.perf, PERF_KEYS)
     if cfg.logger.get("name") not in LOGGER_KEYS:
         raise ConfigError(f"logger={cfg.logger.get('name')}: unknown logger (known: {', '.join(LOGGER_KEYS)})")
     _check_keys(f"logger={cfg.logger.name}", cfg.logger, LOGGER_KEYS[cfg.logger.name])

@@ -103,6 +103,8 @@ def _run(cfg: DictConfig, out_dir=None) -> dict:
     device = resolve_device(cfg.device)
     evaluator = Evaluator(cfg.metrics, cfg.paths, device) if cfg.data.kind != "gmm" else None  # checks weights
     prior = build_prior(cfg.prior, device)
+    if cfg.get("perf") is not None and hasattr(prior, "configure_perf"):  # GPU knobs (README "GPU knobs")
+        prior.configure_perf(**OmegaConf.to_container(cfg.perf, resolve=True))
     noise = build_noise(cfg.task)
     logger = make_logger(cfg, out)
     try:

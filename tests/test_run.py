@@ -154,3 +154,20 @@ def test_metrics_default_without_weights_exits_2_and_samples_nothing(tmp_path, i
     assert "Traceback" not in proc.stderr
     assert "alexnet-owt-7be5be79.pth" in proc.stderr and "paths.lpips_backbone=" in proc.stderr
     assert not (out / "recon").exists() and not (out / "metrics.jsonl").exists()
+
+
+def test_perf_knobs_reach_the_runner(tmp_path):
+    """perf.* (conf/perf/default.yaml) is applied to the prior by the runner; channels_last and gradient
+    checkpointing leave the samples unchanged (to float tolerance); an unknown knob is refused."""
+    base = ["task=sr4", "prior=tiny", "sampler=dps", "data=demo", "data.per_photo=1", "sampler.respacing=3",
+            "progress=false"]
+    plain = run(config(*base), tmp_path / "plain")
+    knobs = run(config(*base, "perf.channels_last=true", "perf.grad_checkpoint=true"), tmp_path / "knobs")
+    assert plain["digest"] != knobs["digest"]  # the knobs are part of the run's identity
+    a = np.asarray(Image.open(tmp_path / "plain" / "recon" / "chelsea_0_0.png"), dtype=float)
+    b = np.asarray(Image.open(tmp_path / "knobs" / "recon" / "chelsea_0_0.png"), dtype=float)
+    assert np.abs(a - b).max() <= 2  # 8-bit PNGs: at most a rounding step apart
+    from dps_map.config import check_keys
+
+    with pytest.raises(ConfigError, match="unknown key"):
+        check_keys(config(*base, "+perf.fast=true"))

@@ -67,3 +67,18 @@ def test_score_error_known_values():
     assert abs(score_error(s + 0.5, s) - 0.25) < 1e-6  # float32 inputs
     value, floor = score_mean(torch.ones(10, 5) * 2)
     assert abs(value - 2) < 1e-12 and floor == 0
+
+
+def test_diversity_against_the_exact_posterior():
+    """Exact posterior samples: within-mode spread and effective modes match (ratio ~1); samples collapsed
+    onto their modes' means (a MAP-like sampler) have no within-mode spread."""
+    from dps_map.metrics.posterior import posterior_report
+
+    prior, A, y, posterior = _problem(2)
+    gen = torch.Generator().manual_seed(5)
+    x = posterior.sample(4000, gen)
+    report = posterior_report(x, posterior, posterior.sample(4000, gen), A, y)
+    assert abs(report["within_mode_trace_ratio"] - 1) < 0.1 and abs(report["effective_modes_ratio"] - 1) < 0.1
+    collapsed = posterior.means[posterior.responsibilities(x).argmax(1)]
+    report = posterior_report(collapsed, posterior, posterior.sample(4000, gen), A, y)
+    assert report["within_mode_trace_ratio"] < 1e-6

@@ -27,19 +27,41 @@ def mode_weights(samples: torch.Tensor, mixture) -> torch.Tensor:
     return torch.bincount(assign, minlength=len(mixture.weights)).double() / len(samples)
 
 
+def effective_modes(weights: torch.Tensor) -> float:
+    """exp(entropy) of mode weights: the number of equally weighted modes with the same entropy."""
+    w = weights[weights > 0].double()
+    return float(torch.exp(-(w * w.log()).sum()))
+
+
+def within_mode_trace(samples: torch.Tensor, mixture) -> float:
+    """Mean (over samples) trace of the covariance of the samples assigned to the same component:
+    the spread inside modes, which a MAP-like sampler collapses (paper observation 3)."""
+    assign = mixture.responsibilities(samples.double()).argmax(dim=1)
+    total, count = 0.0, 0
+    for k in assign.unique():
+        xs = samples[assign == k].double()
+        if len(xs) >= 2:
+            total += len(xs) * float(torch.trace(torch.cov(xs.T)))
+            count += len(xs)
+    return total / max(count, 1)
+
+
 def posterior_report(samples: torch.Tensor, posterior, reference: torch.Tensor, A: torch.Tensor,
                      y: torch.Tensor) -> dict:
     """How well samples (N, d) match an exact posterior mixture: mean log posterior density, mean
     misfit ||y - A x||, sliced Wasserstein to exact reference samples, covariance trace ratio
-    tr Cov(samples) / tr Cov(posterior), and total-variation distance between recovered mode
-    weights and the posterior weights."""
+    tr Cov(samples) / tr Cov(posterior), total-variation distance between recovered mode weights and
+    the posterior weights, the ratio of effective numbers of modes (exp entropy of the weights), and
+    the ratio of within-mode spread (samples grouped by their most responsible component, against the
+    posterior components' covariance traces)."""
     x = samples.double().cpu()
     finite = torch.isfinite(x).all(dim=1)
     x = x[finite]
     if len(x) < 2:
         return {"n_finite": int(len(x))}
     misfit = (x @ A.double().T - y.double().reshape(1, -1)).norm(dim=1)
-    tv = 0.5 * (mode_weights(x, posterior) - posterior.weights.cpu()).abs().sum()
+    weights = mode_weights(x, posterior)
+    tv = 0.5 * (weights - posterior.weights.cpu()).abs().sum()
     return {
         "n_finite": int(len(x)),
         "log_posterior": float(posterior.log_prob(x).mean()),
@@ -47,6 +69,9 @@ def posterior_report(samples: torch.Tensor, posterior, reference: torch.Tensor, 
         "sliced_wasserstein": sliced_wasserstein(x, reference),
         "trace_ratio": float(torch.trace(torch.cov(x.T)) / torch.trace(posterior.covariance())),
         "mode_weight_tv": float(tv),
+        "effective_modes_ratio": effective_modes(weights) / effective_modes(posterior.weights.cpu().double()),
+        "within_mode_trace_ratio": within_mode_trace(x, posterior) / float(
+            (posterior.weights.cpu().double() * torch.diagonal(posterior.covs.cpu().double(), dim1=1, dim2=2).sum(1)).sum()),
         "mean_error": float((x.mean(0) - posterior.mean().cpu()).norm()),
     }
 
@@ -57,4 +82,5 @@ def sw_noise_floor(posterior, n: int, seed: int = 1) -> float:
     return sliced_wasserstein(posterior.sample(n, gen), posterior.sample(n, gen))
 
 
-__all__ = ["sliced_wasserstein", "mode_weights", "posterior_report", "sw_noise_floor"]
+__all__ = ["sliced_wasserstein", "mode_weights", "effective_modes", "within_mode_trace", "posterior_report",
+           "sw_noise_floor"]

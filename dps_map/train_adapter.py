@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from .adapters.controlnet import Adapter, adapter_checkpoint, load_adapter, measurement_hint
 from .config import resolve_device
-from .data import folder_items
+from .data import HELDOUT_PHOTOS, folder_items
 from .diffusion import Diffusion
 from .errors import ConfigError, MissingFileError
 from .io import absolute_path, atomic_write_json, sha256_file
@@ -219,7 +219,9 @@ def export(cfg: DictConfig, state: dict) -> dict:
         "operator": operator_signature(cfg, prior.image_size),
         "prior": {"name": cfg.prior.name, "unet": OmegaConf.to_container(cfg.prior.unet, resolve=True),
                   "checkpoint_sha256": sha256_file(prior_file) if prior_file and Path(prior_file).is_file() else None},
-        "data": OmegaConf.to_container(cfg.data, resolve=True),
+        "data": {**OmegaConf.to_container(cfg.data, resolve=True),
+                 **({"photos": list(training_photos(cfg.data)), "heldout_photos": list(HELDOUT_PHOTOS)}
+                    if cfg.data.kind == "crops" else {})},
         "training": {"steps": state["step"], "batch_size": cfg.batch_size, "lr": cfg.lr, "ema_decay": cfg.ema_decay,
                      "loss_weight": cfg.loss_weight,
                      "seed": cfg.seed, "wall_time_s": round(state["wall_time"], 1)},

@@ -118,20 +118,23 @@ def write_outputs(rows: list[dict], name: str, out: Path, title: str, methods) -
     summary = summarise(rows)
     ts = sorted({r["t"] for r in summary})
     pick = {(r["t"], r["method"]): r for r in summary}
+    has_error = any(np.isfinite(r["score_error"]) for r in summary)
+    erred = [m for m in methods if m not in REFERENCES] if has_error else []
     lines = [f"# {title}", "", "score error E||s - s_ref||^2/d and score mean ||E s||/sqrt(d) "
              "(Monte-Carlo floor of a zero-mean score in brackets), mean over measurements.", "",
-             "| t | " + " | ".join(f"error {m}" for m in methods if m not in REFERENCES) + " | "
-             + " | ".join(f"mean {m}" for m in methods) + " |",
-             "|---|" + "---|" * (2 * len(methods) - len(set(methods) & set(REFERENCES)))]
+             "| t | " + "".join(f"error {m} | " for m in erred) + " | ".join(f"mean {m}" for m in methods) + " |",
+             "|---|" + "---|" * (len(erred) + len(methods))]
+    if not has_error:
+        lines.insert(3, "No reference conditional score: score errors not computed (score means need none).\n")
     for t in ts:
-        err = [f"{pick[(t, m)]['score_error']:.3g}" for m in methods if m not in REFERENCES]
+        err = [f"{pick[(t, m)]['score_error']:.3g} | " for m in erred]
         mean = [f"{pick[(t, m)]['score_mean']:.3g} ({pick[(t, m)]['mc_floor']:.2g})" for m in methods]
-        lines.append(f"| {t} | " + " | ".join(err) + " | " + " | ".join(mean) + " |")
+        lines.append(f"| {t} | " + "".join(err) + " | ".join(mean) + " |")
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for m in methods:
         xs = [t for t in ts if (t, m) in pick]
-        if m not in REFERENCES:
+        if m in erred:
             axes[0].plot(xs, [pick[(t, m)]["score_error"] for t in xs], marker="o", ms=3, label=m)
         axes[1].plot(xs, [pick[(t, m)]["score_mean"] for t in xs], marker="o", ms=3, label=m)
     axes[1].plot(ts, [pick[(t, methods[0])]["mc_floor"] for t in ts], "k:", label="MC floor (zero mean)")

@@ -4,7 +4,6 @@ the adapter samplers, the trainer, and the adm512 adapter's size."""
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 
 import pytest
@@ -142,7 +141,7 @@ def test_save_load_round_trip_and_refusals(prior, problem, tmp_path):
     torch.save({"weights": adapter.state_dict()}, tmp_path / "b.pt")
     with pytest.raises(UserError, match="not a dps-map adapter"):
         load_adapter(tmp_path / "b.pt", prior.model)
-    (tmp_path / "c.pt").write_bytes(pickle.dumps(Adapter))  # needs code execution to load
+    torch.save({"format": "dps-map-adapter/1", "builder": Adapter}, tmp_path / "c.pt")  # a pickled class: code to run
     with pytest.raises(UnsafeCheckpointError):
         load_adapter(tmp_path / "c.pt", prior.model)
     with pytest.raises(MissingFileError, match="sampler.adapter="):

@@ -30,7 +30,7 @@ class Evaluator:
         else:
             check_weights(list(mcfg.names), dict(paths), mcfg.get("lpips_net", "alex"))  # config order
         self.lpips = None
-        if {"lpips", "diversity"} & self.names:
+        if "lpips" in self.names:  # also gives diversity its pairwise LPIPS
             self.lpips = LPIPS(mcfg.get("lpips_net", "alex"), backbone_path=paths.get("lpips_backbone"),
                                random_backbone=random, device=device)
         self.inception = None

@@ -311,7 +311,7 @@ def test_inception_loads_state_dict_file(empty_cache):
 
 
 def test_check_weights(empty_cache, tmp_path, monkeypatch):
-    check_weights(["psnr", "ssim", "pixel_std"], {})  # no weights needed
+    check_weights(["psnr", "ssim", "pixel_std", "diversity"], {})  # no weights needed (diversity: std, L2)
     with pytest.raises(MissingFileError, match="pt_inception-2015-12-05-6726825d.pth"):
         check_weights(["psnr", "fid"], {})
     with pytest.raises(MissingFileError, match="alexnet-owt-7be5be79.pth"):

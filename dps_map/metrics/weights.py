@@ -99,7 +99,7 @@ WEIGHT_FILES: dict[str, WeightFile] = {
 # score diagnostics, ...) need no weight file. "diversity" includes the pairwise LPIPS.
 METRIC_WEIGHTS: dict[str, tuple[str, ...]] = {
     "lpips": ("lpips_backbone", "lpips_linear"),
-    "diversity": ("lpips_backbone", "lpips_linear"),
+    "diversity": (),  # pixel std and pairwise L2; pairwise LPIPS too when "lpips" is also asked for
     "pairwise_lpips": ("lpips_backbone", "lpips_linear"),
     "fid": ("fid_inception",),
     "kid": ("fid_inception",),

@@ -131,23 +131,29 @@ def _train(cfg: DictConfig) -> dict:
     run = _wandb_run(cfg, out_dir)
     bar = tqdm(total=cfg.steps, initial=step, desc=f"train adapter {cfg.task.name}/{cfg.prior.name}",
                dynamic_ncols=True, mininterval=float(cfg.progress_mininterval))
+    accumulate = int(cfg.get("accumulate", 1))
+    if accumulate < 1:
+        raise ConfigError(f"accumulate must be >= 1, got {accumulate}")
     while step < cfg.steps:
         t0 = time.perf_counter()
-        idx = torch.randint(0, len(images), (cfg.batch_size,), generator=gen)
-        x0 = images[idx]
-        flip = torch.rand(cfg.batch_size, generator=gen) < 0.5
-        x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
-        operator, y = measurement_batch(cfg, x0, gen)
-        t = torch.randint(0, diffusion.num_train_steps, (cfg.batch_size,), generator=gen)
-        eps = torch.randn(x0.shape, generator=gen)
-        x_t = diffusion.q_sample(x0, t, eps)
-        conditional.hint = measurement_hint(operator, y).to(device)
-        eps_hat, _ = conditional.predict(x_t.to(device), t.to(device))
-        loss = loss_fn(cfg, diffusion, eps_hat, eps.to(device), t.to(device))
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = 0.0
+        for _ in range(accumulate):  # effective batch = batch_size x accumulate
+            idx = torch.randint(0, len(images), (cfg.batch_size,), generator=gen)
+            x0 = images[idx]
+            flip = torch.rand(cfg.batch_size, generator=gen) < 0.5
+            x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+            operator, y = measurement_batch(cfg, x0, gen)
+            t = torch.randint(0, diffusion.num_train_steps, (cfg.batch_size,), generator=gen)
+            eps = torch.randn(x0.shape, generator=gen)
+            x_t = diffusion.q_sample(x0, t, eps)
+            conditional.hint = measurement_hint(operator, y).to(device)
+            eps_hat, _ = conditional.predict(x_t.to(device), t.to(device))
+            micro = loss_fn(cfg, diffusion, eps_hat, eps.to(device), t.to(device)) / accumulate
+            micro.backward()
+            loss = loss + micro.detach()
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         decay = ema_decay_at(step, cfg)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -331,3 +332,13 @@ def test_shipped_sr4_adapter_matches_its_card_and_loads():
         eps_c = ConditionalPrior(prior, adapter).condition(op, y).predict(x_t, t)[0]
         eps = prior.predict(x_t, t)[0]
     assert not torch.allclose(eps_c, eps, atol=1e-3)
+
+
+def test_trainer_gradient_accumulation(tmp_path):
+    """accumulate=k: k micro-batches per optimiser step (the effective batch of the adm512 recipe)."""
+    from dps_map.train_adapter import train
+
+    state = train(_train_cfg(tmp_path, "steps=2", "accumulate=2", "batch_size=1"))
+    assert state["step"] == 2 and all(np.isfinite(state["losses"]))
+    with pytest.raises(ConfigError, match="accumulate"):
+        train(_train_cfg(tmp_path / "b", "steps=1", "accumulate=0"))

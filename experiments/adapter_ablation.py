@@ -10,13 +10,13 @@ them with the shipped adapter's recipe). Writes adapter_ablation.{csv,md,png}.
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
 from dps_map.errors import MissingFileError
 from dps_map.run import run
+from experiments.common import pyplot, save_figure, write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,21 +43,13 @@ def main(argv=None) -> None:
                          "psnr_sem": s["metrics"]["psnr"]["sem"], "ssim": s["metrics"]["ssim"]["mean"],
                          "naive_psnr": s["naive"]["psnr"]["mean"], "naive_ssim": s["naive"]["ssim"]["mean"]})
             print(rows[-1])
-    args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / "adapter_ablation.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(rows, args.out / "adapter_ablation.csv")
     lines = ["# Adapter ablation: training images (SR x4, tiny prior, 8 held-out crops, 50 steps)", "",
              "| training crops | sampler | PSNR | SSIM | bicubic PSNR | bicubic SSIM |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['n_images']} | {r['sampler']} | {r['psnr']:.2f} ± {r['psnr_sem']:.2f} | {r['ssim']:.3f} | "
               f"{r['naive_psnr']:.2f} | {r['naive_ssim']:.3f} |" for r in rows]
     (args.out / "adapter_ablation.md").write_text("\n".join(lines) + "\n")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for sampler in args.samplers:
         sel = [r for r in rows if r["sampler"] == sampler]
@@ -70,8 +62,7 @@ def main(argv=None) -> None:
     ax.set_ylabel("PSNR (dB)")
     ax.legend(fontsize=8)
     ax.set_title("SR x4 adapter vs training images", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(args.out / "adapter_ablation.png", dpi=110)
+    save_figure(fig, args.out / "adapter_ablation.png")
     print(f"wrote {args.out / 'adapter_ablation.md'}")
 
 

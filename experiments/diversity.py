@@ -18,13 +18,13 @@ Writes diversity_<scale>.{csv,md,png}.
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import numpy as np
 from hydra import compose, initialize_config_dir
 
 from dps_map.run import run
+from experiments.common import pyplot, save_figure, write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -74,16 +74,8 @@ def tiny_rows(crops: int, num_samples: int, work: Path, reference: str) -> list[
 
 
 def write(rows: list[dict], name: str, out: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / f"{name}.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    plt = pyplot()
+    write_csv(rows, out / f"{name}.csv")
     samplers = list(dict.fromkeys(r["sampler"] for r in rows))
     if rows[0]["scale"] == "gmm":
         keys = ("within_mode_trace_ratio", "trace_ratio", "effective_modes_ratio", "sliced_wasserstein",
@@ -109,9 +101,7 @@ def write(rows: list[dict], name: str, out: Path, title: str) -> None:
         ax.legend()
     ax.set_ylabel(key.replace("_", " "))
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out / f"{name}.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / f"{name}.png")
 
 
 def main(argv=None) -> None:

@@ -13,13 +13,13 @@ Writes <out>/gmm_sampler_study.{csv,md}.
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import numpy as np
 from hydra import compose, initialize_config_dir
 
 from dps_map.run import run
+from experiments.common import write_csv
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -63,11 +63,7 @@ def study(seeds, num_samples: int, out: Path, extra=()) -> list[dict]:
 
 
 def write(rows, out: Path, seeds, num_samples) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "gmm_sampler_study.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(rows, out / "gmm_sampler_study.csv")
     head = ["variant", "log p(x|y) ↑", "misfit", "SW1 ↓ (floor)", "trace ratio (1 = exact)", "mode TV ↓",
             "VJPs/sample"]
     lines = [f"# GMM sampler study (d=8, K=25, m=2, sigma_y=0.05; {num_samples} samples; "

@@ -10,11 +10,11 @@ the Inception weights exist), then pivots it into one row per (task, sampler) wi
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from pathlib import Path
 
 from experiments.aggregate import aggregate
+from experiments.common import pyplot, save_figure, write_csv
 
 SAMPLER_ORDER = ("ddpm", "dps", "dsg", "dmap", "dmap_adam", "adapter", "adapter_dps", "adapter_dmap")
 
@@ -44,16 +44,8 @@ def table_rows(root: Path) -> list[dict]:
 
 
 def write(rows: list[dict], out: Path, name: str, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / f"{name}.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    plt = pyplot()
+    write_csv(rows, out / f"{name}.csv")
     fmt = lambda v, p=".2f": "n/a" if v is None else format(v, p)  # noqa: E731
     lines = [f"# {title}", "", "PSNR/SSIM/LPIPS: mean over samples (± standard error for PSNR); FID/KID over all "
              "samples of a row (n/a: no Inception/LPIPS weights on this machine). naive: the measurement resized "
@@ -81,12 +73,7 @@ def write(rows: list[dict], out: Path, name: str, title: str) -> Path:
         ax.set_title(task, fontsize=10)
         ax.set_ylabel("PSNR (dB)")
         ax.tick_params(axis="x", rotation=45, labelsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = out / f"{name}.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / f"{name}.png", title)
 
 
 def main(argv=None) -> None:

@@ -29,7 +29,6 @@ score error(t) = E ||s - s_ref||^2 / d;  score mean(t) = ||E s|| / sqrt(d) with 
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +40,7 @@ from dps_map.operators import GaussianNoise, MatrixOperator
 from dps_map.priors import build_prior
 from dps_map.run import gmm_problem
 from dps_map.samplers import build_sampler
+from experiments.common import pyplot, save_figure, write_csv
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,16 +105,8 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 
 def write_outputs(rows: list[dict], name: str, out: Path, title: str, methods) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / f"{name}.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    plt = pyplot()
+    write_csv(rows, out / f"{name}.csv")
     summary = summarise(rows)
     ts = sorted({r["t"] for r in summary})
     pick = {(r["t"], r["method"]): r for r in summary}
@@ -144,12 +136,7 @@ def write_outputs(rows: list[dict], name: str, out: Path, title: str, methods) -
         ax.set_xlabel("diffusion time t")
         ax.set_title(label, fontsize=10)
         ax.legend(fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = out / f"{name}.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / f"{name}.png", title)
 
 
 def main(argv=None) -> None:

@@ -138,6 +138,15 @@ def sample_chunks(num_samples: int, batch_size: int | None):
     return [list(range(s, min(num_samples, s + step))) for s in range(0, num_samples, step)]
 
 
+def measure(cfg, item, size: int, noise, device):
+    """The measurement of one item as every run draws it (from the stream seeded by (seed, id)):
+    returns (that generator, operator, x0 of shape (1, C, S, S), y)."""
+    gen = generator(device, item_seed(cfg.seed, item.id))
+    operator = build_operator(cfg.task, size, gen).to(device)
+    x0 = item.image[None].to(device)
+    return gen, operator, x0, operator.restrict(noise.sample(operator(x0), gen))
+
+
 def run_images(cfg, prior, sampler, noise, out: Path, device, logger, evaluator) -> dict:
     size = prior.image_size
     items = load_items(cfg.data, size)
@@ -148,10 +157,7 @@ def run_images(cfg, prior, sampler, noise, out: Path, device, logger, evaluator)
     n_new = 0
     bar = tqdm(items, desc=f"{cfg.task.name}/{cfg.sampler.name}", disable=not cfg.progress, unit="meas")
     for item in bar:
-        gen = generator(device, item_seed(cfg.seed, item.id))
-        operator = build_operator(cfg.task, size, gen).to(device)
-        x0 = item.image[None].to(device)
-        y = operator.restrict(noise.sample(operator(x0), gen))
+        gen, operator, x0, y = measure(cfg, item, size, noise, device)
         if getattr(prior, "class_cond", False):
             label = cfg.prior.get("class_label")
             prior.set_class_labels(int(torch.randint(0, 1000, (1,), generator=gen, device=device))

@@ -19,10 +19,10 @@ from dps_map.adapters.controlnet import load_adapter
 from dps_map.config import resolve_device
 from dps_map.errors import MissingFileError
 from dps_map.metrics.score import score_error, score_mean
-from dps_map.operators import build_noise, build_operator
+from dps_map.operators import build_noise
 from dps_map.priors import build_prior
 from dps_map.priors.conditional import ConditionalPrior
-from dps_map.run import generator, item_seed, load_items
+from dps_map.run import load_items, measure
 from dps_map.samplers import build_sampler
 
 
@@ -55,10 +55,7 @@ def image_rows(args) -> list[dict]:
               f"(train one: python -m dps_map.train_adapter data.n_images={args.reference_n})")
     scores: dict = {}
     for item in load_items(cfg.data, prior.image_size):
-        gen = generator(device, item_seed(cfg.seed, item.id))
-        operator = build_operator(cfg.task, prior.image_size, gen).to(device)
-        x0 = item.image[None].to(device)
-        y = operator.restrict(noise.sample(operator(x0), gen))
+        gen, operator, x0, y = measure(cfg, item, prior.image_size, noise, device)
         x0s, ys = x0.expand(args.num, -1, -1, -1), y.expand(args.num, -1, -1, -1)
         for i in step_indices(diffusion.num_steps, 12):
             x_t = diffusion.q_sample(x0s, i, torch.randn(x0s.shape, generator=gen, device=device))

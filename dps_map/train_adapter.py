@@ -64,11 +64,10 @@ def training_images(cfg, size: int) -> torch.Tensor:
     raise ConfigError(f"train_adapter: data.kind must be 'crops' or 'folder', got '{cfg.data.kind}'")
 
 
-def measurement_batch(cfg, x0: torch.Tensor, gen: torch.Generator):
+def measurement_batch(cfg, noise, x0: torch.Tensor, gen: torch.Generator):
     """(operator, y) for a training batch: operator drawn from the task (fresh random mask/box/kernel per
     batch), y = A(x0) + n with fresh noise."""
     operator = build_operator(cfg.task, x0.shape[-1], gen)
-    noise = build_noise(cfg.task)
     y = operator.restrict(noise.sample(operator(x0), gen))
     return operator, y
 
@@ -80,20 +79,27 @@ def operator_signature(cfg, size: int) -> dict:
 
 
 # -- training -----------------------------------------------------------------------------------
-def train(cfg: DictConfig) -> dict:
+def frozen_prior(cfg):
+    """The prior the adapter conditions, on cfg.device, with its perf knobs (autocast / checkpointing)."""
+    prior = build_prior(cfg.prior, resolve_device(cfg.device))
+    if prior.kind != "image":
+        raise ConfigError("adapters condition image priors (prior=tiny, adm512, adm256_uncond)")
+    return prior.configure_perf(**cfg.get("perf", {}))
+
+
+def train(cfg: DictConfig, prior=None) -> dict:
+    """Train (or resume) the adapter; returns the last checkpoint dict. ``prior``: a :func:`frozen_prior`
+    to reuse (built here if None)."""
     with _num_threads(cfg.threads):
-        return _train(cfg)
+        return _train(cfg, prior if prior is not None else frozen_prior(cfg))
 
 
-def _train(cfg: DictConfig) -> dict:
+def _train(cfg: DictConfig, prior) -> dict:
     device = resolve_device(cfg.device)
     out_dir = Path(absolute_path(cfg.out_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / CHECKPOINT
-    prior = build_prior(cfg.prior, device)
-    prior.configure_perf(**cfg.get("perf", {}))  # autocast / grad_checkpoint for adm512 on GPUs
-    if prior.kind != "image":
-        raise ConfigError("adapters condition image priors (prior=tiny, adm512, adm256_uncond)")
+    noise = build_noise(cfg.task)
     size, channels = prior.image_size, prior.in_channels
     images = training_images(cfg, size)
 
@@ -145,7 +151,7 @@ def _train(cfg: DictConfig) -> dict:
             x0 = images[idx]
             flip = torch.rand(cfg.batch_size, generator=gen) < 0.5
             x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
-            operator, y = measurement_batch(cfg, x0, gen)
+            operator, y = measurement_batch(cfg, noise, x0, gen)
             t = torch.randint(0, diffusion.num_train_steps, (cfg.batch_size,), generator=gen)
             eps = torch.randn(x0.shape, generator=gen)
             x_t = diffusion.q_sample(x0, t, eps)
@@ -212,12 +218,13 @@ def _wandb_run(cfg, out_dir: Path):
 
 
 # -- export -------------------------------------------------------------------------------------
-def export(cfg: DictConfig, state: dict) -> dict:
-    """Write the EMA adapter (plain tensors + metadata) to export_path and its JSON card beside it."""
+def export(cfg: DictConfig, state: dict, prior=None) -> dict:
+    """Write the EMA adapter (plain tensors + metadata) to export_path and its JSON card beside it.
+    ``prior``: the trained-on :func:`frozen_prior` (built here if None)."""
     path = Path(absolute_path(cfg.export_path))
     path.parent.mkdir(parents=True, exist_ok=True)
     prior_file = absolute_path(cfg.prior.checkpoint)
-    prior = build_prior(cfg.prior)
+    prior = prior if prior is not None else frozen_prior(cfg)
     adapter = Adapter(prior.model, hint_channels=prior.in_channels + 1, hint_width=cfg.hint_width)
     weights = {k: v.detach().float().cpu().contiguous().clone() if v.dtype.is_floating_point else v.cpu()
                for k, v in state["ema"].items()}
@@ -236,15 +243,14 @@ def export(cfg: DictConfig, state: dict) -> dict:
     _save_torch(adapter_checkpoint(adapter, weights, **meta), path)
     loaded, _ = load_adapter(path, prior.model)  # what users load must load
     trainable = sum(p.numel() for p in loaded.parameters())
-    losses = state["losses"]
+    tenths = loss_summary(state["losses"])
     card = {"name": path.stem, "description": "ControlNet-style conditional adapter (dps_map/adapters) on a frozen "
                                              f"{cfg.prior.name} prior for task {cfg.task.name}",
             "file": {"name": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size,
                      "format": "dict(format, hint_channels, hint_width, meta, state_dict); torch.load(weights_only=True)"},
             "parameters": {"adapter": trainable, "prior": sum(p.numel() for p in prior.model.parameters())},
             **meta,
-            "loss": {"per_tenth": loss_summary(losses),
-                     "last_10pct_mean": loss_summary(losses)[-1]["mean"] if losses else None},
+            "loss": {"per_tenth": tenths, "last_10pct_mean": tenths[-1]["mean"] if tenths else None},
             "rebuild": f"python -m dps_map.train_adapter task={cfg.task.name} prior={cfg.prior.name} "
                        f"data.n_images={cfg.data.n_images} steps={cfg.steps}"}
     atomic_write_json(path.with_suffix(".json"), card)
@@ -253,8 +259,9 @@ def export(cfg: DictConfig, state: dict) -> dict:
 
 
 def run(cfg: DictConfig) -> dict:
-    state = train(cfg)
-    return export(cfg, state) if cfg.export_path else {}
+    prior = frozen_prior(cfg)  # built once for training and export (adm512: 2 GB of weights)
+    state = train(cfg, prior)
+    return export(cfg, state, prior) if cfg.export_path else {}
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train_adapter")

@@ -27,7 +27,7 @@ from dps_map.run import RUN_FILE, mean_sem
 
 log = logging.getLogger("aggregate")
 
-PER_SAMPLE = ("psnr", "ssim", "lpips", "misfit")
+PER_SAMPLE = ("psnr", "ssim", "lpips", "misfit", "naive_psnr", "naive_ssim")  # naive: the no-prior baseline
 #: overrides left out of a group's label: the shard, and keys that do not change the samples
 SHARD_OVERRIDES = ("data.shard", "data.num_shards", "progress", "overwrite", "device", "logger", "hydra/launcher")
 
@@ -133,7 +133,8 @@ def aggregate_group(jobs: list[dict], random_weights: bool = False) -> dict:
            "n_failed": len(records) - len(ok),
            "metrics": {m: mean_sem(r.get(m) for r in ok) for m in PER_SAMPLE if any(m in r for r in ok)},
            "cost": {"seconds_per_sample": mean_sem(r.get("seconds") for r in records)["mean"],
-                    "nfe_per_sample": mean_sem(r.get("nfe") for r in records)["mean"]}}
+                    "nfe_per_sample": mean_sem(r.get("nfe") for r in records)["mean"],
+                    "vjp_per_sample": mean_sem(r.get("vjp") for r in records)["mean"]}}
     if out["shards"]["missing"]:
         log.warning("group %s: shards %s of %d missing (incomplete)", out["label"], out["shards"]["missing"],
                     out["shards"]["num_shards"])

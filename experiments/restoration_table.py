@@ -3,7 +3,7 @@
     python -m experiments.restoration_table SWEEP_DIR [--out DIR] [--name restoration_tiny]
 
 Aggregates the sweep (experiments.aggregate: shards merged, FID/KID over all samples of a config where
-the Inception weights exist), then pivots it into one row per (task, sampler) with the naive baseline
+the Inception weights exist; every number comes from the merged group, never from one shard), then pivots it into one row per (task, sampler) with the naive baseline
 (the measurement resized to the image) beside it, and writes <name>.{csv,md,png}.
 """
 
@@ -27,16 +27,14 @@ def table_rows(root: Path) -> list[dict]:
     result = aggregate(root)
     rows = []
     for group in result["groups"].values():
-        job = Path(group["jobs"][0])
-        summary = json.loads((job / "summary.json").read_text())
-        m, naive, cost = group["metrics"], summary.get("naive", {}), summary.get("cost", {})
-        kid = m.get("kid")
-        rows.append({"task": summary["task"], "sampler": summary["sampler"],
-                     "prior": summary["prior"], "n_samples": group["n_samples"], "n_failed": group["n_failed"],
+        names = json.loads((Path(group["jobs"][0]) / "summary.json").read_text())  # the same in every shard
+        m, cost, kid = group["metrics"], group["cost"], group["metrics"].get("kid")
+        rows.append({"task": names["task"], "sampler": names["sampler"], "prior": names["prior"],
+                     "n_samples": group["n_samples"], "n_failed": group["n_failed"],
                      "psnr": _mean(m.get("psnr")), "psnr_sem": (m.get("psnr") or {}).get("sem"),
                      "ssim": _mean(m.get("ssim")), "lpips": _mean(m.get("lpips")), "fid": m.get("fid"),
                      "kid": kid.get("mean") if isinstance(kid, dict) else None,
-                     "naive_psnr": _mean(naive.get("psnr")), "naive_ssim": _mean(naive.get("ssim")),
+                     "naive_psnr": _mean(m.get("naive_psnr")), "naive_ssim": _mean(m.get("naive_ssim")),
                      "nfe": cost.get("nfe_per_sample"), "vjp": cost.get("vjp_per_sample"),
                      "s_per_sample": cost.get("seconds_per_sample")})
     order = {s: k for k, s in enumerate(SAMPLER_ORDER)}

@@ -33,7 +33,6 @@ DATA_KEYS = {"demo": {"name", "kind", "per_photo", "num_shards", "shard"},
 METRICS_KEYS = {"name", "names", "lpips_net", "kid_subsets", "kid_subset_size", "random_weights"}
 PERF_KEYS = {"autocast", "channels_last", "compile", "compile_mode", "compile_backend", "grad_checkpoint"}
 LOGGER_KEYS = {"none": {"name"}, "wandb": {"name", "project", "entity", "mode", "group", "tags"}}
-ADAPTER_SAMPLERS = ("adapter", "adapter_dps", "adapter_dmap")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -126,9 +125,10 @@ def check_adapter(sampler) -> None:
     from pathlib import Path
 
     from .io import absolute_path
+    from .samplers import ADAPTER_METHODS
 
     path = sampler.get("adapter")
-    if not path and sampler.get("method") not in ADAPTER_SAMPLERS and sampler.get("name") not in ADAPTER_SAMPLERS:
+    if not path and sampler.get("method") not in ADAPTER_METHODS and sampler.get("name") not in ADAPTER_METHODS:
         return
     where = "`python -m dps_map.train_adapter` (README: Conditional adapters)"
     if not path:

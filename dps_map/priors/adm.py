@@ -43,16 +43,19 @@ AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": t
                    "float16": torch.float16}
 
 
+def comma_lists(flags: dict) -> dict:
+    """guided_diffusion wants "32,16,8" strings for list flags; YAML may give lists."""
+    return {k: ",".join(str(x) for x in v) if k in ("attention_resolutions", "channel_mult") and not isinstance(v, str)
+            else v for k, v in flags.items()}
+
+
 def build_unet(flags: dict) -> torch.nn.Module:
     """Build an ADM UNetModel from create_model flags (unknown flags are an error)."""
     flags = dict(flags)
     unknown = sorted(set(flags) - set(UNET_FLAGS))
     if unknown:
         raise ConfigError(f"unknown ADM flags {unknown}; create_model accepts {list(UNET_FLAGS)}")
-    for key in ("attention_resolutions", "channel_mult"):
-        if key in flags and not isinstance(flags[key], str):
-            flags[key] = ",".join(str(v) for v in flags[key])
-    return create_model(**flags)
+    return create_model(**comma_lists(flags))
 
 
 class ADMPrior(Prior):

@@ -17,7 +17,7 @@ from ..diffusion import make_betas
 from ..errors import ConfigError
 from ..io import load_checkpoint
 from ..operators import SuperResolution
-from .adm import ADMPrior
+from .adm import ADMPrior, comma_lists
 
 SR_FLAGS = tuple(inspect.signature(sr_create_model).parameters)
 
@@ -28,10 +28,7 @@ def build_sr_unet(flags: dict) -> torch.nn.Module:
     unknown, missing = sorted(set(flags) - set(SR_FLAGS)), sorted(set(SR_FLAGS) - set(flags))
     if unknown or missing:
         raise ConfigError(f"upsampler flags: unknown {unknown}, missing {missing} (sr_create_model takes {list(SR_FLAGS)})")
-    for key in ("attention_resolutions",):
-        if not isinstance(flags[key], str):
-            flags[key] = ",".join(str(v) for v in flags[key])
-    return sr_create_model(**flags)
+    return sr_create_model(**comma_lists(flags))
 
 
 class UpsamplerPrior(ADMPrior):

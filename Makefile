@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test train-tiny-prior gmm-study sweep clean train-adapter train-adapter-reference adapter-ablation reproduce-paper-small reproduce-paper bench bench-quick install-bench
+.PHONY: install demo test train-tiny-prior gmm-study sweep clean train-adapter train-tiny-reference adapter-ablation reproduce-paper-small reproduce-paper bench bench-quick install-bench
 
 install: $(STAMP)
 
@@ -55,23 +55,24 @@ sweep: install   # a few minutes on 2 CPU cores; rerun to resume (finished sampl
 ADAPTER_RECIPE := task=sr4 prior=tiny steps=1000 batch_size=8
 train-adapter: install   # the shipped SR x4 adapter (100 crops of the training photographs)
 	$(PY) -m dps_map.train_adapter $(ADAPTER_RECIPE) data.n_images=100 export_path=dps_map/assets/adapters/sr4_tiny.pt
-train-adapter-reference: install   # the tiny-scale reference conditional model (2000 crops)
-	$(PY) -m dps_map.train_adapter $(ADAPTER_RECIPE) data.n_images=2000 export_path=dps_map/assets/adapters/sr4_tiny_reference.pt
+train-tiny-reference: install   # the tiny-scale reference conditional model (SR x4 SuperResModel, all training photos)
+	OMP_NUM_THREADS=1 $(PY) -m dps_map.train_reference
 adapter-ablation: install   # adapters on 25/50/100 crops, then their table
 	for n in 25 50 100; do $(PY) -m dps_map.train_adapter $(ADAPTER_RECIPE) data.n_images=$$n || exit 1; done
 	$(PY) -m experiments.adapter_ablation
 
 # -- the paper's analysis (README "Reproducing the paper") -------------------------------------------
 SMALL := outputs/paper_small
-REFERENCE := dps_map/assets/adapters/sr4_tiny_reference.pt
 reproduce-paper-small: install   # GMM + tiny prior on this CPU (< 30 min); results in experiments/results/
 	$(PY) -m experiments.score_diagnostics gmm
-	$(PY) -m experiments.score_diagnostics tiny --reference $(REFERENCE)
+	$(PY) -m experiments.score_diagnostics tiny
 	$(PY) -m experiments.diversity gmm --work $(SMALL)/diversity
-	$(PY) -m experiments.diversity tiny --work $(SMALL)/diversity --reference $(REFERENCE)
+	$(PY) -m experiments.diversity tiny --work $(SMALL)/diversity
 	$(PY) -m dps_map.run -m task=sr4,inpaint_box,gaussian_deblur sampler=dps,dsg,dmap prior=tiny data=demo \
 		progress=false hydra.sweep.dir=$(SMALL)/restoration
 	$(PY) -m dps_map.run -m task=sr4 sampler=adapter,adapter_dps,adapter_dmap prior=tiny data=demo \
+		progress=false hydra.sweep.dir=$(SMALL)/restoration
+	$(PY) -m dps_map.run -m task=sr4 sampler=ddpm prior=tiny_sr4_reference data=demo \
 		progress=false hydra.sweep.dir=$(SMALL)/restoration
 	$(PY) -m experiments.restoration_table $(SMALL)/restoration --name restoration_tiny
 

@@ -25,6 +25,8 @@ OPERATOR_KEYS = {"identity": set(), "super_resolution": {"factor", "method"},
                  "matrix": {"m", "min_modes", "min_weight"}}
 PRIOR_KEYS = {"adm": {"name", "kind", "checkpoint", "what", "url", "override", "random_init", "noise_schedule",
                       "diffusion_steps", "class_label", "unet", "respacing", "variance"},
+              "adm_upsampler": {"name", "kind", "checkpoint", "what", "url", "override", "random_init",
+                                "noise_schedule", "diffusion_steps", "class_label", "unet", "respacing", "variance"},
               "gmm": {"name", "kind", "instance_seed", "dim", "num_components", "grid_scale", "cov_std", "cov_type",
                       "weights", "noise_schedule", "diffusion_steps", "respacing", "variance"}}
 DATA_KEYS = {"demo": {"name", "kind", "per_photo", "num_shards", "shard"},
@@ -104,10 +106,14 @@ def check_keys(cfg: DictConfig) -> None:
                           f"(known: {', '.join(OPERATOR_KEYS)})")
     _check_keys(f"task={task.name}", task, TASK_KEYS | OPERATOR_KEYS[task.operator])
     if prior.get("kind") not in PRIOR_KEYS:
-        raise ConfigError(f"prior={prior.get('name')}: unknown kind '{prior.get('kind')}' (adm, gmm)")
+        raise ConfigError(f"prior={prior.get('name')}: unknown kind '{prior.get('kind')}' (adm, adm_upsampler, gmm)")
     _check_keys(f"prior={prior.name}", prior, PRIOR_KEYS[prior.kind])
     if prior.kind == "adm":
         _check_keys(f"prior={prior.name} unet", prior.unet, _unet_keys())
+    if prior.kind == "adm_upsampler":
+        from .priors.upsampler import SR_FLAGS
+
+        _check_keys(f"prior={prior.name} unet", prior.unet, set(SR_FLAGS))
     if data.get("kind") not in DATA_KEYS:
         raise ConfigError(f"data={data.get('name')}: unknown kind '{data.get('kind')}' (demo, folder, gmm)")
     _check_keys(f"data={data.name}", data, DATA_KEYS[data.kind])
@@ -120,15 +126,20 @@ def check_keys(cfg: DictConfig) -> None:
     _check_keys(f"logger={cfg.logger.name}", cfg.logger, LOGGER_KEYS[cfg.logger.name])
 
 
+def _is_adapter(sampler) -> bool:
+    from .samplers import ADAPTER_METHODS
+
+    return sampler.get("method") in ADAPTER_METHODS or sampler.get("name") in ADAPTER_METHODS
+
+
 def check_adapter(sampler) -> None:
     """An adapter sampler needs its trained adapter file (checked before any model is built)."""
     from pathlib import Path
 
     from .io import absolute_path
-    from .samplers import ADAPTER_METHODS
 
     path = sampler.get("adapter")
-    if not path and sampler.get("method") not in ADAPTER_METHODS and sampler.get("name") not in ADAPTER_METHODS:
+    if not path and not _is_adapter(sampler):
         return
     where = "`python -m dps_map.train_adapter` (README: Conditional adapters)"
     if not path:
@@ -146,7 +157,7 @@ def check_prior_checkpoint(prior) -> None:
 
     from .io import absolute_path
 
-    if prior.get("kind") != "adm" or prior.get("random_init", False):
+    if prior.get("kind") not in ("adm", "adm_upsampler") or prior.get("random_init", False):
         return
     path = absolute_path(prior.checkpoint)
     if not path or not Path(path).is_file():
@@ -156,6 +167,9 @@ def check_prior_checkpoint(prior) -> None:
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError for an impossible configuration (before anything is built)."""
     resolved(cfg)
+    if cfg.prior.get("kind") == "adm_upsampler" and _is_adapter(cfg.sampler):
+        raise ConfigError(f"prior={cfg.prior.name} is already conditional: use sampler=ddpm (alone) or dps/dmap "
+                          f"on it, not sampler={cfg.sampler.name}")
     check_adapter(cfg.sampler)
     check_prior_checkpoint(cfg.prior)
     check_keys(cfg)
@@ -174,7 +188,12 @@ def validate(cfg: DictConfig) -> None:
         if not 1 <= task.m:
             raise ConfigError(f"task.m must be >= 1, got {task.m}")
         return
-    size = prior.unet.image_size
+    size = prior.unet.image_size if prior.kind == "adm" else prior.unet.large_size
+    if prior.kind == "adm_upsampler":  # a conditional SR model: only its own SR factor
+        factor = prior.unet.large_size // prior.unet.small_size
+        if task.operator != "super_resolution" or task.factor != factor:
+            raise ConfigError(f"prior={prior.name} is a conditional SR x{factor} model: it restores task=sr{factor} "
+                              f"measurements only, not task={task.name}")
     if task.operator == "super_resolution" and size % task.factor:
         raise ConfigError(f"task={task.name}: SR factor {task.factor} does not divide the image size {size} "
                           f"of prior={prior.name}")

@@ -172,7 +172,8 @@ def run_images(cfg, prior, sampler, noise, out: Path, device, logger, evaluator)
             if not todo:
                 continue
             cgen = generator(device, item_seed(cfg.seed, f"{item.id}/samples{ks[0]}"))
-            x = sampler.sample(prior, operator, noise, y.expand(len(ks), *y.shape[1:]),
+            model = prior.condition(operator, y) if prior.needs_measurement else prior  # e.g. tiny_sr4_reference
+            x = sampler.sample(model, operator, noise, y.expand(len(ks), *y.shape[1:]),
                                (len(ks), *prior.sample_shape), cgen)
             failed = {f["index"]: f for f in sampler.failures()}
             scores = evaluator.per_sample(x, x0.expand_as(x))

@@ -11,7 +11,9 @@ the recovered mode weights), sliced Wasserstein-1 to exact samples (with its noi
 variation of the recovered mode weights.
 Tiny: N samples per held-out crop through the runner; per-pixel std across samples (images in [-1, 1],
 as the paper's diversity number) and mean pairwise L2 (and LPIPS where its weights exist), for dps,
-dmap, the adapter samplers, and the reference conditional model (an adapter trained on many crops).
+dmap, the adapter samplers, and the reference conditional model (prior=tiny_sr4_reference sampler=ddpm:
+a SuperResModel trained here on fresh crops of all the training photographs; skipped if its file is
+missing), whose spread stands in for the posterior's.
 Writes diversity_<scale>.{csv,md,png}.
 """
 
@@ -23,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from hydra import compose, initialize_config_dir
 
+from dps_map.io import absolute_path
 from dps_map.run import run
 from experiments.common import pyplot, save_figure, write_csv
 
@@ -53,19 +56,18 @@ def gmm_rows(seeds, num_samples: int, work: Path) -> list[dict]:
     return rows
 
 
-def tiny_rows(crops: int, num_samples: int, work: Path, reference: str) -> list[dict]:
+def tiny_rows(crops: int, num_samples: int, work: Path, overrides=()) -> list[dict]:
     rows = []
     for sampler in TINY_SAMPLERS:
-        over = ["task=sr4", "prior=tiny", "data=demo", f"data.per_photo={crops // 2}", f"num_samples={num_samples}",
+        over = ["task=sr4", "data=demo", f"data.per_photo={crops // 2}", f"num_samples={num_samples}",
                 "metrics.names=[psnr,ssim,diversity]", "progress=false"]
-        if sampler == "reference":
-            if not Path(reference).is_file():
-                print(f"skipping the reference: no conditional model at {reference}")
-                continue
-            over += ["sampler=adapter", f"sampler.adapter={Path(reference).resolve()}"]
-        else:
-            over += [f"sampler={sampler}"]
-        summary = run(_cfg(over), work / "tiny" / sampler)
+        over += ["prior=tiny_sr4_reference", "sampler=ddpm"] if sampler == "reference" else ["prior=tiny", f"sampler={sampler}"]
+        cfg = _cfg([*over, *overrides])
+        if sampler == "reference" and not Path(absolute_path(cfg.prior.checkpoint)).is_file():
+            print(f"skipping the reference: no conditional model at {absolute_path(cfg.prior.checkpoint)} "
+                  "(make train-tiny-reference)")
+            continue
+        summary = run(cfg, work / "tiny" / sampler)
         div = summary["metrics"].get("diversity") or {}
         rows.append({"scale": "tiny", "sampler": sampler, "pixel_std": div.get("pixel_std"),
                      "pairwise_l2": div.get("pairwise_l2"), "pairwise_lpips": div.get("pairwise_lpips"),
@@ -110,15 +112,15 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--num-samples", type=int, default=None, help="gmm: 1000 per seed; tiny: 4 per crop")
     parser.add_argument("--crops", type=int, default=4)
-    parser.add_argument("--reference", default="outputs/train_adapter/sr4_tiny_n2000/adapter.pt")
+    parser.add_argument("overrides", nargs="*", help="tiny: Hydra overrides (e.g. paths.tiny_sr4_reference=...)")
     parser.add_argument("--work", type=Path, default=Path("outputs/paper_small/diversity"))
     parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     if args.scale == "gmm":
         rows = gmm_rows(args.seeds, args.num_samples or 1000, args.work)
         write(rows, "diversity_gmm", args.out, "Diversity against the exact GMM posterior (d=8, m=2)")
     else:
-        rows = tiny_rows(args.crops, args.num_samples or 4, args.work, args.reference)
+        rows = tiny_rows(args.crops, args.num_samples or 4, args.work, args.overrides)
         write(rows, "diversity_tiny", args.out, "Diversity per measurement, SR x4 at tiny scale")
     print(f"wrote {args.out / f'diversity_{args.scale}.md'}")
 

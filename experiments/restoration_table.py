@@ -37,6 +37,11 @@ def table_rows(root: Path) -> list[dict]:
                      "naive_psnr": _mean(m.get("naive_psnr")), "naive_ssim": _mean(m.get("naive_ssim")),
                      "nfe": cost.get("nfe_per_sample"), "vjp": cost.get("vjp_per_sample"),
                      "s_per_sample": cost.get("seconds_per_sample")})
+    priors = [r["prior"] for r in rows]
+    main = max(set(priors), key=priors.count) if priors else None
+    for r in rows:  # e.g. the reference conditional model: `ddpm [tiny_sr4_reference]`
+        if r["prior"] != main:
+            r["sampler"] = f"{r['sampler']} [{r['prior']}]"
     order = {s: k for k, s in enumerate(SAMPLER_ORDER)}
     return sorted(rows, key=lambda r: (r["task"], order.get(r["sampler"], 99), r["sampler"]))
 

@@ -2,7 +2,7 @@
 benchmark (task=gmm_linear) and at tiny image scale (SR x4, prior=tiny).
 
     python -m experiments.score_diagnostics gmm  [--seeds 0 1 2] [--num 2000] [--out experiments/results]
-    python -m experiments.score_diagnostics tiny [--crops 8] [--num 8] [--reference PATH]
+    python -m experiments.score_diagnostics tiny [--crops 8] [--num 8] [paths.tiny_sr4_reference=PATH]
     python -m experiments.score_diagnostics adm512 [--crops 100] [--adapter PATH] [overrides ...]   # GPU
 
 At each of ~20 diffusion steps t, states x_t ~ p_t(x_t | y) are drawn and every method's conditional
@@ -17,9 +17,10 @@ score s(x_t, y) is compared with the reference s_ref(x_t, y):
 
 GMM: x_t is drawn exactly from the diffused exact posterior, and s_ref is its exact score.
 Tiny scale: (x0, y) pairs are the held-out demo crops and their measurements, so x0 ~ p(x0 | y) and
-x_t = q_sample(x0) ~ p_t(x_t | y) jointly over the crops; s_ref is a conditional model trained on many
-crops (an adapter trained on --reference-n crops; documented as such: no fully trained conditional
-diffusion model exists at this scale). The score mean is then averaged over the crops' joint
+x_t = q_sample(x0) ~ p_t(x_t | y) jointly over the crops; s_ref is the tiny-scale reference, a conditional
+SR model (openai's SuperResModel 16 -> 64, conf/prior/tiny_sr4_reference.yaml) trained here on fresh
+crops of all the training photographs (`make train-tiny-reference`; documented as such: the best
+conditional model a CPU affords, far smaller than the paper's reference). The score mean is then averaged over the crops' joint
 (y, x_t) (a valid score still has mean zero there).
 
 score error(t) = E ||s - s_ref||^2 / d;  score mean(t) = ||E s|| / sqrt(d) with its Monte-Carlo floor
@@ -149,12 +150,9 @@ def main(argv=None) -> None:
     parser.add_argument("--crops", type=int, default=8, help="tiny: held-out demo crops (even)")
     parser.add_argument("--adapter", default=None, help="the adapter under test (default: paths.adapter, e.g. "
                         "the shipped dps_map/assets/adapters/sr4_tiny.pt trained on 100 crops)")
-    parser.add_argument("--reference", default="outputs/train_adapter/sr4_tiny_n2000/adapter.pt",
-                        help="tiny: the reference conditional model")
-    parser.add_argument("--reference-n", type=int, default=2000, help="tiny: crops the reference was trained on")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for the image scales (e.g. device=cuda "
                         "paths.adm512=... paths.imagenet_val=...)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     torch.set_num_threads(1)
     args.num = args.num or (2000 if args.scale == "gmm" else 8)
     if args.scale == "gmm":

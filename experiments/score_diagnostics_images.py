@@ -4,9 +4,11 @@ with adm512 (the paper's setting: ImageNet validation images, a GPU).
 States: x_t = q_sample(x0, t, eps) for each image x0 and fresh eps, with y = A x0 + n drawn as the runner
 draws it (same seeds as `python -m dps_map.run`), so (y, x_t) ~ p(y) p_t(x_t | y).
 Reference conditional score:
-  tiny    an adapter trained on many crops (``--reference``, trained with ``--reference-n`` crops and
-          the same recipe): the best conditional model we can afford on a CPU, documented as such;
+  tiny    a SuperResModel 16 -> 64 trained here on fresh crops of all the training photographs
+          (conf/prior/tiny_sr4_reference.yaml, `make train-tiny-reference`): the best conditional model
+          we can afford on a CPU, documented as such (its card: dps_map/assets/tiny_sr4_reference.json);
   adm512  openai's 128 -> 512 ADM upsampler (conf/prior/adm128_512_upsampler.yaml).
+Both are loaded as ``prior@reference`` through the same loader (dps_map/priors/upsampler.py).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def image_rows(args) -> list[dict]:
     from experiments.score_diagnostics import compose_config, dps_scores, step_indices
 
     if args.scale == "tiny":
-        over = ["prior=tiny", "data=demo", f"data.per_photo={args.crops // 2}"]
+        over = ["prior=tiny", "data=demo", f"data.per_photo={args.crops // 2}", "+prior@reference=tiny_sr4_reference"]
     else:  # the paper's setting
         over = ["prior=adm512", "data=imagenet_val", f"data.max_images={args.crops}", "+prior@reference=adm128_512_upsampler"]
     cfg = compose_config(["task=sr4", "sampler=dps", *over, *args.overrides])
@@ -46,13 +48,12 @@ def image_rows(args) -> list[dict]:
         raise MissingFileError(adapter, "adapter under test", f"python -m dps_map.train_adapter task=sr4 prior={cfg.prior.name}",
                                "--adapter PATH")
     models["adapter"] = ConditionalPrior(prior, load_adapter(adapter, prior.model)[0].to(device))
-    if args.scale == "adm512":
+    try:
         models["reference"] = build_prior(cfg.reference, device)
-    elif args.reference and Path(args.reference).is_file():
-        models["reference"] = ConditionalPrior(prior, load_adapter(args.reference, prior.model)[0])
-    else:
-        print(f"no reference conditional model at {args.reference}: score errors are skipped "
-              f"(train one: python -m dps_map.train_adapter data.n_images={args.reference_n})")
+    except MissingFileError as err:
+        if args.scale != "tiny":
+            raise
+        print(f"no reference conditional model ({err}): score errors are skipped")
     scores: dict = {}
     for item in load_items(cfg.data, prior.image_size):
         gen, operator, x0, y = measure(cfg, item, prior.image_size, noise, device)

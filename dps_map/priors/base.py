@@ -25,6 +25,9 @@ class Prior(nn.Module):
     learn_sigma: bool = False
     #: what a sample looks like: 'image' (C, H, W in [-1, 1]) or 'vector' (d,)
     kind: str = "image"
+    #: a conditional model eps(x_t, t | y) (e.g. the SR upsamplers): the runner binds each measurement
+    #: with ``condition(operator, y)`` before any sampler sees it, so `sampler=ddpm` samples p(x | y)
+    needs_measurement: bool = False
 
     def predict(self, x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise NotImplementedError

@@ -34,6 +34,8 @@ def build_sr_unet(flags: dict) -> torch.nn.Module:
 class UpsamplerPrior(ADMPrior):
     """eps(x_t, t | low_res = y) of an ADM SuperResModel (class labels as ADMPrior)."""
 
+    needs_measurement = True
+
     def __init__(self, model, betas, learn_sigma: bool, small_size: int, class_cond: bool = False,
                  class_label: int | None = None, low_res: torch.Tensor | None = None):
         super().__init__(model, betas, learn_sigma, class_cond, class_label)

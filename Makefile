@@ -52,13 +52,15 @@ sweep: install   # a few minutes on 2 CPU cores; rerun to resume (finished sampl
 	$(PY) -m experiments.aggregate $(SWEEP_DIR)
 
 # -- conditional adapters (README "Conditional adapters") --------------------------------------------
-ADAPTER_RECIPE := task=sr4 prior=tiny steps=1000 batch_size=8
-train-adapter: install   # the shipped SR x4 adapter (100 crops of the training photographs)
-	$(PY) -m dps_map.train_adapter $(ADAPTER_RECIPE) data.n_images=100 export_path=dps_map/assets/adapters/sr4_tiny.pt
+ADAPTER_RECIPE := prior=tiny steps=1000 batch_size=8
+ADAPTER_TASKS ?= sr4 inpaint_box
+train-adapter: install   # the shipped adapters, one per task (100 crops of the training photographs each)
+	for t in $(ADAPTER_TASKS); do OMP_NUM_THREADS=1 $(PY) -m dps_map.train_adapter $(ADAPTER_RECIPE) task=$$t \
+		data.n_images=100 export_path=dps_map/assets/adapters/$${t}_tiny.pt || exit 1; done
 train-tiny-reference: install   # the tiny-scale reference conditional model (SR x4 SuperResModel, all training photos)
 	OMP_NUM_THREADS=1 $(PY) -m dps_map.train_reference
 adapter-ablation: install   # adapters on 25/50/100 crops, then their table
-	for n in 25 50 100; do $(PY) -m dps_map.train_adapter $(ADAPTER_RECIPE) data.n_images=$$n || exit 1; done
+	for n in 25 50 100; do $(PY) -m dps_map.train_adapter $(ADAPTER_RECIPE) task=sr4 data.n_images=$$n || exit 1; done
 	$(PY) -m experiments.adapter_ablation
 
 # -- the paper's analysis (README "Reproducing the paper") -------------------------------------------
@@ -70,7 +72,7 @@ reproduce-paper-small: install   # GMM + tiny prior on this CPU (< 30 min); resu
 	$(PY) -m experiments.diversity tiny --work $(SMALL)/diversity
 	$(PY) -m dps_map.run -m task=sr4,inpaint_box,gaussian_deblur sampler=dps,dsg,dmap prior=tiny data=demo \
 		progress=false hydra.sweep.dir=$(SMALL)/restoration
-	$(PY) -m dps_map.run -m task=sr4 sampler=adapter,adapter_dps,adapter_dmap prior=tiny data=demo \
+	$(PY) -m dps_map.run -m task=sr4,inpaint_box sampler=adapter,adapter_dps,adapter_dmap prior=tiny data=demo \
 		progress=false hydra.sweep.dir=$(SMALL)/restoration
 	$(PY) -m dps_map.run -m task=sr4 sampler=ddpm prior=tiny_sr4_reference data=demo \
 		progress=false hydra.sweep.dir=$(SMALL)/restoration

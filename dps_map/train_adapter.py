@@ -39,8 +39,8 @@ from .io import absolute_path, atomic_write_json, sha256_file
 from .operators import build_noise, build_operator
 from .priors import build_prior
 from .priors.conditional import ConditionalPrior
-from .train_prior import (CropSampler, _num_threads, _save_torch, ema_decay_at, loss_summary, lr_at,
-                          training_photos)
+from .train_prior import (CropSampler, _num_threads, _save_torch, ema_decay_at, ema_update, loss_summary,
+                          lr_at, training_photos)
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
@@ -162,10 +162,7 @@ def _train(cfg: DictConfig, prior) -> dict:
             loss = loss + micro.detach()
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
-        decay = ema_decay_at(step, cfg)
-        with torch.no_grad():
-            for k, v in adapter.state_dict().items():
-                ema[k].mul_(decay).add_(v, alpha=1 - decay) if v.dtype.is_floating_point else ema[k].copy_(v)
+        ema_update(ema, adapter, ema_decay_at(step, cfg))
         step += 1
         losses.append(float(loss.detach()))
         wall += time.perf_counter() - t0

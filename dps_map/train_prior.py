@@ -126,6 +126,16 @@ def lr_at(step: int, cfg) -> float:
     raise ConfigError(f"unknown lr_schedule '{cfg.lr_schedule}' (expected 'constant' or 'cosine')")
 
 
+@torch.no_grad()
+def ema_update(ema: dict, module: torch.nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * weights, in place (non-float buffers are copied)."""
+    for k, v in module.state_dict().items():
+        if v.dtype.is_floating_point:
+            ema[k].mul_(decay).add_(v, alpha=1 - decay)
+        else:
+            ema[k].copy_(v)
+
+
 def ema_decay_at(step: int, cfg) -> float:
     if cfg.ema_warmup:
         return min(cfg.ema_decay, (1 + step) / (10 + step))
@@ -235,13 +245,7 @@ def _train(cfg: DictConfig) -> dict:
             loss.backward()
             gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
-            decay = ema_decay_at(step, cfg)
-            with torch.no_grad():
-                for k, v in model.state_dict().items():
-                    if v.dtype.is_floating_point:
-                        ema[k].mul_(decay).add_(v, alpha=1 - decay)
-                    else:
-                        ema[k].copy_(v)
+            ema_update(ema, model, ema_decay_at(step, cfg))
             step += 1
             losses.append(float(loss.detach()))
             grad_norms.append(float(gnorm))

@@ -37,8 +37,8 @@ from .io import absolute_path, atomic_write_json, sha256_file
 from .operators import SuperResolution, build_noise
 from .priors.upsampler import build_sr_unet, build_upsampler_prior
 from .train_adapter import measurement_batch
-from .train_prior import (CropSampler, _num_threads, _save_torch, ema_decay_at, loss_summary, lr_at,
-                          training_photos)
+from .train_prior import (CropSampler, _num_threads, _save_torch, ema_decay_at, ema_update, loss_summary,
+                          lr_at, training_photos)
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
@@ -119,10 +119,7 @@ def _train(cfg: DictConfig) -> dict:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
-        decay = ema_decay_at(step, cfg)
-        with torch.no_grad():
-            for k, v in model.state_dict().items():
-                ema[k].mul_(decay).add_(v, alpha=1 - decay) if v.dtype.is_floating_point else ema[k].copy_(v)
+        ema_update(ema, model, ema_decay_at(step, cfg))
         step += 1
         losses.append(float(loss.detach()))
         wall += time.perf_counter() - t0

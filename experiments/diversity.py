@@ -11,7 +11,7 @@ the recovered mode weights), sliced Wasserstein-1 to exact samples (with its noi
 variation of the recovered mode weights.
 Tiny: N samples per held-out crop through the runner; per-pixel std across samples (images in [-1, 1],
 as the paper's diversity number) and mean pairwise L2 (and LPIPS where its weights exist), for dps,
-dmap, the adapter samplers, and the reference conditional model (prior=tiny_sr4_reference sampler=ddpm:
+dmap, adapter and adapter_dmap, and the reference conditional model (prior=tiny_sr4_reference sampler=ddpm:
 a SuperResModel trained here on fresh crops of all the training photographs; skipped if its file is
 missing), whose spread stands in for the posterior's.
 Writes diversity_<scale>.{csv,md,png}.
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 RESULTS = ROOT / "experiments" / "results"
 GMM_SAMPLERS = ("exact", "oracle", "dps", "dmap")
-TINY_SAMPLERS = ("dps", "dmap", "adapter", "adapter_dps", "adapter_dmap", "reference")
+TINY_SAMPLERS = ("dps", "dmap", "adapter", "adapter_dmap", "reference")  # adapter_dps: as adapter_dmap, in the restoration table
 
 
 def _cfg(overrides):

@@ -123,6 +123,13 @@ def write_outputs(rows: list[dict], name: str, out: Path, title: str, methods) -
         err = [f"{pick[(t, m)]['score_error']:.3g} | " for m in erred]
         mean = [f"{pick[(t, m)]['score_mean']:.3g} ({pick[(t, m)]['mc_floor']:.2g})" for m in methods]
         lines.append(f"| {t} | " + "".join(err) + " | ".join(mean) + " |")
+    if "x0_mse" in rows[0]:  # images: where is each estimate (the reference included) accurate?
+        x0 = {(t, m): float(np.mean([r["x0_mse"] for r in rows if r["t"] == t and r["method"] == m])) for t, m in pick}
+        lines += ["", f"Denoised-estimate error E||x0_hat(x_t) - x0||^2/d (clipped to [-1, 1]); the naive baseline "
+                  f"(the measurement resized to the image) has {rows[0]['naive_x0_mse']:.3g}. A reference is only "
+                  "trustworthy at the t where its error is below the naive one.", "",
+                  "| t | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+        lines += [f"| {t} | " + " | ".join(f"{x0[(t, m)]:.3g}" for m in methods) + " |" for t in ts]
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for m in methods:

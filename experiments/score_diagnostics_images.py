@@ -55,8 +55,11 @@ def image_rows(args) -> list[dict]:
             raise
         print(f"no reference conditional model ({err}): score errors are skipped")
     scores: dict = {}
+    x0_mse: dict = {}  # MSE of each method's denoised estimate x0_hat(x_t) against the true image
+    naive_mse = []
     for item in load_items(cfg.data, prior.image_size):
         gen, operator, x0, y = measure(cfg, item, prior.image_size, noise, device)
+        naive_mse.append(float((operator.naive(y) - x0).pow(2).mean()))
         x0s, ys = x0.expand(args.num, -1, -1, -1), y.expand(args.num, -1, -1, -1)
         for i in step_indices(diffusion.num_steps, 12):
             x_t = diffusion.q_sample(x0s, i, torch.randn(x0s.shape, generator=gen, device=device))
@@ -68,6 +71,8 @@ def image_rows(args) -> list[dict]:
                     got[name] = diffusion.score_from_eps(x_t, i, eps)
             for name, s in got.items():
                 scores.setdefault((int(diffusion.timesteps[i]), name), []).append(s.cpu())
+                x0_hat = diffusion.x0_from_eps(x_t, i, diffusion.eps_from_score(x_t, i, s)).clamp(-1, 1)
+                x0_mse.setdefault((int(diffusion.timesteps[i]), name), []).append(float((x0_hat - x0s).pow(2).mean()))
     rows = []
     for (t, name), parts in sorted(scores.items()):
         s = torch.cat(parts)
@@ -75,5 +80,6 @@ def image_rows(args) -> list[dict]:
         mean, floor = score_mean(s)
         rows.append({"scale": args.scale, "seed": 0, "t": t, "method": name,
                      "score_error": score_error(s, ref) if ref is not None else float("nan"),
-                     "score_mean": mean, "mc_floor": floor})
+                     "score_mean": mean, "mc_floor": floor, "x0_mse": sum(x0_mse[(t, name)]) / len(x0_mse[(t, name)]),
+                     "naive_x0_mse": sum(naive_mse) / len(naive_mse)})
     return rows

@@ -308,25 +308,34 @@ def test_v_loss_weight_is_the_v_prediction_loss():
         loss_fn(OmegaConf.create({"loss_weight": "x0"}), diffusion, eps_hat, eps, t)
 
 
-def test_shipped_sr4_adapter_matches_its_card_and_loads():
-    """dps_map/assets/adapters/sr4_tiny.pt: sha256 as in its card, trained on training photographs only,
-    loads into the shipped tiny prior for the sr4 operator, and changes its predictions."""
+SHIPPED = {"sr4_tiny": {"class": "SuperResolution", "factor": 4, "method": "bicubic"},
+           "inpaint_box_tiny": {"class": "Inpainting"}}
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_adapters_match_their_cards_and_load(name):
+    """dps_map/assets/adapters/<task>_tiny.pt: sha256 as in its card, trained on training photographs only,
+    loads into the shipped tiny prior for its task's operator, and changes its predictions."""
     from dps_map.data import HELDOUT_PHOTOS
+    from dps_map.operators import build_noise, build_operator
     from dps_map.priors import build_prior
 
-    path = ASSETS / "adapters" / "sr4_tiny.pt"
+    assert sorted(p.stem for p in (ASSETS / "adapters").glob("*.pt")) == sorted(SHIPPED)
+    path = ASSETS / "adapters" / f"{name}.pt"
     card = json.loads(path.with_suffix(".json").read_text())
     assert card["file"]["sha256"] == sha256_file(path)
     assert card["data"]["n_images"] == 100 and not set(card["data"].get("photos") or []) & set(HELDOUT_PHOTOS)
-    assert card["operator"] == {"class": "SuperResolution", "factor": 4, "method": "bicubic"}
+    assert card["operator"] == SHIPPED[name]
+    task = name.removesuffix("_tiny")
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=["task=sr4", "prior=tiny", "sampler=adapter"])
+        cfg = compose("config", overrides=[f"task={task}", "prior=tiny", "sampler=adapter"])
+    assert Path(cfg.sampler.adapter) == path  # paths.adapter resolves to the shipped file
     prior = build_prior(cfg.prior)
     adapter, meta = load_adapter(cfg.sampler.adapter, prior.model)
     assert meta["prior"]["checkpoint_sha256"] == sha256_file(cfg.prior.checkpoint)  # trained on this very prior
     g = torch.Generator().manual_seed(0)
-    op = SuperResolution(4)
-    y = GaussianNoise(0.05).sample(op(torch.rand(1, 3, 64, 64, generator=g) * 2 - 1), g)
+    op = build_operator(cfg.task, 64, g)
+    y = op.restrict(build_noise(cfg.task).sample(op(torch.rand(1, 3, 64, 64, generator=g) * 2 - 1), g))
     x_t, t = torch.randn(1, 3, 64, 64, generator=g), torch.tensor([600])
     with torch.no_grad():
         eps_c = ConditionalPrior(prior, adapter).condition(op, y).predict(x_t, t)[0]

@@ -153,3 +153,27 @@ def test_dmap_fits_measurement_and_posterior_better_than_dps(gmm):
     logp = {k: float(post.log_prob(v).mean()) for k, v in (("dps", dps), ("dmap", dmap))}
     assert misfit["dmap"] < misfit["dps"]
     assert logp["dmap"] > logp["dps"]
+
+
+@pytest.mark.parametrize("cls", [DDPMSampler, DPSSampler, DMAPSampler])
+def test_ccdf_start_runs_the_last_part_of_the_chain_from_the_diffused_naive_estimate(adm, image_problem, cls):
+    """sampler.start < 1 (CCDF): the chain starts at step k = round(start N) - 1 from
+    x_k = q_sample(naive(y), k, z) with z the generator's first draw, and runs k + 1 steps."""
+    from dps_map.diffusion import Diffusion
+    from dps_map.errors import ConfigError
+
+    op, noise, y = image_problem
+    sampler = cls(respacing="10", start=0.4)
+    steps = []
+    sampler.sample(adm, op, noise, y.expand(2, -1, -1, -1), (2, 3, 16, 16), torch.Generator().manual_seed(3),
+                   hooks=[record(steps)])
+    assert steps[0].i == 3 and min(s.i for s in steps) == 0 and sampler.stats["steps"] == 4
+    diffusion = Diffusion(adm.betas, "10")
+    z = torch.randn((2, 3, 16, 16), generator=torch.Generator().manual_seed(3))
+    expected = diffusion.q_sample(op.naive(y).expand(2, -1, -1, -1), 3, z)
+    assert torch.allclose(steps[0].x_t, expected)
+    full = []
+    cls(respacing="10").sample(adm, op, noise, y, (1, 3, 16, 16), torch.Generator().manual_seed(3), hooks=[record(full)])
+    assert max(s.i for s in full) == 9
+    with pytest.raises(ConfigError, match="start"):
+        cls(start=0)

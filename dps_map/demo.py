@@ -108,13 +108,12 @@ def image_demo(out_root: Path, tasks=DEMO_TASKS, samplers=DEMO_SAMPLERS, extra=(
         done = {job: _run_job(overrides[job], out_root / job[0] / job[1]) for job in jobs}
     rows = []
     for task in tasks:
-        summaries = {}
         for sampler in samplers:
-            summaries[sampler] = done[(task, sampler)]
-            m, naive = summaries[sampler]["metrics"], summaries[sampler]["naive"]
+            summary = done[(task, sampler)]
+            m, naive = summary["metrics"], summary["naive"]
             rows.append({"task": task, "sampler": sampler, "psnr": m["psnr"]["mean"], "ssim": m["ssim"]["mean"],
                          "naive_psnr": naive["psnr"]["mean"], "naive_ssim": naive["ssim"]["mean"],
-                         "s_per_sample": summaries[sampler]["cost"]["seconds_per_sample"]})
+                         "s_per_sample": summary["cost"]["seconds_per_sample"]})
         # grid: rows = measurement (as an image), one row per sampler, ground truth; columns = crops
         first = out_root / task / samplers[0]
         ids = sorted(p.stem for p in (first / "label").glob("*.png"))

@@ -162,6 +162,7 @@ def run_images(cfg, prior, sampler, noise, out: Path, device, logger, evaluator)
             label = cfg.prior.get("class_label")
             prior.set_class_labels(int(torch.randint(0, 1000, (1,), generator=gen, device=device))
                                    if label == "random" else label)
+        model = prior.condition(operator, y) if prior.needs_measurement else prior  # e.g. tiny_sr4_reference
         naive = operator.naive(y)
         base = evaluator.per_sample(naive, x0)
         for sub, img in (("label", x0[0]), ("input", y[0])):
@@ -172,7 +173,6 @@ def run_images(cfg, prior, sampler, noise, out: Path, device, logger, evaluator)
             if not todo:
                 continue
             cgen = generator(device, item_seed(cfg.seed, f"{item.id}/samples{ks[0]}"))
-            model = prior.condition(operator, y) if prior.needs_measurement else prior  # e.g. tiny_sr4_reference
             x = sampler.sample(model, operator, noise, y.expand(len(ks), *y.shape[1:]),
                                (len(ks), *prior.sample_shape), cgen)
             failed = {f["index"]: f for f in sampler.failures()}

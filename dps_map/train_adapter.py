@@ -40,7 +40,7 @@ from .operators import build_noise, build_operator
 from .priors import build_prior
 from .priors.conditional import ConditionalPrior
 from .train_prior import (CropSampler, _num_threads, _save_torch, ema_decay_at, ema_update, loss_summary,
-                          lr_at, training_photos)
+                          lr_at, resume_state, training_photos)
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
@@ -113,19 +113,14 @@ def _train(cfg: DictConfig, prior) -> dict:
     diffusion = Diffusion(prior.betas)
     step, losses, wall = 0, [], 0.0
 
-    if cfg.resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if state["signature"] != _signature(cfg):
-            raise ConfigError(f"checkpoint {ckpt_path} was trained with another task/prior/data; "
-                              f"use another out_dir or resume=false")
+    state = resume_state(ckpt_path, cfg.resume,
+                         lambda s: None if s["signature"] == _signature(cfg) else "another task/prior/data")
+    if state is not None:
         adapter.load_state_dict(state["adapter"], strict=True)
         ema = {k: v.to(device) for k, v in state["ema"].items()}
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["rng"])
         step, losses, wall = state["step"], list(state["losses"]), state["wall_time"]
-        log.info("resumed from %s at step %d", ckpt_path, step)
-    elif ckpt_path.exists():
-        log.warning("resume=false: overwriting %s", ckpt_path)
 
     def checkpoint() -> dict:
         state = {"adapter": adapter.state_dict(), "ema": ema, "optimizer": opt.state_dict(), "step": step,

@@ -136,6 +136,23 @@ def ema_update(ema: dict, module: torch.nn.Module, decay: float) -> None:
             ema[k].copy_(v)
 
 
+def resume_state(path: Path, resume: bool, mismatch) -> dict | None:
+    """The training checkpoint at ``path`` to resume from, or None to start afresh (no file, or
+    resume=false: the file is then overwritten, with a warning). ``mismatch(state)`` says what the
+    checkpoint was trained with that this config does not match (None if it fits): refused."""
+    if not path.exists():
+        return None
+    if not resume:
+        log.warning("resume=false: overwriting %s", path)
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    why = mismatch(state)
+    if why:
+        raise ConfigError(f"checkpoint {path} was trained with {why}; use another out_dir or resume=false")
+    log.info("resumed from %s at step %d", path, state["step"])
+    return state
+
+
 def ema_decay_at(step: int, cfg) -> float:
     if cfg.ema_warmup:
         return min(cfg.ema_decay, (1 + step) / (10 + step))
@@ -202,20 +219,14 @@ def _train(cfg: DictConfig) -> dict:
     num_t = diffusion.num_train_steps
     step, losses, grad_norms, wall = 0, [], [], 0.0
 
-    if cfg.resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if state["unet_flags"] != flags:
-            raise ConfigError(f"checkpoint {ckpt_path} was trained with other UNet flags; "
-                              f"use another out_dir or resume=false")
+    state = resume_state(ckpt_path, cfg.resume, lambda s: None if s["unet_flags"] == flags else "other UNet flags")
+    if state is not None:
         model.load_state_dict(state["model"], strict=True)
         ema = state["ema"]
         opt.load_state_dict(state["optimizer"])
         sampler.set_state(state["data_rng"])
         gen.set_state(state["torch_rng"])
         step, losses, grad_norms, wall = state["step"], list(state["losses"]), list(state["grad_norms"]), state["wall_time"]
-        log.info("resumed from %s at step %d", ckpt_path, step)
-    elif ckpt_path.exists():
-        log.warning("resume=false: overwriting %s", ckpt_path)
 
     def checkpoint() -> dict:
         state = {

@@ -34,11 +34,11 @@ from .data import HELDOUT_PHOTOS
 from .diffusion import Diffusion, make_betas
 from .errors import ConfigError
 from .io import absolute_path, atomic_write_json, sha256_file
-from .operators import SuperResolution, build_noise
+from .operators import SuperResolution, build_noise, build_operator
 from .priors.upsampler import build_sr_unet, build_upsampler_prior
 from .train_adapter import measurement_batch
 from .train_prior import (CropSampler, _num_threads, _save_torch, ema_decay_at, ema_update, loss_summary,
-                          lr_at, training_photos)
+                          lr_at, resume_state, training_photos)
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
@@ -64,7 +64,7 @@ def _train(cfg: DictConfig) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / CHECKPOINT
     size = int(flags["large_size"])
-    probe = measurement_batch(cfg, build_noise(cfg.task), torch.zeros(1, 3, size, size), torch.Generator())[0]
+    probe = build_operator(cfg.task, size, torch.Generator())
     if not isinstance(probe, SuperResolution) or size // probe.factor != flags["small_size"]:
         raise ConfigError(f"the reference SuperResModel maps {flags['small_size']} -> {size}: it needs an SR "
                           f"x{size // flags['small_size']} task, not task={cfg.task.name}")
@@ -80,25 +80,21 @@ def _train(cfg: DictConfig) -> dict:
     diffusion = Diffusion(make_betas(cfg.prior.noise_schedule, cfg.prior.diffusion_steps))
     step, losses, wall = 0, [], 0.0
 
-    if cfg.resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if state["unet_flags"] != flags or state["task"] != OmegaConf.to_container(cfg.task, resolve=True):
-            raise ConfigError(f"checkpoint {ckpt_path} was trained with other flags or another task; "
-                              "use another out_dir or resume=false")
+    task = OmegaConf.to_container(cfg.task, resolve=True)
+    state = resume_state(ckpt_path, cfg.resume, lambda s: None if (s["unet_flags"], s["task"]) == (flags, task)
+                         else "other flags or another task")
+    if state is not None:
         model.load_state_dict(state["model"], strict=True)
         ema = {k: v.to(device) for k, v in state["ema"].items()}
         opt.load_state_dict(state["optimizer"])
         crops.set_state(state["data_rng"])
         gen.set_state(state["torch_rng"])
         step, losses, wall = state["step"], list(state["losses"]), state["wall_time"]
-        log.info("resumed from %s at step %d", ckpt_path, step)
-    elif ckpt_path.exists():
-        log.warning("resume=false: overwriting %s", ckpt_path)
 
     def checkpoint() -> dict:
         state = {"model": model.state_dict(), "ema": ema, "optimizer": opt.state_dict(), "step": step,
                  "data_rng": crops.get_state(), "torch_rng": gen.get_state(), "losses": losses, "wall_time": wall,
-                 "unet_flags": flags, "task": OmegaConf.to_container(cfg.task, resolve=True),
+                 "unet_flags": flags, "task": task,
                  "config": OmegaConf.to_container(cfg, resolve=True)}
         _save_torch(state, ckpt_path)
         return state
@@ -142,8 +138,7 @@ def export(cfg: DictConfig, state: dict) -> dict:
     weights = {k: v.detach().cpu().half().contiguous().clone() if v.dtype.is_floating_point else v.cpu()
                for k, v in state["ema"].items()}
     _save_torch(weights, path)
-    prior_cfg = OmegaConf.merge(cfg.prior, {"checkpoint": str(path)})
-    loaded = build_upsampler_prior(prior_cfg, str(path))  # what users load must load
+    loaded = build_upsampler_prior(cfg.prior, str(path))  # what users load must load
     card = {"name": path.stem,
             "description": "reference conditional SR x4 diffusion model at tiny scale (openai SuperResModel "
                            "16 -> 64): the reference score of experiments/score_diagnostics.py tiny",

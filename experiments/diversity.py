@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 from hydra import compose, initialize_config_dir
 
-from dps_map.io import absolute_path
+from dps_map.config import check_prior_checkpoint
+from dps_map.errors import MissingFileError
 from dps_map.run import run
 from experiments.common import pyplot, save_figure, write_csv
 
@@ -63,9 +64,10 @@ def tiny_rows(crops: int, num_samples: int, work: Path, overrides=()) -> list[di
                 "metrics.names=[psnr,ssim,diversity]", "progress=false"]
         over += ["prior=tiny_sr4_reference", "sampler=ddpm"] if sampler == "reference" else ["prior=tiny", f"sampler={sampler}"]
         cfg = _cfg([*over, *overrides])
-        if sampler == "reference" and not Path(absolute_path(cfg.prior.checkpoint)).is_file():
-            print(f"skipping the reference: no conditional model at {absolute_path(cfg.prior.checkpoint)} "
-                  "(make train-tiny-reference)")
+        try:
+            check_prior_checkpoint(cfg.prior)
+        except MissingFileError as err:
+            print(f"skipping {sampler}: {err}")
             continue
         summary = run(cfg, work / "tiny" / sampler)
         div = summary["metrics"].get("diversity") or {}

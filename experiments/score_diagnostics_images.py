@@ -61,18 +61,20 @@ def image_rows(args) -> list[dict]:
         gen, operator, x0, y = measure(cfg, item, prior.image_size, noise, device)
         naive_mse.append(float((operator.naive(y) - x0).pow(2).mean()))
         x0s, ys = x0.expand(args.num, -1, -1, -1), y.expand(args.num, -1, -1, -1)
+        bound = {name: model.condition(operator, y) for name, model in models.items()}  # once per measurement
         for i in step_indices(diffusion.num_steps, 12):
             x_t = diffusion.q_sample(x0s, i, torch.randn(x0s.shape, generator=gen, device=device))
             s_uncond, s_dps = dps_scores(sampler, prior, operator, noise, ys, x_t, i, gen)
             got = {"unconditional": s_uncond, "dps": s_dps}
             with torch.no_grad():
-                for name, model in models.items():
-                    eps = model.condition(operator, y).predict(x_t, diffusion.model_t(i, args.num))[0]
+                for name, model in bound.items():
+                    eps = model.predict(x_t, diffusion.model_t(i, args.num))[0]
                     got[name] = diffusion.score_from_eps(x_t, i, eps)
+            t = int(diffusion.timesteps[i])
             for name, s in got.items():
-                scores.setdefault((int(diffusion.timesteps[i]), name), []).append(s.cpu())
+                scores.setdefault((t, name), []).append(s.cpu())
                 x0_hat = diffusion.x0_from_eps(x_t, i, diffusion.eps_from_score(x_t, i, s)).clamp(-1, 1)
-                x0_mse.setdefault((int(diffusion.timesteps[i]), name), []).append(float((x0_hat - x0s).pow(2).mean()))
+                x0_mse.setdefault((t, name), []).append(float((x0_hat - x0s).pow(2).mean()))
     rows = []
     for (t, name), parts in sorted(scores.items()):
         s = torch.cat(parts)

@@ -142,14 +142,14 @@ class Sampler:
         # divergence bookkeeping stays on the device (no host sync inside the loop)
         self._failed_at = torch.full((batch,), -1, dtype=torch.long, device=x.device)
         self._last_misfit = torch.full((batch,), float("nan"), device=x.device)
-        start = time.perf_counter()
+        started = time.perf_counter()
         for i in reversed(range(first + 1)):
             x = self.step(prior, diffusion, operator, noise, y, x, i, generator, hooks or ())
             nonfinite = ~torch.isfinite(x.reshape(batch, -1)).all(dim=1)
             self._failed_at = torch.where((self._failed_at < 0) & nonfinite, i, self._failed_at)
         if x.is_cuda:
             torch.cuda.synchronize(x.device)
-        self.stats["seconds"] = time.perf_counter() - start
+        self.stats["seconds"] = time.perf_counter() - started
         self.stats["steps"] = first + 1
         self.stats["nfe"] = self.stats["forward"] + self.stats["vjp"]
         return x.detach()

@@ -29,7 +29,7 @@ PRIOR_KEYS = {"adm": {"name", "kind", "checkpoint", "what", "url", "override", "
                                 "noise_schedule", "diffusion_steps", "class_label", "unet", "respacing", "variance"},
               "gmm": {"name", "kind", "instance_seed", "dim", "num_components", "grid_scale", "cov_std", "cov_type",
                       "weights", "noise_schedule", "diffusion_steps", "respacing", "variance"}}
-DATA_KEYS = {"demo": {"name", "kind", "per_photo", "num_shards", "shard"},
+DATA_KEYS = {"demo": {"name", "kind", "per_photo", "num_shards", "shard", "photos"},
              "folder": {"name", "kind", "path", "max_images", "num_shards", "shard"},
              "gmm": {"name", "kind"}}
 METRICS_KEYS = {"name", "names", "lpips_net", "kid_subsets", "kid_subset_size", "random_weights"}

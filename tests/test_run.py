@@ -171,3 +171,22 @@ def test_perf_knobs_reach_the_runner(tmp_path):
 
     with pytest.raises(ConfigError, match="unknown key"):
         check_keys(config(*base, "+perf.fast=true"))
+
+
+def test_demo_crops_of_other_photographs_for_validation():
+    """+data.photos swaps the held-out photographs for others (a validation set); bad values are refused."""
+    from dps_map.config import check_keys, config_digest
+    from dps_map.run import load_items
+
+    cfg = config("data=demo", "data.per_photo=2", "+data.photos=[astronaut,rocket]")
+    check_keys(cfg)  # an accepted key, and one that changes what a run computes
+    assert config_digest(cfg) != config_digest(config("data=demo", "data.per_photo=2"))
+    test = load_items(config("data=demo", "data.per_photo=2").data, 64)
+    val = load_items(config("data=demo", "data.per_photo=2", "+data.photos=[astronaut,rocket]").data, 64)
+    assert [i.id for i in test] == ["chelsea_0", "chelsea_1", "coffee_0", "coffee_1"]
+    assert [i.id for i in val] == ["astronaut_0", "astronaut_1", "rocket_0", "rocket_1"]
+    assert all(i.image.shape == (3, 64, 64) for i in val) and val[0].info["photo"] == "astronaut"
+    with pytest.raises(ConfigError, match="list of photograph names"):
+        load_items(config("data=demo", "+data.photos=astronaut").data, 64)
+    with pytest.raises(ConfigError, match="unknown photograph 'nosuch'"):
+        load_items(config("data=demo", "+data.photos=[nosuch]").data, 64)

@@ -309,7 +309,7 @@ def test_v_loss_weight_is_the_v_prediction_loss():
 
 
 SHIPPED = {"sr4_tiny": {"class": "SuperResolution", "factor": 4, "method": "bicubic"},
-           "inpaint_box_tiny": {"class": "Inpainting"}}
+           "inpaint_box_tiny": {"class": "Inpainting", "pattern": "box"}}
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
@@ -351,3 +351,23 @@ def test_trainer_gradient_accumulation(tmp_path):
     assert state["step"] == 2 and all(np.isfinite(state["losses"]))
     with pytest.raises(ConfigError, match="accumulate"):
         train(_train_cfg(tmp_path / "b", "steps=1", "accumulate=0"))
+
+
+def test_box_mask_adapter_is_refused_on_random_masks(prior, tmp_path):
+    """The inpainting operator's signature names its mask pattern, so a box-mask adapter is not used
+    for random masks (its hint would be out of distribution) but is accepted on any box mask."""
+    from dps_map.operators import build_operator
+
+    path = tmp_path / "box.pt"
+    torch.save(adapter_checkpoint(Adapter(prior.model, hint_channels=4),
+                                  operator={"class": "Inpainting", "pattern": "box"}), path)
+    sampler = AdapterSampler(adapter=str(path), respacing="3")
+    sampler.conditional(prior)
+    g = torch.Generator().manual_seed(0)
+    for location in ("center", "random"):
+        box = build_operator(OmegaConf.create({"operator": "inpaint_box", "box_fraction": 0.5, "location": location}), 16, g)
+        sampler.check_operator(box)
+    rand = build_operator(OmegaConf.create({"operator": "inpaint_random", "drop_ratio": 0.7}), 16, g)
+    assert rand.describe() == {"pattern": "random"}
+    with pytest.raises(ConfigError, match="trained for operator"):
+        sampler.check_operator(rand)

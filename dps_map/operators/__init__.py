@@ -22,9 +22,9 @@ def build_operator(cfg, image_size: int, generator: torch.Generator) -> Operator
     if kind == "identity":
         return Identity()
     if kind == "inpaint_box":
-        return Inpainting(box_mask(image_size, cfg.box_fraction, cfg.location, generator))
+        return Inpainting(box_mask(image_size, cfg.box_fraction, cfg.location, generator), pattern="box")
     if kind == "inpaint_random":
-        return Inpainting(random_mask(image_size, cfg.drop_ratio, generator))
+        return Inpainting(random_mask(image_size, cfg.drop_ratio, generator), pattern="random")
     if kind == "super_resolution":
         if image_size % cfg.factor:
             raise ConfigError(f"task {cfg.name}: SR factor {cfg.factor} does not divide image size {image_size}")

@@ -9,10 +9,13 @@ from .base import LinearOperator
 
 
 class Inpainting(LinearOperator):
-    """Masking with a fixed (1, 1, H, W) mask shared by the channels."""
+    """Masking with a fixed (1, 1, H, W) mask shared by the channels. ``pattern`` names how the mask
+    was drawn ('box', 'random', or 'custom' for a mask given by hand); it is part of ``describe()``, so
+    an adapter trained on box masks is refused on random ones."""
 
-    def __init__(self, mask: torch.Tensor):
+    def __init__(self, mask: torch.Tensor, pattern: str = "custom"):
         self.mask = mask
+        self.pattern = pattern
 
     def forward(self, x):
         return x * self.mask

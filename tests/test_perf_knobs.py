@@ -234,3 +234,21 @@ def test_samples_are_one_batch(problem):
     finally:
         handle.remove()
     assert blocks == [3, 3, 3]
+
+
+def test_divergence_check_syncs_once_every_check_every_steps(problem, monkeypatch):
+    """The only host read in the loop: whether the whole batch has diverged, every CHECK_EVERY steps."""
+    prior, op, noise, y = problem
+    sampler = DPSSampler(zeta=0.3, respacing="25")
+    calls = []
+    real = torch.Tensor.__bool__
+
+    def counted(self):
+        calls.append(self.shape)
+        return real(self)
+
+    monkeypatch.setattr(torch.Tensor, "__bool__", counted)
+    x = sampler.sample(prior, op, noise, y, (3, 3, 16, 16), torch.Generator().manual_seed(0))
+    monkeypatch.undo()
+    assert torch.isfinite(x).all() and sampler.stats["steps"] == 25
+    assert calls == [torch.Size([])] * (24 // sampler.CHECK_EVERY)  # at steps 10 and 20, never at the last

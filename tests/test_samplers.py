@@ -177,3 +177,23 @@ def test_ccdf_start_runs_the_last_part_of_the_chain_from_the_diffused_naive_esti
     assert max(s.i for s in full) == 9
     with pytest.raises(ConfigError, match="start"):
         cls(start=0)
+
+
+@pytest.mark.parametrize("diverged, steps", [([0, 1], DDPMSampler.CHECK_EVERY), ([0], 25)])
+def test_chain_stops_early_only_when_the_whole_batch_has_diverged(adm, image_problem, diverged, steps):
+    """A batch whose every sample is NaN stops at the next check (failures still reported with their
+    step); one finite sample keeps the whole chain running."""
+
+    class Diverging(DDPMSampler):
+        def step(self, *args):
+            x = super().step(*args)
+            if args[6] == 20:  # step index i: diverge there
+                x[diverged] = float("nan")
+            return x
+
+    op, noise, y = image_problem
+    sampler = Diverging(respacing="25")
+    x = sampler.sample(adm, op, noise, y, (2, 3, 16, 16), torch.Generator().manual_seed(0))
+    assert sampler.stats["steps"] == steps and sampler.stats["forward"] == steps
+    assert [f["index"] for f in sampler.failures()] == diverged and {f["step"] for f in sampler.failures()} == {20}
+    assert torch.isnan(x[diverged]).all() and (len(diverged) == 2 or torch.isfinite(x[1]).all())

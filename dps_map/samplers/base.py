@@ -67,6 +67,8 @@ class Sampler:
 
     name = "base"
 
+    CHECK_EVERY = 10  # steps between checks whether the whole batch has diverged (stop early if so)
+
     def __init__(self, respacing="100", variance="fixed_small", clip_x0=True, start=1.0):
         self.respacing, self.variance, self.clip_x0 = respacing, variance, clip_x0
         if not 0 < float(start) <= 1:
@@ -142,15 +144,20 @@ class Sampler:
         # divergence bookkeeping stays on the device (no host sync inside the loop)
         self._failed_at = torch.full((batch,), -1, dtype=torch.long, device=x.device)
         self._last_misfit = torch.full((batch,), float("nan"), device=x.device)
-        started = time.perf_counter()
+        started, steps = time.perf_counter(), 0
         for i in reversed(range(first + 1)):
             x = self.step(prior, diffusion, operator, noise, y, x, i, generator, hooks or ())
+            steps += 1
             nonfinite = ~torch.isfinite(x.reshape(batch, -1)).all(dim=1)
             self._failed_at = torch.where((self._failed_at < 0) & nonfinite, i, self._failed_at)
+            # once every sample of the batch has diverged, the rest of the chain is wasted work; one host
+            # sync every CHECK_EVERY steps finds out
+            if i > 0 and steps % self.CHECK_EVERY == 0 and bool((self._failed_at >= 0).all()):
+                break
         if x.is_cuda:
             torch.cuda.synchronize(x.device)
         self.stats["seconds"] = time.perf_counter() - started
-        self.stats["steps"] = first + 1
+        self.stats["steps"] = steps
         self.stats["nfe"] = self.stats["forward"] + self.stats["vjp"]
         return x.detach()
 

@@ -8,6 +8,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from .data import demo_photos
 from .errors import ConfigError, MissingFileError
 
 #: keys that do not change what a run computes (excluded from the config digest)
@@ -206,6 +207,8 @@ def validate(cfg: DictConfig) -> None:
     if task.operator in ("gaussian_blur", "motion_blur") and task.kernel_size // 2 >= size:
         raise ConfigError(f"task={task.name}: a {task.kernel_size}px kernel is too large for {size}px images "
                           f"(set task.kernel_size below {2 * size})")
+    if data.kind == "demo":
+        demo_photos(data)
     shards = data.get("num_shards", 1)
     if not 0 <= data.get("shard", 0) < shards:
         raise ConfigError(f"data.shard={data.get('shard')} must lie in [0, data.num_shards={shards})")

@@ -55,6 +55,18 @@ def load_photo(name: str) -> np.ndarray:
     return np.ascontiguousarray(PHOTOS[name](skimage.data))
 
 
+def demo_photos(data_cfg) -> tuple[str, ...]:
+    """The photographs data=demo crops: the held-out ones, or ``+data.photos=[...]`` (e.g. training
+    photographs as a validation set for step sizes; the held-out ones are the test set)."""
+    photos = data_cfg.get("photos") or HELDOUT_PHOTOS
+    if isinstance(photos, str) or not all(isinstance(p, str) for p in photos):
+        raise ConfigError(f"data.photos must be a list of photograph names, got {photos!r}")
+    unknown = sorted(set(photos) - set(PHOTOS))
+    if unknown:
+        raise ConfigError(f"data.photos: unknown photograph(s) {unknown}; bundled: {sorted(PHOTOS)}")
+    return tuple(photos)
+
+
 def demo_crops(size: int, per_photo: int = 4, photos=HELDOUT_PHOTOS) -> list[Item]:
     """Fixed crops of the held-out photographs: per photo, squares of half the short side at evenly
     spread positions along the long side and the centre row, resized to size x size."""

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .config import config_digest, resolve_device, resolved, validate
-from .data import HELDOUT_PHOTOS, demo_crops, folder_items, shard
+from .data import demo_crops, demo_photos, folder_items, shard
 from .errors import ConfigError, UserError
 from .evaluate import Evaluator
 from .io import (Interrupted, absolute_path, append_jsonl, atomic_save_npy, atomic_save_npz, atomic_write_bytes,
@@ -124,12 +124,7 @@ def _run(cfg: DictConfig, out_dir=None) -> dict:
 # -- images -----------------------------------------------------------------------------------------
 def load_items(data_cfg, size: int):
     if data_cfg.kind == "demo":
-        # +data.photos=[astronaut,rocket]: the same crops of other bundled photographs, e.g. training
-        # photographs as a validation set for step sizes (the held-out ones are the test set)
-        photos = data_cfg.get("photos") or HELDOUT_PHOTOS
-        if isinstance(photos, str) or not all(isinstance(p, str) for p in photos):
-            raise ConfigError(f"data.photos must be a list of photograph names, got {photos!r}")
-        items = demo_crops(size, data_cfg.get("per_photo", 4), photos=tuple(photos))
+        items = demo_crops(size, data_cfg.get("per_photo", 4), photos=demo_photos(data_cfg))
     elif data_cfg.kind == "folder":
         items = folder_items(absolute_path(data_cfg.path), size, data_cfg.get("max_images"))
     else:

@@ -183,11 +183,11 @@ def test_demo_crops_of_other_photographs_for_validation():
     from dps_map.config import check_keys, config_digest, validate
     from dps_map.run import load_items
 
+    plain = config("data=demo", "data.per_photo=2")
     cfg = config("data=demo", "data.per_photo=2", "+data.photos=[astronaut,rocket]")
     check_keys(cfg)  # an accepted key, and one that changes what a run computes
-    assert config_digest(cfg) != config_digest(config("data=demo", "data.per_photo=2"))
-    test = load_items(config("data=demo", "data.per_photo=2").data, 64)
-    val = load_items(config("data=demo", "data.per_photo=2", "+data.photos=[astronaut,rocket]").data, 64)
+    assert config_digest(cfg) != config_digest(plain)
+    test, val = load_items(plain.data, 64), load_items(cfg.data, 64)
     assert [i.id for i in test] == ["chelsea_0", "chelsea_1", "coffee_0", "coffee_1"]
     assert [i.id for i in val] == ["astronaut_0", "astronaut_1", "rocket_0", "rocket_1"]
     assert all(i.image.shape == (3, 64, 64) for i in val) and val[0].info["photo"] == "astronaut"

@@ -219,16 +219,41 @@ def _checkpointed_forward(module, *args):
     return module._forward(*args)
 
 
+def random_network(build, flags: dict, scale: float = 0.1, seed: int = 0) -> torch.nn.Module:
+    """A randomly initialised ADM network (``prior.random_init: true``; tests and benchmarks only).
+
+    Built under a fixed seed, so the same flags give the same network in every process and job (the
+    shards of a sweep, a resumed run). guided_diffusion zero-initialises (``zero_module``) the last
+    convolution of every residual block, every attention projection and the output layer, so a fresh
+    network predicts eps = 0 whatever x_t, t or the class label, and a test on it would never see the
+    network. Those layers are re-drawn with PyTorch's default initialisation times ``scale``.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build(flags)
+        for module in model.modules():
+            if isinstance(module, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear)) \
+                    and not module.weight.detach().any():
+                with torch.no_grad():
+                    module.reset_parameters()
+                    module.weight.mul_(scale)
+                    if module.bias is not None:
+                        module.bias.mul_(scale)
+    return model
+
+
 def build_adm_prior(cfg, checkpoint: str | None) -> ADMPrior:
     """Build the UNet from ``cfg.unet`` flags and load ``checkpoint`` (weights_only=True).
 
-    ``cfg.random_init: true`` skips the checkpoint (tests and benchmarks only; logged loudly).
+    ``cfg.random_init: true`` skips the checkpoint (tests and benchmarks only; logged loudly) and builds
+    a seeded random network whose eps depends on x_t, t and the class label (:func:`random_network`).
     """
     flags = dict(cfg.unet)
-    model = build_unet(flags)
     if cfg.get("random_init", False):
         log.warning("prior %s: RANDOM weights (random_init=true); samples are meaningless", cfg.name)
+        model = random_network(build_unet, flags)
     else:
+        model = build_unet(flags)
         state = load_checkpoint(checkpoint, what=cfg.what, where=cfg.url, override=cfg.override)
         try:
             model.load_state_dict(state, strict=True)

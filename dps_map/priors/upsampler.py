@@ -17,7 +17,7 @@ from ..diffusion import make_betas
 from ..errors import ConfigError
 from ..io import load_checkpoint
 from ..operators import SuperResolution
-from .adm import ADMPrior, comma_lists
+from .adm import ADMPrior, comma_lists, random_network
 
 SR_FLAGS = tuple(inspect.signature(sr_create_model).parameters)
 
@@ -65,8 +65,10 @@ class UpsamplerPrior(ADMPrior):
 def build_upsampler_prior(cfg, checkpoint: str | None) -> UpsamplerPrior:
     """Build from ``cfg.unet`` (sr_create_model flags) and load ``checkpoint`` (weights_only=True)."""
     flags = dict(cfg.unet)
-    model = build_sr_unet(flags)
-    if not cfg.get("random_init", False):
+    if cfg.get("random_init", False):
+        model = random_network(build_sr_unet, flags)
+    else:
+        model = build_sr_unet(flags)
         state = load_checkpoint(checkpoint, what=cfg.what, where=cfg.url, override=cfg.override)
         try:
             model.load_state_dict(state, strict=True)

@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 import warnings
+from contextlib import ExitStack
 from pathlib import Path
 
 import hydra
@@ -31,6 +32,7 @@ from .errors import ConfigError, UserError
 from .evaluate import Evaluator
 from .io import (Interrupted, absolute_path, append_jsonl, atomic_save_npy, atomic_save_npz, atomic_write_bytes,
                  atomic_write_json, load_image, read_jsonl, save_png, stop_on_signals, write_section)
+from .lock import run_lock
 from .loggers import make_logger
 from .operators import MatrixOperator, build_noise, build_operator
 # guided_diffusion's import-time deprecation warnings are noise for users (not their code, not fixable)
@@ -97,7 +99,11 @@ def _run(cfg: DictConfig, out_dir=None) -> dict:
 
         out_dir = HydraConfig.get().runtime.output_dir
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with run_lock(out):  # one writer per run directory (dps_map/lock.py)
+        return _run_locked(cfg, sampler, out)
+
+
+def _run_locked(cfg: DictConfig, sampler, out: Path) -> dict:
     digest = config_digest(cfg)
     claim_run_dir(out, digest, cfg.get("overwrite", False))
     device = resolve_device(cfg.device)
@@ -381,13 +387,34 @@ def main() -> None:
     """Console script `dps-map` (user errors print one line and exit 2, no traceback)."""
     args = sys.argv[1:]
     overrides = [a for a in args if a not in ("-m", "--multirun")]
-    if not any(a.startswith("-") for a in overrides):  # --help, --cfg, -cn ...: Hydra's own business
-        try:
-            check_command_line(overrides, multirun=len(overrides) < len(args))
-        except UserError as err:
-            print(f"dps-map: error: {err}", file=sys.stderr)
-            sys.exit(err.exit_code)
-    _hydra_main()
+    multirun = len(overrides) < len(args)
+    if any(a.startswith("-") for a in overrides):  # --help, --cfg, -cn ...: Hydra's own business
+        _hydra_main()
+        return
+    try:
+        check_command_line(overrides, multirun=multirun)
+        run_dir = None if multirun else planned_run_dir(overrides)
+        with ExitStack() as stack:
+            if run_dir is not None:  # locked before Hydra writes .hydra/ and its log into the directory
+                stack.enter_context(run_lock(run_dir))
+            _hydra_main()
+    except UserError as err:
+        print(f"dps-map: error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+
+
+def planned_run_dir(overrides: list[str]) -> Path | None:
+    """hydra.run.dir of a single run, as Hydra will set it (None if it cannot be resolved before Hydra
+    starts, e.g. it interpolates hydra.job.*: then run() alone takes the lock)."""
+    from hydra import compose, initialize_config_dir
+
+    try:
+        with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"),
+                                   version_base="1.3"):
+            cfg = compose("config", overrides=overrides, return_hydra_config=True)
+        return Path(cfg.hydra.run.dir).absolute()
+    except Exception:  # noqa: BLE001 - Hydra reports real errors itself when it starts
+        return None
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import pickle
 import re
@@ -20,18 +21,23 @@ from PIL import Image
 
 from .errors import MissingFileError, UnsafeCheckpointError, UserError
 
+log = logging.getLogger(__name__)
+
 
 # -- interruption -------------------------------------------------------------------------------
 class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM arrived; raised between writes, never inside one."""
+    """SIGINT, SIGTERM or SIGUSR2 arrived; raised between writes, never inside one."""
 
     def __init__(self, signum: int):
         self.signum = signum
         super().__init__(signal.Signals(signum).name)
 
 
+#: SIGUSR2: SLURM's warning before the time limit (`--signal=USR2@120`, as submitit asks for)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 _writing = 0          # depth of nested write sections
 _pending: int | None = None  # a signal that arrived during a write
+_previous: dict = {}  # the handlers stop_on_signals replaced
 
 
 def _on_signal(signum, frame) -> None:
@@ -39,27 +45,38 @@ def _on_signal(signum, frame) -> None:
     if _writing:
         _pending = signum
     else:
-        raise Interrupted(signum)
+        _stop(signum)
+
+
+def _stop(signum: int) -> None:
+    """Stop now (between writes). On SIGUSR2 a handler installed before ours (submitit's, in a
+    hydra/launcher=slurm job: it requeues the job and exits) runs first; otherwise Interrupted."""
+    previous = _previous.get(signum)
+    if signum == signal.SIGUSR2 and callable(previous):
+        previous(signum, None)
+    raise Interrupted(signum)
 
 
 @contextmanager
 def stop_on_signals():
-    """Within this block SIGINT/SIGTERM raise Interrupted, but only outside write sections (a signal
-    during a write takes effect when it ends). Main thread only; a no-op elsewhere."""
+    """Within this block SIGINT/SIGTERM/SIGUSR2 raise Interrupted, but only outside write sections (a
+    signal during a write takes effect when it ends). Main thread only; a no-op elsewhere."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    old = {sig: signal.signal(sig, _on_signal) for sig in STOP_SIGNALS}
+    _previous.update(old)
     try:
         yield
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
+            _previous.pop(sig, None)
 
 
 @contextmanager
 def write_section():
-    """Writes in here finish even if SIGINT/SIGTERM arrives (see stop_on_signals)."""
+    """Writes in here finish even if SIGINT/SIGTERM/SIGUSR2 arrives (see stop_on_signals)."""
     global _writing, _pending
     _writing += 1
     try:
@@ -68,7 +85,7 @@ def write_section():
         _writing -= 1
         if not _writing and _pending is not None:
             signum, _pending = _pending, None
-            raise Interrupted(signum)
+            _stop(signum)
 
 
 # -- atomic writes ------------------------------------------------------------------------------
@@ -114,19 +131,54 @@ def atomic_save_npz(path, **arrays) -> None:
 
 
 def append_jsonl(path, records: list[dict]) -> None:
-    """Append records to a JSON-lines file atomically (the whole file is rewritten via rename)."""
+    """Append records to a JSON-lines file atomically (the whole file is rewritten via rename).
+    Lines that do not parse (a record cut short by a crash of another writer) are dropped on the way,
+    with a warning, so a new record is never glued to a broken one."""
     path = Path(path)
     new = b"".join((json.dumps(r, sort_keys=True, default=_json_default) + "\n").encode() for r in records)
     with write_section():
-        old = path.read_bytes() if path.exists() else b""
+        old = b"".join(line.encode() + b"\n" for line, _ in _parsed_lines(path) if _ is not None)
         atomic_write_bytes(path, old + new)
 
 
-def read_jsonl(path) -> list[dict]:
-    path = Path(path)
+def _parsed_lines(path: Path):
+    """(line, record or None if it does not parse) for each non-blank line; warns about bad lines."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    out = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict):
+            log.warning("%s line %d is not a complete JSON record (cut short by a crash?); skipped, its sample "
+                        "is recomputed on resume: %.80s", path, number, line)
+            record = None
+        out.append((line, record))
+    return out
+
+
+def read_jsonl(path) -> list[dict]:
+    """The records of a JSON-lines file (lines that do not parse are skipped with a warning)."""
+    return [r for _, r in _parsed_lines(Path(path)) if r is not None]
+
+
+def unique_records(records: list[dict], where="") -> tuple[list[dict], int]:
+    """Each (id, k) once (the first record wins) and the number of duplicates dropped. Duplicates come
+    from two processes that wrote one directory at once (before run.lock) and must not be counted twice."""
+    seen, out = set(), []
+    for r in records:
+        key = (r.get("id"), r.get("k"))
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    if len(out) < len(records):
+        log.warning("%s%d duplicate records of the same (id, k) ignored (each sample is counted once)",
+                    f"{where}: " if where else "", len(records) - len(out))
+    return out, len(records) - len(out)
 
 
 def _json_default(o):

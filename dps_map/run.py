@@ -14,6 +14,7 @@ import hashlib
 import io
 import logging
 import os
+import signal
 import sys
 import warnings
 from contextlib import ExitStack
@@ -31,7 +32,8 @@ from .data import demo_crops, demo_photos, folder_items, shard
 from .errors import ConfigError, UserError
 from .evaluate import Evaluator
 from .io import (Interrupted, absolute_path, append_jsonl, atomic_save_npy, atomic_save_npz, atomic_write_bytes,
-                 atomic_write_json, load_image, read_jsonl, save_png, stop_on_signals, write_section)
+                 atomic_write_json, load_image, read_jsonl, save_png, stop_on_signals, unique_records,
+                 write_section)
 from .lock import run_lock
 from .loggers import make_logger
 from .operators import MatrixOperator, build_noise, build_operator
@@ -82,7 +84,7 @@ def claim_run_dir(out: Path, digest: str, overwrite: bool) -> None:
 def run(cfg: DictConfig, out_dir=None) -> dict:
     """Run one config end to end and return its summary (also written to summary.json).
 
-    SIGINT/SIGTERM stop the run between writes (raising io.Interrupted): every sample whose record
+    SIGINT/SIGTERM/SIGUSR2 stop the run between writes (raising io.Interrupted): every sample whose record
     is in metrics.jsonl is complete on disk, no temp file is left, and a rerun resumes from there."""
     with stop_on_signals():
         return _run(cfg, out_dir)
@@ -214,6 +216,7 @@ def run_images(cfg, prior, sampler, noise, out: Path, device, logger, evaluator)
     summary = summarize_images(read_jsonl(metrics_path), {it.id for it in items})
     summary["metrics"].update(evaluator.per_run(out, [it.id for it in items], size))
     summary["n_new_samples"] = n_new
+    summary["n_expected"] = len(items) * cfg.num_samples  # records of a finished run (aggregate checks it)
     return summary
 
 
@@ -241,7 +244,8 @@ def mean_sem(values) -> dict:
 
 
 def summarize_images(records: list[dict], ids: set) -> dict:
-    records = [r for r in records if r["id"] in ids]
+    """Counts, means and standard errors over the records of these ids, each (id, k) counted once."""
+    records, n_duplicates = unique_records([r for r in records if r["id"] in ids], "metrics.jsonl")
     ok = [r for r in records if not r.get("failed")]
     metric_names = sorted({k for r in ok for k in r if k in ("psnr", "ssim", "lpips", "misfit")})
     per_id = {}
@@ -251,6 +255,7 @@ def summarize_images(records: list[dict], ids: set) -> dict:
         "n_measurements": len({r["id"] for r in records}),
         "n_samples": len(ok),
         "n_failed": len(records) - len(ok),
+        "n_duplicate_records": n_duplicates,
         "failures": [{k: r.get(k) for k in ("id", "k", "fail_step", "last_misfit")}
                      for r in records if r.get("failed")],
         "metrics": {name: mean_sem(r.get(name) for r in ok) for name in metric_names},
@@ -340,7 +345,8 @@ def _hydra_main(cfg: DictConfig) -> None:
         print(f"dps-map: error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
     except Interrupted as stop:
-        print(f"dps-map: interrupted by {stop}: finished samples are on disk; rerun the same command to "
+        why = " (the time limit is near)" if stop.signum == signal.SIGUSR2 else ""
+        print(f"dps-map: interrupted by {stop}{why}: finished samples are on disk; rerun the same command to "
               "resume", file=sys.stderr)
         sys.exit(128 + stop.signum)
     print(format_summary(summary))

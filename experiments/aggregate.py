@@ -22,7 +22,8 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from dps_map.errors import UserError
-from dps_map.io import atomic_write_bytes, atomic_write_json, load_image, read_jsonl
+from dps_map.io import atomic_write_bytes, atomic_write_json, load_image, read_jsonl, unique_records
+from dps_map.lock import lock_holder
 from dps_map.run import RUN_FILE, mean_sem
 
 log = logging.getLogger("aggregate")
@@ -73,7 +74,8 @@ def _label(job: dict) -> str:
 
 
 def _fid_kid(jobs: list[dict], records: list[dict], random_weights: bool) -> dict:
-    """FID and KID of all reconstructions of the group against all its ground truths."""
+    """FID and KID of all reconstructions of the group against all its ground truths (records: the
+    group's unique records, each with `_dir`, its job directory)."""
     from dps_map.metrics import InceptionFeatures, check_weights, fid_from_features, kid
 
     cfg = jobs[0]["cfg"]
@@ -87,9 +89,8 @@ def _fid_kid(jobs: list[dict], records: list[dict], random_weights: bool) -> dic
             log.warning("FID/KID skipped: %s", err)
             return {"fid_skipped": str(err)}
     size = int(cfg.prior.unet.image_size)
-    fake = [j["dir"] / "recon" / f"{r['id']}_{r['k']}.png" for j in jobs for r in read_jsonl(j["dir"] / "metrics.jsonl")
-            if not r.get("failed")]
-    real = sorted({j["dir"] / "label" / f"{r['id']}.png" for j in jobs for r in read_jsonl(j["dir"] / "metrics.jsonl")})
+    fake = [r["_dir"] / "recon" / f"{r['id']}_{r['k']}.png" for r in records if not r.get("failed")]
+    real = sorted({r["_dir"] / "label" / f"{r['id']}.png" for r in records})
     fake = [p for p in fake if p.exists()]
     real = [p for p in real if p.exists()]
     if len(fake) < 2 or len(real) < 2:
@@ -118,19 +119,42 @@ def _fid_kid(jobs: list[dict], records: list[dict], random_weights: bool) -> dic
     return result
 
 
+def job_status(job: dict) -> dict:
+    """Whether a job has finished: 'running' (a live process holds its run.lock), 'unfinished' (no
+    summary.json: stopped before the end, or still queued to resume) or 'complete' (its summary
+    exists and every expected (id, k) has a record), with its counts."""
+    records, _ = unique_records([r for r in read_jsonl(job["dir"] / "metrics.jsonl") if r.get("k") != "all"])
+    summary_file = job["dir"] / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.exists() else None
+    expected = summary.get("n_expected") if summary else None
+    holder = lock_holder(job["dir"])
+    if holder is not None:
+        status = "running"
+    elif summary is None or (expected is not None and len(records) < expected):
+        status = "unfinished"
+    else:
+        status = "complete"
+    out = {"dir": str(job["dir"]), "status": status, "n_records": len(records), "n_expected": expected}
+    if holder is not None:
+        out["holder"] = holder
+    return out
+
+
 def aggregate_group(jobs: list[dict], random_weights: bool = False) -> dict:
-    """Merged per-sample records of one config's jobs: counts, means and standard errors, FID/KID."""
-    records, seen = [], set()
+    """Merged per-sample records of one config's jobs: counts, means and standard errors, FID/KID.
+    Each (id, k) is counted once. A group with a missing shard or a running or unfinished job is
+    marked incomplete: its means go to `partial_metrics`, never to `metrics`, and FID/KID are skipped."""
+    records = []
     for job in sorted(jobs, key=lambda j: str(j["dir"])):
         for r in read_jsonl(job["dir"] / "metrics.jsonl"):
-            if r.get("k") == "all" or (r["id"], r["k"]) in seen:
-                continue
-            seen.add((r["id"], r["k"]))
-            records.append(r)
+            if r.get("k") != "all":
+                records.append(dict(r, _dir=job["dir"]))
+    label = _label(jobs[0])
+    records, n_duplicates = unique_records(records, f"group {label}")
     ok = [r for r in records if not r.get("failed")]
-    out = {"label": _label(jobs[0]), "jobs": [str(j["dir"]) for j in jobs], "shards": _shards(jobs),
+    out = {"label": label, "jobs": [str(j["dir"]) for j in jobs], "shards": _shards(jobs),
            "n_measurements": len({r["id"] for r in records}), "n_samples": len(ok),
-           "n_failed": len(records) - len(ok),
+           "n_failed": len(records) - len(ok), "n_duplicate_records": n_duplicates,
            "metrics": {m: mean_sem(r.get(m) for r in ok) for m in PER_SAMPLE if any(m in r for r in ok)},
            "cost": {"seconds_per_sample": mean_sem(r.get("seconds") for r in records)["mean"],
                     "nfe_per_sample": mean_sem(r.get("nfe") for r in records)["mean"],
@@ -138,6 +162,14 @@ def aggregate_group(jobs: list[dict], random_weights: bool = False) -> dict:
     if out["shards"]["missing"]:
         log.warning("group %s: shards %s of %d missing (incomplete)", out["label"], out["shards"]["missing"],
                     out["shards"]["num_shards"])
+    unfinished = [s for s in (job_status(j) for j in sorted(jobs, key=lambda j: str(j["dir"])))
+                  if s["status"] != "complete"]
+    out["complete"] = not unfinished and not out["shards"]["missing"]
+    if unfinished:
+        out["incomplete_jobs"] = unfinished
+        for s in unfinished:
+            log.warning("group %s: job %s is %s (%d of %s records)", label, s["dir"], s["status"], s["n_records"],
+                        s["n_expected"] if s["n_expected"] is not None else "?")
     if not records:  # Gaussian-mixture runs: one summary per job, no per-sample image records
         summaries = [json.loads((j["dir"] / "summary.json").read_text()) for j in jobs
                      if (j["dir"] / "summary.json").exists()]
@@ -146,8 +178,10 @@ def aggregate_group(jobs: list[dict], random_weights: bool = False) -> dict:
         out["metrics"] = {k: mean_sem(s["metrics"].get(k) for s in summaries)
                           for k in (summaries[0]["metrics"] if summaries else {})
                           if isinstance(summaries[0]["metrics"][k], (int, float))}
-        return out
-    out["metrics"].update(_fid_kid(jobs, records, random_weights))
+    elif out["complete"]:
+        out["metrics"].update(_fid_kid(jobs, records, random_weights))
+    if not out["complete"]:  # never silently averaged: the partial means are kept apart
+        out["partial_metrics"], out["metrics"] = out["metrics"], {}
     return out
 
 
@@ -169,11 +203,26 @@ def to_markdown(result: dict) -> str:
         m = g["metrics"]
         kid_v = m.get("kid", {}).get("mean") if isinstance(m.get("kid"), dict) else None
         vals = [_fmt(m.get(c)) for c in cols[:3]] + [_fmt(m.get("fid")), "" if kid_v is None else f"{kid_v:.4g}"]
+        if not g.get("complete", True):
+            vals = ["INCOMPLETE"] + [""] * (len(cols) - 1)
         shards = g["shards"]
         shard_txt = f"{len(shards['present'])}/{shards['num_shards']}"
         cost = g["cost"]
         lines.append(f"| {g['label']} | {g['n_samples']} | {g['n_failed']} | {shard_txt} | " + " | ".join(vals)
                      + f" | {_fmt(cost.get('seconds_per_sample'))} | {_fmt(cost.get('nfe_per_sample'))} |")
+    incomplete = [g for g in sorted(result["groups"].values(), key=lambda g: g["label"]) if not g.get("complete", True)]
+    if incomplete:
+        lines += ["", "Incomplete groups (not averaged; their partial means are under `partial_metrics` in "
+                  "aggregate.json). Rerun the sweep to finish them:", ""]
+        for g in incomplete:
+            if g["shards"]["missing"]:
+                lines.append(f"- {g['label']}: shards {g['shards']['missing']} of {g['shards']['num_shards']} missing")
+            for s in g.get("incomplete_jobs", []):
+                expected = s["n_expected"] if s["n_expected"] is not None else "?"
+                lines.append(f"- {g['label']}: `{s['dir']}` {s['status']}, {s['n_records']} of {expected} records")
+    dupes = sum(g.get("n_duplicate_records", 0) for g in result["groups"].values())
+    if dupes:
+        lines += ["", f"{dupes} duplicate records of the same (id, k) ignored (each sample counted once)."]
     skipped = {g["metrics"]["fid_skipped"] for g in result["groups"].values() if "fid_skipped" in g["metrics"]}
     if skipped:
         lines += ["", "FID/KID skipped: " + "; ".join(sorted(skipped))]
@@ -190,7 +239,8 @@ def aggregate(root, random_weights: bool = False) -> dict:
     result = {"sweep_dir": str(root), "groups": groups,
               "total": {"n_groups": len(groups), "n_jobs": len(jobs),
                         "n_samples": sum(g["n_samples"] for g in groups.values()),
-                        "n_failed": sum(g["n_failed"] for g in groups.values())}}
+                        "n_failed": sum(g["n_failed"] for g in groups.values())},
+              "incomplete_groups": sorted(g["label"] for g in groups.values() if not g["complete"])}
     atomic_write_json(root / "aggregate.json", result)
     atomic_write_bytes(root / "aggregate.md", to_markdown(result).encode())
     return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -108,10 +109,24 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise UserError(f"cannot write '{path}': {os.strerror(err.errno)} (no partial file was kept); free some "
+                            "space and rerun the same command to resume") from err
         raise
+
+
+def remove_temp_files(run_dir) -> int:
+    """Delete the temp files a killed writer (SIGKILL, node crash) left in a run directory; call it only
+    while holding the directory's lock (no other writer can be mid-write). Returns how many."""
+    run_dir, n = Path(run_dir), 0
+    for sub in ("", "recon", "input", "label", "grids"):
+        for tmp in (run_dir / sub).glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+            n += 1
+    return n
 
 
 def atomic_write_json(path, obj) -> None:

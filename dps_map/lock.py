@@ -171,7 +171,7 @@ def lock_holder(run_dir) -> dict | None:
         if holder.get("host") != socket.gethostname() or _pid_alive(holder.get("pid")):
             return holder
     path = run_dir / LOCK_FILE
-    if not path.exists() or os.path.realpath(run_dir) in _held:
+    if not path.exists():
         return None
     fd = os.open(path, os.O_RDONLY)
     try:

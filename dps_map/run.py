@@ -32,8 +32,8 @@ from .data import demo_crops, demo_photos, folder_items, shard
 from .errors import ConfigError, UserError
 from .evaluate import Evaluator
 from .io import (Interrupted, absolute_path, append_jsonl, atomic_save_npy, atomic_save_npz, atomic_write_bytes,
-                 atomic_write_json, load_image, read_jsonl, save_png, stop_on_signals, unique_records,
-                 write_section)
+                 atomic_write_json, load_image, read_jsonl, remove_temp_files, save_png, stop_on_signals,
+                 unique_records, write_section)
 from .lock import run_lock
 from .loggers import make_logger
 from .operators import MatrixOperator, build_noise, build_operator
@@ -106,6 +106,8 @@ def _run(cfg: DictConfig, out_dir=None) -> dict:
 
 
 def _run_locked(cfg: DictConfig, sampler, out: Path) -> dict:
+    if remove_temp_files(out):
+        log.warning("removed temp files a killed run left in %s", out)
     digest = config_digest(cfg)
     claim_run_dir(out, digest, cfg.get("overwrite", False))
     device = resolve_device(cfg.device)

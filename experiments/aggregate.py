@@ -123,7 +123,7 @@ def job_status(job: dict) -> dict:
     """Whether a job has finished: 'running' (a live process holds its run.lock), 'unfinished' (no
     summary.json: stopped before the end, or still queued to resume) or 'complete' (its summary
     exists and every expected (id, k) has a record), with its counts."""
-    records, _ = unique_records([r for r in read_jsonl(job["dir"] / "metrics.jsonl") if r.get("k") != "all"])
+    records = {(r.get("id"), r.get("k")) for r in read_jsonl(job["dir"] / "metrics.jsonl") if r.get("k") != "all"}
     summary_file = job["dir"] / "summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.exists() else None
     expected = summary.get("n_expected") if summary else None

@@ -202,3 +202,72 @@ def test_sigint_mid_run_then_resume_completes_without_recomputing(tmp_path):
     records = read_jsonl(out / "metrics.jsonl")
     assert sorted((r["id"], r["k"]) for r in records) == sorted({(r["id"], r["k"]) for r in records})  # no dupes
     assert {name: (out / "recon" / name).stat().st_mtime_ns for name in recon} == recon  # not rewritten
+
+
+def test_sigusr2_finishes_the_current_writes_then_requeues_or_stops(tmp_path):
+    """SLURM's warning signal (USR2, 120 s before the limit): the write under way completes, then the
+    handler installed before ours runs (submitit's: requeue and exit); without one, Interrupted."""
+    calls = []
+
+    def requeue(signum, frame):  # what submitit installs in a hydra/launcher=slurm job
+        calls.append((signum, (tmp_path / "a.bin").read_bytes() == b"x" * 4096))
+        raise SystemExit(-1)
+
+    old = signal.signal(signal.SIGUSR2, requeue)
+    try:
+        with pytest.raises(SystemExit):
+            with stop_on_signals():
+                with write_section():
+                    os.kill(os.getpid(), signal.SIGUSR2)
+                    atomic_write_bytes(tmp_path / "a.bin", b"x" * 4096)
+        assert calls == [(signal.SIGUSR2, True)]
+        assert signal.getsignal(signal.SIGUSR2) is requeue
+        signal.signal(signal.SIGUSR2, signal.SIG_DFL)  # a plain sbatch script: no handler of its own
+        with pytest.raises(Interrupted) as stop:
+            with stop_on_signals():
+                with write_section():
+                    os.kill(os.getpid(), signal.SIGUSR2)
+                    atomic_write_bytes(tmp_path / "b.bin", b"y" * 4096)
+        assert stop.value.signum == signal.SIGUSR2 and (tmp_path / "b.bin").read_bytes() == b"y" * 4096
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "b.bin"]  # no temp file
+        assert signal.getsignal(signal.SIGUSR2) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGUSR2, old)
+
+
+REQUEUE_WRAPPER = """
+import pathlib, signal, sys
+marker = pathlib.Path(sys.argv[1])
+def requeue(signum, frame):  # stands in for submitit's handler: `scontrol requeue`, then exit
+    marker.write_text("requeued")
+    sys.exit(144)
+signal.signal(signal.SIGUSR2, requeue)
+sys.argv = ["dps_map/run.py", *sys.argv[2:]]
+import runpy
+runpy.run_module("dps_map.run", run_name="__main__", alter_sys=True)  # as `python -m dps_map.run`
+"""
+
+
+def test_sigusr2_mid_run_requeues_after_the_chunk_and_the_requeued_job_resumes(tmp_path):
+    out, marker = tmp_path / "run", tmp_path / "requeued"
+    args = ["prior.random_init=true", "sampler=dps", "sampler.respacing=8", "data.per_photo=4", "num_samples=1",
+            "progress=false", f"hydra.run.dir={out}"]
+    proc = subprocess.Popen([sys.executable, "-c", REQUEUE_WRAPPER, str(marker), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while len(read_jsonl(out / "metrics.jsonl")) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGUSR2)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 144 and marker.read_text() == "requeued", err
+    assert "Traceback" not in err
+    finished = read_jsonl(out / "metrics.jsonl")
+    assert 2 <= len(finished) < 8
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name]
+    assert sorted(p.name for p in (out / "recon").glob("*.png")) == sorted(f"{r['id']}_{r['k']}.png" for r in finished)
+    assert (out / "run.lock").read_text() == ""  # released on the way out
+    again = subprocess.run([sys.executable, "-m", "dps_map.run", *args], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_samples"] == 8 and summary["n_new_samples"] == 8 - len(finished)
+    assert summary["n_duplicate_records"] == 0 and len(read_jsonl(out / "metrics.jsonl")) == 8

@@ -8,6 +8,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from .config_types import check_types
 from .data import demo_photos
 from .errors import ConfigError, MissingFileError
 
@@ -167,13 +168,14 @@ def check_prior_checkpoint(prior) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError for an impossible configuration (before anything is built)."""
-    resolved(cfg)
+    plain = resolved(cfg)
     if cfg.prior.get("kind") == "adm_upsampler" and _is_adapter(cfg.sampler):
         raise ConfigError(f"prior={cfg.prior.name} is already conditional: use sampler=ddpm (alone) or dps/dmap "
                           f"on it, not sampler={cfg.sampler.name}")
     check_adapter(cfg.sampler)
     check_prior_checkpoint(cfg.prior)
     check_keys(cfg)
+    check_types(plain)  # wrong types and ranges of scalar keys (dps_map/config_types.py)
     task, prior, data = cfg.task, cfg.prior, cfg.data
     if cfg.num_samples < 1:
         raise ConfigError(f"num_samples must be >= 1, got {cfg.num_samples}")

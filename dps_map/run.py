@@ -90,12 +90,18 @@ def run(cfg: DictConfig, out_dir=None) -> dict:
         return _run(cfg, out_dir)
 
 
-def _run(cfg: DictConfig, out_dir=None) -> dict:
+def preflight(cfg: DictConfig):
+    """Every start-up check of a config, before any model is built or file written; returns the sampler
+    (cheap to build, and the last judge of its own values). Raises ConfigError (one line)."""
     validate(cfg)
-    try:  # cheap, so first: a bad sampler value stops the run before anything is built or written
-        sampler = build_sampler(cfg.sampler)
+    try:
+        return build_sampler(cfg.sampler)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"sampler={cfg.sampler.name}: {err}") from err
+
+
+def _run(cfg: DictConfig, out_dir=None) -> dict:
+    sampler = preflight(cfg)
     if out_dir is None:
         from hydra.core.hydra_config import HydraConfig
 

@@ -1,0 +1,198 @@
+"""Types and ranges of every scalar config key, checked at start-up (config.validate) so a wrongly
+typed value (`seed=abc`, `sampler.respacing=abc`) or an impossible one (`num_samples=0`,
+`task.sigma_y=nan`) stops with one line before any model is built.
+
+A key is looked up by its dotted path (`task.zeta.*` matches every step size); `paths.*`, list values
+and the keys check_keys already restricts (`kind`, `operator`, `method`) are not listed here.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from .errors import ConfigError
+
+BIG = 10**9  # counts above this are typos (or would never finish)
+
+
+class Kind:
+    """A value checker: `problem(value)` is None if the value is fine, else what was expected."""
+
+    nullable = False
+
+    def problem(self, value) -> str | None:
+        if value is None:
+            return None if self.nullable else self.expected()
+        return None if self.ok(value) else self.expected()
+
+    def ok(self, value) -> bool:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def expected(self) -> str:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class Int(Kind):
+    def __init__(self, lo=None, hi=BIG, nullable=False, also=()):
+        self.lo, self.hi, self.nullable, self.also = lo, hi, nullable, tuple(also)
+
+    def ok(self, v):
+        return (isinstance(v, int) and not isinstance(v, bool) and (self.lo is None or v >= self.lo)
+                and (self.hi is None or v <= self.hi)) or (not isinstance(v, bool) and v in self.also)
+
+    def expected(self):
+        rng = [f">= {self.lo}" if self.lo is not None else "", f"<= {self.hi}" if self.hi is not None else ""]
+        text = "an integer " + " and ".join(r for r in rng if r)
+        text += "".join(f" or {a}" for a in self.also) + (" or null" if self.nullable else "")
+        return text
+
+
+class Float(Kind):
+    def __init__(self, lo=None, hi=None, lo_open=False, hi_open=False, nullable=False):
+        self.lo, self.hi, self.lo_open, self.hi_open, self.nullable = lo, hi, lo_open, hi_open, nullable
+
+    def ok(self, v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return False
+        if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
+            return False
+        return self.hi is None or (v < self.hi if self.hi_open else v <= self.hi)
+
+    def expected(self):
+        lo = "" if self.lo is None else f"{'>' if self.lo_open else '>='} {self.lo}"
+        hi = "" if self.hi is None else f"{'<' if self.hi_open else '<='} {self.hi}"
+        return "a finite number " + " and ".join(r for r in (lo, hi) if r) + (" or null" if self.nullable else "")
+
+
+class Bool(Kind):
+    def ok(self, v):
+        return isinstance(v, bool)
+
+    def expected(self):
+        return "true or false"
+
+
+class Choice(Kind):
+    def __init__(self, *choices, nullable=False):
+        self.choices, self.nullable = choices, nullable
+
+    def ok(self, v):
+        return isinstance(v, str) and v in self.choices
+
+    def expected(self):
+        return "one of " + ", ".join(self.choices) + (" or null" if self.nullable else "")
+
+
+class Str(Kind):
+    def __init__(self, pattern=None, what="a string", nullable=False):
+        self.pattern, self.what, self.nullable = pattern, what, nullable
+
+    def ok(self, v):
+        return isinstance(v, str) and (self.pattern is None or re.fullmatch(self.pattern, v) is not None)
+
+    def expected(self):
+        return self.what + (" or null" if self.nullable else "")
+
+
+class Respacing(Kind):
+    """A respacing string (checked against the prior's diffusion_steps in check_types)."""
+
+    def ok(self, v):
+        return isinstance(v, (str, int)) and not isinstance(v, bool)
+
+    def expected(self):
+        return 'a respacing string such as "50", "ddim50" or "10,10,10"'
+
+
+COUNT = Int(1)
+INT_LIST = Str(r"\d+(,\d+)*", 'comma-separated integers such as "1,2,2"')
+VARIANCE = Choice("fixed_small", "fixed_large", "learned_range")
+
+SPEC: dict[str, Kind] = {
+    # top level
+    "seed": Int(0, 2**63 - 1), "num_samples": Int(1, 10**6), "batch_size": Int(1, 10**6, nullable=True),
+    "device": Str(r"auto|cpu|cuda(:\d+)?|mps", "auto, cpu, cuda or cuda:N"), "overwrite": Bool(), "progress": Bool(),
+    # task
+    "task.name": Str(), "task.noise": Choice("gaussian", "poisson"), "task.sigma_y": Float(0),
+    "task.poisson_rate": Float(0, lo_open=True), "task.zeta.*": Float(0), "task.w.*": Float(0, 1),
+    "task.factor": Int(1, 4096), "task.method": Choice("bicubic", "avgpool"),
+    "task.box_fraction": Float(),  # its range is checked with the image size in config.validate
+    "task.location": Choice("random", "center"),
+    "task.drop_ratio": Float(0, 1, hi_open=True), "task.kernel_size": Int(1, 8191),
+    "task.blur_sigma": Float(0, lo_open=True), "task.intensity": Float(0, 1),
+    "task.m": Int(1, 10**5), "task.min_modes": Int(1, 10**4), "task.min_weight": Float(0, 1, hi_open=True),
+    # prior
+    "prior.name": Str(), "prior.checkpoint": Str(nullable=True), "prior.what": Str(), "prior.url": Str(),
+    "prior.override": Str(), "prior.random_init": Bool(), "prior.noise_schedule": Choice("linear", "cosine"),
+    "prior.diffusion_steps": Int(1, 10**5), "prior.respacing": Respacing(), "prior.variance": VARIANCE,
+    "prior.class_label": Int(0, 999, nullable=True, also=("random",)),
+    "prior.instance_seed": Int(0, 2**63 - 1), "prior.dim": Int(1, 10**5), "prior.num_components": Int(1, 10**5),
+    "prior.grid_scale": Float(0, lo_open=True), "prior.cov_std": Float(0, lo_open=True),
+    "prior.cov_type": Choice("isotropic", "diagonal", "full"), "prior.weights": Choice("uniform", "random"),
+    "prior.unet.image_size": Int(8, 4096), "prior.unet.large_size": Int(8, 4096), "prior.unet.small_size": Int(2, 4096),
+    "prior.unet.num_channels": Int(1, 8192), "prior.unet.num_res_blocks": Int(1, 64),
+    "prior.unet.channel_mult": Str(r"(\d+(,\d+)*)?", 'comma-separated integers such as "1,2,2" (or "" for the default)'),
+    "prior.unet.attention_resolutions": INT_LIST, "prior.unet.num_heads": Int(1, 1024),
+    "prior.unet.num_head_channels": Int(1, 8192, also=(-1,)), "prior.unet.num_heads_upsample": Int(1, 1024, also=(-1,)),
+    "prior.unet.learn_sigma": Bool(), "prior.unet.class_cond": Bool(), "prior.unet.use_scale_shift_norm": Bool(),
+    "prior.unet.resblock_updown": Bool(), "prior.unet.use_checkpoint": Bool(), "prior.unet.use_fp16": Bool(),
+    "prior.unet.use_new_attention_order": Bool(), "prior.unet.dropout": Float(0, 1, hi_open=True),
+    # sampler
+    "sampler.name": Str(), "sampler.respacing": Respacing(), "sampler.variance": VARIANCE, "sampler.clip_x0": Bool(),
+    "sampler.start": Float(0, 1, lo_open=True), "sampler.zeta": Float(0), "sampler.w": Float(0, 1),
+    "sampler.num_inner": Int(0, 10**4), "sampler.optimizer": Choice("sgd", "adam"), "sampler.project": Bool(),
+    "sampler.transition": Choice("ddpm", "ddim"), "sampler.eta": Float(0, 1), "sampler.adapter": Str(nullable=True),
+    # data
+    "data.name": Str(), "data.per_photo": Int(1, 10**4), "data.num_shards": Int(1, 10**6), "data.shard": Int(0, 10**6),
+    "data.path": Str(), "data.max_images": Int(1, nullable=True),
+    # metrics, logger, perf
+    "metrics.name": Str(), "metrics.lpips_net": Choice("alex", "vgg"), "metrics.kid_subsets": Int(1, 10**6),
+    "metrics.kid_subset_size": Int(1, 10**6), "metrics.random_weights": Bool(),
+    "logger.name": Str(), "logger.project": Str(), "logger.entity": Str(nullable=True),
+    "logger.mode": Choice("online", "offline", "disabled"), "logger.group": Str(nullable=True),
+    "perf.autocast": Choice("bf16", "fp16", nullable=True), "perf.channels_last": Bool(), "perf.compile": Bool(),
+    "perf.compile_mode": Choice("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs",
+                                nullable=True),
+    "perf.compile_backend": Str(), "perf.grad_checkpoint": Bool(),
+}
+#: keys whose values are not scalars, or are checked elsewhere (check_keys, the loaders)
+NOT_SCALAR = ("paths", "hydra", "task.operator", "prior.kind", "data.kind", "sampler.method")
+
+
+def spec_for(key: str) -> Kind | None:
+    if key in SPEC:
+        return SPEC[key]
+    return SPEC.get(key.rsplit(".", 1)[0] + ".*")
+
+
+def scalar_items(plain: dict, prefix: str = ""):
+    """(dotted key, value) of every scalar leaf of a resolved config (lists are left out)."""
+    for key, value in plain.items():
+        path = f"{prefix}{key}"
+        if path in NOT_SCALAR or path.split(".")[0] in NOT_SCALAR:
+            continue
+        if isinstance(value, dict):
+            yield from scalar_items(value, path + ".")
+        elif not isinstance(value, (list, tuple)):
+            yield path, value
+
+
+def check_types(plain: dict) -> None:
+    """Raise ConfigError (one line) for the first scalar key whose value has the wrong type or range.
+    plain: the resolved config (config.resolved). Keys without a spec are left to check_keys."""
+    from .diffusion import space_timesteps
+
+    for key, value in scalar_items(plain):
+        kind = spec_for(key)
+        if kind is None:
+            continue
+        problem = kind.problem(value)
+        if problem is None and isinstance(kind, Respacing):
+            try:
+                space_timesteps(int(plain["prior"]["diffusion_steps"]), value)
+            except (ConfigError, ValueError, TypeError, ZeroDivisionError) as err:
+                problem = f"a respacing the prior's {plain['prior']['diffusion_steps']} steps allow ({err})"
+        if problem is not None:
+            shown = repr(value) if isinstance(value, str) else value
+            raise ConfigError(f"{key}={shown}: expected {problem}".replace("\n", " "))

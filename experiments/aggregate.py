@@ -6,7 +6,9 @@ write aggregate.json and aggregate.md into the sweep directory.
 
 A job is any directory below SWEEP_DIR holding run.json (written by dps_map.run); its config digest
 (run.json) ignores data.shard/data.num_shards, logger, device and metric settings, so the shards of
-one config share a digest.
+one config share a digest. Each (id, k) is counted once. A group with a missing shard, or with a job
+that is running (its run.lock is held) or unfinished (no summary.json, or fewer records than its
+n_expected), is incomplete: named with its jobs' counts in both files, never averaged into `metrics`.
 """
 
 from __future__ import annotations

@@ -419,13 +419,15 @@ def main() -> None:
 
 def planned_run_dir(overrides: list[str]) -> Path | None:
     """hydra.run.dir of a single run, as Hydra will set it (None if it cannot be resolved before Hydra
-    starts, e.g. it interpolates hydra.job.*: then run() alone takes the lock)."""
+    starts, e.g. it interpolates hydra.job.* or a time stamp: then run() alone takes the lock)."""
     from hydra import compose, initialize_config_dir
 
     try:
         with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"),
                                    version_base="1.3"):
             cfg = compose("config", overrides=overrides, return_hydra_config=True)
+        if "now:" in str(cfg.hydra.run._get_node("dir")._value()):  # a time stamp: Hydra's will differ
+            return None
         return Path(cfg.hydra.run.dir).absolute()
     except Exception:  # noqa: BLE001 - Hydra reports real errors itself when it starts
         return None

@@ -15,7 +15,6 @@ import io
 import logging
 import os
 import sys
-import warnings
 from pathlib import Path
 
 import hydra
@@ -33,9 +32,7 @@ from .io import (Interrupted, absolute_path, append_jsonl, atomic_save_npy, atom
                  atomic_write_json, load_image, read_jsonl, save_png, stop_on_signals, write_section)
 from .loggers import make_logger
 from .operators import MatrixOperator, build_noise, build_operator
-# guided_diffusion's import-time deprecation warnings are noise for users (not their code, not fixable)
-warnings.filterwarnings("ignore", message=r".*torch\.cuda\.amp\.custom_(fwd|bwd).*", category=FutureWarning)
-from .priors import build_prior  # noqa: E402
+from .priors import build_prior
 from .priors.gmm import find_multimodal_problem
 from .samplers import build_sampler
 
@@ -88,10 +85,7 @@ def run(cfg: DictConfig, out_dir=None) -> dict:
 
 def _run(cfg: DictConfig, out_dir=None) -> dict:
     validate(cfg)
-    try:  # cheap, so first: a bad sampler value stops the run before anything is built or written
-        sampler = build_sampler(cfg.sampler)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"sampler={cfg.sampler.name}: {err}") from err
+    sampler = make_sampler(cfg)  # cheap, so first: a bad sampler value stops the run before anything is written
     if out_dir is None:
         from hydra.core.hydra_config import HydraConfig
 
@@ -102,9 +96,7 @@ def _run(cfg: DictConfig, out_dir=None) -> dict:
     claim_run_dir(out, digest, cfg.get("overwrite", False))
     device = resolve_device(cfg.device)
     evaluator = Evaluator(cfg.metrics, cfg.paths, device) if cfg.data.kind != "gmm" else None  # checks weights
-    prior = build_prior(cfg.prior, device)
-    if cfg.get("perf") is not None and hasattr(prior, "configure_perf"):  # GPU knobs (README "GPU knobs")
-        prior.configure_perf(**OmegaConf.to_container(cfg.perf, resolve=True))
+    prior = make_prior(cfg, device)
     noise = build_noise(cfg.task)
     logger = make_logger(cfg, out)
     try:
@@ -121,12 +113,28 @@ def _run(cfg: DictConfig, out_dir=None) -> dict:
     return summary
 
 
+def make_sampler(cfg):
+    """The sampler of a config (a bad value: ConfigError naming the sampler)."""
+    try:
+        return build_sampler(cfg.sampler)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"sampler={cfg.sampler.name}: {err}") from err
+
+
+def make_prior(cfg, device):
+    """The prior of a config on `device`, with the perf knobs applied (README "GPU knobs")."""
+    prior = build_prior(cfg.prior, device)
+    if cfg.get("perf") is not None and hasattr(prior, "configure_perf"):
+        prior.configure_perf(**OmegaConf.to_container(cfg.perf, resolve=True))
+    return prior
+
+
 # -- images -----------------------------------------------------------------------------------------
 def load_items(data_cfg, size: int):
     if data_cfg.kind == "demo":
         items = demo_crops(size, data_cfg.get("per_photo", 4), photos=demo_photos(data_cfg))
     elif data_cfg.kind == "folder":
-        items = folder_items(absolute_path(data_cfg.path), size, data_cfg.get("max_images"))
+        items = folder_items(absolute_path(data_cfg.path), size, data_cfg.get("max_images"), data_cfg.get("labels"))
     else:
         raise ConfigError(f"data={data_cfg.name}: kind '{data_cfg.kind}' is not an image dataset")
     return shard(items, data_cfg.get("num_shards", 1), data_cfg.get("shard", 0))
@@ -147,6 +155,25 @@ def measure(cfg, item, size: int, noise, device):
     return gen, operator, x0, operator.restrict(noise.sample(operator(x0), gen))
 
 
+def bind_class_label(cfg, prior, item, gen) -> int | None:
+    """Set the class label of a class-conditional prior for one measurement and return it (None for an
+    unconditional prior): the image's own label (prior.class_label=data; checked at start-up), one drawn
+    from the measurement's stream ('random'), or the configured index."""
+    if not getattr(prior, "class_cond", False):
+        return None
+    choice = cfg.prior.get("class_label")
+    if choice == "data":
+        if item.label is None:  # validate() checked the listing; a file skipped as unreadable can get here
+            raise ConfigError(f"prior.class_label=data: image '{item.id}' has no class label")
+        label = item.label
+    elif choice == "random":
+        label = int(torch.randint(0, 1000, (1,), generator=gen, device=gen.device))
+    else:
+        label = int(choice)
+    prior.set_class_labels(label)
+    return label
+
+
 def run_images(cfg, prior, sampler, noise, out: Path, device, logger, evaluator) -> dict:
     size = prior.image_size
     items = load_items(cfg.data, size)
@@ -158,10 +185,7 @@ def run_images(cfg, prior, sampler, noise, out: Path, device, logger, evaluator)
     bar = tqdm(items, desc=f"{cfg.task.name}/{cfg.sampler.name}", disable=not cfg.progress, unit="meas")
     for item in bar:
         gen, operator, x0, y = measure(cfg, item, size, noise, device)
-        if getattr(prior, "class_cond", False):
-            label = cfg.prior.get("class_label")
-            prior.set_class_labels(int(torch.randint(0, 1000, (1,), generator=gen, device=device))
-                                   if label == "random" else label)
+        label = bind_class_label(cfg, prior, item, gen)
         model = prior.condition(operator, y) if prior.needs_measurement else prior  # e.g. tiny_sr4_reference
         naive = operator.naive(y)
         base = evaluator.per_sample(naive, x0)
@@ -182,7 +206,8 @@ def run_images(cfg, prior, sampler, noise, out: Path, device, logger, evaluator)
             for b, k in enumerate(ks):
                 if k not in todo:
                     continue
-                rec = {"id": item.id, "k": k, **{f"naive_{name}": v[0] for name, v in base.items()},
+                rec = {"id": item.id, "k": k, **({} if label is None else {"class_label": label}),
+                       **{f"naive_{name}": v[0] for name, v in base.items()},
                        "seconds": sampler.stats["seconds"] / len(ks), "nfe": sampler.stats["nfe"],
                        "forward": sampler.stats["forward"], "vjp": sampler.stats["vjp"],
                        "steps": sampler.stats["steps"], **{k2: v for k2, v in item.info.items()
@@ -351,30 +376,22 @@ def format_summary(summary: dict) -> str:
     return "  ".join(parts)
 
 
-def check_command_line(args: list[str], multirun: bool = False) -> None:
-    """Compose and validate the config of the (first) job from the command-line overrides before Hydra
-    starts, so a typo (unknown key, group or option) or an impossible combination is one line and
-    exit code 2 in the launching process, before any job is submitted. Raises UserError."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+def check_command_line(args: list[str], multirun: bool = False) -> list:
+    """Compose and validate the config of every job of the command line before Hydra starts, so a typo
+    (unknown key, group or option) or an impossible combination is one line and exit code 2 in the
+    launching process, before any job is submitted. Returns the jobs (:class:`dps_map.sweep.Job`);
+    raises UserError (naming the job's overrides when a sweep has several)."""
+    from .sweep import expand_jobs, without_hydra
 
-    first = []
-    try:
-        for ov in OverridesParser.create().parse_overrides(args):
-            first.append(f"{ov.get_key_element()}={next(ov.sweep_string_iterator())}"
-                         if multirun and ov.is_sweep_override() else ov.input_line)
-        with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"),
-                                   version_base="1.3"):
-            cfg = compose("config", overrides=first)
-    except (HydraException, OmegaConfBaseException) as err:
-        if isinstance(err.__cause__, (ConfigAttributeError, ConfigKeyError)) and "Could not override" in str(err):
-            key = str(err).split("'")[1]
-            raise ConfigError(f"unknown key '{key}' (see the known keys with `python -m dps_map.run --cfg job`)") \
-                from err
-        raise ConfigError(" ".join(str(err).split("Config search path")[0].split())) from err
-    validate(cfg)
+    jobs = expand_jobs(args, multirun)
+    for job in jobs:
+        try:
+            validate(without_hydra(job.cfg))
+        except UserError as err:
+            if len(jobs) > 1:
+                err.args = (f"job {' '.join(job.overrides)}: {err}",)
+            raise
+    return jobs
 
 
 def main() -> None:

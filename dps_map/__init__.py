@@ -6,11 +6,15 @@ Conditional Score Estimator to Maximizing a Posterior" (ICLR 2025).
 
 __version__ = "0.1.0"
 
+import warnings as _warnings
 from pathlib import Path as _Path
 
 from omegaconf import OmegaConf as _OmegaConf
 
 ASSETS = _Path(__file__).resolve().parent / "assets"
+
+# guided_diffusion's import-time deprecation warnings are noise for users (not their code, not fixable)
+_warnings.filterwarnings("ignore", message=r".*torch\.cuda\.amp\.custom_(fwd|bwd).*", category=FutureWarning)
 
 # ${dps_map_asset:NAME} in configs resolves to a file shipped in dps_map/assets/
 if not _OmegaConf.has_resolver("dps_map_asset"):

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .config_types import check_types
-from .data import demo_photos
+from .data import check_class_labels, demo_photos
 from .errors import ConfigError, MissingFileError
+from .io import absolute_path
 
 #: keys that do not change what a run computes (excluded from the config digest)
 NON_OUTPUT_KEYS = ("hydra", "logger", "progress", "device", "overwrite", "metrics")
@@ -32,7 +34,7 @@ PRIOR_KEYS = {"adm": {"name", "kind", "checkpoint", "what", "url", "override", "
               "gmm": {"name", "kind", "instance_seed", "dim", "num_components", "grid_scale", "cov_std", "cov_type",
                       "weights", "noise_schedule", "diffusion_steps", "respacing", "variance"}}
 DATA_KEYS = {"demo": {"name", "kind", "per_photo", "num_shards", "shard", "photos"},
-             "folder": {"name", "kind", "path", "max_images", "num_shards", "shard"},
+             "folder": {"name", "kind", "path", "max_images", "labels", "num_shards", "shard"},
              "gmm": {"name", "kind"}}
 METRICS_KEYS = {"name", "names", "lpips_net", "kid_subsets", "kid_subset_size", "random_weights"}
 PERF_KEYS = {"autocast", "channels_last", "compile", "compile_mode", "compile_backend", "grad_checkpoint"}
@@ -136,10 +138,6 @@ def _is_adapter(sampler) -> bool:
 
 def check_adapter(sampler) -> None:
     """An adapter sampler needs its trained adapter file (checked before any model is built)."""
-    from pathlib import Path
-
-    from .io import absolute_path
-
     path = sampler.get("adapter")
     if not path and not _is_adapter(sampler):
         return
@@ -155,15 +153,34 @@ def check_adapter(sampler) -> None:
 def check_prior_checkpoint(prior) -> None:
     """The prior's checkpoint must exist (checked again, and loaded safely, when the prior is built);
     checked here so a sweep stops in the launching process, before any job is submitted."""
-    from pathlib import Path
-
-    from .io import absolute_path
-
     if prior.get("kind") not in ("adm", "adm_upsampler") or prior.get("random_init", False):
         return
     path = absolute_path(prior.checkpoint)
     if not path or not Path(path).is_file():
         raise MissingFileError(path, prior.what, prior.url, prior.override)
+
+
+def check_data(prior, data) -> None:
+    """The images exist (demo photographs, or the folder) and carry the class labels the prior needs."""
+    if data.kind == "demo":
+        demo_photos(data)
+    if data.kind == "folder" and not Path(absolute_path(data.path)).is_dir():
+        raise MissingFileError(absolute_path(data.path), f"image folder of data={data.name}",
+                               "your dataset (any folder of images)", "data.path=/path/to/images")
+    check_class_label(prior, data)
+
+
+def check_class_label(prior, data) -> None:
+    """A class-conditional prior needs prior.class_label: an ImageNet class index, 'random' (one per
+    measurement) or 'data' (each image's own label: every image must have one)."""
+    if not prior.unet.get("class_cond", False):
+        return
+    label = prior.get("class_label")
+    if label == "data":
+        check_class_labels(data)
+    elif label != "random" and not (isinstance(label, int) and not isinstance(label, bool) and 0 <= label < 1000):
+        raise ConfigError(f"prior={prior.name} is class-conditional: prior.class_label must be 'data' (each image's "
+                          f"ImageNet label), 'random' or a class index in [0, 1000), got {label!r}")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -209,8 +226,7 @@ def validate(cfg: DictConfig) -> None:
     if task.operator in ("gaussian_blur", "motion_blur") and task.kernel_size // 2 >= size:
         raise ConfigError(f"task={task.name}: a {task.kernel_size}px kernel is too large for {size}px images "
                           f"(set task.kernel_size below {2 * size})")
-    if data.kind == "demo":
-        demo_photos(data)
+    check_data(prior, data)
     shards = data.get("num_shards", 1)
     if not 0 <= data.get("shard", 0) < shards:
         raise ConfigError(f"data.shard={data.get('shard')} must lie in [0, data.num_shards={shards})")

@@ -126,7 +126,7 @@ SPEC: dict[str, Kind] = {
     "prior.name": Str(), "prior.checkpoint": Str(nullable=True), "prior.what": Str(), "prior.url": Str(),
     "prior.override": Str(), "prior.random_init": Bool(), "prior.noise_schedule": Choice("linear", "cosine"),
     "prior.diffusion_steps": Int(1, 10**5), "prior.respacing": Respacing(), "prior.variance": VARIANCE,
-    "prior.class_label": Int(0, 999, nullable=True, also=("random",)),
+    "prior.class_label": Int(0, 999, nullable=True, also=("random", "data")),
     "prior.instance_seed": Int(0, 2**63 - 1), "prior.dim": Int(1, 10**5), "prior.num_components": Int(1, 10**5),
     "prior.grid_scale": Float(0, lo_open=True), "prior.cov_std": Float(0, lo_open=True),
     "prior.cov_type": Choice("isotropic", "diagonal", "full"), "prior.weights": Choice("uniform", "random"),
@@ -145,7 +145,7 @@ SPEC: dict[str, Kind] = {
     "sampler.transition": Choice("ddpm", "ddim"), "sampler.eta": Float(0, 1), "sampler.adapter": Str(nullable=True),
     # data
     "data.name": Str(), "data.per_photo": Int(1, 10**4), "data.num_shards": Int(1, 10**6), "data.shard": Int(0, 10**6),
-    "data.path": Str(), "data.max_images": Int(1, nullable=True),
+    "data.path": Str(), "data.max_images": Int(1, nullable=True), "data.labels": Str(nullable=True),
     # metrics, logger, perf
     "metrics.name": Str(), "metrics.lpips_net": Choice("alex", "vgg"), "metrics.kid_subsets": Int(1, 10**6),
     "metrics.kid_subset_size": Int(1, 10**6), "metrics.random_weights": Bool(),

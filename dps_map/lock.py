@@ -68,9 +68,13 @@ def _pid_alive(pid) -> bool:
     return True
 
 
+def locked_message(run_dir, holder: dict | None, hint: str = "") -> str:
+    return (f"run dir '{run_dir}' is in use by another dps-map run ({_describe(holder)}): "
+            f"wait for it to finish or choose another hydra.run.dir{hint}")
+
+
 def _locked_error(run_dir: Path, holder: dict | None, hint: str = "") -> RunDirLocked:
-    return RunDirLocked(f"run dir '{run_dir}' is in use by another dps-map run ({_describe(holder)}): "
-                        f"wait for it to finish or choose another hydra.run.dir{hint}")
+    return RunDirLocked(locked_message(run_dir, holder, hint))
 
 
 def _flock(run_dir: Path):

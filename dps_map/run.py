@@ -16,7 +16,6 @@ import logging
 import os
 import signal
 import sys
-import warnings
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -34,12 +33,10 @@ from .evaluate import Evaluator
 from .io import (Interrupted, absolute_path, append_jsonl, atomic_save_npy, atomic_save_npz, atomic_write_bytes,
                  atomic_write_json, load_image, read_jsonl, remove_temp_files, save_png, stop_on_signals,
                  unique_records, write_section)
-from .lock import run_lock
+from .lock import RunDirLocked, lock_holder, locked_message, run_lock
 from .loggers import make_logger
 from .operators import MatrixOperator, build_noise, build_operator
-# guided_diffusion's import-time deprecation warnings are noise for users (not their code, not fixable)
-warnings.filterwarnings("ignore", message=r".*torch\.cuda\.amp\.custom_(fwd|bwd).*", category=FutureWarning)
-from .priors import build_prior  # noqa: E402
+from .priors import build_prior
 from .priors.gmm import find_multimodal_problem
 from .samplers import build_sampler
 
@@ -94,14 +91,11 @@ def preflight(cfg: DictConfig):
     """Every start-up check of a config, before any model is built or file written; returns the sampler
     (cheap to build, and the last judge of its own values). Raises ConfigError (one line)."""
     validate(cfg)
-    try:
-        return build_sampler(cfg.sampler)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"sampler={cfg.sampler.name}: {err}") from err
+    return make_sampler(cfg)
 
 
 def _run(cfg: DictConfig, out_dir=None) -> dict:
-    sampler = preflight(cfg)
+    sampler = preflight(cfg)  # cheap, so first: a bad value stops the run before anything is written
     if out_dir is None:
         from hydra.core.hydra_config import HydraConfig
 
@@ -118,9 +112,7 @@ def _run_locked(cfg: DictConfig, sampler, out: Path) -> dict:
     claim_run_dir(out, digest, cfg.get("overwrite", False))
     device = resolve_device(cfg.device)
     evaluator = Evaluator(cfg.metrics, cfg.paths, device) if cfg.data.kind != "gmm" else None  # checks weights
-    prior = build_prior(cfg.prior, device)
-    if cfg.get("perf") is not None and hasattr(prior, "configure_perf"):  # GPU knobs (README "GPU knobs")
-        prior.configure_perf(**OmegaConf.to_container(cfg.perf, resolve=True))
+    prior = make_prior(cfg, device)
     noise = build_noise(cfg.task)
     logger = make_logger(cfg, out)
     try:
@@ -137,12 +129,28 @@ def _run_locked(cfg: DictConfig, sampler, out: Path) -> dict:
     return summary
 
 
+def make_sampler(cfg):
+    """The sampler of a config (a bad value: ConfigError naming the sampler)."""
+    try:
+        return build_sampler(cfg.sampler)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"sampler={cfg.sampler.name}: {err}") from err
+
+
+def make_prior(cfg, device):
+    """The prior of a config on `device`, with the perf knobs applied (README "GPU knobs")."""
+    prior = build_prior(cfg.prior, device)
+    if cfg.get("perf") is not None and hasattr(prior, "configure_perf"):
+        prior.configure_perf(**OmegaConf.to_container(cfg.perf, resolve=True))
+    return prior
+
+
 # -- images -----------------------------------------------------------------------------------------
 def load_items(data_cfg, size: int):
     if data_cfg.kind == "demo":
         items = demo_crops(size, data_cfg.get("per_photo", 4), photos=demo_photos(data_cfg))
     elif data_cfg.kind == "folder":
-        items = folder_items(absolute_path(data_cfg.path), size, data_cfg.get("max_images"))
+        items = folder_items(absolute_path(data_cfg.path), size, data_cfg.get("max_images"), data_cfg.get("labels"))
     else:
         raise ConfigError(f"data={data_cfg.name}: kind '{data_cfg.kind}' is not an image dataset")
     return shard(items, data_cfg.get("num_shards", 1), data_cfg.get("shard", 0))
@@ -163,6 +171,25 @@ def measure(cfg, item, size: int, noise, device):
     return gen, operator, x0, operator.restrict(noise.sample(operator(x0), gen))
 
 
+def bind_class_label(cfg, prior, item, gen) -> int | None:
+    """Set the class label of a class-conditional prior for one measurement and return it (None for an
+    unconditional prior): the image's own label (prior.class_label=data; checked at start-up), one drawn
+    from the measurement's stream ('random'), or the configured index."""
+    if not getattr(prior, "class_cond", False):
+        return None
+    choice = cfg.prior.get("class_label")
+    if choice == "data":
+        if item.label is None:  # validate() checked the listing; a file skipped as unreadable can get here
+            raise ConfigError(f"prior.class_label=data: image '{item.id}' has no class label")
+        label = item.label
+    elif choice == "random":
+        label = int(torch.randint(0, 1000, (1,), generator=gen, device=gen.device))
+    else:
+        label = int(choice)
+    prior.set_class_labels(label)
+    return label
+
+
 def run_images(cfg, prior, sampler, noise, out: Path, device, logger, evaluator) -> dict:
     size = prior.image_size
     items = load_items(cfg.data, size)
@@ -174,10 +201,7 @@ def run_images(cfg, prior, sampler, noise, out: Path, device, logger, evaluator)
     bar = tqdm(items, desc=f"{cfg.task.name}/{cfg.sampler.name}", disable=not cfg.progress, unit="meas")
     for item in bar:
         gen, operator, x0, y = measure(cfg, item, size, noise, device)
-        if getattr(prior, "class_cond", False):
-            label = cfg.prior.get("class_label")
-            prior.set_class_labels(int(torch.randint(0, 1000, (1,), generator=gen, device=device))
-                                   if label == "random" else label)
+        label = bind_class_label(cfg, prior, item, gen)
         model = prior.condition(operator, y) if prior.needs_measurement else prior  # e.g. tiny_sr4_reference
         naive = operator.naive(y)
         base = evaluator.per_sample(naive, x0)
@@ -198,7 +222,8 @@ def run_images(cfg, prior, sampler, noise, out: Path, device, logger, evaluator)
             for b, k in enumerate(ks):
                 if k not in todo:
                     continue
-                rec = {"id": item.id, "k": k, **{f"naive_{name}": v[0] for name, v in base.items()},
+                rec = {"id": item.id, "k": k, **({} if label is None else {"class_label": label}),
+                       **{f"naive_{name}": v[0] for name, v in base.items()},
                        "seconds": sampler.stats["seconds"] / len(ks), "nfe": sampler.stats["nfe"],
                        "forward": sampler.stats["forward"], "vjp": sampler.stats["vjp"],
                        "steps": sampler.stats["steps"], **{k2: v for k2, v in item.info.items()
@@ -371,30 +396,22 @@ def format_summary(summary: dict) -> str:
     return "  ".join(parts)
 
 
-def check_command_line(args: list[str], multirun: bool = False) -> None:
-    """Compose and validate the config of the (first) job from the command-line overrides before Hydra
-    starts, so a typo (unknown key, group or option) or an impossible combination is one line and
-    exit code 2 in the launching process, before any job is submitted. Raises UserError."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+def check_command_line(args: list[str], multirun: bool = False) -> list:
+    """Compose and validate the config of every job of the command line before Hydra starts, so a typo
+    (unknown key, group or option) or an impossible combination is one line and exit code 2 in the
+    launching process, before any job is submitted. Returns the jobs (:class:`dps_map.sweep.Job`);
+    raises UserError (naming the job's overrides when a sweep has several)."""
+    from .sweep import expand_jobs, without_hydra
 
-    first = []
-    try:
-        for ov in OverridesParser.create().parse_overrides(args):
-            first.append(f"{ov.get_key_element()}={next(ov.sweep_string_iterator())}"
-                         if multirun and ov.is_sweep_override() else ov.input_line)
-        with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"),
-                                   version_base="1.3"):
-            cfg = compose("config", overrides=first)
-    except (HydraException, OmegaConfBaseException) as err:
-        if isinstance(err.__cause__, (ConfigAttributeError, ConfigKeyError)) and "Could not override" in str(err):
-            key = str(err).split("'")[1]
-            raise ConfigError(f"unknown key '{key}' (see the known keys with `python -m dps_map.run --cfg job`)") \
-                from err
-        raise ConfigError(" ".join(str(err).split("Config search path")[0].split())) from err
-    validate(cfg)
+    jobs = expand_jobs(args, multirun)
+    for job in jobs:
+        try:
+            validate(without_hydra(job.cfg))
+        except UserError as err:
+            if len(jobs) > 1:
+                err.args = (f"job {' '.join(job.overrides)}: {err}",)
+            raise
+    return jobs
 
 
 def main() -> None:
@@ -406,8 +423,10 @@ def main() -> None:
         _hydra_main()
         return
     try:
-        check_command_line(overrides, multirun=multirun)
-        run_dir = None if multirun else planned_run_dir(overrides)
+        jobs = check_command_line(overrides, multirun=multirun)
+        if multirun:
+            check_job_dirs(jobs)
+        run_dir = None if multirun else lockable_dir(jobs[0])
         with ExitStack() as stack:
             if run_dir is not None:  # locked before Hydra writes .hydra/ and its log into the directory
                 stack.enter_context(run_lock(run_dir))
@@ -417,20 +436,32 @@ def main() -> None:
         sys.exit(err.exit_code)
 
 
-def planned_run_dir(overrides: list[str]) -> Path | None:
-    """hydra.run.dir of a single run, as Hydra will set it (None if it cannot be resolved before Hydra
-    starts, e.g. it interpolates hydra.job.* or a time stamp: then run() alone takes the lock)."""
-    from hydra import compose, initialize_config_dir
-
-    try:
-        with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"),
-                                   version_base="1.3"):
-            cfg = compose("config", overrides=overrides, return_hydra_config=True)
-        if "now:" in str(cfg.hydra.run._get_node("dir")._value()):  # a time stamp: Hydra's will differ
-            return None
-        return Path(cfg.hydra.run.dir).absolute()
-    except Exception:  # noqa: BLE001 - Hydra reports real errors itself when it starts
+def lockable_dir(job) -> Path | None:
+    """A single run's directory as Hydra will set it, or None when it holds a time stamp (Hydra's own
+    would differ): then run() alone takes the lock."""
+    if "now:" in str(job.cfg.hydra.run._get_node("dir")._value()):
         return None
+    return Path(job.run_dir).absolute()
+
+
+def check_job_dirs(jobs) -> None:
+    """Before any job of a sweep is submitted: refuse jobs that would share one output directory (they
+    would write into each other's run), and job directories another process is writing (a second
+    sweep into the same hydra.sweep.dir, or a job of this one still running). Raises UserError."""
+    seen = {}
+    for job in jobs:
+        key = os.path.realpath(job.run_dir)
+        if key in seen:
+            raise ConfigError(
+                f"jobs '{' '.join(seen[key].overrides)}' and '{' '.join(job.overrides)}' would both write to "
+                f"'{job.run_dir}': their overrides differ only in keys hydra.job.config.override_dirname.exclude_keys "
+                "leaves out of the directory name (device, progress, overwrite, logger), or hydra.sweep.subdir "
+                "does not use ${hydra.job.override_dirname}")
+        seen[key] = job
+    for job in jobs:
+        holder = lock_holder(job.run_dir)
+        if holder is not None:
+            raise RunDirLocked(f"job '{' '.join(job.overrides)}': {locked_message(job.run_dir, holder)}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from dps_map.metrics.score import score_error, score_mean
 from dps_map.operators import build_noise
 from dps_map.priors import build_prior
 from dps_map.priors.conditional import ConditionalPrior
-from dps_map.run import load_items, measure
+from dps_map.run import bind_class_label, load_items, measure
 from dps_map.samplers import build_sampler
 
 
@@ -59,6 +59,9 @@ def image_rows(args) -> list[dict]:
     naive_mse = []
     for item in load_items(cfg.data, prior.image_size):
         gen, operator, x0, y = measure(cfg, item, prior.image_size, noise, device)
+        label = bind_class_label(cfg, prior, item, gen)  # the image's ImageNet class (adm512), as the runner
+        if getattr(models.get("reference"), "class_cond", False):
+            models["reference"].set_class_labels(label)  # the 128->512 upsampler: the same class
         naive_mse.append(float((operator.naive(y) - x0).pow(2).mean()))
         x0s, ys = x0.expand(args.num, -1, -1, -1), y.expand(args.num, -1, -1, -1)
         bound = {name: model.condition(operator, y) for name, model in models.items()}  # once per measurement

@@ -44,8 +44,8 @@ ACCEPTED = {
                                                            "prior.unet.num_heads_upsample")},
     **{(k, "1e300"): "any finite value >= 0; a sample that diverges is recorded as a failure" for k in
        ("task.sigma_y", "sampler.zeta", *ZETAS, "task.blur_sigma", "prior.grid_scale", "prior.cov_std")},
-    **{(k, "null"): "null is allowed (all samples at once / no cap / unconditional / default)" for k in
-       ("batch_size", "data.max_images", "prior.class_label", "logger.entity", "logger.group", "perf.autocast",
+    **{(k, "null"): "null is allowed (all samples at once / no cap / labels from the folder layout / default)" for k in
+       ("batch_size", "data.max_images", "data.labels", "logger.entity", "logger.group", "perf.autocast",
         "perf.compile_mode", "prior.checkpoint")},
 }
 
@@ -62,8 +62,9 @@ def configs():
         for option in sorted(p.stem for p in (CONF / group).glob("*.yaml")):
             gmm = GMM.get(group) in (option,) or option in (GMM.get(group) or ())
             overrides = ["task=gmm_linear"] * gmm + ([] if gmm and group == "task" else [f"{group}={option}"])
-            overrides += [f"data.path={CONF}"] * (option == "folder")  # a mandatory value (???)
+            overrides += [f"data.path={CONF}"] * (option in ("folder", "imagenet_val"))  # any existing folder
             overrides += ["prior.random_init=true"] * (group == "prior" and option not in ("gmm", "tiny"))
+            overrides += ["prior.class_label=random"] * (option in ("adm512", "adm128_512_upsampler"))  # demo data
             out.append((group, overrides, _compose(overrides)))
     return out
 
@@ -78,6 +79,7 @@ def walk():
     accepted, refused, crashed, keys = set(), [], [], set()
     for group, overrides, cfg in configs():
         base = resolved(cfg)
+        preflight(OmegaConf.create(base))  # the option itself is valid (else every case below would be refused)
         for key, _ in scalar_items(base):
             top = key.split(".")[0]
             if (group is None and top in {"task", "prior", "sampler", "data", "metrics", "logger"}) or \
@@ -121,10 +123,11 @@ def test_every_bad_scalar_value_is_refused_in_one_line_or_documented_valid(monke
 @pytest.mark.parametrize("args,expected", [
     (["seed=abc"], "dps-map: error: seed='abc': expected an integer >= 0"),
     (["sampler.respacing=abc"], "dps-map: error: sampler.respacing='abc': expected a respacing"),
-    (["-m", "task.sigma_y=nan,0.05"], "dps-map: error: task.sigma_y=nan: expected a finite number >= 0"),
+    (["-m", "task.sigma_y=0.05,nan"], "task.sigma_y=nan: expected a finite number >= 0"),  # every job checked
 ])
 def test_bad_values_on_the_command_line_are_one_line_exit_2(args, expected, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "dps_map.run", *args, f"hydra.run.dir={tmp_path / 'run'}",
                            f"hydra.sweep.dir={tmp_path / 'sweep'}"], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and proc.stderr.startswith(expected), proc.stderr
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("dps-map: error: ") and expected in proc.stderr, proc.stderr
     assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()

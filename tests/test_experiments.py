@@ -53,10 +53,10 @@ def test_score_diagnostics_paper_path_on_a_toy_adm512(tmp_path):
     from experiments.score_diagnostics import compose_config, main
 
     images = tmp_path / "val"
-    images.mkdir()
     rng = np.random.default_rng(0)
-    for k in range(2):
-        Image.fromarray(rng.integers(0, 256, (80, 72, 3), dtype=np.uint8)).save(images / f"{k}.png")
+    for k, wnid in enumerate(["n01440764", "n09472597"]):  # ImageFolder layout: each image's class for both models
+        (images / wnid).mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 256, (80, 72, 3), dtype=np.uint8)).save(images / wnid / f"{k}.png")
     toy = ["prior.random_init=true", "prior.unet.image_size=64", "prior.unet.num_channels=32",
            "prior.unet.num_res_blocks=1", "prior.unet.attention_resolutions='8'", "prior.unet.num_head_channels=32",
            "reference.random_init=true", "reference.unet.large_size=64", "reference.unet.small_size=16",

@@ -282,3 +282,29 @@ def test_aggregate_names_running_and_unfinished_jobs_and_does_not_average_them(t
     result = aggregate(sweep, random_weights=True)
     assert not result["incomplete_groups"] and all(g["complete"] for g in result["groups"].values())
     assert "INCOMPLETE" not in (sweep / "aggregate.md").read_text()
+
+
+def _main(monkeypatch, capsys, *args):
+    from dps_map.run import main
+
+    monkeypatch.setattr(sys, "argv", ["dps-map", *args])
+    monkeypatch.setattr("dps_map.run.build_prior", lambda *a, **k: pytest.fail("a model was built"))
+    with pytest.raises(SystemExit) as stop:
+        main()
+    return stop.value.code, capsys.readouterr().err
+
+
+def test_sweep_whose_jobs_share_a_directory_or_write_a_locked_one_is_refused_before_submitting(
+        tmp_path, monkeypatch, capsys):
+    sweep = tmp_path / "sweep"
+    # device is left out of the job directory names (override_dirname.exclude_keys): both jobs -> one dir
+    code, err = _main(monkeypatch, capsys, "-m", "device=cpu,auto", "seed=3", f"hydra.sweep.dir={sweep}")
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("dps-map: error: jobs 'device=cpu seed=3 ") and f"would both write to '{sweep}/seed=3'" in err
+    assert not sweep.exists()  # nothing submitted, nothing written
+    # a job directory another process is writing (a second sweep into the same hydra.sweep.dir)
+    with run_lock(sweep / "seed=1"):
+        code, err = _main(monkeypatch, capsys, "-m", "seed=0,1", f"hydra.sweep.dir={sweep}")
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("dps-map: error: job 'seed=1 ") and f"(pid {os.getpid()} on host " in err
+    assert sorted(p.name for p in sweep.rglob("*")) == ["run.lock", "seed=1"]  # the holder's; no job ran

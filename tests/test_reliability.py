@@ -51,7 +51,7 @@ ADAPTER_CONF = (CONF / "sampler" / "adapter_dps.yaml").exists()
     (["sampler=dps", "+sampler.adapter=/nonexistent/adapter.pt"], "'/nonexistent/adapter.pt' not found"),
     pytest.param(["sampler=adapter_dps", "paths.adapter=/nonexistent/a.pt"], "missing adapter checkpoint",
                  marks=pytest.mark.skipif(not ADAPTER_CONF, reason="adapter samplers not in this tree")),
-    (["seed=0,1"], "Ambiguous value"),
+    (["seed=0,1"], "seed=0,1 sweeps over several values: add -m"),
     (["-m", "prior=adm512", "sampler=dps,dmap", "paths.checkpoints=/nonexistent"],  # before any job starts
      "'/nonexistent/512x512_diffusion.pt' not found. Get it from openai/guided-diffusion"),
 ])

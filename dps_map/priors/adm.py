@@ -55,7 +55,10 @@ def build_unet(flags: dict) -> torch.nn.Module:
     unknown = sorted(set(flags) - set(UNET_FLAGS))
     if unknown:
         raise ConfigError(f"unknown ADM flags {unknown}; create_model accepts {list(UNET_FLAGS)}")
-    return create_model(**comma_lists(flags))
+    try:
+        return create_model(**comma_lists(flags))
+    except (ValueError, AssertionError, KeyError) as err:  # e.g. channels not divisible by GroupNorm's 32 groups
+        raise ConfigError(f"ADM flags {flags} do not build a network: {err}") from err
 
 
 class ADMPrior(Prior):

@@ -1,0 +1,356 @@
+"""Preflight: check a run or a sweep and price it before GPU time is spent.
+
+    python -m dps_map.preflight [--steps 3] [--out DIR] [--no-trial] [--devices N] <overrides of dps_map.run>
+    python -m dps_map.preflight -m +experiment=paper task=sr4,sr8 sampler=dps,dmap data.num_shards=8 'data.shard=range(8)'
+
+1. Expands every job of the command line as Hydra would (:mod:`dps_map.sweep`) and checks each one:
+   the config, the prior's checkpoint, the adapter, the data folder and its class labels, the metric
+   weights. Every problem of every job is reported, not only the first.
+2. Trial: runs each distinct (prior, task, sampler, batch, perf) configuration for ``--steps`` diffusion
+   steps (after one warm-up step) on the first real measurement of its data, on the configured device,
+   and measures seconds per step, network forwards and VJPs per step and peak memory
+   (``torch.cuda.max_memory_allocated`` on a GPU; peak RSS on the CPU, reset before each trial).
+3. Prices the sweep: per job, images x chains per image x steps x seconds per step (a chain draws
+   ``min(num_samples, batch_size)`` samples at once), summed to device-hours, and the wall-clock hours
+   when the jobs are spread over ``--devices`` GPUs (default: the launcher's GPUs per node, or 1).
+
+Writes ``preflight.json`` (per job: task, prior, sampler, seconds_per_step, vjp_per_step,
+peak_memory_bytes, steps, n_images, projected_hours, ...; and total_projected_hours) to ``--out``
+(default: the sweep's directory, or the run directory of a single run) and prints a table.
+Exit code 0 if every job is valid and every trial ran; 2 if a job is invalid (nothing is run then);
+1 if a trial failed (out of memory, diverged, or an error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from .config import (check_adapter, check_data, check_prior_checkpoint, config_digest, resolve_device,
+                     resolved, validate)
+from .data import demo_crops, demo_photos, folder_files, folder_items
+from .errors import UserError
+from .io import absolute_path, atomic_write_json
+from .sweep import expand_jobs, without_hydra
+
+log = logging.getLogger(__name__)
+
+
+# -- 1. checks ----------------------------------------------------------------------------------------
+def checks(cfg) -> list:
+    """The independent checks of one job: the whole config (validate() stops at its first problem), then
+    every file on its own (prior checkpoint, adapter, data and labels, each metric's weights)."""
+    from .metrics import check_weights
+
+    out = [lambda: validate(cfg), lambda: check_prior_checkpoint(cfg.prior), lambda: check_adapter(cfg.sampler)]
+    if cfg.data.kind != "gmm":
+        out.append(lambda: check_data(cfg.prior, cfg.data))
+        if not cfg.metrics.get("random_weights", False):
+            out += [lambda name=name: check_weights([name], dict(cfg.paths), cfg.metrics.get("lpips_net", "alex"))
+                    for name in cfg.metrics.names]
+    return out
+
+
+def job_problems(cfg) -> list[str]:
+    """Every problem of one job's config, each once."""
+    problems = []
+    for check in checks(cfg):
+        try:
+            check()
+        except UserError as err:
+            if str(err) not in problems:
+                problems.append(str(err))
+        except Exception as err:  # noqa: BLE001 - a check that cannot even run is a problem of this job
+            problems.append(f"{type(err).__name__}: {err}")
+    return problems
+
+
+# -- 2. trial -----------------------------------------------------------------------------------------
+def n_images(cfg) -> int:
+    """Measurements this job restores (its shard of the data)."""
+    data = cfg.data
+    if data.kind == "gmm":
+        return 1
+    if data.kind == "demo":
+        total = data.get("per_photo", 4) * len(demo_photos(data))
+    else:
+        total = len(folder_files(absolute_path(data.path)))
+        total = min(total, data.max_images) if data.get("max_images") else total
+    shards, index = data.get("num_shards", 1), data.get("shard", 0)
+    return len(range(index, total, shards))
+
+
+def first_item(cfg, size: int):
+    """The first measurement's image of the job's data (loading one image, not the dataset)."""
+    data = cfg.data
+    if data.kind == "demo":
+        return demo_crops(size, data.get("per_photo", 4), photos=demo_photos(data)[:1])[0]
+    return folder_items(absolute_path(data.path), size, 1, data.get("labels"))[0]
+
+
+def trial_key(cfg) -> str:
+    """What a trial's cost depends on: prior, task, sampler, batch and perf knobs (not data or shard)."""
+    plain = resolved(cfg)
+    keep = {k: plain.get(k) for k in ("prior", "task", "sampler", "perf", "num_samples", "batch_size", "device")}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def chain_batch(cfg) -> int:
+    """Samples drawn together in one chain (the batch of every network call)."""
+    return min(cfg.num_samples, cfg.get("batch_size") or cfg.num_samples)
+
+
+def _peak_reset(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        try:  # Linux: writing 5 resets the process's peak RSS (VmHWM)
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            pass
+
+
+def _peak_bytes(device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    try:
+        return int(re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
+    except (OSError, AttributeError):
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def device_memory_bytes(device) -> int:
+    """Memory of the device: the GPU's, or the machine's RAM."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        return int(re.search(r"MemTotal:\s+(\d+) kB", Path("/proc/meminfo").read_text()).group(1)) * 1024
+    except (OSError, AttributeError):
+        return 0
+
+
+class _Enough(Exception):
+    """Raised by the trial's hook once it has timed enough steps."""
+
+
+def trial(cfg, steps: int, priors: dict | None = None) -> dict:
+    """Run one job's configuration for 1 + `steps` diffusion steps on its first real measurement and
+    measure the steady steps (the first one, which pays for allocation and kernel selection, is not
+    counted). `priors` caches the built priors across trials (an adm512 checkpoint is 2 GB to load)."""
+    from .run import bind_class_label, generator, item_seed, make_prior, make_sampler, measure
+    from .operators import MatrixOperator, build_noise
+
+    device = resolve_device(cfg.device)
+    sampler = make_sampler(cfg)
+    plain = resolved(cfg)
+    key = json.dumps([plain["prior"], plain.get("perf"), str(device)], sort_keys=True, default=str)
+    priors = {} if priors is None else priors
+    if key not in priors:
+        priors.clear()  # one prior in memory at a time
+        priors[key] = make_prior(cfg, device)
+    prior = priors[key]
+    _peak_reset(device)
+    noise = build_noise(cfg.task)
+    batch = chain_batch(cfg)
+    if prior.kind == "vector":
+        from .run import gmm_problem
+
+        A, _, y, _, _ = gmm_problem(cfg, prior)
+        operator, y = MatrixOperator(A.to(device)), y[None].to(device)
+        model, shape = prior, (batch, prior.mixture.dim)
+    else:
+        item = first_item(cfg, prior.image_size)
+        gen, operator, _, y = measure(cfg, item, prior.image_size, noise, device)
+        bind_class_label(cfg, prior, item, gen)
+        model = prior.condition(operator, y) if prior.needs_measurement else prior
+        shape = (batch, *prior.sample_shape)
+    diffusion = sampler.diffusion(prior)
+    chain_steps = diffusion.num_steps if sampler.start >= 1 else max(1, round(sampler.start * diffusion.num_steps))
+    marks = []
+
+    def hook(_step):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        marks.append((time.perf_counter(), sampler.stats["forward"], sampler.stats["vjp"]))
+        if len(marks) > steps:
+            raise _Enough
+
+    start = (time.perf_counter(), 0, 0)
+    try:
+        sampler.sample(model, operator, noise, y.expand(batch, *y.shape[1:]), shape,
+                       generator(device, item_seed(cfg.seed, "preflight")), hooks=[hook])
+    except _Enough:
+        pass
+    marks = [start] + marks
+    timed = marks[2:] if len(marks) > 2 else marks[1:]  # drop the warm-up step when there is another
+    base = marks[1] if len(marks) > 2 else marks[0]
+    n = len(timed)
+    seconds = [b[0] - a[0] for a, b in zip([base] + timed[:-1], timed)]
+    return {"seconds_per_step": statistics.median(seconds), "forward_per_step": (timed[-1][1] - base[1]) / n,
+            "vjp_per_step": (timed[-1][2] - base[2]) / n, "peak_memory_bytes": _peak_bytes(device),
+            "device_memory_bytes": device_memory_bytes(device), "steps": chain_steps, "batch": batch,
+            "device": str(device), "steps_timed": n, "diverged": bool(sampler.failures())}
+
+
+# -- 3. the report ------------------------------------------------------------------------------------
+def launcher_devices(cfg) -> int:
+    """GPUs the launcher runs jobs on at once (gpus_per_node of the gpus launcher; 1 otherwise)."""
+    value = OmegaConf.select(cfg, "hydra.launcher.gpus_per_node", default=None)
+    try:
+        return max(1, int(value)) if value is not None else 1
+    except (TypeError, ValueError):
+        return 1
+
+
+def projected_hours(n_img: int, cfg, t: dict) -> float:
+    """Device-hours of one job: images x chains per image x steps x seconds per step."""
+    chains = math.ceil(cfg.num_samples / t["batch"])
+    return n_img * chains * t["steps"] * t["seconds_per_step"] / 3600
+
+
+def fmt_bytes(n) -> str:
+    return "-" if n is None else f"{n / 2**30:.2f} GiB"
+
+
+def report_table(rows: list[dict]) -> str:
+    head = "| job | task | prior | sampler | images | steps | s/step | fwd/step | VJP/step | peak memory | fits | hours |"
+    lines = [head, "|" + "---|" * 12]
+    for r in rows:
+        fits = {True: "yes", False: "NO", None: "-"}[r.get("fits")]
+        lines.append(f"| {r['job']} | {r['task']} | {r['prior']} | {r['sampler']} | {r['n_images']} | {r['steps']} | "
+                     f"{r['seconds_per_step']:.3g} | {r['forward_per_step']:.3g} | {r['vjp_per_step']:.3g} | "
+                     f"{fmt_bytes(r['peak_memory_bytes'])} | {fits} | {r['projected_hours']:.3g} |"
+                     if r.get("seconds_per_step") is not None else
+                     f"| {r['job']} | {r['task']} | {r['prior']} | {r['sampler']} | {r['n_images']} | - | - | - | - "
+                     f"| - | - | - |")
+    return "\n".join(lines)
+
+
+def preflight(args: list[str], multirun: bool, steps: int = 3, out: str | None = None, run_trials: bool = True,
+              devices: int | None = None) -> tuple[int, dict]:
+    """Check, trial and price the jobs of a command line. Returns (exit code, the preflight.json dict)."""
+    jobs = expand_jobs(args, multirun)
+    out_dir = Path(absolute_path(out)) if out else (Path(str(jobs[0].cfg.hydra.sweep.dir)) if multirun
+                                                     else jobs[0].run_dir)
+    invalid, rows = {}, []
+    for n, job in enumerate(jobs):
+        cfg = without_hydra(job.cfg)
+        problems = job_problems(cfg)
+        if problems:
+            invalid[" ".join(job.overrides)] = problems
+        rows.append({"job": n, "overrides": job.overrides, "run_dir": str(job.run_dir),
+                     "task": cfg.task.name, "prior": cfg.prior.name, "sampler": cfg.sampler.name,
+                     "problems": problems})
+    by_problem: dict[str, list[int]] = {}
+    for row in rows:
+        for problem in row["problems"]:
+            by_problem.setdefault(problem, []).append(row["job"])
+    for problem, numbers in by_problem.items():
+        which = "every job" if len(numbers) == len(jobs) > 1 else \
+            f"job{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))} of {len(jobs)}"
+        print(f"preflight: {which}: {problem}", file=sys.stderr)
+    if invalid:
+        print(f"preflight: the overrides of each job are in {out_dir / 'preflight.json'}", file=sys.stderr)
+    result = {"n_jobs": len(jobs), "n_invalid": len(invalid), "jobs": rows}
+    code = 2 if invalid else 0
+    if not invalid:
+        trials: dict[str, dict] = {}
+        priors: dict = {}
+        for row, job in zip(rows, jobs):
+            cfg = without_hydra(job.cfg)
+            row["digest"] = config_digest(cfg)
+            row["n_images"] = n_images(cfg)
+            if not run_trials:
+                continue
+            key = trial_key(cfg)
+            if key not in trials:
+                print(f"preflight: trial of {cfg.task.name}/{cfg.prior.name}/{cfg.sampler.name} ({steps} steps)",
+                      file=sys.stderr)
+                try:
+                    trials[key] = trial(cfg, steps, priors)
+                except torch.cuda.OutOfMemoryError as err:
+                    trials[key] = {"error": f"out of memory: {str(err).splitlines()[0]}", "fits": False}
+                except UserError as err:
+                    trials[key] = {"error": str(err)}
+                except Exception as err:  # noqa: BLE001 - reported per job; the other trials still run
+                    log.exception("trial failed")
+                    trials[key] = {"error": f"{type(err).__name__}: {err}"}
+            t = trials[key]
+            row.update(t)
+            if "error" in t or t.get("diverged"):
+                code = max(code, 1)
+                print(f"preflight: job {row['job']} [{' '.join(job.overrides)}]: trial failed: "
+                      f"{t.get('error', 'diverged (NaN)')}", file=sys.stderr)
+                continue
+            row["projected_hours"] = projected_hours(row["n_images"], cfg, t)
+            row["fits"] = bool(t["device_memory_bytes"]) and t["peak_memory_bytes"] < t["device_memory_bytes"]
+        timed = [r for r in rows if r.get("projected_hours") is not None]
+        n_dev = devices or launcher_devices(jobs[0].cfg)
+        total = sum(r["projected_hours"] for r in timed)
+        result.update(total_projected_hours=total if run_trials else None, devices=n_dev,
+                      wall_clock_hours=_wall_clock(timed, n_dev) if run_trials else None,
+                      all_fit=all(r.get("fits") for r in rows) if run_trials else None)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / "preflight.json", result)
+    if not invalid:
+        print(report_table(rows) if run_trials else "\n".join(
+            f"job {r['job']}: {r['task']}/{r['prior']}/{r['sampler']}, {r['n_images']} images: valid" for r in rows))
+        if run_trials:
+            print(f"total: {len(jobs)} jobs, {result['total_projected_hours']:.3g} device-hours; "
+                  f"~{result['wall_clock_hours']:.3g} h wall clock on {result['devices']} device(s) "
+                  f"(measured on {rows[0].get('device', '?')}; scale by the speed of the GPUs you run on)")
+    print(f"preflight: {len(jobs)} job(s), {len(invalid)} invalid; wrote {out_dir / 'preflight.json'}")
+    return code, result
+
+
+def _wall_clock(rows: list[dict], devices: int) -> float:
+    """Hours until the last job ends when the jobs run `devices` at a time, longest first (a lower bound
+    of the launcher's schedule, which starts them in order)."""
+    ends = [0.0] * max(1, devices)
+    for hours in sorted((r["projected_hours"] for r in rows), reverse=True):
+        i = ends.index(min(ends))
+        ends[i] += hours
+    return max(ends)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m dps_map.preflight", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-m", "--multirun", action="store_true", help="the overrides describe a sweep (as run -m)")
+    parser.add_argument("--steps", type=int, default=3, help="diffusion steps timed per trial (after 1 warm-up)")
+    parser.add_argument("--out", default=None, help="where preflight.json goes (default: the sweep or run dir)")
+    parser.add_argument("--no-trial", action="store_true", help="only check and count, run nothing")
+    parser.add_argument("--devices", type=int, default=None, help="GPUs the jobs are spread over")
+    parser.add_argument("overrides", nargs="*", help="overrides of dps_map.run")
+    ns = parser.parse_args(argv)
+    if ns.steps < 1:
+        parser.error("--steps must be >= 1")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from .sweep import job_overrides
+
+    multirun = ns.multirun
+    try:
+        if not multirun and len(job_overrides(ns.overrides, True)) > 1:  # a sweep given without -m
+            multirun = True
+        code, _ = preflight(ns.overrides, multirun, ns.steps, ns.out, not ns.no_trial, ns.devices)
+    except UserError as err:
+        print(f"preflight: error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

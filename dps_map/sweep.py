@@ -1,0 +1,87 @@
+"""A command line expanded into its jobs, the way Hydra's basic sweeper expands a multirun.
+
+``python -m dps_map.run -m task=sr4,sr8 sampler=dps,dmap`` is four jobs. :func:`expand_jobs` composes
+each job's config from the same overrides Hydra would pass it (the cartesian product of every swept
+key, ``range(N)`` included) and works out the directory Hydra would give it (``hydra.sweep.dir`` /
+``hydra.sweep.subdir``, or ``hydra.run.dir`` for a single run). The launching process uses it to check
+a whole sweep before any job is submitted (``dps_map.run``, ``dps_map.preflight``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from .errors import ConfigError
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+@dataclass
+class Job:
+    overrides: list[str]   # this job's overrides, as Hydra passes them to it
+    cfg: DictConfig        # its composed config (with Hydra's node, so hydra.* can be read)
+    run_dir: Path          # the output directory Hydra gives it
+
+
+def job_overrides(args: list[str], multirun: bool) -> list[list[str]]:
+    """The override list of every job (one list for a single run), in Hydra's order."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(args))
+        if not multirun:
+            sweeps = [o.input_line for o in parsed if o.is_sweep_override()]
+            if sweeps:
+                raise ConfigError(f"{sweeps[0]} sweeps over several values: add -m (multirun)")
+            return [list(args)]
+        return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    except HydraException as err:
+        raise ConfigError(" ".join(str(err).split())) from err
+
+
+def compose_job(overrides: list[str]) -> DictConfig:
+    """The config Hydra composes for one job's overrides (unknown keys and groups: one ConfigError)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose("config", overrides=list(overrides), return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as err:
+        if isinstance(err.__cause__, (ConfigAttributeError, ConfigKeyError)) and "Could not override" in str(err):
+            key = str(err).split("'")[1]
+            raise ConfigError(f"unknown key '{key}' (see the known keys with `python -m dps_map.run --cfg job`)") \
+                from err
+        raise ConfigError(" ".join(str(err).split("Config search path")[0].split())) from err
+
+
+def job_dir(cfg: DictConfig, multirun: bool) -> Path:
+    """hydra.sweep.dir/hydra.sweep.subdir of a multirun job, hydra.run.dir of a single run."""
+    node = cfg.hydra.sweep if multirun else cfg.hydra.run
+    try:
+        path = Path(str(node.dir)) / str(node.subdir) if multirun else Path(str(node.dir))
+    except Exception as err:  # an interpolation that cannot resolve outside a running job
+        raise ConfigError(f"cannot work out the job's output directory: {err}") from err
+    return path
+
+
+def expand_jobs(args: list[str], multirun: bool = True) -> list[Job]:
+    """Every job of the command line ``args`` (overrides only), composed but not validated."""
+    jobs = []
+    for overrides in job_overrides(args, multirun):
+        cfg = compose_job(overrides)
+        if multirun and jobs:  # one sweep dir for all jobs, as Hydra resolves it (it may hold ${now:...})
+            OmegaConf.update(cfg, "hydra.sweep.dir", str(jobs[0].cfg.hydra.sweep.dir), force_add=True)
+        jobs.append(Job(overrides, cfg, job_dir(cfg, multirun)))
+    return jobs
+
+
+def without_hydra(cfg: DictConfig) -> DictConfig:
+    """The job's config as the job sees it (Hydra's own node removed)."""
+    return OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])

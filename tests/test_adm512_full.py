@@ -1,0 +1,56 @@
+"""The real-size 512x512 ADM (559M parameters) end to end on the CPU, through the real checkpoint path.
+
+Marked slow (about 3-5 minutes and up to ~10 GB of RAM on 2 CPU cores): `make test` and CI run it,
+`make test-fast` leaves it out. Wall time and peak RSS are printed (-s shows them), never asserted.
+"""
+
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dps_map.io import read_jsonl
+from dps_map.priors.adm import build_unet, random_network
+from dps_map.sweep import compose_job
+
+pytestmark = pytest.mark.slow
+
+
+def test_full_size_adm512_dmap_with_checkpointing_and_labels_from_an_imagefolder(tmp_path):
+    cfg = compose_job(["prior=adm512"])
+    flags = dict(cfg.prior.unet)
+    assert (flags["image_size"], flags["num_channels"], flags["class_cond"]) == (512, 256, True)
+    ckpt = tmp_path / "512x512_diffusion.pt"
+    model = random_network(build_unet, flags)
+    n_params = sum(p.numel() for p in model.parameters())
+    torch.save(model.state_dict(), ckpt)  # plain tensors: loads with weights_only=True like the official file
+    del model
+    assert 5.5e8 < n_params < 5.6e8
+    root = tmp_path / "val" / "n09472597"  # ImageFolder layout: class 980 (volcano)
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((600, 700, 3)) * 255).astype("uint8")).save(root / "ILSVRC2012_val_00000001.JPEG")
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "dps_map.run", "prior=adm512", f"paths.adm512={ckpt}", "prior.unet.use_checkpoint=true",
+            "task=sr8", "sampler=dmap", "sampler.respacing=2", "data=folder", f"data.path={tmp_path / 'val'}",
+            "metrics=fast", "progress=false", f"hydra.run.dir={out}"]
+    started = time.perf_counter()
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=1500,
+                          env={**os.environ, "OMP_NUM_THREADS": str(os.cpu_count() or 1)})
+    wall = time.perf_counter() - started
+    peak_gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    print(f"\nadm512 at 512x512, DMAP (K=3) 2 steps, use_checkpoint: {wall:.0f} s wall, "
+          f"peak RSS of the largest child {peak_gib:.1f} GiB")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (record,) = read_jsonl(out / "metrics.jsonl")
+    # step 1: one forward + K=3 VJPs; step 2 (the last): one forward, the sphere's centre (no inner steps)
+    assert (record["class_label"], record["forward"], record["vjp"], record["steps"]) == (980, 2, 3, 2)
+    assert np.isfinite(record["psnr"]) and not record.get("failed")
+    recon = Image.open(out / "recon" / "n09472597__ILSVRC2012_val_00000001_0.png")
+    assert recon.size == (512, 512)

@@ -4,10 +4,10 @@ scikit-image's bundled `astronaut`), each with its tolerance and the reason for 
 | operator | reference | tolerance (max abs, image in [-1, 1]) |
 |---|---|---|
 | SR x4/x8, antialiased bicubic | PIL `Image.resize(BICUBIC)` on float ('F') images | 1e-6: both float32 (measured 3e-7) |
-| Gaussian / motion blur | `scipy.ndimage.correlate(mode="mirror")`, same kernel | 1e-12: both float64 (measured 2e-14) |
+| Gaussian / motion blur | `scipy.ndimage.correlate(mode="mirror")`, same kernel | 1e-12: both float64 (measured 4e-16) |
 | box / random inpainting | numpy masks | exact |
-| deepinv 0.5 Downsampling('bicubic') | interior pixels, input shifted by (f - 2)/2 px | 1e-5 (float32, measured 1e-6) |
-| deepinv 0.5 Blur, Inpainting | the flipped kernel, padding='reflect'; the same mask | exact (float64) |
+| deepinv 0.5 Downsampling('bicubic') | interior pixels, input shifted by (f - 2)/2 px; adjoint on y zero near the border | 1e-5 / 1e-6 (float32, measured 1.3e-6 / 6e-8) |
+| deepinv 0.5 Blur (forward and adjoint), Inpainting | the flipped kernel, padding='reflect'; the same mask | 1e-12 / exact (float64) |
 
 Conventions: our blur is a correlation (F.conv2d, as the authors' code); deepinv's `Blur` convolves, so
 it gets the flipped kernel. torch's 'reflect' padding (d c b | a b c d) is scipy's 'mirror' (scipy's
@@ -123,6 +123,12 @@ def test_bicubic_downsampling_matches_deepinv_in_the_interior(photo, factor):
     inner = (..., slice(2, n - 2), slice(2, n - 2))  # the kernel reaches 2 output pixels from the border
     assert float((ours - ref)[inner].abs().max()) < 1e-5
     assert float((ours - physics.A(x))[inner].abs().max()) > 0.05  # without the shift: misaligned
+    # the adjoint (ours: autograd's VJP; deepinv: its transposed filter) on a y that is zero near the
+    # border, shifted back by the same offset; compared on the whole image
+    y = torch.zeros(1, 3, n, n)
+    y[inner] = torch.randn(1, 3, n - 4, n - 4, generator=torch.Generator().manual_seed(factor))
+    adjoint = torch.roll(physics.A_adjoint(y), (shift, shift), (-2, -1))
+    assert float((SuperResolution(factor, "bicubic").adjoint(y) - adjoint).abs().max()) < 1e-6
 
 
 @pytest.mark.parametrize("kind", ["gaussian", "motion"])
@@ -131,6 +137,11 @@ def test_blur_matches_deepinv_with_the_flipped_kernel(photo, kind):
     x = as_tensor(photo)
     ref = dinv.physics.Blur(filter=kernel.double().flip(0, 1)[None, None], padding="reflect").A(x)
     torch.testing.assert_close(Blur(kernel)(x), ref, rtol=0, atol=1e-12)
+    # the adjoint: ours is autograd's VJP of the forward map, deepinv's its own transposed convolution
+    # with the reflect padding folded back (an independent implementation)
+    y = torch.randn(x.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    physics = dinv.physics.Blur(filter=kernel.double().flip(0, 1)[None, None], padding="reflect")
+    torch.testing.assert_close(Blur(kernel.double()).adjoint(y), physics.A_adjoint(y), rtol=0, atol=1e-12)
 
 
 def test_inpainting_matches_deepinv(photo):

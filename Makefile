@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test train-tiny-prior gmm-study sweep clean train-adapter train-tiny-reference adapter-ablation reproduce-paper-small reproduce-paper bench bench-quick install-bench
+.PHONY: install demo test test-fast preflight-paper mutants train-tiny-prior gmm-study sweep clean train-adapter train-tiny-reference adapter-ablation reproduce-paper-small reproduce-paper bench bench-quick install-bench
 
 install: $(STAMP)
 
@@ -17,8 +17,11 @@ $(STAMP): pyproject.toml
 demo: install
 	$(PY) -m dps_map.demo
 
-test: install
+test: install   # everything, the slow full-size 512 test included (what CI runs)
 	$(PY) -m pytest -q
+
+test-fast: install   # everything but the tests marked slow (the real-size 512 network)
+	$(PY) -m pytest -q -m "not slow"
 
 # performance (README "Performance"): `make bench` also installs the optional `bench` extra (deepinv,
 # the peer DPS) without touching the torch pins; `make bench-quick` takes < 1 minute on 2 CPU cores
@@ -84,12 +87,19 @@ LAUNCHER ?= gpus
 SHARDS ?= 8
 SHARDING := data.num_shards=$(SHARDS) 'data.shard=range($(SHARDS))'
 
+# the two restoration sweeps of the paper table (shared by reproduce-paper and preflight-paper)
+PAPER_RESTORATION := +experiment=paper hydra/launcher=$(LAUNCHER) \
+	task=sr4,sr8,gaussian_deblur,motion_deblur,inpaint_box sampler=dps,dsg,dmap $(SHARDING) hydra.sweep.dir=$(PAPER)/restoration
+PAPER_ADAPTERS := +experiment=paper hydra/launcher=$(LAUNCHER) \
+	task=sr4 sampler=adapter,adapter_dps,adapter_dmap $(SHARDING) hydra.sweep.dir=$(PAPER)/restoration
+
+preflight-paper: install   # before the GPU run: check every job, time each configuration, project the GPU-hours
+	$(PY) -m dps_map.preflight --out $(PAPER)/preflight/restoration -m $(PAPER_RESTORATION) $(ARGS)
+	$(PY) -m dps_map.preflight --out $(PAPER)/preflight/adapters -m $(PAPER_ADAPTERS) $(ARGS)
+
 reproduce-paper: install   # the paper's setting on GPUs (checkpoints and data from paths.*; README)
-	$(PY) -m dps_map.run -m +experiment=paper hydra/launcher=$(LAUNCHER) \
-		task=sr4,sr8,gaussian_deblur,motion_deblur,inpaint_box sampler=dps,dsg,dmap $(SHARDING) \
-		hydra.sweep.dir=$(PAPER)/restoration $(ARGS)
-	$(PY) -m dps_map.run -m +experiment=paper hydra/launcher=$(LAUNCHER) \
-		task=sr4 sampler=adapter,adapter_dps,adapter_dmap $(SHARDING) hydra.sweep.dir=$(PAPER)/restoration $(ARGS)
+	$(PY) -m dps_map.run -m $(PAPER_RESTORATION) $(ARGS)
+	$(PY) -m dps_map.run -m $(PAPER_ADAPTERS) $(ARGS)
 	$(PY) -m experiments.restoration_table $(PAPER)/restoration --out $(PAPER)/results --name restoration_adm512 \
 		--title "Restoration, ADM 512, ImageNet val (noiseless, 1000 steps)"
 	$(PY) -m dps_map.run -m +experiment=paper_diversity hydra/launcher=$(LAUNCHER) \
@@ -99,3 +109,8 @@ reproduce-paper: install   # the paper's setting on GPUs (checkpoints and data f
 
 clean:
 	rm -rf outputs multirun .pytest_cache
+
+# deliberate bugs, each in a temporary copy against the tests written for it (README "Checking the tests");
+# about 2 minutes on 2 CPU cores; not run by CI. One or more by name: make mutants ARGS="dsg_sign dmap_denoiser_at_t"
+mutants: install
+	OMP_NUM_THREADS=1 $(PY) tests/mutants.py $(ARGS)

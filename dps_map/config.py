@@ -165,8 +165,10 @@ def check_data(prior, data) -> None:
     if data.kind == "demo":
         demo_photos(data)
     if data.kind == "folder" and not Path(absolute_path(data.path)).is_dir():
-        raise MissingFileError(absolute_path(data.path), f"image folder of data={data.name}",
-                               "your dataset (any folder of images)", "data.path=/path/to/images")
+        where, override = (("the ILSVRC-2012 validation images (image-net.org), flat or in <wnid>/ folders",
+                            "paths.imagenet_val=/path/to/val (or env DPS_MAP_IMAGENET_VAL)") if data.name == "imagenet_val"
+                           else ("your dataset (any folder of images)", "data.path=/path/to/images"))
+        raise MissingFileError(absolute_path(data.path), f"image folder of data={data.name}", where, override)
     check_class_label(prior, data)
 
 

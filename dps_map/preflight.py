@@ -207,13 +207,18 @@ def trial(cfg, steps: int, priors: dict | None = None) -> dict:
 
 
 # -- 3. the report ------------------------------------------------------------------------------------
-def launcher_devices(cfg) -> int:
-    """GPUs the launcher runs jobs on at once (gpus_per_node of the gpus launcher; 1 otherwise)."""
-    value = OmegaConf.select(cfg, "hydra.launcher.gpus_per_node", default=None)
+def _launcher_int(cfg, key: str) -> int | None:
     try:
-        return max(1, int(value)) if value is not None else 1
-    except (TypeError, ValueError):
-        return 1
+        value = OmegaConf.select(cfg, f"hydra.launcher.{key}", default=None)
+        return None if value is None else int(value)
+    except Exception:  # noqa: BLE001 - an unresolvable launcher setting: unknown
+        return None
+
+
+def launcher_devices(cfg) -> int:
+    """GPUs the launcher runs jobs on at once: SLURM's array_parallelism (one GPU per job), the gpus
+    launcher's gpus_per_node, else 1 (the local launcher runs jobs one after another)."""
+    return max(1, _launcher_int(cfg, "array_parallelism") or _launcher_int(cfg, "gpus_per_node") or 1)
 
 
 def projected_hours(n_img: int, cfg, t: dict) -> float:
@@ -298,6 +303,15 @@ def preflight(args: list[str], multirun: bool, steps: int = 3, out: str | None =
                 continue
             row["projected_hours"] = projected_hours(row["n_images"], cfg, t)
             row["fits"] = bool(t["device_memory_bytes"]) and t["peak_memory_bytes"] < t["device_memory_bytes"]
+            limit = _launcher_int(job.cfg, "timeout_min")
+            if limit and row["projected_hours"] > limit / 60:  # submitit requeues it; it resumes each time
+                row["requeues_needed"] = math.ceil(row["projected_hours"] / (limit / 60)) - 1
+                allowed = _launcher_int(job.cfg, "max_num_timeout")
+                print(f"preflight: job {row['job']} needs {row['projected_hours']:.3g} h, over the launcher's time "
+                      f"limit of {limit / 60:.3g} h: {row['requeues_needed']} requeue(s)"
+                      + (f", more than max_num_timeout={allowed}: it will not finish" if allowed is not None
+                         and row["requeues_needed"] > allowed else " (it resumes each time)")
+                      + "; shard the data further (data.num_shards)", file=sys.stderr)
         timed = [r for r in rows if r.get("projected_hours") is not None]
         n_dev = devices or launcher_devices(jobs[0].cfg)
         total = sum(r["projected_hours"] for r in timed)

@@ -46,13 +46,18 @@ def job_overrides(args: list[str], multirun: bool) -> list[list[str]]:
 
 def compose_job(overrides: list[str]) -> DictConfig:
     """The config Hydra composes for one job's overrides (unknown keys and groups: one ConfigError)."""
+    return compose_jobs([overrides])[0]
+
+
+def compose_jobs(jobs: list[list[str]]) -> list[DictConfig]:
+    """:func:`compose_job` of every override list, under one initialisation of Hydra's config search."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose("config", overrides=list(overrides), return_hydra_config=True)
+            return [compose("config", overrides=list(overrides), return_hydra_config=True) for overrides in jobs]
     except (HydraException, OmegaConfBaseException) as err:
         if isinstance(err.__cause__, (ConfigAttributeError, ConfigKeyError)) and "Could not override" in str(err):
             key = str(err).split("'")[1]
@@ -74,8 +79,8 @@ def job_dir(cfg: DictConfig, multirun: bool) -> Path:
 def expand_jobs(args: list[str], multirun: bool = True) -> list[Job]:
     """Every job of the command line ``args`` (overrides only), composed but not validated."""
     jobs = []
-    for overrides in job_overrides(args, multirun):
-        cfg = compose_job(overrides)
+    overrides_of = job_overrides(args, multirun)
+    for overrides, cfg in zip(overrides_of, compose_jobs(overrides_of)):
         if multirun and jobs:  # one sweep dir for all jobs, as Hydra resolves it (it may hold ${now:...})
             OmegaConf.update(cfg, "hydra.sweep.dir", str(jobs[0].cfg.hydra.sweep.dir), force_add=True)
         jobs.append(Job(overrides, cfg, job_dir(cfg, multirun)))

@@ -241,7 +241,7 @@ def test_upsampler_reference_conditions_on_sr_measurements():
     cfg = OmegaConf.load(CONF / "prior" / "adm128_512_upsampler.yaml")
     cfg.unet.update(large_size=64, small_size=16, num_channels=32, num_res_blocks=1, attention_resolutions="8",
                     num_head_channels=32)
-    cfg.random_init = True
+    cfg.random_init, cfg.class_label = True, 3  # (class_label: data is bound per image by the runner)
     ref = build_upsampler_prior(cfg, None)
     assert ref.sample_shape == (3, 64, 64) and ref.class_cond
     g = torch.Generator().manual_seed(0)

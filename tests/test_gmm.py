@@ -76,9 +76,14 @@ def test_closed_form_posterior_matches_importance_sampling(prior, problem):
     assert ess > 500
     mean_is = (w[:, None] * xs).sum(0)
     cov_is = (w[:, None, None] * (xs - mean_is)[:, :, None] * (xs - mean_is)[:, None, :]).sum(0)
-    tol = 4 / np.sqrt(ess)
-    assert float((mean_is - post.mean()).abs().max()) < tol
-    assert float((cov_is - post.covariance()).abs().max()) < tol
+    # per-entry standard errors (sd_i / sqrt(ESS); sqrt(C_ii C_jj + C_ij^2) / sqrt(ESS) for the covariance),
+    # not one tolerance of 4 / sqrt(ESS) (0.18, over entries of at most 0.01 within a mode). The total
+    # covariance is dominated by the spread between modes, so this test cannot tell a component covariance
+    # from the prior's (1 vs 2 standard errors); test_posterior_exact.py checks that exactly.
+    cov = post.covariance()
+    sd = cov.diagonal().sqrt()
+    assert bool(((mean_is - post.mean()).abs() < 5 * sd / np.sqrt(ess)).all())
+    assert bool(((cov_is - cov).abs() < 5 * torch.sqrt(torch.outer(sd, sd) ** 2 + cov**2) / np.sqrt(ess)).all())
 
 
 def test_problem_is_multimodal(problem):

@@ -287,3 +287,19 @@ def test_preflight_reports_every_problem_of_every_job_and_runs_nothing(tmp_path,
     assert "job 3 of 4: missing adapter checkpoint" in err and "sr8_adm512.pt" in err
     report = json.loads((tmp_path / "pf" / "preflight.json").read_text())
     assert report["n_jobs"] == 4 and report["n_invalid"] == 4 and "total_projected_hours" not in report
+
+
+def test_preflight_spreads_over_the_slurm_array_and_flags_the_time_limit(imagefolder, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DPS_MAP_SLURM_TIME_MIN", "1")
+    monkeypatch.setenv("DPS_MAP_SLURM_MAX_JOBS", "3")
+    with pytest.raises(SystemExit) as stop:
+        preflight_main(["--steps", "1", "--out", str(tmp_path / "pf"), "-m", "hydra/launcher=slurm", *TOY, "task=sr4",
+                        "sampler=ddpm", "data=folder", f"data.path={imagefolder}", "sampler.respacing=1000"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 0, err
+    report = json.loads((tmp_path / "pf" / "preflight.json").read_text())
+    (job,) = report["jobs"]
+    assert report["devices"] == 3 and job["steps"] == 1000 and job["n_images"] == 3
+    expected = math.ceil(job["projected_hours"] * 60) - 1  # 1-minute limit
+    assert job["requeues_needed"] == expected >= 1
+    assert "over the launcher's time limit" in err and ("will not finish" in err) == (expected > 3)

@@ -6,7 +6,7 @@ import torch
 from omegaconf import OmegaConf
 
 from dps_map.operators import GaussianNoise, MatrixOperator, SuperResolution
-from dps_map.priors.adm import ADMPrior, build_unet
+from dps_map.priors.adm import ADMPrior, build_unet, random_network
 from dps_map.diffusion import make_betas
 from dps_map.priors.gmm import build_gmm_prior, find_multimodal_problem
 from dps_map.samplers import DDPMSampler, DMAPSampler, DPSSampler, DSGSampler
@@ -18,8 +18,9 @@ SMALL_UNET = dict(image_size=16, num_channels=32, num_res_blocks=1, channel_mult
 
 @pytest.fixture(scope="module")
 def adm():
-    torch.manual_seed(0)
-    return ADMPrior(build_unet(SMALL_UNET), make_betas(), learn_sigma=True)
+    """A seeded random network with non-zero output: eps and the learned variance depend on x_t and t
+    (guided_diffusion's zero-initialised layers would give eps = 0 and hide what the samplers pass)."""
+    return ADMPrior(random_network(build_unet, SMALL_UNET), make_betas(), learn_sigma=True)
 
 
 @pytest.fixture(scope="module")

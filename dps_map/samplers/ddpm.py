@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..errors import ConfigError
 from .base import Sampler, randn
 
 
@@ -13,14 +14,17 @@ class DDPMSampler(Sampler):
 
     def __init__(self, transition: str = "ddpm", eta: float = 0.0, **kw):
         super().__init__(**kw)
-        self.transition, self.eta = transition, eta
+        if transition not in ("ddpm", "ddim"):
+            raise ConfigError(f"ddpm: transition must be 'ddpm' or 'ddim', got '{transition}'")
+        # not `self.transition`: that would hide Sampler.transition (one step from a given x_t)
+        self.update, self.eta = transition, eta
 
     def step(self, prior, diffusion, operator, noise, y, x, i, generator, hooks):
         eps, var, x0 = self.denoise(prior, diffusion, x, i)
         z = randn(x.shape, generator, x.dtype, x.device)
         x0c = self._clip(prior, x0)
         x_prev, mean, std = diffusion.ddpm_step(x0c, x, i, z, var)
-        if self.transition == "ddim":
+        if self.update == "ddim":
             eps_c = diffusion.eps_from_x0(x, i, x0c)
             x_prev = diffusion.ddim_step(x0c, eps_c, i, z, self.eta)
         if hooks:  # no per-step Python work when nobody listens

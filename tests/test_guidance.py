@@ -1,0 +1,363 @@
+"""The guidance term of DPS, DSG and DMAP against references written here, independently of the samplers.
+
+Every reference below is spelled out from the papers' equations, with the schedule read from the training
+alphas-bar at the kept training indices (not from dps_map.diffusion's respaced arrays):
+  x0_hat(x, t) = (x - sqrt(1 - abar_t) eps(x, t)) / sqrt(abar_t)                  (Ho eq. 15)
+  g(x, t)      = grad_x ||y - A(x0_hat(x, t))||_2  (the DPS loss, not squared)    (Chung et al. 2023, Alg. 1)
+  mu, sigma    : q(x_{t-1} | x_t, x0) with x0 = clip(x0_hat) for images            (Ho eq. 6-7; ADM eq. 15)
+The measurement gradient itself is checked against finite differences of the misfit. The networks are
+non-zero (random_network: eps depends on x and t), and the DMAP checks record every network call.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from dps_map.diffusion import Diffusion, alphas_cumprod, make_betas
+from dps_map.operators import GaussianNoise, MatrixOperator, SuperResolution
+from dps_map.priors.adm import ADMPrior, build_unet, random_network
+from dps_map.priors.base import Prior
+from dps_map.priors.gmm import build_gmm_prior, find_multimodal_problem
+from dps_map.samplers import DDPMSampler, DMAPSampler, DPSSampler, DSGSampler
+
+SMALL_UNET = dict(image_size=16, num_channels=32, num_res_blocks=1, channel_mult="1,2",
+                  attention_resolutions="8", num_head_channels=32, learn_sigma=True,
+                  use_scale_shift_norm=True, resblock_updown=True)
+TRAIN_ABAR = alphas_cumprod(make_betas("linear", 1000))
+#: space_timesteps(1000, "10") written out: round(j * 999 / 9), j = 0..9 (ADM's respacing)
+KEPT_10 = [0, 111, 222, 333, 444, 555, 666, 777, 888, 999]
+SHAPE = (2, 3, 16, 16)
+
+
+# -- priors -----------------------------------------------------------------------------------------
+class Recording(Prior):
+    """Wraps a prior and records every network call (a copy of x and the training index t)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.calls = inner, []
+        self.betas, self.learn_sigma, self.kind = inner.betas, inner.learn_sigma, inner.kind
+
+    def predict(self, x_t, t):
+        self.calls.append((x_t.detach().clone(), t.detach().clone()))
+        return self.inner.predict(x_t, t)
+
+
+class UnevenVariance(Prior):
+    """The network's eps with learned-variance values fixed to a strongly uneven pattern in [-1, 1]
+    (a random network's values stay near 0, i.e. nearly even; the radius must be ||sigma_t||_2)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.betas, self.learn_sigma, self.kind = inner, inner.betas, True, "image"
+        g = torch.Generator().manual_seed(11)
+        self.values = torch.rand(1, *SHAPE[1:], generator=g) * 2 - 1
+
+    def predict(self, x_t, t):
+        eps, _ = self.inner.predict(x_t, t)
+        return eps, self.values.expand_as(eps).to(eps.dtype)
+
+
+@pytest.fixture(scope="module")
+def unet():
+    return ADMPrior(random_network(build_unet, SMALL_UNET), make_betas(), learn_sigma=True)
+
+
+@pytest.fixture(scope="module")
+def problem():
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(1, 3, 16, 16, generator=g) * 2 - 1
+    op, noise = SuperResolution(4), GaussianNoise(0.05)
+    return x0, op, noise, noise.sample(op(x0), g)
+
+
+@pytest.fixture(scope="module")
+def gmm():
+    prior = build_gmm_prior(OmegaConf.load("conf/prior/gmm.yaml"))
+    A, x0, y, post, _ = find_multimodal_problem(prior.mixture, 2, 0.05, torch.Generator().manual_seed(0))
+    return prior, MatrixOperator(A), GaussianNoise(0.05), y[None]
+
+
+# -- the references ---------------------------------------------------------------------------------
+def x0_hat(prior, x, t):
+    abar = TRAIN_ABAR[t]
+    eps = prior.predict(x, torch.full((x.shape[0],), t))[0]
+    return (x - math.sqrt(1 - abar) * eps) / math.sqrt(abar)
+
+
+def misfit(prior, x, t, op, y):
+    return (y - op(x0_hat(prior, x, t))).reshape(x.shape[0], -1).norm(dim=1)
+
+
+def misfit_grad(prior, x, t, op, y):
+    """grad_x ||y - A x0_hat(x, t)||_2 per sample, autograd of the misfit written above."""
+    with torch.enable_grad():
+        xi = x.detach().clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(misfit(prior, xi, t, op, y).sum(), xi)
+    return g
+
+
+def reverse_mean_std(x0, x_t, i, kept, var_values=None):
+    """mu and sigma of the reverse step i >= 1 of the chain `kept` (Ho eq. 7; learned range: ADM eq. 15,
+    log sigma^2 = f log beta + (1 - f) log sigma_small^2, f = (v + 1) / 2)."""
+    abar, abar_prev = TRAIN_ABAR[kept[i]], TRAIN_ABAR[kept[i - 1]]
+    beta = 1 - abar / abar_prev
+    mean = math.sqrt(abar_prev) * beta / (1 - abar) * x0 + math.sqrt(1 - beta) * (1 - abar_prev) / (1 - abar) * x_t
+    small = beta * (1 - abar_prev) / (1 - abar)
+    if var_values is None:
+        std = torch.full_like(x_t, math.sqrt(small))
+    else:
+        f = (var_values + 1) / 2
+        std = torch.exp(0.5 * (f * math.log(beta) + (1 - f) * math.log(small)))
+    return mean, std
+
+
+def norms(v):
+    return v.reshape(v.shape[0], -1).norm(dim=1).reshape(-1, *([1] * (v.dim() - 1)))
+
+
+def state(x0, i, seed=5):
+    """x_t ~ q(x_t | x0) at step i of the 10-step chain."""
+    abar = TRAIN_ABAR[KEPT_10[i]]
+    z = torch.randn(SHAPE, generator=torch.Generator().manual_seed(seed))
+    return math.sqrt(abar) * x0.expand(SHAPE) + math.sqrt(1 - abar) * z
+
+
+def draw(seed):
+    """The sampler's first draw from Generator(seed): the z of the DDPM step."""
+    return torch.randn(SHAPE, generator=torch.Generator().manual_seed(seed))
+
+
+# -- 1. the measurement gradient against finite differences -----------------------------------------
+@pytest.mark.parametrize("i", [900, 500, 100, 10])
+def test_measurement_gradient_equals_finite_differences_on_the_gmm(gmm, i):
+    """Exact eps (float64): central differences in all 8 coordinates, h = 1e-5 (truncation ~h^2,
+    rounding ~1e-16/h: both below 1e-8 relative). A squared misfit (2 ||r|| away) or a gradient that
+    skips the network (eps detached) is off by orders of magnitude more than the 1e-6 tolerance."""
+    prior, op, noise, y = gmm
+    diffusion = Diffusion(prior.betas, "1000")
+    x = torch.randn(4, 8, generator=torch.Generator().manual_seed(i), dtype=torch.float64)
+    g, m, *_ = DPSSampler(zeta=1.0, respacing="1000").measurement_gradient(prior, diffusion, x, i, op, noise, y)
+    h, fd = 1e-5, torch.zeros_like(x)
+    for k in range(8):
+        e = torch.zeros(8, dtype=torch.float64)
+        e[k] = h
+        fd[:, k] = (misfit(prior, x + e, i, op, y) - misfit(prior, x - e, i, op, y)) / (2 * h)
+    torch.testing.assert_close(m, misfit(prior, x, i, op, y), rtol=1e-12, atol=0)
+    torch.testing.assert_close(g, fd, rtol=1e-6, atol=1e-6 * float(fd.abs().max()))
+
+
+@pytest.mark.parametrize("i", [8, 5, 2])
+def test_measurement_gradient_equals_finite_differences_on_a_unet(unet, problem, i):
+    """A random ADM UNet with non-zero output (float32): directional derivatives by central differences
+    with h = 0.1 (error measured below 1e-4 ||g||) along 5 random unit directions and along the part of
+    the gradient that comes from the network's own Jacobian (~3% of ||g||, asserted), so a gradient that
+    skips the network fails the 1e-3 ||g|| tolerance by ~30x."""
+    x0, op, noise, y = problem
+    diffusion = Diffusion(unet.betas, "10")
+    x = state(x0, i)[:1]
+    t = KEPT_10[i]
+    g, *_ = DPSSampler(zeta=1.0, respacing="10").measurement_gradient(unet, diffusion, x, i, op, noise, y)
+    with torch.enable_grad():  # the gradient with eps held fixed (no VJP through the network)
+        xi = x.clone().requires_grad_(True)
+        eps = unet.predict(xi, torch.full((1,), t))[0].detach()
+        x0_fixed = (xi - math.sqrt(1 - TRAIN_ABAR[t]) * eps) / math.sqrt(TRAIN_ABAR[t])
+        (g_fixed,) = torch.autograd.grad((y - op(x0_fixed)).norm(), xi)
+    network_part = misfit_grad(unet, x, t, op, y) - g_fixed
+    assert float(network_part.norm()) > 0.01 * float(g.norm())
+    v = torch.cat([torch.randn(5, *SHAPE[1:], generator=torch.Generator().manual_seed(i)), network_part])
+    v = v / norms(v)
+    h = 0.1
+    with torch.no_grad():
+        fd = (misfit(unet, x + h * v, t, op, y) - misfit(unet, x - h * v, t, op, y)) / (2 * h)
+    analytic = (g * v).reshape(6, -1).sum(1)
+    assert float((analytic - fd).abs().max()) < 1e-3 * float(g.norm())
+    assert float(((g_fixed * v).reshape(6, -1).sum(1) - fd).abs().max()) > 1e-2 * float(g.norm())
+
+
+# -- 2. DPS: x_{t-1} = DDPM draw - zeta g -----------------------------------------------------------
+@pytest.mark.parametrize("variance", ["fixed_small", "learned_range"])
+@pytest.mark.parametrize("i", [7, 3])
+def test_dps_step_is_the_ddpm_draw_minus_zeta_times_the_gradient(unet, problem, variance, i):
+    x0, op, noise, y = problem
+    zeta, seed = 0.5, 21
+    x = state(x0, i)
+    steps = []
+    out = DPSSampler(zeta=zeta, respacing="10", variance=variance).transition(
+        unet, op, noise, y, x, i, torch.Generator().manual_seed(seed), hooks=[steps.append])
+    t = KEPT_10[i]
+    var = unet.predict(x, torch.full((2,), t))[1] if variance == "learned_range" else None
+    mean, std = reverse_mean_std(x0_hat(unet, x, t).clamp(-1, 1), x, i, KEPT_10, var)
+    g = misfit_grad(unet, x, t, op, y)
+    expected = mean + std * draw(seed) - zeta * g
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(steps[0].grad, g, rtol=1e-4, atol=1e-6)
+    assert float((zeta * g).abs().max()) > 100 * 1e-5  # the guidance term is far above the tolerance
+    # to first order the guided step lowers the misfit relative to the plain draw
+    with torch.no_grad():
+        assert bool((misfit(unet, out, t, op, y) < misfit(unet, out + zeta * g, t, op, y)).all())
+
+
+def test_dps_step_on_the_gmm_in_float64(gmm):
+    """Exact eps, no clipping (vectors): the same identity at 1e-10."""
+    prior, op, noise, y = gmm
+    x = torch.randn(3, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    kept = list(range(1000))
+    for i in (700, 50):
+        out = DPSSampler(zeta=0.1, respacing="1000", clip_x0=False).transition(
+            prior, op, noise, y, x, i, torch.Generator().manual_seed(i))
+        mean, std = reverse_mean_std(x0_hat(prior, x, i), x, i, kept)
+        z = torch.randn(x.shape, generator=torch.Generator().manual_seed(i), dtype=torch.float64)
+        torch.testing.assert_close(out, mean + std * z - 0.1 * misfit_grad(prior, x, i, op, y), rtol=1e-10, atol=1e-10)
+
+
+# -- 3. DSG: steepest-descent direction on the sphere, mixed with weight w ---------------------------
+@pytest.mark.parametrize("w", [0.3, 1.0])
+@pytest.mark.parametrize("variance", ["fixed_small", "uneven"])
+def test_dsg_step_matches_the_spherical_gaussian_formula(unet, problem, w, variance):
+    """Yang et al. 2024: r = ||sigma_t||_2 (sqrt(d) sigma_t when isotropic), d* = -r g / ||g||,
+    d_s = sigma_t z, m = d_s + w (d* - d_s), x_{t-1} = mu + r m / ||m||."""
+    x0, op, noise, y = problem
+    prior = UnevenVariance(unet) if variance == "uneven" else unet
+    sampler_variance = "learned_range" if variance == "uneven" else "fixed_small"
+    i, seed = 4, 8
+    x = state(x0, i)
+    out = DSGSampler(w=w, respacing="10", variance=sampler_variance).transition(
+        prior, op, noise, y, x, i, torch.Generator().manual_seed(seed))
+    t = KEPT_10[i]
+    var = prior.predict(x, torch.full((2,), t))[1] if variance == "uneven" else None
+    mean, std = reverse_mean_std(x0_hat(prior, x, t).clamp(-1, 1), x, i, KEPT_10, var)
+    g = misfit_grad(prior, x, t, op, y)
+    r = norms(std)
+    d_star = -r * g / norms(g)
+    d_s = std * draw(seed)
+    m = d_s + w * (d_star - d_s)
+    torch.testing.assert_close(out, mean + r * m / norms(m), rtol=1e-5, atol=1e-5)
+    cos = torch.nn.functional.cosine_similarity((out - mean).reshape(2, -1), -g.reshape(2, -1), dim=1)
+    if w == 1.0:  # all the way to the steepest-descent point: anti-parallel to g
+        torch.testing.assert_close(cos, torch.ones(2), rtol=0, atol=1e-5)
+    else:  # between the sampled direction (cos ~ 0 in 768 dimensions) and -g
+        assert bool((cos > 0.2).all()) and bool((cos < 0.99).all())
+
+
+# -- 4. DMAP ------------------------------------------------------------------------------------------
+def project(x, center, radius):
+    return center + radius * (x - center) / norms(x - center)
+
+
+@pytest.mark.parametrize("variance", ["fixed_small", "uneven"])
+@pytest.mark.parametrize("i", [6, 1])
+def test_dmap_inner_steps_use_the_denoiser_at_t_minus_1_on_the_current_iterate(unet, problem, variance, i):
+    """One forward at t_i on x_t, then exactly K VJPs, each at t_{i-1} on the current x_{t-1}
+    (the paper's detail: x_{t-1} is a state of step t-1), each followed by the projection onto the
+    sphere of radius ||sigma_t||_2 around mu_t. With an uneven learned variance that radius differs
+    from sqrt(d) mean(sigma_t) by far more than the tolerance (asserted)."""
+    x0, op, noise, y = problem
+    inner = UnevenVariance(unet) if variance == "uneven" else unet
+    prior = Recording(inner)
+    zeta, k, seed = 0.3, 3, 13
+    x = state(x0, i)
+    sampler = DMAPSampler(zeta=zeta, num_inner=k, respacing="10",
+                          variance="learned_range" if variance == "uneven" else "fixed_small")
+    out = sampler.transition(prior, op, noise, y, x, i, torch.Generator().manual_seed(seed))
+    assert (sampler.stats["forward"], sampler.stats["vjp"]) == (1, k)
+    assert len(prior.calls) == 1 + k
+    t, t_prev = KEPT_10[i], KEPT_10[i - 1]
+    assert torch.equal(prior.calls[0][0], x) and prior.calls[0][1].tolist() == [t, t]
+    var = inner.predict(x, torch.full((2,), t))[1] if variance == "uneven" else None
+    mean, std = reverse_mean_std(x0_hat(inner, x, t).clamp(-1, 1), x, i, KEPT_10, var)
+    radius = norms(std)
+    iterate = mean + std * draw(seed)
+    for call in range(1, k + 1):
+        seen, t_seen = prior.calls[call]
+        assert t_seen.tolist() == [t_prev, t_prev], f"inner step {call}: denoiser at {t_seen.tolist()}"
+        torch.testing.assert_close(seen, iterate, rtol=1e-5, atol=1e-5)
+        iterate = project(iterate - zeta * misfit_grad(inner, iterate, t_prev, op, y), mean, radius)
+    torch.testing.assert_close(out, iterate, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(norms(out - mean), radius, rtol=1e-5, atol=0)
+    if variance == "uneven" and i == 1:  # beta_t and sigma_small^2 differ most early in the chain
+        d = out[0].numel()
+        isotropic = math.sqrt(d) * std.reshape(2, -1).mean(1)
+        assert bool(((radius.reshape(-1) - isotropic).abs() > 0.05 * radius.reshape(-1)).all())
+    # the inner steps lower the misfit at t-1 against the plain DDPM draw
+    with torch.no_grad():
+        before = misfit(inner, mean + std * draw(seed), t_prev, op, y)
+        assert bool((misfit(inner, out, t_prev, op, y) < before).all())
+
+
+def test_dmap_last_step_returns_the_mean_without_vjps(unet, problem):
+    x0, op, noise, y = problem
+    x = state(x0, 0)
+    sampler = DMAPSampler(zeta=0.3, num_inner=3, respacing="10")
+    out = sampler.transition(unet, op, noise, y, x, 0, torch.Generator().manual_seed(1))
+    assert sampler.stats["vjp"] == 0
+    # abar_{-1} = 1, so mu = clip(x0_hat) at the final step (Ho eq. 7)
+    torch.testing.assert_close(out, x0_hat(unet, x, 0).clamp(-1, 1), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("variance", ["fixed_small", "uneven"])
+def test_dmap_adam_equals_adam_written_by_hand(unet, problem, variance):
+    """Kingma & Ba 2015, Alg. 1 (PyTorch's eps = 1e-8, state reset at every diffusion step), on the
+    same objective, each step followed by the projection."""
+    x0, op, noise, y = problem
+    prior = UnevenVariance(unet) if variance == "uneven" else unet
+    lr, (b1, b2), k, i, seed = 0.05, (0.9, 0.999), 4, 5, 3
+    x = state(x0, i)
+    out = DMAPSampler(zeta=lr, num_inner=k, optimizer="adam", adam_betas=(b1, b2), respacing="10",
+                      variance="learned_range" if variance == "uneven" else "fixed_small").transition(
+        prior, op, noise, y, x, i, torch.Generator().manual_seed(seed))
+    t, t_prev = KEPT_10[i], KEPT_10[i - 1]
+    var = prior.predict(x, torch.full((2,), t))[1] if variance == "uneven" else None
+    mean, std = reverse_mean_std(x0_hat(prior, x, t).clamp(-1, 1), x, i, KEPT_10, var)
+    p = mean + std * draw(seed)
+    m1, m2 = torch.zeros_like(p), torch.zeros_like(p)
+    for step in range(1, k + 1):
+        g = misfit_grad(prior, p, t_prev, op, y)
+        m1 = b1 * m1 + (1 - b1) * g
+        m2 = b2 * m2 + (1 - b2) * g * g
+        p = p - lr * (m1 / (1 - b1**step)) / ((m2 / (1 - b2**step)).sqrt() + 1e-8)
+        p = project(p, mean, norms(std))
+    torch.testing.assert_close(out, p, rtol=1e-5, atol=1e-5)
+    sgd = DMAPSampler(zeta=lr, num_inner=k, respacing="10",
+                      variance="learned_range" if variance == "uneven" else "fixed_small").transition(
+        prior, op, noise, y, x, i, torch.Generator().manual_seed(seed))
+    assert float((sgd - out).abs().max()) > 1e-3
+
+
+# -- 5. what the network sees along the whole chain ----------------------------------------------------
+def test_network_sees_the_respaced_timesteps_in_order(unet, problem):
+    """DDPM over respacing '10': training indices 999, 888, ..., 111, 0 (ADM's respacing, written out);
+    DMAP: per step one forward at t_i, then K VJPs at t_{i-1} (at t_0 on the last step when not projecting)."""
+    x0, op, noise, y = problem
+    prior = Recording(unet)
+    DDPMSampler(respacing="10").sample(prior, op, noise, y, (1, 3, 16, 16), torch.Generator().manual_seed(0))
+    assert [int(t[0]) for _, t in prior.calls] == KEPT_10[::-1]
+    for project_, last in ((True, [0]), (False, [0, 0, 0, 0])):
+        prior.calls.clear()
+        DMAPSampler(zeta=0.1, num_inner=3, respacing="10", project=project_).sample(
+            prior, op, noise, y, (1, 3, 16, 16), torch.Generator().manual_seed(0))
+        expected = [t for i in range(9, 0, -1) for t in [KEPT_10[i]] + [KEPT_10[i - 1]] * 3] + last
+        assert [int(t[0]) for _, t in prior.calls] == expected
+
+
+@pytest.mark.parametrize("clip", [True, False])
+def test_clip_x0_clamps_the_estimate_in_the_transition_mean_only(unet, problem, clip):
+    """At t = 999 x0_hat is far outside [-1, 1]; with clip_x0 the mean uses clamp(x0_hat, -1, 1), and
+    the guidance gradient of DPS stays the unclipped one (checked above by finite differences)."""
+    x0, op, noise, y = problem
+    i = 9
+    x = state(x0, i)
+    steps = []
+    DDPMSampler(respacing="10", clip_x0=clip).transition(unet, op, noise, y, x, i, torch.Generator().manual_seed(0),
+                                                        hooks=[steps.append])
+    raw = x0_hat(unet, x, KEPT_10[i])
+    assert float(raw.abs().max()) > 10
+    mean, _ = reverse_mean_std(raw.clamp(-1, 1) if clip else raw, x, i, KEPT_10)
+    torch.testing.assert_close(steps[0].mean, mean, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(steps[0].x0_hat, raw, rtol=1e-5, atol=1e-4)
+    other, _ = reverse_mean_std(raw if clip else raw.clamp(-1, 1), x, i, KEPT_10)
+    assert float((other - mean).abs().max()) > 1e-2

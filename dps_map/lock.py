@@ -8,7 +8,8 @@ did not release cleanly is reported with a warning when the next run takes the l
 Shared filesystems: on NFS, Linux emulates flock with NFS byte-range locks, which every client sees
 (NFSv4: a crashed client's lock expires with its lease, ~90 s); with the mount option
 `local_lock=flock` it is only visible on one node. On Lustre flock is cluster-wide with the mount
-option `flock`, node-local with `localflock`, and fails without either: then the lock falls back to
+option `flock`, node-local with `localflock`, and refused with `noflock` (the default of some Lustre
+versions): then the lock falls back to
 an exclusive-create file `run.lock.owner` (O_EXCL, atomic on NFS and Lustre), which a run on the same
 host takes over when its holder's pid is dead, and which must be deleted by hand when its holder died
 on another host (the error says so).

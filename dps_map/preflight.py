@@ -4,8 +4,9 @@
     python -m dps_map.preflight -m +experiment=paper task=sr4,sr8 sampler=dps,dmap data.num_shards=8 'data.shard=range(8)'
 
 1. Expands every job of the command line as Hydra would (:mod:`dps_map.sweep`) and checks each one:
-   the config, the prior's checkpoint, the adapter, the data folder and its class labels, the metric
-   weights. Every problem of every job is reported, not only the first.
+   the config and the sampler's values, the prior's checkpoint, the adapter, the data folder and its
+   class labels, the metric weights; and that no two jobs share an output directory another run holds.
+   Every problem of every job is reported, not only the first.
 2. Trial: runs each distinct (prior, task, sampler, batch, perf) configuration for ``--steps`` diffusion
    steps (after one warm-up step) on the first real measurement of its data, on the configured device,
    and measures seconds per step, network forwards and VJPs per step and peak memory
@@ -37,8 +38,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from .config import (check_adapter, check_data, check_prior_checkpoint, config_digest, resolve_device,
-                     resolved, validate)
+from .config import check_adapter, check_data, check_prior_checkpoint, config_digest, resolve_device, resolved
 from .data import demo_crops, demo_photos, folder_files, folder_items
 from .errors import UserError
 from .io import absolute_path, atomic_write_json
@@ -53,7 +53,9 @@ def checks(cfg) -> list:
     every file on its own (prior checkpoint, adapter, data and labels, each metric's weights)."""
     from .metrics import check_weights
 
-    out = [lambda: validate(cfg), lambda: check_prior_checkpoint(cfg.prior), lambda: check_adapter(cfg.sampler)]
+    from .run import checked_sampler
+
+    out = [lambda: checked_sampler(cfg), lambda: check_prior_checkpoint(cfg.prior), lambda: check_adapter(cfg.sampler)]
     if cfg.data.kind != "gmm":
         out.append(lambda: check_data(cfg.prior, cfg.data))
         if not cfg.metrics.get("random_weights", False):
@@ -251,7 +253,13 @@ def preflight(args: list[str], multirun: bool, steps: int = 3, out: str | None =
     jobs = expand_jobs(args, multirun)
     out_dir = Path(absolute_path(out)) if out else (Path(str(jobs[0].cfg.hydra.sweep.dir)) if multirun
                                                      else jobs[0].run_dir)
+    from .run import check_job_dirs
+
     invalid, rows = {}, []
+    try:  # jobs sharing one output directory, or a directory another run is writing
+        check_job_dirs(jobs)
+    except UserError as err:
+        invalid["the sweep"] = [str(err)]
     for n, job in enumerate(jobs):
         cfg = without_hydra(job.cfg)
         problems = job_problems(cfg)
@@ -264,6 +272,8 @@ def preflight(args: list[str], multirun: bool, steps: int = 3, out: str | None =
     for row in rows:
         for problem in row["problems"]:
             by_problem.setdefault(problem, []).append(row["job"])
+    for problem in invalid.get("the sweep", []):
+        print(f"preflight: the sweep: {problem}", file=sys.stderr)
     for problem, numbers in by_problem.items():
         which = "every job" if len(numbers) == len(jobs) > 1 else \
             f"job{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))} of {len(jobs)}"

@@ -87,7 +87,7 @@ def run(cfg: DictConfig, out_dir=None) -> dict:
         return _run(cfg, out_dir)
 
 
-def preflight(cfg: DictConfig):
+def checked_sampler(cfg: DictConfig):
     """Every start-up check of a config, before any model is built or file written; returns the sampler
     (cheap to build, and the last judge of its own values). Raises ConfigError (one line)."""
     validate(cfg)
@@ -95,7 +95,7 @@ def preflight(cfg: DictConfig):
 
 
 def _run(cfg: DictConfig, out_dir=None) -> dict:
-    sampler = preflight(cfg)  # cheap, so first: a bad value stops the run before anything is written
+    sampler = checked_sampler(cfg)  # cheap, so first: a bad value stops the run before anything is written
     if out_dir is None:
         from hydra.core.hydra_config import HydraConfig
 

@@ -4,7 +4,7 @@ exit 2 on the command line) before any model is built, or is listed in ACCEPTED 
 The walk: the composed config of every option of every group (task, prior, sampler, data, metrics,
 logger; perf and the top-level keys on the default config); for every scalar key of that group, each
 bad value of the table BAD for the key's type (strings for numbers, negative, zero, NaN, inf, huge),
-parsed as Hydra parses a command-line value, goes through run.preflight (what a run does before
+parsed as Hydra parses a command-line value, goes through run.checked_sampler (what a run does before
 building anything)."""
 
 import copy
@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from dps_map.config import resolved
 from dps_map.config_types import Bool, Choice, Float, Int, Respacing, Str, scalar_items, spec_for
 from dps_map.errors import UserError
-from dps_map.run import preflight
+from dps_map.run import checked_sampler
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GMM = {"task": "gmm_linear", "prior": "gmm", "data": "gmm", "sampler": ("exact", "oracle")}
@@ -79,7 +79,7 @@ def walk():
     accepted, refused, crashed, keys = set(), [], [], set()
     for group, overrides, cfg in configs():
         base = resolved(cfg)
-        preflight(OmegaConf.create(base))  # the option itself is valid (else every case below would be refused)
+        checked_sampler(OmegaConf.create(base))  # the option itself is valid (else every case below would be refused)
         for key, _ in scalar_items(base):
             top = key.split(".")[0]
             if (group is None and top in {"task", "prior", "sampler", "data", "metrics", "logger"}) or \
@@ -99,7 +99,7 @@ def walk():
                 node[leaf] = parse(key, text)
                 bad = OmegaConf.create(plain)
                 try:
-                    preflight(bad)
+                    checked_sampler(bad)
                 except UserError as err:
                     refused.append((key, text, str(err)))
                 except Exception as err:  # noqa: BLE001 - a traceback for the user: the bug this test hunts

@@ -22,11 +22,9 @@ NON_OUTPUT_DATA_KEYS = ("num_shards", "shard")
 #: Sampler keys come from the sampler class's constructor; `paths` is free-form.
 TOP_KEYS = {"data", "prior", "task", "sampler", "metrics", "logger", "paths", "perf", "hydra", "seed", "num_samples",
             "batch_size", "device", "overwrite", "progress"}
-TASK_KEYS = {"name", "operator", "noise", "sigma_y", "poisson_rate", "zeta", "w"}
-OPERATOR_KEYS = {"identity": set(), "super_resolution": {"factor", "method"},
-                 "inpaint_box": {"box_fraction", "location"}, "inpaint_random": {"drop_ratio"},
-                 "gaussian_blur": {"kernel_size", "blur_sigma"}, "motion_blur": {"kernel_size", "intensity"},
-                 "matrix": {"m", "min_modes", "min_weight"}}
+#: Task keys besides the operator's: the operator's come from the signature of the callable its `_target_`
+#: names (dps_map.operators.operator_keys). Sampler keys likewise come from the sampler class's constructor.
+TASK_KEYS = {"name", "operator", "_target_", "noise", "sigma_y", "poisson_rate", "zeta", "w"}
 PRIOR_KEYS = {"adm": {"name", "kind", "checkpoint", "what", "url", "override", "random_init", "noise_schedule",
                       "diffusion_steps", "class_label", "unet", "respacing", "variance"},
               "adm_upsampler": {"name", "kind", "checkpoint", "what", "url", "override", "random_init",
@@ -64,7 +62,9 @@ def resolved(cfg: DictConfig) -> dict:
 def config_digest(cfg: DictConfig) -> str:
     """sha256 (first 16 hex) of everything that determines a run's samples (shard, logger,
     device and metrics settings excluded, so the shards of one sweep share one digest)."""
-    plain = {k: v for k, v in resolved(cfg).items() if k not in NON_OUTPUT_KEYS}
+    from .targets import strip_builtin_targets
+
+    plain = {k: v for k, v in strip_builtin_targets(resolved(cfg)).items() if k not in NON_OUTPUT_KEYS}
     plain["data"] = {k: v for k, v in plain.get("data", {}).items() if k not in NON_OUTPUT_DATA_KEYS}
     blob = OmegaConf.to_yaml(OmegaConf.create(plain), sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -75,22 +75,6 @@ def _check_keys(where: str, node, allowed: set) -> None:
     if unknown:
         raise ConfigError(f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} in {where} "
                           f"(known: {', '.join(sorted(allowed))})")
-
-
-def _sampler_keys(method: str) -> set:
-    """The keys a sampler config may hold: its class's constructor arguments, plus name/method/adapter."""
-    import inspect
-
-    from .samplers import METHODS
-
-    if method not in METHODS:
-        raise ConfigError(f"unknown sampler method '{method}' (known: {', '.join(sorted(METHODS))})")
-    keys = {"name", "method", "adapter"}
-    for cls in METHODS[method].__mro__:
-        if "__init__" in vars(cls):
-            keys |= {name for name, p in inspect.signature(cls.__init__).parameters.items()
-                     if name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
-    return keys
 
 
 def _unet_keys() -> set:
@@ -105,10 +89,9 @@ def check_keys(cfg: DictConfig) -> None:
     """Every key of every group must be one the code reads (a typo would otherwise be ignored silently)."""
     _check_keys("the top-level config", cfg, TOP_KEYS)
     task, prior, data, sampler = cfg.task, cfg.prior, cfg.data, cfg.sampler
-    if task.get("operator") not in OPERATOR_KEYS:
-        raise ConfigError(f"task={task.get('name')}: unknown operator '{task.get('operator')}' "
-                          f"(known: {', '.join(OPERATOR_KEYS)})")
-    _check_keys(f"task={task.name}", task, TASK_KEYS | OPERATOR_KEYS[task.operator])
+    from .operators import operator_keys
+
+    _check_keys(f"task={task.get('name')}", task, TASK_KEYS | operator_keys(task))
     if prior.get("kind") not in PRIOR_KEYS:
         raise ConfigError(f"prior={prior.get('name')}: unknown kind '{prior.get('kind')}' (adm, adm_upsampler, gmm)")
     _check_keys(f"prior={prior.name}", prior, PRIOR_KEYS[prior.kind])
@@ -121,7 +104,9 @@ def check_keys(cfg: DictConfig) -> None:
     if data.get("kind") not in DATA_KEYS:
         raise ConfigError(f"data={data.get('name')}: unknown kind '{data.get('kind')}' (demo, folder, gmm)")
     _check_keys(f"data={data.name}", data, DATA_KEYS[data.kind])
-    _check_keys(f"sampler={sampler.get('name')}", sampler, _sampler_keys(sampler.get("method")))
+    from .samplers import sampler_keys
+
+    _check_keys(f"sampler={sampler.get('name')}", sampler, sampler_keys(sampler) | {"adapter"})
     _check_keys(f"metrics={cfg.metrics.get('name')}", cfg.metrics, METRICS_KEYS)
     if cfg.get("perf") is not None:
         _check_keys("perf", cfg.perf, PERF_KEYS)

@@ -157,7 +157,8 @@ SPEC: dict[str, Kind] = {
     "perf.compile_backend": Str(), "perf.grad_checkpoint": Bool(),
 }
 #: keys whose values are not scalars, or are checked elsewhere (check_keys, the loaders)
-NOT_SCALAR = ("paths", "hydra", "task.operator", "prior.kind", "data.kind", "sampler.method")
+NOT_SCALAR = ("paths", "hydra", "task.operator", "prior.kind", "data.kind", "sampler.method", "task._target_",
+              "sampler._target_", "prior._target_")
 #: keys with a spec (the bad values tests/test_config_types.py tries) that config.validate checks itself:
 #: class_label only matters for a class-conditional prior (config.check_class_label), others ignore it
 CHECKED_IN_VALIDATE = ("prior.class_label",)

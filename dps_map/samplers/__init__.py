@@ -1,4 +1,5 @@
-"""Samplers, one file per method. `build_sampler(cfg)` maps conf/sampler/*.yaml to a class."""
+"""Samplers, one file per method. `build_sampler(cfg)` builds the class a conf/sampler/*.yaml names with
+`_target_` (docs/extending.md); METHODS maps the `method` names of YAMLs without one."""
 
 from __future__ import annotations
 
@@ -17,19 +18,42 @@ METHODS = {"ddpm": DDPMSampler, "dps": DPSSampler, "dsg": DSGSampler, "dmap": DM
 #: methods that run on the conditional prior and need `adapter:` (a checkpoint path)
 ADAPTER_METHODS = ("adapter", "adapter_dps", "adapter_dmap")
 
-__all__ = ["Sampler", "Step", "build_sampler", "METHODS", "ADAPTER_METHODS", *(cls.__name__ for cls in METHODS.values())]
+__all__ = ["Sampler", "Step", "build_sampler", "sampler_class", "sampler_keys", "METHODS", "ADAPTER_METHODS", *(cls.__name__ for cls in METHODS.values())]
+
+
+def sampler_class(cfg) -> type:
+    """The class of a sampler config: its `_target_` (a dotted path: built-ins and user classes alike),
+    else METHODS[cfg.method] (YAMLs written before `_target_`)."""
+    from ..targets import locate
+
+    where = f"sampler={cfg.get('name')}"
+    if cfg.get("_target_"):
+        cls = locate(cfg._target_, where)
+        if not (isinstance(cls, type) and issubclass(cls, Sampler)):
+            raise ConfigError(f"{where}: _target_ '{cfg._target_}' is not a subclass of dps_map.samplers.Sampler")
+        return cls
+    method = cfg.get("method")
+    if method not in METHODS:
+        raise ConfigError(f"{where}: no _target_ and unknown method '{method}' (known: {', '.join(sorted(METHODS))})")
+    return METHODS[method]
+
+
+def sampler_keys(cfg) -> set:
+    """The keys a sampler config may hold: its class's constructor arguments, plus name, method, _target_."""
+    from ..targets import signature_keys
+
+    return {"name", "method", "_target_"} | signature_keys(sampler_class(cfg))
 
 
 def build_sampler(cfg) -> Sampler:
-    """cfg.method picks the class; every other key except name is a constructor argument
-    (``adapter`` only for the adapter methods)."""
-    method = cfg.method
-    if method not in METHODS:
-        raise ConfigError(f"unknown sampler method '{method}' (known: {sorted(METHODS)})")
-    kwargs = {k: v for k, v in cfg.items() if k not in ("name", "method")}
-    if method not in ADAPTER_METHODS and kwargs.pop("adapter", None) is not None:
-        raise ConfigError(f"sampler {cfg.name}: method '{method}' does not use an adapter (use adapter_{method})")
+    """The sampler of a conf/sampler/*.yaml: every key except name, method and _target_ is a constructor
+    argument (``adapter`` only for the classes that take one)."""
+    cls = sampler_class(cfg)
+    kwargs = {k: v for k, v in cfg.items() if k not in ("name", "method", "_target_")}
+    if "adapter" not in sampler_keys(cfg) and kwargs.pop("adapter", None) is not None:
+        raise ConfigError(f"sampler {cfg.name}: method '{cfg.get('method')}' does not use an adapter "
+                          f"(use adapter_{cfg.get('method')})")
     try:
-        return METHODS[method](**kwargs)
+        return cls(**kwargs)
     except TypeError as err:
         raise ConfigError(f"sampler {cfg.name}: {err}") from err

@@ -1,0 +1,124 @@
+"""Extending dps_map without editing it: a sampler class and an operator in a module of the user's own
+(on PYTHONPATH), selected by YAMLs in the user's own config directory (hydra.searchpath) through
+`_target_`. Runs `python -m dps_map.run` as a user would."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+from PIL import Image
+
+USER_MODULE = '''
+import torch
+import torch.nn.functional as F
+
+from dps_map.operators import Operator
+from dps_map.samplers import DPSSampler
+
+
+class ScaledDPS(DPSSampler):
+    """DPS with its step size multiplied by `scale` (scale=0: the prior alone, i.e. DDPM)."""
+
+    name = "scaled_dps"
+
+    def __init__(self, scale: float = 1.0, **kw):
+        super().__init__(**kw)
+        self.zeta *= float(scale)
+
+
+class Decimate(Operator):
+    """Keep every `stride`-th pixel in both directions; naive: nearest-neighbour upsampling."""
+
+    linear = True
+
+    def __init__(self, stride: int = 2):
+        self.stride = int(stride)
+
+    def forward(self, x):
+        return x[..., ::self.stride, ::self.stride]
+
+    def naive(self, y):
+        return F.interpolate(y, scale_factor=self.stride, mode="nearest")
+'''
+
+SAMPLER_YAML = '''
+defaults:
+  - dps        # the shipped DPS YAML, extended
+  - _self_
+name: scaled_dps
+_target_: user_ext.ScaledDPS
+scale: 0.0
+'''
+
+TASK_YAML = '''
+name: decimate2
+operator: decimate
+_target_: user_ext.Decimate
+stride: 2
+noise: gaussian
+sigma_y: 0.0
+zeta: {dps: 1.0}
+w: {}
+'''
+
+
+def user_setup(tmp_path):
+    """The user's module and config directory, outside the repository; the environment to run with."""
+    (tmp_path / "mod").mkdir()
+    (tmp_path / "mod" / "user_ext.py").write_text(USER_MODULE)
+    for group, name, text in (("sampler", "scaled_dps", SAMPLER_YAML), ("task", "decimate2", TASK_YAML)):
+        (tmp_path / "myconf" / group).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "myconf" / group / f"{name}.yaml").write_text(textwrap.dedent(text))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / "mod"), os.environ.get("PYTHONPATH", "")]))
+    return env, f"hydra.searchpath=[file://{tmp_path / 'myconf'}]"
+
+
+def cli(args, env, timeout=300):
+    return subprocess.run([sys.executable, "-m", "dps_map.run", "progress=false", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def test_user_sampler_from_own_module_and_config_dir(tmp_path):
+    env, searchpath = user_setup(tmp_path)
+    gmm = ["task=gmm_linear", "prior=gmm", "data=gmm", "num_samples=64", "sampler.respacing=20", searchpath]
+    mine = cli([*gmm, "sampler=scaled_dps", f"hydra.run.dir={tmp_path / 'mine'}"], env)
+    assert mine.returncode == 0, mine.stderr
+    ddpm = cli([*gmm, "sampler=ddpm", f"hydra.run.dir={tmp_path / 'ddpm'}"], env)
+    assert ddpm.returncode == 0, ddpm.stderr
+    summary = json.loads((tmp_path / "mine" / "summary.json").read_text())
+    assert summary["sampler"] == "scaled_dps" and summary["config"]["_target_"] == "user_ext.ScaledDPS"
+    assert summary["config"]["scale"] == 0.0 and summary["config"]["zeta"] == 0.1  # dps.yaml's, extended
+    assert summary["cost"]["vjp"] > 0  # DPS's code path ran (one VJP per step) ...
+    # ... and with scale 0 it is the prior alone: the same draws as DDPM
+    np.testing.assert_allclose(np.load(tmp_path / "mine" / "samples.npy"), np.load(tmp_path / "ddpm" / "samples.npy"),
+                               atol=1e-4)
+    # a typo in the user's key is refused at start-up with the keys its constructor takes
+    typo = cli([*gmm, "sampler=scaled_dps", "+sampler.scael=1", f"hydra.run.dir={tmp_path / 'typo'}"], env)
+    assert typo.returncode == 2 and "unknown key scael in sampler=scaled_dps" in typo.stderr
+    assert "scale" in typo.stderr.split("known:")[1] and "zeta" in typo.stderr.split("known:")[1]
+    assert not (tmp_path / "typo" / "summary.json").exists()
+    # an unimportable class: one line naming it
+    bad = cli([*gmm, "sampler=scaled_dps", "sampler._target_=user_ext.Nope", f"hydra.run.dir={tmp_path / 'bad'}"], env)
+    assert bad.returncode == 2 and "user_ext.Nope" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_user_operator_from_own_module_and_config_dir(tmp_path):
+    env, searchpath = user_setup(tmp_path)
+    out = tmp_path / "run"
+    proc = cli(["task=decimate2", "prior=tiny", "sampler=dps", "sampler.respacing=3", "data.per_photo=1",
+                searchpath, f"hydra.run.dir={out}"], env)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["task"] == "decimate2" and summary["n_samples"] == 2
+    for label in sorted((out / "label").glob("*.png")):  # y = x0[::2, ::2] exactly (sigma_y = 0)
+        x0 = np.asarray(Image.open(label))
+        y = np.asarray(Image.open(out / "input" / label.name))
+        assert x0.shape[:2] == (64, 64) and y.shape[:2] == (32, 32)
+        np.testing.assert_array_equal(y, x0[::2, ::2])
+    typo = cli(["task=decimate2", "prior=tiny", "sampler=dps", "+task.strde=3", searchpath,
+                f"hydra.run.dir={tmp_path / 'typo'}"], env)
+    assert typo.returncode == 2 and "unknown key strde in task=decimate2" in typo.stderr
+    assert "stride" in typo.stderr.split("known:")[1]

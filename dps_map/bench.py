@@ -169,22 +169,12 @@ def make_sampler(cfg: DictConfig, name: str, prior, operator, y, tmp: Path):
             adapter = Adapter(prior.model, hint_channels=hint.shape[1])
             path = tmp / f"{name}_untrained.pt"
             torch.save(adapter_checkpoint(adapter), path)
-            try:
-                scfg = sampler_config(cfg, name)
-            except Exception:  # a task file without a step size for this sampler
-                scfg = _adapter_fallback(cfg, name)
+            scfg = sampler_config(cfg, name)
             return build_sampler(OmegaConf.merge(scfg, {"adapter": str(path)})), \
                 "untrained (zero-initialised) adapter: timing only"
         except Exception as err:  # the adapter package is being built by another change; never fatal here
             return None, f"adapter sampler could not be set up: {type(err).__name__}: {err}"
     return build_sampler(sampler_config(cfg, name)), ""
-
-
-def _adapter_fallback(cfg, name):
-    """Older task files have no zeta for the adapter samplers: borrow the base method's."""
-    base = name.replace("adapter_", "")
-    over = OmegaConf.merge(_loose(cfg), {"task": {"zeta": {name: cfg.task.zeta.get(base, 1.0)}}})
-    return sampler_config(over, name)
 
 
 class NullNetwork(torch.nn.Module):
@@ -392,7 +382,7 @@ def run_bench(cfg: DictConfig, out=print) -> dict:
         b = params["sampler_batch_sizes"][0]
         med = (statistics.median(costs[b]["forward"]), statistics.median(costs[b]["vjp"]))
         ours = samplers["dps"][0] if "dps" in samplers else build_sampler_named(cfg, "dps")
-        peer = peer_dps(prior, operator, noise, y, b, int(params["steps"]), float(cfg.task.zeta.dps), device,
+        peer = peer_dps(prior, operator, noise, y, b, int(params["steps"]), float(ours.zeta), device,
                         int(params["repeats"]), list(med), ours, int(cfg.seed))
 
     summary = {

@@ -2,7 +2,7 @@
 typed value (`seed=abc`, `sampler.respacing=abc`) or an impossible one (`num_samples=0`,
 `task.sigma_y=nan`) stops with one line before any model is built.
 
-A key is looked up by its dotted path (`task.zeta.*` matches every step size); `paths.*`, list values
+A key is looked up by its dotted path (`tuned.*.zeta` is checked as `sampler.zeta`); `paths.*`, list values
 and the keys check_keys already restricts (`kind`, `operator`, `method`) are not listed here.
 """
 
@@ -115,7 +115,7 @@ SPEC: dict[str, Kind] = {
     "device": Str(r"auto|cpu|cuda(:\d+)?|mps", "auto, cpu, cuda or cuda:N"), "overwrite": Bool(), "progress": Bool(),
     # task
     "task.name": Str(), "task.noise": Choice("gaussian", "poisson"), "task.sigma_y": Float(0),
-    "task.poisson_rate": Float(0, lo_open=True), "task.zeta.*": Float(0), "task.w.*": Float(0, 1),
+    "task.poisson_rate": Float(0, lo_open=True),
     "task.factor": Int(1, 4096), "task.method": Choice("bicubic", "avgpool"),
     "task.box_fraction": Float(),  # its range is checked with the image size in config.validate
     "task.location": Choice("random", "center"),
@@ -165,6 +165,8 @@ CHECKED_IN_VALIDATE = ("prior.class_label",)
 
 
 def spec_for(key: str) -> Kind | None:
+    if key.startswith("tuned."):  # tuned.<...>.<sampler>.<key>: a value that lands in sampler.<key>
+        return SPEC.get("sampler." + key.rsplit(".", 1)[1])
     if key in SPEC:
         return SPEC[key]
     return SPEC.get(key.rsplit(".", 1)[0] + ".*")

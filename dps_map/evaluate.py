@@ -90,3 +90,135 @@ class Evaluator:
             with torch.no_grad():
                 feats.append(self.inception(batch).cpu().numpy())
         return np.concatenate(feats) if feats else np.zeros((0, 2048))
+
+
+# -- re-scoring finished runs: python -m dps_map.evaluate RUN_OR_SWEEP_DIR metrics=default ---------------
+RESCORE_GROUPS = ("metrics", "paths", "device")  # the overrides `python -m dps_map.evaluate` takes
+
+
+def rescore_config(overrides: list[str]):
+    """metrics, paths and device composed from the command line's overrides (the rest is the run's own)."""
+    from .errors import ConfigError
+    from .sweep import compose_job, without_hydra
+
+    bad = [o for o in overrides if o.lstrip("+~").split("=")[0].split(".")[0] not in RESCORE_GROUPS]
+    if bad:
+        raise ConfigError(f"python -m dps_map.evaluate takes only metrics=..., metrics.*, paths.* and device "
+                          f"overrides, got {' '.join(bad)}")
+    return without_hydra(compose_job(list(overrides)))
+
+
+def run_dirs(root: Path) -> list[Path]:
+    """The run directories at or below root (those holding run.json), sorted."""
+    from .run import RUN_FILE
+
+    if (root / RUN_FILE).is_file():
+        return [root]
+    return sorted(p.parent for p in root.rglob(RUN_FILE))
+
+
+def rescore_run(out: Path, cfg, evaluator: "Evaluator") -> str:
+    """Add the metrics of `evaluator` a finished image run lacks, from its PNGs: per-sample scores missing
+    from a record (e.g. LPIPS), then FID/KID and diversity; metrics.jsonl and summary.json are rewritten
+    atomically, and only if something changed (a second call changes nothing). Returns what it did."""
+    import json
+
+    from .io import _parsed_lines, atomic_write_bytes, atomic_write_json
+    from .run import summarize_images
+
+    summary_path, metrics_path = out / "summary.json", out / "metrics.jsonl"
+    if not (out / "recon").is_dir():
+        return "skipped: no images (a Gaussian-mixture run is scored against its exact posterior when it runs)"
+    if not summary_path.exists():
+        return "skipped: unfinished (no summary.json); rerun it first"
+    summary = json.loads(summary_path.read_text())
+    lines = [(line, rec) for line, rec in _parsed_lines(metrics_path) if rec is not None]
+    if summary.get("n_expected") is not None and len({(r["id"], r["k"]) for _, r in lines}) < summary["n_expected"]:
+        return "skipped: unfinished (fewer records than n_expected); rerun it first"
+    ids = summary.get("image_ids") or sorted({r["id"] for _, r in lines})
+    labels = {i: out / "label" / f"{i}.png" for i in ids}
+    from PIL import Image
+
+    with Image.open(next(iter(labels.values()))) as first:  # the run's image size (its ground truths)
+        size = first.size[0]
+    new_lines, added = [], set()
+    for line, rec in lines:
+        want = [n for n in ("lpips",) if n in evaluator.names and n not in rec and not rec.get("failed")]
+        if want:
+            x = load_image(out / "recon" / f"{rec['id']}_{rec['k']}.png", size)[0][None].to(evaluator.device)
+            ref = load_image(labels[rec["id"]], size)[0][None].to(evaluator.device)
+            scores = evaluator.per_sample(x, ref)
+            rec = dict(rec, **{n: scores[n][0] for n in want})
+            line = json.dumps(rec, sort_keys=True)
+            added.update(want)
+        new_lines.append((line, rec))
+    records = [rec for _, rec in new_lines]
+    fresh = summarize_images(records, set(ids))
+    new_summary = dict(summary)
+    new_summary.update({k: fresh[k] for k in ("metrics", "naive", "n_samples", "n_failed", "n_measurements",
+                                              "n_duplicate_records")})
+    per_run = evaluator.per_run(out, ids, size)
+    for name in ("fid", "kid", "diversity"):  # kept from the first scoring unless re-scored now
+        if name in per_run:
+            new_summary["metrics"][name] = per_run[name]
+        elif name in summary.get("metrics", {}):
+            new_summary["metrics"][name] = summary["metrics"][name]
+    jsonl = b"".join((line + "\n").encode() for line, _ in new_lines)
+    old_jsonl = metrics_path.read_bytes() if metrics_path.exists() else b""
+    changed = []
+    if jsonl != old_jsonl:
+        atomic_write_bytes(metrics_path, jsonl)
+        changed.append("metrics.jsonl (" + ", ".join(sorted(added)) + ")")
+    if json.dumps(new_summary, sort_keys=True, default=str) != json.dumps(summary, sort_keys=True, default=str):
+        atomic_write_json(summary_path, new_summary)
+        changed.append("summary.json (" + ", ".join(sorted(set(per_run) | added)) + ")")
+    return "updated " + " and ".join(changed) if changed else "unchanged"
+
+
+def rescore(root, overrides: list[str]) -> dict[str, str]:
+    """Re-score every finished run at or below root with the metrics of `overrides`, each under its run
+    directory's lock. Returns {run dir: what happened}."""
+    from .config import resolve_device
+    from .errors import UserError
+    from .lock import run_lock
+
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"'{root}' is not a directory")
+    dirs = run_dirs(root)
+    if not dirs:
+        raise UserError(f"no dps-map run directories (with run.json) at or below '{root}'")
+    cfg = rescore_config(overrides)
+    torch.manual_seed(0)  # metrics.random_weights (tests): the same random networks at every call
+    evaluator = Evaluator(cfg.metrics, cfg.paths, resolve_device(cfg.device))  # checks the weight files
+    return {str(d): _locked_rescore(d, cfg, evaluator, run_lock) for d in dirs}
+
+
+def _locked_rescore(out: Path, cfg, evaluator, run_lock) -> str:
+    with run_lock(out):  # one writer per run directory: a run still writing here is refused (one line)
+        return rescore_run(out, cfg, evaluator)
+
+
+def main(argv=None) -> None:
+    """python -m dps_map.evaluate RUN_OR_SWEEP_DIR [metrics=default | metrics.names=[...]] [paths.*] [device=...]"""
+    import sys
+
+    from .errors import UserError
+
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(main.__doc__.strip() + "\n\nRe-scores finished runs from their PNGs (LPIPS per sample, FID/KID, "
+              "diversity); updates metrics.jsonl and summary.json atomically; a second call changes nothing.")
+        sys.exit(0 if args else 2)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        results = rescore(args[0], args[1:])
+    except UserError as err:
+        print(f"dps-map: error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    for run_dir, what in results.items():
+        print(f"{run_dir}: {what}")
+
+
+if __name__ == "__main__":
+    main()

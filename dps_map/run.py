@@ -2,7 +2,7 @@
 
     python -m dps_map.run task=sr4 prior=tiny sampler=dmap data=demo num_samples=2
 
-Writes, in its run directory (DESIGN.md section 5): .hydra/, recon/<id>_<k>.png, input/<id>.png,
+Writes, in its run directory (docs/outputs.md): .hydra/, recon/<id>_<k>.png, input/<id>.png,
 label/<id>.png, grids/<id>.png, metrics.jsonl (one line per sample), summary.json; GMM runs write
 problem.npz and samples.npy instead of images. Writes are atomic, and a rerun of the same config
 skips samples already on disk.
@@ -250,7 +250,24 @@ def run_images(cfg, prior, sampler, noise, out: Path, device, logger, evaluator)
     summary["metrics"].update(evaluator.per_run(out, [it.id for it in items], size))
     summary["n_new_samples"] = n_new
     summary["n_expected"] = len(items) * cfg.num_samples  # records of a finished run (aggregate checks it)
+    summary["image_ids"] = sorted(it.id for it in items)  # the exact images, so a table can be redone on them
+    summary["preprocessing"] = preprocessing(cfg.data, items, size)
     return summary
+
+
+def preprocessing(data_cfg, items, size: int) -> dict:
+    """How the images were made from their sources: the crop and resize policy and, per id, the original
+    size (width, height) of the source (demo crops: the photograph and the crop box [top, left, side])."""
+    if data_cfg.kind == "demo":
+        policy = (f"fixed square crops of scikit-image photographs (box [top, left, side]), resized to {size}x{size} "
+                  "(bicubic), RGB in [-1, 1]")
+        sources = {it.id: {"photo": it.info.get("photo"), "box": it.info.get("box")} for it in items}
+    else:
+        policy = (f"centre crop to a square (side = the shorter edge), resized to {size}x{size} (bicubic) when "
+                  "the size differs, RGB in [-1, 1]")
+        sources = {it.id: {"file": it.info.get("file"), "orig_mode": it.info.get("orig_mode")} for it in items}
+    return {"policy": policy, "image_size": size,
+            "original_sizes": {it.id: it.info.get("orig_size") for it in items}, "sources": sources}
 
 
 def save_grid(out: Path, ident: str, naive: torch.Tensor, size: int) -> Path:
@@ -268,12 +285,14 @@ def save_grid(out: Path, ident: str, naive: torch.Tensor, size: int) -> Path:
 
 
 def mean_sem(values) -> dict:
-    """Mean, standard error and count of the finite values (None where undefined)."""
+    """Mean, sample standard deviation (ddof=1), standard error std/sqrt(n) and count of the finite values
+    (None where undefined)."""
     v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
     if v.size == 0:
-        return {"mean": None, "sem": None, "n": 0}
-    sem = float(v.std(ddof=1) / np.sqrt(v.size)) if v.size > 1 else None
-    return {"mean": float(v.mean()), "sem": sem, "n": int(v.size)}
+        return {"mean": None, "std": None, "sem": None, "n": 0}
+    std = float(v.std(ddof=1)) if v.size > 1 else None
+    return {"mean": float(v.mean()), "std": std, "sem": None if std is None else std / float(np.sqrt(v.size)),
+            "n": int(v.size)}
 
 
 def summarize_images(records: list[dict], ids: set) -> dict:

@@ -161,6 +161,7 @@ def aggregate_group(jobs: list[dict], random_weights: bool = False) -> dict:
            "cost": {"seconds_per_sample": mean_sem(r.get("seconds") for r in records)["mean"],
                     "nfe_per_sample": mean_sem(r.get("nfe") for r in records)["mean"],
                     "vjp_per_sample": mean_sem(r.get("vjp") for r in records)["mean"]}}
+    out.update(image_ids_and_preprocessing(jobs, records))
     if out["shards"]["missing"]:
         log.warning("group %s: shards %s of %d missing (incomplete)", out["label"], out["shards"]["missing"],
                     out["shards"]["num_shards"])
@@ -185,6 +186,26 @@ def aggregate_group(jobs: list[dict], random_weights: bool = False) -> dict:
     if not out["complete"]:  # never silently averaged: the partial means are kept apart
         out["partial_metrics"], out["metrics"] = out["metrics"], {}
     return out
+
+
+def image_ids_and_preprocessing(jobs: list[dict], records: list[dict]) -> dict:
+    """The sorted ids of the group's images (from its jobs' summary.json, else its records) and how they
+    were preprocessed (policy and image size of the first summary, original sizes of all), so a table can
+    be redone on the same images."""
+    ids, prep = {r["id"] for r in records}, None
+    for job in sorted(jobs, key=lambda j: str(j["dir"])):
+        path = job["dir"] / "summary.json"
+        summary = json.loads(path.read_text()) if path.exists() else {}
+        ids.update(summary.get("image_ids", []))
+        if summary.get("preprocessing"):
+            part = summary["preprocessing"]
+            if prep is None:
+                prep = {k: v for k, v in part.items() if k not in ("original_sizes", "sources")}
+                prep.update(original_sizes={}, sources={})
+            prep["original_sizes"].update(part.get("original_sizes", {}))
+            prep["sources"].update(part.get("sources", {}))
+    ids.discard("gmm")
+    return {"image_ids": sorted(ids), **({"preprocessing": prep} if prep is not None else {})}
 
 
 def _fmt(stat) -> str:

@@ -33,12 +33,14 @@ BAD = {
     Respacing: ["abc", "-1", "0", "1.5", "ddim0", "99999", "null"],
 }
 #: (key, value) cases that pass the start-up checks, and why they are valid
-ZETAS = [f"task.zeta.{m}" for m in ("dps", "dmap", "dmap_adam", "adapter_dps", "adapter_dmap")]
+#: the tuned table is walked on one task (every task's entries have the same types: those of sampler.*)
+ZETAS = [f"tuned.tasks.sr4.{m}.zeta" for m in ("dps", "dmap", "dmap_adam", "adapter_dps", "adapter_dmap")]
+WS = ["tuned.tasks.sr4.dsg.w"]
 ACCEPTED = {
     **{(k, "0"): "0 is a valid seed / first shard / class / no inner step" for k in
        ("seed", "data.shard", "sampler.num_inner", "prior.instance_seed", "prior.class_label")},
     **{(k, "0"): "0 means noiseless / no guidance / no blur / deterministic" for k in
-       ("task.sigma_y", "sampler.zeta", *ZETAS, "task.w.dsg", "task.intensity", "sampler.eta", "task.min_weight",
+       ("task.sigma_y", "sampler.zeta", *ZETAS, *WS, "task.intensity", "sampler.eta", "task.min_weight",
         "prior.unet.dropout", "sampler.w", "task.drop_ratio")},
     **{(k, "-1"): "ADM's 'use num_heads' marker" for k in ("prior.unet.num_head_channels",
                                                            "prior.unet.num_heads_upsample")},
@@ -84,6 +86,8 @@ def walk():
             top = key.split(".")[0]
             if (group is None and top in {"task", "prior", "sampler", "data", "metrics", "logger"}) or \
                     (group is not None and top != group):
+                continue
+            if key.startswith("tuned.tasks.") and not key.startswith("tuned.tasks.sr4."):
                 continue
             kind = spec_for(key)
             assert kind is not None, f"{key} (in {overrides}) has no type in dps_map/config_types.SPEC"

@@ -60,8 +60,6 @@ _target_: user_ext.Decimate
 stride: 2
 noise: gaussian
 sigma_y: 0.0
-zeta: {dps: 1.0}
-w: {}
 '''
 
 
@@ -90,7 +88,10 @@ def test_user_sampler_from_own_module_and_config_dir(tmp_path):
     assert ddpm.returncode == 0, ddpm.stderr
     summary = json.loads((tmp_path / "mine" / "summary.json").read_text())
     assert summary["sampler"] == "scaled_dps" and summary["config"]["_target_"] == "user_ext.ScaledDPS"
-    assert summary["config"]["scale"] == 0.0 and summary["config"]["zeta"] == 0.1  # dps.yaml's, extended
+    # dps.yaml extended: no tuned zeta for this new sampler name, so its YAML default, logged once
+    assert summary["config"]["scale"] == 0.0 and summary["config"]["zeta"] == 1.0
+    log = (tmp_path / "mine" / "run.log").read_text() if (tmp_path / "mine" / "run.log").exists() else mine.stdout
+    assert log.count("no tuned zeta for sampler=scaled_dps on task=gmm_linear") == 1
     assert summary["cost"]["vjp"] > 0  # DPS's code path ran (one VJP per step) ...
     # ... and with scale 0 it is the prior alone: the same draws as DDPM
     np.testing.assert_allclose(np.load(tmp_path / "mine" / "samples.npy"), np.load(tmp_path / "ddpm" / "samples.npy"),

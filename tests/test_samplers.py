@@ -140,7 +140,7 @@ def gmm():
 
 
 def test_dmap_fits_measurement_and_posterior_better_than_dps(gmm):
-    task = OmegaConf.load("conf/task/gmm_linear.yaml")
+    tuned = OmegaConf.load("conf/tuned/default.yaml").tasks.gmm_linear
     prior, op, noise, y, post = gmm
     n = 300
     yb = y[None].expand(n, -1)
@@ -148,8 +148,8 @@ def test_dmap_fits_measurement_and_posterior_better_than_dps(gmm):
     def draw(sampler):
         return sampler.sample(prior, op, noise, yb, (n, 8), torch.Generator().manual_seed(3))
 
-    dps = draw(DPSSampler(zeta=task.zeta.dps, respacing="1000", clip_x0=False))
-    dmap = draw(DMAPSampler(zeta=task.zeta.dmap, respacing="1000", clip_x0=False))
+    dps = draw(DPSSampler(zeta=tuned.dps.zeta, respacing="1000", clip_x0=False))
+    dmap = draw(DMAPSampler(zeta=tuned.dmap.zeta, respacing="1000", clip_x0=False))
     misfit = {k: float((v @ op.matrix.T - y).norm(dim=1).mean()) for k, v in (("dps", dps), ("dmap", dmap))}
     logp = {k: float(post.log_prob(v).mean()) for k, v in (("dps", dps), ("dmap", dmap))}
     assert misfit["dmap"] < misfit["dps"]

@@ -1,4 +1,4 @@
-"""Forward models y = A(x) + n (DESIGN.md section 3).
+"""Forward models y = A(x) + n (docs/architecture.md).
 
 An operator maps images (B, C, H, W) (or vectors (B, d)) to measurements; linear ones also give the
 adjoint A^T. ``naive(y)`` is the measurement mapped back to image space without any prior (bicubic

@@ -1,4 +1,4 @@
-"""The Prior contract (DESIGN.md section 3).
+"""The Prior contract (docs/architecture.md).
 
 A prior predicts the noise of a noisy state: ``predict(x_t, t) -> (eps_hat, var_values)`` where ``t``
 is the index on the training schedule (LongTensor of shape (B,)) and ``var_values`` are ADM's

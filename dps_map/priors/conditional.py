@@ -1,4 +1,4 @@
-"""A conditional prior: the frozen ADM prior plus a trained adapter (DESIGN.md section 4).
+"""A conditional prior: the frozen ADM prior plus a trained adapter (docs/methods.md).
 
 ``ConditionalPrior(prior, adapter).condition(operator, y)`` binds one measurement; its
 ``predict(x_t, t)`` is then eps(x_t, t, y) from the adapter-controlled UNet, with the same contract

@@ -1,6 +1,6 @@
 """What every sampler shares: the diffusion chain, noise draws, the measurement gradient, cost counters.
 
-Contract (DESIGN.md section 3): ``sample(prior, operator, noise, y, shape, generator, hooks=None) -> x0``.
+Contract (docs/architecture.md): ``sample(prior, operator, noise, y, shape, generator, hooks=None) -> x0``.
 Hooks are called once per diffusion step with a :class:`Step` (t, x_t, x0_hat, guidance gradient, ...)
 so diagnostics read the very code path that produces samples.
 

@@ -4,7 +4,7 @@
   x_{t-1}  = x'_{t-1} - zeta grad_{x_t} ||y - A(x0_hat(x_t))||_2
 
 The gradient goes through the network (a VJP); zeta is constant (not divided by the residual),
-as in the authors' code (PAPER.md).
+as in the authors' released code (docs/methods.md).
 """
 
 from __future__ import annotations

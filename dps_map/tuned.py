@@ -1,0 +1,52 @@
+"""Tuned sampler values (step sizes) in one place: the `tuned` config group (conf/tuned/default.yaml).
+
+A sampler YAML reads a tuned value with ``${dps_map_tuned:KEY,DEFAULT}``, e.g. ``zeta: ${dps_map_tuned:zeta,1.0}``.
+The value is looked up for the run's (prior, task, sampler) in this order:
+
+  1. tuned.priors.<prior>.<task>.<sampler>.<KEY>     (a value tuned for this prior and task)
+  2. tuned.priors.<prior>.all_tasks.<sampler>.<KEY>  (for this prior, any task)
+  3. tuned.tasks.<task>.<sampler>.<KEY>              (for this task, any prior)
+  4. DEFAULT, the sampler YAML's own value; logged once per (prior, task, sampler, key).
+
+So adding a sampler touches no task file: its YAML names its defaults, and tuned values are added to
+conf/tuned/ when someone tunes them. Overriding `sampler.zeta=...` on the command line replaces the lookup.
+The `tuned` group itself is left out of the config digest: the value a run uses is in sampler.*.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from omegaconf import OmegaConf
+
+log = logging.getLogger(__name__)
+_logged: set = set()
+
+
+def lookup(root, key: str, default):
+    """The tuned `key` of the config root's (prior, task, sampler), or default (see the module docstring)."""
+    names = {g: OmegaConf.select(root, f"{g}.name", default=None) for g in ("prior", "task", "sampler")}
+    table = OmegaConf.select(root, "tuned", default=None)
+    if table is not None:
+        prior, task, sampler = names["prior"], names["task"], names["sampler"]
+        for path in (f"priors.{prior}.{task}.{sampler}.{key}", f"priors.{prior}.all_tasks.{sampler}.{key}",
+                     f"tasks.{task}.{sampler}.{key}"):
+            value = OmegaConf.select(table, path, default=None)
+            if value is not None:
+                return value
+    where = tuple(names.values()) + (key,)
+    if where not in _logged and logging.getLogger().handlers:  # once logging is set up (Hydra's job, not the
+        # launcher's pre-start checks, which would swallow the one message)
+        _logged.add(where)
+        log.info("no tuned %s for sampler=%s on task=%s, prior=%s (conf/tuned/): using the sampler's default %s",
+                 key, names["sampler"], names["task"], names["prior"], default)
+    return default
+
+
+def _resolver(key: str, default=None, *, _root_):
+    return lookup(_root_, key, default)
+
+
+def register() -> None:
+    if not OmegaConf.has_resolver("dps_map_tuned"):
+        OmegaConf.register_new_resolver("dps_map_tuned", _resolver)

@@ -1,0 +1,44 @@
+"""Tuned step sizes live in conf/tuned/: looked up per (prior, task, sampler), else the sampler's default."""
+
+import logging
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+
+from dps_map import tuned
+from dps_map.config import resolved
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def sampler_of(*overrides):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return resolved(compose("config", overrides=list(overrides)))["sampler"]
+
+
+def test_lookup_order_task_then_prior_then_sampler_default(caplog, monkeypatch):
+    monkeypatch.setattr(tuned, "_logged", set())
+    assert sampler_of("task=sr4", "sampler=dps")["zeta"] == 10.0
+    assert sampler_of("task=gaussian_deblur", "sampler=dmap")["zeta"] == 10.0
+    assert sampler_of("task=sr4", "sampler=dmap")["zeta"] == 3.0
+    assert sampler_of("task=gmm_linear", "sampler=dsg")["w"] == 0.3
+    # a prior-specific entry wins over the task's (the paper preset: adm512, every task)
+    paper = ["+experiment=paper", "prior.random_init=true"]
+    assert sampler_of(*paper, "task=sr4", "sampler=dps")["zeta"] == 1.0
+    assert sampler_of(*paper, "task=sr4", "sampler=dmap_adam")["zeta"] == 0.05
+    assert sampler_of(*paper, "task=sr4", "sampler=dps", "+tuned.priors.adm512.sr4.dps.zeta=2.5")["zeta"] == 2.5
+    # the command line beats the table
+    assert sampler_of("task=sr4", "sampler=dps", "sampler.zeta=4")["zeta"] == 4
+    # no entry: the sampler YAML's default, logged once however often the config is resolved
+    with caplog.at_level(logging.INFO, logger="dps_map.tuned"):
+        for _ in range(3):
+            assert sampler_of("task=sr4", "sampler=dps", "~tuned.tasks.sr4.dps")["zeta"] == 1.0
+    notes = [r.getMessage() for r in caplog.records if "no tuned zeta" in r.getMessage()]
+    assert notes == ["no tuned zeta for sampler=dps on task=sr4, prior=tiny (conf/tuned/): using the sampler's "
+                     "default 1.0"]
+
+
+def test_no_task_file_holds_a_step_size():
+    for path in (CONF / "task").glob("*.yaml"):
+        text = path.read_text()
+        assert "zeta" not in text and "\nw:" not in text, path

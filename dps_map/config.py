@@ -93,9 +93,15 @@ def check_keys(cfg: DictConfig) -> None:
     from .operators import operator_keys
 
     _check_keys(f"task={task.get('name')}", task, TASK_KEYS | operator_keys(task))
-    if prior.get("kind") not in PRIOR_KEYS:
-        raise ConfigError(f"prior={prior.get('name')}: unknown kind '{prior.get('kind')}' (adm, adm_upsampler, gmm)")
-    _check_keys(f"prior={prior.name}", prior, PRIOR_KEYS[prior.kind])
+    if prior.get("_target_"):  # a user's prior class: its constructor's keys
+        from .priors import prior_keys
+
+        _check_keys(f"prior={prior.get('name')}", prior, prior_keys(prior))
+    elif prior.get("kind") not in PRIOR_KEYS:
+        raise ConfigError(f"prior={prior.get('name')}: unknown kind '{prior.get('kind')}' (adm, adm_upsampler, gmm; "
+                          "or name your class with _target_)")
+    else:
+        _check_keys(f"prior={prior.name}", prior, PRIOR_KEYS[prior.kind])
     if prior.kind == "adm":
         _check_keys(f"prior={prior.name} unet", prior.unet, _unet_keys())
     if prior.kind == "adm_upsampler":
@@ -161,7 +167,7 @@ def check_data(prior, data) -> None:
 def check_class_label(prior, data) -> None:
     """A class-conditional prior needs prior.class_label: an ImageNet class index, 'random' (one per
     measurement) or 'data' (each image's own label: every image must have one)."""
-    if not prior.unet.get("class_cond", False):
+    if not prior.get("unet", {}).get("class_cond", False):
         return
     label = prior.get("class_label")
     if label == "data":
@@ -169,6 +175,15 @@ def check_class_label(prior, data) -> None:
     elif label != "random" and not (isinstance(label, int) and not isinstance(label, bool) and 0 <= label < 1000):
         raise ConfigError(f"prior={prior.name} is class-conditional: prior.class_label must be 'data' (each image's "
                           f"ImageNet label), 'random' or a class index in [0, 1000), got {label!r}")
+
+
+def prior_image_size(prior) -> int | None:
+    """The image size of a prior config (None if it does not say: a `_target_` prior without image_size)."""
+    if prior.get("kind") == "adm":
+        return prior.unet.image_size
+    if prior.get("kind") == "adm_upsampler":
+        return prior.unet.large_size
+    return prior.get("image_size")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -196,27 +211,27 @@ def validate(cfg: DictConfig) -> None:
         if not 1 <= task.m:
             raise ConfigError(f"task.m must be >= 1, got {task.m}")
         return
-    size = prior.unet.image_size if prior.kind == "adm" else prior.unet.large_size
+    size = prior_image_size(prior)
     if prior.kind == "adm_upsampler":  # a conditional SR model: only its own SR factor
         factor = prior.unet.large_size // prior.unet.small_size
         if task.operator != "super_resolution" or task.factor != factor:
             raise ConfigError(f"prior={prior.name} is a conditional SR x{factor} model: it restores task=sr{factor} "
                               f"measurements only, not task={task.name}")
-    if task.operator == "super_resolution" and size % task.factor:
+    if size is not None and task.operator == "super_resolution" and size % task.factor:
         raise ConfigError(f"task={task.name}: SR factor {task.factor} does not divide the image size {size} "
                           f"of prior={prior.name}")
     if task.operator == "inpaint_box" and not 0 < task.box_fraction < 1:
         raise ConfigError(f"task={task.name}: box_fraction must lie in (0, 1) (the box must be smaller than "
                           f"the {size}px image), got {task.box_fraction}")
-    if task.operator == "inpaint_box" and not 1 <= round(task.box_fraction * size) < size:
+    if size is not None and task.operator == "inpaint_box" and not 1 <= round(task.box_fraction * size) < size:
         raise ConfigError(f"task={task.name}: a box of {round(task.box_fraction * size)}px does not fit in a "
                           f"{size}px image (task.box_fraction={task.box_fraction})")
-    if task.operator in ("gaussian_blur", "motion_blur") and task.kernel_size // 2 >= size:
+    if size is not None and task.operator in ("gaussian_blur", "motion_blur") and task.kernel_size // 2 >= size:
         raise ConfigError(f"task={task.name}: a {task.kernel_size}px kernel is too large for {size}px images "
                           f"(set task.kernel_size below {2 * size})")
     check_data(prior, data)
     shards = data.get("num_shards", 1)
     if not 0 <= data.get("shard", 0) < shards:
         raise ConfigError(f"data.shard={data.get('shard')} must lie in [0, data.num_shards={shards})")
-    if cfg.sampler.get("variance") == "learned_range" and not prior.unet.get("learn_sigma", False):
+    if cfg.sampler.get("variance") == "learned_range" and not prior.get("unet", {}).get("learn_sigma", False):
         raise ConfigError(f"sampler.variance=learned_range needs a prior with learn_sigma (prior={prior.name})")

@@ -15,7 +15,9 @@ USER_MODULE = '''
 import torch
 import torch.nn.functional as F
 
+from dps_map.diffusion import alphas_cumprod, make_betas
 from dps_map.operators import Operator
+from dps_map.priors import Prior
 from dps_map.samplers import DPSSampler
 
 
@@ -42,6 +44,24 @@ class Decimate(Operator):
 
     def naive(self, y):
         return F.interpolate(y, scale_factor=self.stride, mode="nearest")
+
+
+class WhiteNoisePrior(Prior):
+    """x_0 ~ N(mean, I) per pixel: then x_t ~ N(sqrt(abar_t) mean, I) and eps = sqrt(1 - abar_t) (x_t - sqrt(abar_t) mean)."""
+
+    def __init__(self, image_size: int = 8, mean: float = 0.0, diffusion_steps: int = 1000):
+        super().__init__()
+        self.image_size, self.mean = int(image_size), float(mean)
+        self.betas = make_betas("linear", diffusion_steps)
+        self.register_buffer("abar", torch.tensor(alphas_cumprod(self.betas)))
+
+    @property
+    def sample_shape(self):
+        return (3, self.image_size, self.image_size)
+
+    def predict(self, x_t, t):
+        abar = self.abar.to(x_t.dtype)[t].reshape(-1, 1, 1, 1)
+        return (1 - abar).sqrt() * (x_t - abar.sqrt() * self.mean), None
 '''
 
 SAMPLER_YAML = '''
@@ -63,11 +83,24 @@ sigma_y: 0.0
 '''
 
 
+PRIOR_YAML = '''
+name: white_noise
+kind: image
+_target_: user_ext.WhiteNoisePrior
+image_size: 8
+mean: 0.5
+diffusion_steps: 1000
+respacing: "20"
+variance: fixed_small
+'''
+
+
 def user_setup(tmp_path):
     """The user's module and config directory, outside the repository; the environment to run with."""
     (tmp_path / "mod").mkdir()
     (tmp_path / "mod" / "user_ext.py").write_text(USER_MODULE)
-    for group, name, text in (("sampler", "scaled_dps", SAMPLER_YAML), ("task", "decimate2", TASK_YAML)):
+    for group, name, text in (("sampler", "scaled_dps", SAMPLER_YAML), ("task", "decimate2", TASK_YAML),
+                              ("prior", "white_noise", PRIOR_YAML)):
         (tmp_path / "myconf" / group).mkdir(parents=True, exist_ok=True)
         (tmp_path / "myconf" / group / f"{name}.yaml").write_text(textwrap.dedent(text))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / "mod"), os.environ.get("PYTHONPATH", "")]))
@@ -123,3 +156,21 @@ def test_user_operator_from_own_module_and_config_dir(tmp_path):
                 f"hydra.run.dir={tmp_path / 'typo'}"], env)
     assert typo.returncode == 2 and "unknown key strde in task=decimate2" in typo.stderr
     assert "stride" in typo.stderr.split("known:")[1]
+
+
+def test_user_prior_from_own_module_and_config_dir(tmp_path):
+    env, searchpath = user_setup(tmp_path)
+    out = tmp_path / "run"
+    proc = cli(["task=sr4", "prior=white_noise", "sampler=ddpm", "data.per_photo=1", "num_samples=8", searchpath,
+                f"hydra.run.dir={out}"], env)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["prior"] == "white_noise" and summary["n_samples"] == 16 and summary["cost"]["steps"] == 20
+    assert summary["preprocessing"]["image_size"] == 8
+    # the prior's own samples: pixels ~ N(0.5, 1) clipped to [-1, 1] by the PNGs; their mean is about 0.3
+    x = np.stack([np.asarray(Image.open(p), dtype=np.float64) / 127.5 - 1 for p in (out / "recon").glob("*.png")])
+    assert x.shape == (16, 8, 8, 3) and 0.15 < x.mean() < 0.45
+    typo = cli(["task=sr4", "prior=white_noise", "sampler=ddpm", "+prior.maen=1", searchpath,
+                f"hydra.run.dir={tmp_path / 'typo'}"], env)
+    assert typo.returncode == 2 and "unknown key maen in prior=white_noise" in typo.stderr
+    assert "mean" in typo.stderr.split("known:")[1]

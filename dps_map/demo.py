@@ -14,12 +14,13 @@ import argparse
 import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
+from tqdm import tqdm
 
 from .run import format_summary, gmm_problem, run
 from .priors import build_prior
@@ -83,10 +84,19 @@ DEMO_PER_PHOTO = 2
 
 
 def _run_job(overrides: list[str], out: Path) -> dict:
-    return run(compose_config(overrides), out)
+    """One restoration, without its own progress bar (parallel runs' bars would garble one terminal line)."""
+    start = time.perf_counter()
+    summary = run(compose_config([*overrides, "progress=false"]), out)
+    summary["wall_seconds"] = time.perf_counter() - start
+    return summary
 
 
-def image_demo(out_root: Path, tasks=DEMO_TASKS, samplers=DEMO_SAMPLERS, extra=()) -> list[dict]:
+def run_line(summary: dict) -> str:
+    """The one line printed when a run finishes."""
+    return f"done  {format_summary(summary)}  ({summary.get('wall_seconds', 0):.0f} s)"
+
+
+def image_demo(out_root: Path, tasks=DEMO_TASKS, samplers=DEMO_SAMPLERS, extra=(), progress: bool = True) -> list[dict]:
     """Restore the demo crops for each task and sampler; write grids; return the table rows."""
     from torchvision.utils import save_image
 
@@ -96,16 +106,27 @@ def image_demo(out_root: Path, tasks=DEMO_TASKS, samplers=DEMO_SAMPLERS, extra=(
     overrides = {job: [f"task={job[0]}", "prior=tiny", f"sampler={job[1]}", "data=demo",
                        f"data.per_photo={DEMO_PER_PHOTO}", *extra] for job in jobs}
     workers = min(len(jobs), os.cpu_count() or 1)
-    if workers > 1 and not torch.cuda.is_available():
-        # one single-threaded process per core: on a small CPU two 1-thread runs side by side finish
-        # sooner than one 2-thread run after another (the 64x64 convolutions parallelise poorly)
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-            futures = {job: pool.submit(_run_job, overrides[job], out_root / job[0] / job[1])
-                       for job in sorted(jobs, key=lambda j: j[1] != "dmap")}  # the slowest (DMAP) first
-            done = {job: f.result() for job, f in futures.items()}
-    else:
-        done = {job: _run_job(overrides[job], out_root / job[0] / job[1]) for job in jobs}
+    done = {}
+    # one progress display: a total bar over the runs, and one line per run as it finishes
+    with tqdm(total=len(jobs), desc=f"demo: {len(jobs)} restorations", unit="run", disable=not progress) as bar:
+        def finished(job, summary):
+            done[job] = summary
+            bar.write(run_line(summary))
+            bar.update(1)
+
+        if workers > 1 and not torch.cuda.is_available():
+            # one single-threaded process per core: on a small CPU two 1-thread runs side by side finish
+            # sooner than one 2-thread run after another (the 64x64 convolutions parallelise poorly)
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=torch.set_num_threads,
+                                     initargs=(1,)) as pool:
+                futures = {pool.submit(_run_job, overrides[job], out_root / job[0] / job[1]): job
+                           for job in sorted(jobs, key=lambda j: j[1] != "dmap")}  # the slowest (DMAP) first
+                for future in as_completed(futures):
+                    finished(futures[future], future.result())
+        else:
+            for job in jobs:
+                finished(job, _run_job(overrides[job], out_root / job[0] / job[1]))
     rows = []
     for task in tasks:
         for sampler in samplers:

@@ -62,10 +62,17 @@ def resolved(cfg: DictConfig) -> dict:
 
 def config_digest(cfg: DictConfig) -> str:
     """sha256 (first 16 hex) of everything that determines a run's samples (shard, logger,
-    device and metrics settings excluded, so the shards of one sweep share one digest)."""
+    device and metrics settings excluded, so the shards of one sweep share one digest). Built-in
+    `_target_`s are left out and the built-in samplers' tuned step sizes are put back as task.zeta/task.w:
+    both keep the digests of configurations written before these keys moved."""
     from .targets import strip_builtin_targets
 
+    from .tuned import legacy_task_values
+
     plain = {k: v for k, v in strip_builtin_targets(resolved(cfg)).items() if k not in NON_OUTPUT_KEYS}
+    # the tuned table is left out, but the task's own step sizes were part of the digest before they moved
+    # to conf/tuned/: kept in the same place, so configurations that existed keep their digest
+    plain["task"] = {**legacy_task_values(cfg), **plain.get("task", {})}
     plain["data"] = {k: v for k, v in plain.get("data", {}).items() if k not in NON_OUTPUT_DATA_KEYS}
     blob = OmegaConf.to_yaml(OmegaConf.create(plain), sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

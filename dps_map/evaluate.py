@@ -195,8 +195,13 @@ def rescore(root, overrides: list[str]) -> dict[str, str]:
 
 
 def _locked_rescore(out: Path, cfg, evaluator, run_lock) -> str:
-    with run_lock(out):  # one writer per run directory: a run still writing here is refused (one line)
-        return rescore_run(out, cfg, evaluator)
+    from .lock import RunDirLocked
+
+    try:
+        with run_lock(out):  # one writer per run directory
+            return rescore_run(out, cfg, evaluator)
+    except RunDirLocked as err:  # a run still writing here: left alone, the others are re-scored
+        return f"skipped: {err}"
 
 
 def main(argv=None) -> None:

@@ -10,7 +10,9 @@ The value is looked up for the run's (prior, task, sampler) in this order:
 
 So adding a sampler touches no task file: its YAML names its defaults, and tuned values are added to
 conf/tuned/ when someone tunes them. Overriding `sampler.zeta=...` on the command line replaces the lookup.
-The `tuned` group itself is left out of the config digest: the value a run uses is in sampler.*.
+The `tuned` group itself is left out of the config digest (the value a run uses is in sampler.*), except the
+built-in samplers' values for the run's prior and task, which enter it as task.zeta / task.w, where the task files
+held them before: configurations that existed keep their digest, so their run directories still resume.
 """
 
 from __future__ import annotations
@@ -23,17 +25,41 @@ log = logging.getLogger(__name__)
 _logged: set = set()
 
 
+#: the step sizes task files held before conf/tuned/ existed: the config digest still contains them as
+#: task.zeta / task.w (config.config_digest), so run directories written before keep their digest
+LEGACY_TASK_KEYS = {"zeta": ("dps", "dmap", "dmap_adam", "adapter_dps", "adapter_dmap"), "w": ("dsg",)}
+
+
+def table_value(root, key: str, sampler: str):
+    """The tuned `key` of `sampler` for the config root's prior and task, or None."""
+    table = OmegaConf.select(root, "tuned", default=None)
+    if table is None:
+        return None
+    prior, task = (OmegaConf.select(root, f"{g}.name", default=None) for g in ("prior", "task"))
+    for path in (f"priors.{prior}.{task}.{sampler}.{key}", f"priors.{prior}.all_tasks.{sampler}.{key}",
+                 f"tasks.{task}.{sampler}.{key}"):
+        value = OmegaConf.select(table, path, default=None)
+        if value is not None:
+            return value
+    return None
+
+
+def legacy_task_values(root) -> dict:
+    """{"zeta": {sampler: value}, "w": {...}} of the built-in samplers, as the task files used to hold them."""
+    out = {}
+    for key, samplers in LEGACY_TASK_KEYS.items():
+        values = {s: v for s in samplers if (v := table_value(root, key, s)) is not None}
+        if values:
+            out[key] = values
+    return out
+
+
 def lookup(root, key: str, default):
     """The tuned `key` of the config root's (prior, task, sampler), or default (see the module docstring)."""
     names = {g: OmegaConf.select(root, f"{g}.name", default=None) for g in ("prior", "task", "sampler")}
-    table = OmegaConf.select(root, "tuned", default=None)
-    if table is not None:
-        prior, task, sampler = names["prior"], names["task"], names["sampler"]
-        for path in (f"priors.{prior}.{task}.{sampler}.{key}", f"priors.{prior}.all_tasks.{sampler}.{key}",
-                     f"tasks.{task}.{sampler}.{key}"):
-            value = OmegaConf.select(table, path, default=None)
-            if value is not None:
-                return value
+    value = table_value(root, key, names["sampler"])
+    if value is not None:
+        return value
     where = tuple(names.values()) + (key,)
     if where not in _logged and logging.getLogger().handlers:  # once logging is set up (Hydra's job, not the
         # launcher's pre-start checks, which would swallow the one message)

@@ -42,3 +42,27 @@ def test_no_task_file_holds_a_step_size():
     for path in (CONF / "task").glob("*.yaml"):
         text = path.read_text()
         assert "zeta" not in text and "\nw:" not in text, path
+
+
+def test_config_digests_of_existing_configurations_are_unchanged():
+    """The digest of a config is the one the same config had when task files held the step sizes and
+    YAMLs had no _target_ (run directories written then are still resumed, not refused)."""
+    from omegaconf import OmegaConf
+
+    from dps_map.config import config_digest
+
+    old_zeta = {"dps": 10.0, "dmap": 3.0, "dmap_adam": 0.05, "adapter_dps": 10.0, "adapter_dmap": 3.0}
+    for overrides, zeta, w in ((["task=sr4", "sampler=dps"], old_zeta, 0.08),
+                               (["task=gaussian_deblur", "sampler=dmap"], dict(old_zeta, dps=10.0, dmap=10.0,
+                                                                                adapter_dmap=10.0), 0.08),
+                               (["+experiment=paper", "task=sr8", "sampler=dsg"],
+                                dict.fromkeys(old_zeta, 1.0) | {"dmap_adam": 0.05}, 0.08)):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose("config", overrides=overrides)
+        old = OmegaConf.create(resolved(cfg))  # as the old YAMLs composed: no tuned group, no _target_,
+        del old["tuned"]                       # the task's step sizes in the task
+        del old.task["_target_"], old.sampler["_target_"]
+        old.task.zeta, old.task.w = zeta, {"dsg": w}
+        assert config_digest(cfg) == config_digest(old), overrides
+        changed = OmegaConf.merge(old, {"task": {"zeta": {"dps": 11.0}}})
+        assert config_digest(changed) != config_digest(old)

@@ -6,7 +6,8 @@ The value is looked up for the run's (prior, task, sampler) in this order:
   1. tuned.priors.<prior>.<task>.<sampler>.<KEY>     (a value tuned for this prior and task)
   2. tuned.priors.<prior>.all_tasks.<sampler>.<KEY>  (for this prior, any task)
   3. tuned.tasks.<task>.<sampler>.<KEY>              (for this task, any prior)
-  4. DEFAULT, the sampler YAML's own value; logged once per (prior, task, sampler, key).
+  4. with ``${dps_map_tuned:KEY,DEFAULT,LIKE}``: 1-3 for the sampler named LIKE (a variant of it);
+  5. DEFAULT, the sampler YAML's own value; logged once per (prior, task, sampler, key).
 
 So adding a sampler touches no task file: its YAML names its defaults, and tuned values are added to
 conf/tuned/ when someone tunes them. Overriding `sampler.zeta=...` on the command line replaces the lookup.
@@ -54,12 +55,14 @@ def legacy_task_values(root) -> dict:
     return out
 
 
-def lookup(root, key: str, default):
-    """The tuned `key` of the config root's (prior, task, sampler), or default (see the module docstring)."""
+def lookup(root, key: str, default, like: str | None = None):
+    """The tuned `key` of the config root's (prior, task, sampler), else (with `like`) that of the sampler
+    `like` names (e.g. a DPS variant that takes DPS's step size until it is tuned itself), else default."""
     names = {g: OmegaConf.select(root, f"{g}.name", default=None) for g in ("prior", "task", "sampler")}
-    value = table_value(root, key, names["sampler"])
-    if value is not None:
-        return value
+    for sampler in (names["sampler"], like):
+        value = None if sampler is None else table_value(root, key, sampler)
+        if value is not None:
+            return value
     where = tuple(names.values()) + (key,)
     if where not in _logged and logging.getLogger().handlers:  # once logging is set up (Hydra's job, not the
         # launcher's pre-start checks, which would swallow the one message)
@@ -69,8 +72,8 @@ def lookup(root, key: str, default):
     return default
 
 
-def _resolver(key: str, default=None, *, _root_):
-    return lookup(_root_, key, default)
+def _resolver(key: str, default=None, like=None, *, _root_):
+    return lookup(_root_, key, default, like)
 
 
 def register() -> None:

@@ -27,6 +27,10 @@ def test_lookup_order_task_then_prior_then_sampler_default(caplog, monkeypatch):
     assert sampler_of(*paper, "task=sr4", "sampler=dps")["zeta"] == 1.0
     assert sampler_of(*paper, "task=sr4", "sampler=dmap_adam")["zeta"] == 0.05
     assert sampler_of(*paper, "task=sr4", "sampler=dps", "+tuned.priors.adm512.sr4.dps.zeta=2.5")["zeta"] == 2.5
+    # a variant borrows the tuned value of the sampler it names until it has its own (YAML: ${dps_map_tuned:zeta,1.0,dps})
+    variant = ["sampler=dps", "sampler.name=dps_variant", "sampler.zeta=${dps_map_tuned:zeta,1.0,dps}"]
+    assert sampler_of("task=gaussian_deblur", *variant)["zeta"] == 10.0
+    assert sampler_of("task=gmm_linear", *variant)["zeta"] == 0.1
     # the command line beats the table
     assert sampler_of("task=sr4", "sampler=dps", "sampler.zeta=4")["zeta"] == 4
     # no entry: the sampler YAML's default, logged once however often the config is resolved

@@ -121,13 +121,16 @@ class DecodedOperator(Operator):
         self.stats = {"decoder_forward": 0, "decoder_vjp": 0}
 
     def forward(self, z):
-        self.stats["decoder_vjp" if (torch.is_grad_enabled() and z.requires_grad) else "decoder_forward"] += 1
-        return self.operator(self.prior.decode(z))
+        return self.operator(self.decode(z))
 
     def decode(self, z):
+        """D(z), counted (a VJP when z carries gradients)."""
+        self.stats["decoder_vjp" if (torch.is_grad_enabled() and z.requires_grad) else "decoder_forward"] += 1
         return self.prior.decode(z)
 
     def encode(self, x):
+        """E(x) (PSLD's gluing term differentiates through it; counted as encoder calls)."""
+        self.stats["encoder"] = self.stats.get("encoder", 0) + 1
         return self.prior.encode(x)
 
     def restrict(self, y):
@@ -135,7 +138,7 @@ class DecodedOperator(Operator):
 
     def naive(self, y):
         with torch.no_grad():
-            return self.prior.encode(self.operator.naive(y))
+            return self.prior.encode(self.operator.naive(y).to(y.dtype))
 
     def to(self, device):
         self.operator.to(device)

@@ -9,11 +9,14 @@ from .ddpm import DDPMSampler
 from .dmap import DMAPSampler
 from .dps import DPSSampler
 from .dsg import DSGSampler
+from .freedom import FreeDoMSampler
 from .gmm_reference import ExactSampler, OracleSampler
+from .psld import PSLDSampler
 
 METHODS = {"ddpm": DDPMSampler, "dps": DPSSampler, "dsg": DSGSampler, "dmap": DMAPSampler,
            "exact": ExactSampler, "oracle": OracleSampler, "adapter": AdapterSampler,
-           "adapter_dps": AdapterDPSSampler, "adapter_dmap": AdapterDMAPSampler}
+           "adapter_dps": AdapterDPSSampler, "adapter_dmap": AdapterDMAPSampler, "psld": PSLDSampler,
+           "freedom": FreeDoMSampler}
 #: methods that run on the conditional prior and need `adapter:` (a checkpoint path)
 ADAPTER_METHODS = ("adapter", "adapter_dps", "adapter_dmap")
 

@@ -11,7 +11,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,latent]'
 	touch $(STAMP)
 
 demo: install
@@ -30,7 +30,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 install-bench: $(BENCH_STAMP)
 
 $(BENCH_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) -m pip install --quiet -e '.[dev,latent,bench]'
 	touch $(BENCH_STAMP)
 
 bench: install-bench

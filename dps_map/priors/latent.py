@@ -40,8 +40,9 @@ PREDICTION_TYPES = ("epsilon", "v_prediction")
 #: files of the diffusers folder that every run needs (the text encoder only until the embedding is cached)
 NETWORK_FILES = ("unet/config.json", "unet/diffusion_pytorch_model.safetensors", "vae/config.json",
                  "vae/diffusion_pytorch_model.safetensors", "scheduler/scheduler_config.json")
-TEXT_FILES = ("text_encoder/config.json", "text_encoder/model.safetensors", "tokenizer/tokenizer_config.json",
-              "tokenizer/vocab.json", "tokenizer/merges.txt")
+TEXT_FILES = ("text_encoder/config.json", "text_encoder/model.safetensors", "tokenizer/tokenizer_config.json")
+#: the tokenizer's vocabulary: SD 2-base's vocab.json + merges.txt, or a tokenizer.json (what transformers 5 saves)
+TOKENIZER_VOCABS = (("tokenizer/vocab.json", "tokenizer/merges.txt"), ("tokenizer/tokenizer.json",))
 FOLDER_WHERE = ("a local copy of the Hugging Face repository stabilityai/stable-diffusion-2-base "
                 "(diffusers layout with *.safetensors: unet/, vae/, scheduler/, text_encoder/, tokenizer/)")
 FOLDER_OVERRIDE = "paths.sd2_base=/path/to/stable-diffusion-2-base (or env DPS_MAP_SD2_BASE)"
@@ -166,6 +167,10 @@ def check_folder(folder, embedding_cache=None) -> None:
         if not (root / rel).is_file():
             raise MissingFileError(root / rel, f"file '{rel}' of the Stable Diffusion 2-base folder (prior=sd2_base)",
                                    FOLDER_WHERE, FOLDER_OVERRIDE)
+    if not cached and not any(all((root / rel).is_file() for rel in vocab) for vocab in TOKENIZER_VOCABS):
+        rel = TOKENIZER_VOCABS[0][0]
+        raise MissingFileError(root / rel, f"file '{rel}' (with merges.txt, or a tokenizer.json) of the Stable "
+                               "Diffusion 2-base folder (prior=sd2_base)", FOLDER_WHERE, FOLDER_OVERRIDE)
 
 
 def empty_prompt_embedding(text_encoder, input_ids: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,244 @@
+"""The latent (Stable Diffusion) prior: the schedule against diffusers, the decoder seam, every sampler end to
+end on prior=sd2_tiny (random diffusers networks of the same classes), the folder loader and its refusal.
+
+Maximum differences against diffusers 0.42.1 (measured over all 50 steps of the grid when written; diffusers
+keeps its schedule in float32): betas 1.8e-9 (relative 2.2e-7), get_velocity 1.3e-6, eps_from_v 1.2e-6,
+DDPMScheduler.step 4.5e-6 (eps model) / 5.2e-6 (v model), EulerAncestralDiscreteScheduler.step 5.4e-7 relative
+to 1 + max|x~| (the tests assert looser bounds).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+pytest.importorskip("diffusers")  # the `latent` extra (make install installs it)
+from diffusers import DDPMScheduler, EulerAncestralDiscreteScheduler  # noqa: E402
+
+from dps_map.diffusion import Diffusion, alphas_cumprod, eps_from_v, make_betas, v_from_eps, velocity  # noqa: E402
+from dps_map.errors import MissingFileError  # noqa: E402
+from dps_map.io import read_jsonl  # noqa: E402
+from dps_map.operators import GaussianNoise, SuperResolution  # noqa: E402
+from dps_map.priors.latent import DecodedOperator, build_latent_prior, check_folder  # noqa: E402
+from dps_map.run import run  # noqa: E402
+from dps_map.samplers import build_sampler  # noqa: E402
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+SD = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
+
+
+def config(*overrides):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=["progress=false", *overrides])
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return build_latent_prior(OmegaConf.load(CONF / "prior" / "sd2_tiny.yaml"))
+
+
+# -- the schedule against diffusers -----------------------------------------------------------------
+def test_scaled_linear_betas_equal_diffusers():
+    ours = make_betas("scaled_linear", 1000)
+    theirs = DDPMScheduler(**SD).betas.double().numpy()
+    assert np.abs(ours - theirs).max() < 5e-9  # diffusers computes them in float32
+    assert np.abs(ours / theirs - 1).max() < 1e-6
+    assert np.abs(ours - make_betas("linear", 1000)).max() > 1e-3  # a different schedule than ADM's
+
+
+def test_v_eps_conversion_against_get_velocity():
+    sched = DDPMScheduler(**SD)
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(4, 4, 8, 8, generator=g), torch.randn(4, 4, 8, 8, generator=g)
+    t = torch.tensor([0, 250, 600, 999])
+    abar = torch.tensor(alphas_cumprod(make_betas("scaled_linear")), dtype=torch.float32)[t].reshape(-1, 1, 1, 1)
+    v = sched.get_velocity(x0, eps, t)
+    assert (velocity(x0, eps, abar) - v).abs().max() < 2e-6
+    x_t = sched.add_noise(x0, eps, t)
+    assert (eps_from_v(x_t, v, abar) - eps).abs().max() < 2e-5
+    assert (v_from_eps(x_t, eps, abar) - v).abs().max() < 2e-5
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+def test_ancestral_step_equals_diffusers_ddpm_step(prediction):
+    """Our ancestral step (respaced 'ddim50' = diffusers' 'leading' spacing) on the same x_t, model output and
+    noise as DDPMScheduler.step; v-model outputs go through eps_from_v first."""
+    sched = DDPMScheduler(**SD, clip_sample=False, prediction_type=prediction, timestep_spacing="leading")
+    sched.set_timesteps(50)
+    diffusion = Diffusion(make_betas("scaled_linear"), "ddim50")
+    assert diffusion.timesteps.flip(0).tolist() == sched.timesteps.tolist()
+    abar_all = torch.tensor(alphas_cumprod(make_betas("scaled_linear")), dtype=torch.float32)
+    g = torch.Generator().manual_seed(1)
+    for i in (49, 30, 10, 1, 0):
+        t = int(diffusion.timesteps[i])
+        x_t, out = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
+        theirs = sched.step(out, t, x_t, generator=torch.Generator().manual_seed(i)).prev_sample
+        noise = torch.randn(x_t.shape, generator=torch.Generator().manual_seed(i))
+        eps = eps_from_v(x_t, out, abar_all[t]) if prediction == "v_prediction" else out
+        ours, _, _ = diffusion.ddpm_step(diffusion.x0_from_eps(x_t, i, eps), x_t, i, noise)
+        assert (ours - theirs).abs().max() < 1e-4 * (1 + theirs.abs().max()), (i, float((ours - theirs).abs().max()))
+
+
+def test_ancestral_step_equals_euler_ancestral():
+    """The authors' Euler-ancestral step (in x~ = x_t / sqrt(abar_t)) is our DDPM step, rescaled
+    (dps_map/diffusion.py's docstring derives it)."""
+    diffusion = Diffusion(make_betas("scaled_linear"), "ddim50")
+    abar = diffusion.alphas_cumprod
+    g = torch.Generator().manual_seed(2)
+    for i in (49, 25, 3, 0):
+        sched = EulerAncestralDiscreteScheduler(**SD, timestep_spacing="leading")
+        sched.set_timesteps(50)
+        t = int(diffusion.timesteps[i])
+        assert int(sched.timesteps[49 - i]) == t
+        x_t, eps = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
+        sched.set_begin_index(49 - i)
+        theirs = sched.step(eps, sched.timesteps[49 - i], x_t / abar[i] ** 0.5,
+                            generator=torch.Generator().manual_seed(i)).prev_sample
+        noise = torch.randn(x_t.shape, generator=torch.Generator().manual_seed(i))
+        ours, _, _ = diffusion.ddpm_step(diffusion.x0_from_eps(x_t, i, eps), x_t, i, noise)
+        ours = ours / diffusion.alphas_cumprod_prev[i] ** 0.5
+        assert (ours - theirs).abs().max() < 1e-4 * (1 + theirs.abs().max()), (i, float((ours - theirs).abs().max()))
+
+
+# -- the prior and its seam ---------------------------------------------------------------------------
+def test_tiny_prior_shapes_and_v_model(tiny):
+    assert tiny.sample_shape == (4, 8, 8) and tiny.image_size == 32 and tiny.kind == "latent"
+    z = torch.randn(2, *tiny.sample_shape, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([10, 700])
+    with torch.no_grad():
+        eps, var = tiny.predict(z, t)
+        assert var is None and eps.shape == z.shape and tiny.decode(z).shape == (2, 3, 32, 32)
+        assert tiny.encode(tiny.decode(z)).shape == z.shape
+        raw = tiny.unet(z, t, encoder_hidden_states=tiny.text_embedding.expand(2, -1, -1)).sample
+        tiny.prediction_type = "v_prediction"
+        try:
+            as_v = tiny.predict(z, t)[0]
+        finally:
+            tiny.prediction_type = "epsilon"
+    assert torch.equal(eps, raw)
+    expected = eps_from_v(z, raw, tiny.abar[t].reshape(-1, 1, 1, 1))
+    assert torch.allclose(as_v, expected) and not torch.allclose(as_v, raw, atol=1e-3)
+
+
+def test_dps_gradient_goes_through_the_decoder_and_is_counted(tiny):
+    """The guidance gradient equals a finite difference of ||y - A(D(z0_hat(z)))|| (float64), and every VJP
+    of the chain is counted as a decoder VJP."""
+    prior = tiny.double()
+    try:
+        op, noise = DecodedOperator(SuperResolution(4), prior), GaussianNoise(0.05)
+        g = torch.Generator().manual_seed(3)
+        x0 = torch.rand(1, 3, 32, 32, generator=g, dtype=torch.float64) * 2 - 1
+        y = op.operator(x0)
+        sampler = build_sampler(OmegaConf.create({"name": "dps", "method": "dps", "respacing": "4", "zeta": 1.0}))
+        diffusion = sampler.diffusion(prior)
+        z = torch.randn(1, *prior.sample_shape, generator=g, dtype=torch.float64)
+        grad = sampler.measurement_gradient(prior, diffusion, z, 2, op, noise, y)[0]
+
+        def loss(zz):
+            with torch.no_grad():
+                eps = prior.predict(zz, diffusion.model_t(2, 1))[0]
+                return float(noise.misfit(y, op.operator(prior.decode(diffusion.x0_from_eps(zz, 2, eps)))))
+
+        d = torch.randn(z.shape, generator=g, dtype=torch.float64)
+        h = 1e-5
+        fd = (loss(z + h * d) - loss(z - h * d)) / (2 * h)
+        assert abs(float((grad * d).sum()) - fd) < 1e-5 * max(1.0, abs(fd))
+        sampler.sample(prior, op, noise, y, (1, *prior.sample_shape), torch.Generator().manual_seed(0))
+        assert sampler.stats["vjp"] == 4 and sampler.stats["decoder_vjp"] == 4
+        assert sampler.stats["decoder_forward"] == 0
+    finally:
+        tiny.float()
+
+
+# -- every sampler end to end through dps_map.run ---------------------------------------------------------
+@pytest.mark.parametrize("sampler, vjp", [("ddpm", 0), ("dps", 3), ("dsg", 3), ("dmap", 6), ("psld", 3),
+                                          ("freedom", 5)])  # freedom: i = 2, 1 of 3 lie in its time-travel window
+def test_every_sampler_end_to_end(sampler, vjp, tmp_path):
+    cfg = config("prior=sd2_tiny", "task=sr4", f"sampler={sampler}", "data=demo", "data.per_photo=1",
+                 "+data.photos=[chelsea]", "sampler.respacing=3", "metrics=fast")
+    summary = run(cfg, tmp_path)
+    assert summary["n_samples"] == 1 and summary["n_failed"] == 0
+    recs = read_jsonl(tmp_path / "metrics.jsonl")
+    assert recs[0]["vjp"] == vjp and recs[0]["decoder_vjp"] == vjp and np.isfinite(recs[0]["psnr"])
+    from PIL import Image
+
+    with Image.open(tmp_path / "recon" / "chelsea_0_0.png") as im:
+        assert im.size == (32, 32)  # decoded images, not latents
+    assert summary["cost"]["vjp_per_sample"] == vjp
+
+
+# -- the folder loader --------------------------------------------------------------------------------
+def test_missing_folder_is_one_line_exit_2(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "dps_map.run", "prior=sd2_base", "paths.sd2_base=/nonexistent",
+                           f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    assert "/nonexistent" in lines[0] and "paths.sd2_base=" in lines[0] and "DPS_MAP_SD2_BASE" in lines[0]
+
+
+def save_folder(prior, root: Path, text_encoder_state) -> None:
+    """A diffusers folder of the tiny prior (safetensors), with a tiny CLIP tokenizer whose empty prompt is
+    [bos, eos, eos, ...] like sd2_tiny's."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    prior.unet.save_pretrained(root / "unet", safe_serialization=True)
+    prior.vae.save_pretrained(root / "vae", safe_serialization=True)
+    DDPMScheduler(**SD).save_config(root / "scheduler")
+    cfg = OmegaConf.to_container(OmegaConf.load(CONF / "prior" / "sd2_tiny.yaml").text_encoder)
+    text_encoder = CLIPTextModel(CLIPTextConfig(**cfg))
+    text_encoder.load_state_dict(text_encoder_state)
+    text_encoder.save_pretrained(root / "text_encoder", safe_serialization=True)
+    (root / "tok").mkdir()
+    vocab = {chr(97 + k): k for k in range(26)} | {"<|startoftext|>": cfg["bos_token_id"], "<|endoftext|>": cfg["eos_token_id"]}
+    (root / "tok" / "vocab.json").write_text(json.dumps(vocab))
+    (root / "tok" / "merges.txt").write_text("#version: 0.2\n")
+    CLIPTokenizer(str(root / "tok" / "vocab.json"), str(root / "tok" / "merges.txt"),
+                  model_max_length=77).save_pretrained(root / "tokenizer")
+
+
+def test_folder_loads_caches_the_embedding_and_refuses_missing_files(tiny, tmp_path):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    cfg = OmegaConf.load(CONF / "prior" / "sd2_tiny.yaml")
+    with torch.random.fork_rng(devices=[]):  # the text encoder sd2_tiny built (same seed, same order)
+        torch.manual_seed(0)
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+
+        UNet2DConditionModel(**OmegaConf.to_container(cfg.unet))
+        AutoencoderKL(**OmegaConf.to_container(cfg.vae))
+        state = CLIPTextModel(CLIPTextConfig(**OmegaConf.to_container(cfg.text_encoder))).state_dict()
+    root = tmp_path / "sd2"
+    save_folder(tiny, root, state)
+    cache = tmp_path / "cache" / "empty.safetensors"
+    folder_cfg = OmegaConf.create({"name": "sd2_folder", "kind": "latent", "source": "folder", "path": str(root),
+                                   "embedding_cache": str(cache), "image_size": 32, "noise_schedule": "scaled_linear",
+                                   "beta_start": 0.00085, "beta_end": 0.012, "diffusion_steps": 1000,
+                                   "prediction_type": None})
+    loaded = build_latent_prior(folder_cfg)
+    assert cache.is_file()
+    torch.testing.assert_close(loaded.text_embedding, tiny.text_embedding)
+    z = torch.randn(1, *tiny.sample_shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.predict(z, torch.tensor([500]))[0], tiny.predict(z, torch.tensor([500]))[0])
+    np.testing.assert_allclose(loaded.betas, tiny.betas, rtol=1e-6)
+    # with the embedding cached, the text encoder is no longer needed
+    import shutil
+
+    shutil.rmtree(root / "text_encoder")
+    check_folder(root, cache)
+    torch.testing.assert_close(build_latent_prior(folder_cfg).text_embedding, tiny.text_embedding)
+    with pytest.raises(MissingFileError, match="text_encoder/config.json"):  # needed while nothing is cached
+        check_folder(root, None)
+    # an incomplete folder names the missing file and the override
+    (root / "vae" / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(MissingFileError, match=r"vae/diffusion_pytorch_model\.safetensors.*paths\.sd2_base="):
+        check_folder(root, cache)

@@ -242,3 +242,31 @@ def test_folder_loads_caches_the_embedding_and_refuses_missing_files(tiny, tmp_p
     (root / "vae" / "diffusion_pytorch_model.safetensors").unlink()
     with pytest.raises(MissingFileError, match=r"vae/diffusion_pytorch_model\.safetensors.*paths\.sd2_base="):
         check_folder(root, cache)
+
+
+# -- the ControlNet estimator ---------------------------------------------------------------------------
+def test_controlnet_at_zero_init_is_the_prior_and_drives_the_adapter_samplers(tiny, tmp_path):
+    from dps_map.priors.latent import LatentControlNetPrior, build_controlnet
+
+    controlnet = build_controlnet(tiny)
+    op = SuperResolution(4)
+    y = op(torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1)
+    conditional = LatentControlNetPrior(tiny, controlnet).condition(DecodedOperator(op, tiny), y)
+    assert conditional.hint.shape == (1, 3, 32, 32)
+    z = torch.randn(2, *tiny.sample_shape, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([900, 30])
+    with torch.no_grad():
+        bare = tiny.predict(z, t)[0]
+        torch.testing.assert_close(conditional.predict(z, t)[0], bare, rtol=0, atol=1e-6)  # zero convs: no residual
+        for block in controlnet.controlnet_down_blocks:  # a trained (non-zero) ControlNet changes eps
+            block.weight.normal_(0, 0.05, generator=torch.Generator().manual_seed(2))
+        assert (conditional.predict(z, t)[0] - bare).abs().max() > 1e-4
+    controlnet.save_pretrained(tmp_path / "controlnet", safe_serialization=True)
+    for sampler, (forward, vjp) in {"adapter": (3, 0), "adapter_dps": (0, 3), "adapter_dmap": (3, 6)}.items():
+        out = tmp_path / sampler
+        summary = run(config("prior=sd2_tiny", "task=sr4", f"sampler={sampler}", f"sampler.adapter={tmp_path / 'controlnet'}",
+                             "data=demo", "data.per_photo=1", "+data.photos=[chelsea]", "sampler.respacing=3",
+                             "metrics=fast"), out)
+        rec = read_jsonl(out / "metrics.jsonl")[0]
+        assert summary["n_samples"] == 1 and (rec["forward"], rec["vjp"], rec["decoder_vjp"]) == (forward, vjp, vjp)
+        assert (out / "recon" / "chelsea_0_0.png").exists()

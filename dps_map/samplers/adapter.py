@@ -5,7 +5,9 @@ adapter (adapters/controlnet.py) estimates the conditional score s(x_t, y) direc
   adapter_dps   DPS guidance (dps.py) on top of the conditional prior
   adapter_dmap  DMAP (dmap.py) on top of the conditional prior
 
-Each is the base method run on ``ConditionalPrior(prior, adapter).condition(operator, y)``; the
+On a latent prior (prior=sd2_*) the adapter is a diffusers ControlNet folder and the conditional prior is
+``priors.latent.LatentControlNetPrior``. Each is the base method run on
+``ConditionalPrior(prior, adapter).condition(operator, y)``; the
 adapter is loaded (weights_only=True) the first time it meets the prior, and refused if it was
 trained for another architecture or another forward operator.
 """
@@ -36,6 +38,12 @@ class _OnConditionalPrior:
     def conditional(self, prior) -> ConditionalPrior:
         """The conditional prior for this prior (adapter loaded once, on the prior's device)."""
         if self._conditional is None or self._conditional.prior is not prior:
+            if getattr(prior, "kind", None) == "latent":  # a diffusers ControlNet folder (priors/latent.py)
+                from ..priors.latent import LatentControlNetPrior, load_controlnet
+
+                device = next(prior.unet.parameters()).device
+                self._conditional = LatentControlNetPrior(prior, load_controlnet(self.adapter_path).to(device))
+                return self._conditional
             model = prior.model if hasattr(prior, "model") else None
             if model is None:
                 raise ConfigError(f"sampler {self.name} needs an ADM prior, got {type(prior).__name__}")

@@ -149,7 +149,9 @@ def check_adapter(sampler) -> None:
     if not path:
         raise ConfigError(f"sampler={sampler.name} needs an adapter checkpoint: train one with {where} "
                           "and pass sampler.adapter=/path/to/adapter.pt")
-    if not (Path(absolute_path(path)).is_file() or Path(absolute_path(path), "config.json").is_file()):  # or a ControlNet folder
+    from .priors.latent import controlnet_folder
+
+    if not (Path(absolute_path(path)).is_file() or controlnet_folder(path)):  # a latent prior's: a ControlNet folder
         raise MissingFileError(absolute_path(path), f"adapter checkpoint of sampler={sampler.name}", where,
                                "sampler.adapter=/path/to/adapter.pt (or env DPS_MAP_ADAPTER)")
 

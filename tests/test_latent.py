@@ -270,3 +270,45 @@ def test_controlnet_at_zero_init_is_the_prior_and_drives_the_adapter_samplers(ti
         rec = read_jsonl(out / "metrics.jsonl")[0]
         assert summary["n_samples"] == 1 and (rec["forward"], rec["vjp"], rec["decoder_vjp"]) == (forward, vjp, vjp)
         assert (out / "recon" / "chelsea_0_0.png").exists()
+
+
+def test_train_adapter_trains_resumes_and_exports_a_controlnet(tmp_path):
+    from dps_map.train_adapter import run as train_run
+    from dps_map.train_controlnet import augment
+
+    def cfg(*extra):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return compose("train_adapter", overrides=[
+                "prior=sd2_tiny", "task=sr4", "device=cpu", "batch_size=2", "data.n_images=4", "warmup=0",
+                "lr=1e-3", "save_every=1", "progress_mininterval=60", f"out_dir={tmp_path / 'train'}",
+                f"export_path={tmp_path / 'sr4_sd2_tiny.pt'}", "augment.crop_scale=[0.5,1.0]", "augment.jitter=0.2",
+                *extra])
+
+    card = train_run(cfg("steps=2"))
+    assert card["training"]["steps"] == 2 and card["operator"]["class"] == "SuperResolution"
+    card = train_run(cfg("steps=3"))  # resumes from out_dir/checkpoint.pt
+    state = torch.load(tmp_path / "train" / "checkpoint.pt", weights_only=True)
+    assert card["training"]["steps"] == 3 and len(state["losses"]) == 3
+    folder = tmp_path / "sr4_sd2_tiny"  # the .pt suffix is dropped: a ControlNet is a folder
+    assert (folder / "config.json").is_file() and (folder / "diffusion_pytorch_model.safetensors").is_file()
+    # trained: the zero convolutions moved, so the conditional eps differs from the prior's
+    from dps_map.priors.latent import LatentControlNetPrior, load_controlnet
+
+    controlnet, meta = load_controlnet(tmp_path / "sr4_sd2_tiny.pt")
+    assert meta["operator"] == card["operator"]
+    assert max(float(b.weight.abs().max()) for b in controlnet.controlnet_down_blocks) > 0
+    # the sampler uses it (paths.adapter-style .pt path finds the folder); another task's operator is refused
+    summary = run(config("prior=sd2_tiny", "task=sr4", "sampler=adapter_dps", f"sampler.adapter={tmp_path / 'sr4_sd2_tiny.pt'}",
+                         "data=demo", "data.per_photo=1", "+data.photos=[chelsea]", "sampler.respacing=2"), tmp_path / "run")
+    assert summary["n_samples"] == 1
+    from dps_map.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="trained for operator"):
+        run(config("prior=sd2_tiny", "task=gaussian_deblur", "sampler=adapter_dps", f"sampler.adapter={folder}",
+                   "data=demo", "data.per_photo=1", "+data.photos=[chelsea]", "sampler.respacing=2"), tmp_path / "run2")
+    # augmentation: identity when off; crops/jitter stay images in [-1, 1]
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    g = torch.Generator().manual_seed(1)
+    assert torch.equal(augment(x, g, (1.0, 1.0), False, 0.0), x)
+    out = augment(x, g, (0.5, 1.0), True, 0.3)
+    assert out.shape == x.shape and float(out.abs().max()) <= 1 and not torch.allclose(out, x)

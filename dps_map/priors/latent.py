@@ -273,16 +273,32 @@ def build_controlnet(prior: LatentPrior):
     return ControlNetModel.from_unet(prior.unet, conditioning_channels=3, conditioning_embedding_out_channels=widths)
 
 
+#: the card train_adapter writes into a ControlNet folder (task, operator, training)
+CARD = "dps_map_card.json"
+
+
+def controlnet_folder(path) -> Path | None:
+    """The ControlNet folder `path` names (a path ending in .pt, as paths.adapter's default, also finds the
+    folder without the suffix), or None if there is none."""
+    path = Path(absolute_path(path))
+    for folder in (path, path.with_suffix("")):
+        if (folder / "config.json").is_file():
+            return folder
+    return None
+
+
 def load_controlnet(path):
-    """A ControlNet saved with ``save_pretrained`` (a folder; local files only, safetensors)."""
+    """(ControlNet, its card or {}) from a folder written by ``save_pretrained`` (local files, safetensors)."""
     from diffusers import ControlNetModel
 
-    folder = Path(absolute_path(path))
-    if not (folder / "config.json").is_file():
-        raise MissingFileError(folder / "config.json", "ControlNet folder of the latent adapter samplers",
-                               "ControlNetModel.save_pretrained (a ControlNet trained on this prior)",
-                               "sampler.adapter=/path/to/controlnet_folder")
-    return ControlNetModel.from_pretrained(folder, local_files_only=True, use_safetensors=True)
+    folder = controlnet_folder(path)
+    if folder is None:
+        raise MissingFileError(Path(absolute_path(path)) / "config.json", "ControlNet folder of the latent adapter "
+                               "samplers", "`python -m dps_map.train_adapter prior=<latent prior> ...` (README: Stable "
+                               "Diffusion 2 (latent) prior)", "sampler.adapter=/path/to/controlnet_folder")
+    card = json.loads((folder / CARD).read_text()) if (folder / CARD).is_file() else {}
+    model = ControlNetModel.from_pretrained(folder, local_files_only=True, use_safetensors=True)
+    return model.eval().requires_grad_(False), card
 
 
 class LatentControlNetPrior(Prior):
@@ -294,7 +310,7 @@ class LatentControlNetPrior(Prior):
 
     def __init__(self, prior: LatentPrior, controlnet, hint: torch.Tensor | None = None):
         super().__init__()
-        self.prior, self.controlnet = prior, controlnet.eval().requires_grad_(False)
+        self.prior, self.controlnet = prior, controlnet  # frozen by load_controlnet; trained by train_controlnet
         self.hint = hint
         self.betas, self.learn_sigma = prior.betas, False
         self.image_size = prior.image_size

@@ -42,7 +42,9 @@ class _OnConditionalPrior:
                 from ..priors.latent import LatentControlNetPrior, load_controlnet
 
                 device = next(prior.unet.parameters()).device
-                self._conditional = LatentControlNetPrior(prior, load_controlnet(self.adapter_path).to(device))
+                controlnet, card = load_controlnet(self.adapter_path)
+                self.adapter_meta = {"operator": card["operator"]} if "operator" in card else {}
+                self._conditional = LatentControlNetPrior(prior, controlnet.to(device))
                 return self._conditional
             model = prior.model if hasattr(prior, "model") else None
             if model is None:
@@ -56,6 +58,7 @@ class _OnConditionalPrior:
         """Refuse an operator other than the one the adapter was trained for (its hint would mean
         something else)."""
         trained = self.adapter_meta.get("operator")
+        operator = getattr(operator, "operator", operator)  # a latent prior's DecodedOperator: its pixel operator
         here = {"class": type(operator).__name__, **operator.describe()}
         if trained is not None and trained != here:
             raise ConfigError(f"adapter '{self.adapter_path}' was trained for operator {trained}, "

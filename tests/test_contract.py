@@ -38,6 +38,7 @@ CASES = {
     "adapter": ({"method": "adapter"}, (S, 0)),
     "adapter_dps": ({"method": "adapter_dps", "zeta": 0.5}, (0, S)),
     "adapter_dmap": ({"method": "adapter_dmap", "zeta": 0.3, "num_inner": K}, (S, K * (S - 1))),
+    "adapter_dsg": ({"method": "adapter_dsg", "w": 0.02}, (0, S)),
     "exact": ({"method": "exact"}, (0, 0)),
     "oracle": ({"method": "oracle", "clip_x0": False}, (S, 0)),
     "psld": ({"method": "psld", "zeta": 0.5, "gamma": 0.1}, (0, S)),

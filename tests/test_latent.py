@@ -312,3 +312,44 @@ def test_train_adapter_trains_resumes_and_exports_a_controlnet(tmp_path):
     assert torch.equal(augment(x, g, (1.0, 1.0), False, 0.0), x)
     out = augment(x, g, (0.5, 1.0), True, 0.3)
     assert out.shape == x.shape and float(out.abs().max()) <= 1 and not torch.allclose(out, x)
+
+
+# -- +experiment=paper_sd2 --------------------------------------------------------------------------------
+def test_paper_sd2_preset_validates_every_job_and_runs_scaled_down(tmp_path):
+    from PIL import Image
+
+    from dps_map.run import check_command_line
+
+    root = tmp_path / "sd2"  # a folder with every file the loader checks (validate() does not build the prior)
+    for rel in ("unet/config.json", "unet/diffusion_pytorch_model.safetensors", "vae/config.json",
+                "vae/diffusion_pytorch_model.safetensors", "scheduler/scheduler_config.json"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text("{}")
+    ckpt = tmp_path / "ckpt"
+    (ckpt / "sd2_base_empty_prompt.safetensors").parent.mkdir()
+    (ckpt / "sd2_base_empty_prompt.safetensors").write_text("")
+    for task in ("sr8", "gaussian_deblur", "motion_deblur"):
+        (ckpt / "adapters" / f"{task}_sd2_base").mkdir(parents=True)
+        (ckpt / "adapters" / f"{task}_sd2_base" / "config.json").write_text("{}")
+    val = tmp_path / "val"
+    val.mkdir()
+    for k in range(2):
+        Image.fromarray((np.random.default_rng(k).random((40, 40, 3)) * 255).astype(np.uint8)).save(val / f"v{k}.png")
+    paths = [f"paths.sd2_base={root}", f"paths.checkpoints={ckpt}", f"paths.imagenet_val={val}"]
+    # the two sweeps of `make reproduce-paper-sd2`
+    sr = check_command_line(["+experiment=paper_sd2", "task=sr8", "sampler=dps,psld,freedom,dsg,adapter_dps",
+                             *paths], multirun=True)
+    deblur = check_command_line(["+experiment=paper_sd2", "task=gaussian_deblur,motion_deblur", "task.zeta.dps=0.6",
+                                 "task.zeta.adapter_dps=0.6", "sampler=dps,psld,freedom,dsg,adapter_dps", *paths],
+                                multirun=True)
+    assert len(sr) == 5 and len(deblur) == 10
+    for job in sr + deblur:
+        cfg = job.cfg
+        assert (cfg.prior.name, cfg.prior.image_size, cfg.sampler.respacing, cfg.task.sigma_y) == ("sd2_base", 512, "500", 0.0)
+        assert cfg.data.max_images == 1000 and "fid" in cfg.metrics.names
+        if cfg.sampler.name in ("dps", "psld", "freedom", "adapter_dps"):
+            assert cfg.sampler.zeta == (4.8 if cfg.task.name == "sr8" else 0.6)
+    # scaled down: the tiny latent prior on 2 images, 2 steps
+    summary = run(config("+experiment=paper_sd2", "prior=sd2_tiny", "task=sr8", "sampler=psld", "sampler.respacing=2",
+                         "metrics=fast", *paths), tmp_path / "run")
+    assert summary["n_samples"] == 2 and summary["metrics"]["misfit"]["mean"] is not None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import ConfigError
-from .adapter import AdapterDMAPSampler, AdapterDPSSampler, AdapterSampler
+from .adapter import AdapterDMAPSampler, AdapterDPSSampler, AdapterDSGSampler, AdapterSampler
 from .base import Sampler, Step
 from .ddpm import DDPMSampler
 from .dmap import DMAPSampler
@@ -15,10 +15,10 @@ from .psld import PSLDSampler
 
 METHODS = {"ddpm": DDPMSampler, "dps": DPSSampler, "dsg": DSGSampler, "dmap": DMAPSampler,
            "exact": ExactSampler, "oracle": OracleSampler, "adapter": AdapterSampler,
-           "adapter_dps": AdapterDPSSampler, "adapter_dmap": AdapterDMAPSampler, "psld": PSLDSampler,
+           "adapter_dps": AdapterDPSSampler, "adapter_dmap": AdapterDMAPSampler, "adapter_dsg": AdapterDSGSampler, "psld": PSLDSampler,
            "freedom": FreeDoMSampler}
 #: methods that run on the conditional prior and need `adapter:` (a checkpoint path)
-ADAPTER_METHODS = ("adapter", "adapter_dps", "adapter_dmap")
+ADAPTER_METHODS = ("adapter", "adapter_dps", "adapter_dmap", "adapter_dsg")
 
 __all__ = ["Sampler", "Step", "build_sampler", "METHODS", "ADAPTER_METHODS", *(cls.__name__ for cls in METHODS.values())]
 

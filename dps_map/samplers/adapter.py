@@ -4,6 +4,7 @@ adapter (adapters/controlnet.py) estimates the conditional score s(x_t, y) direc
   adapter       ancestral DDPM on eps(x_t, t, y): the conditional score estimator alone
   adapter_dps   DPS guidance (dps.py) on top of the conditional prior
   adapter_dmap  DMAP (dmap.py) on top of the conditional prior
+  adapter_dsg   DSG (dsg.py) on top of the conditional prior (the authors use w = 0.02 there, 0.08 without)
 
 On a latent prior (prior=sd2_*) the adapter is a diffusers ControlNet folder and the conditional prior is
 ``priors.latent.LatentControlNetPrior``. Each is the base method run on
@@ -21,6 +22,7 @@ from ..priors.conditional import ConditionalPrior
 from .ddpm import DDPMSampler
 from .dmap import DMAPSampler
 from .dps import DPSSampler
+from .dsg import DSGSampler
 
 
 class _OnConditionalPrior:
@@ -81,3 +83,7 @@ class AdapterDPSSampler(_OnConditionalPrior, DPSSampler):
 
 class AdapterDMAPSampler(_OnConditionalPrior, DMAPSampler):
     name = "adapter_dmap"
+
+
+class AdapterDSGSampler(_OnConditionalPrior, DSGSampler):
+    name = "adapter_dsg"

@@ -158,8 +158,78 @@ def test_dps_gradient_goes_through_the_decoder_and_is_counted(tiny):
         tiny.float()
 
 
+# -- PSLD and FreeDoM against references ------------------------------------------------------------------
+def _sample(prior, method, op, y, seed=0, **kw):
+    sampler = build_sampler(OmegaConf.create({"name": method, "method": method, "respacing": "4", "clip_x0": False, **kw}))
+    steps = []
+    z = sampler.sample(prior, op, GaussianNoise(0.05), y, (1, *prior.sample_shape), torch.Generator().manual_seed(seed),
+                       hooks=[steps.append])
+    return z, steps
+
+
+def test_psld_without_gluing_and_freedom_without_time_travel_are_dps(tiny):
+    op = DecodedOperator(SuperResolution(4), tiny)
+    y = op.operator(torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1)
+    dps = _sample(tiny, "dps", op, y, zeta=2.0)[0]
+    assert torch.allclose(_sample(tiny, "psld", op, y, zeta=2.0, gamma=0.0)[0], dps, atol=1e-5)
+    assert torch.allclose(_sample(tiny, "freedom", op, y, zeta=2.0, repeat=1)[0], dps, atol=1e-5)
+    assert not torch.allclose(_sample(tiny, "psld", op, y, zeta=2.0, gamma=1.0)[0], dps, atol=1e-3)
+    assert not torch.allclose(_sample(tiny, "freedom", op, y, zeta=2.0, repeat=3)[0], dps, atol=1e-3)
+
+
+def test_freedom_time_travel_is_a_dps_step_renoised_one_step_forward(tiny):
+    """Inside the window, a FreeDoM step with repeat=2 = DPS step, x_t <- sqrt(alpha_t) x_{t-1} + sqrt(1 - alpha_t) n
+    (Yu et al. eq. 11, with alpha_t of the respaced chain), DPS step again, with the same random draws."""
+    from dps_map.samplers.base import randn
+
+    op = DecodedOperator(SuperResolution(4), tiny)
+    y = op.operator(torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1)
+    noise, i = GaussianNoise(0.05), 2  # 2 / 4 lies in the window [0.3, 0.7)
+    x_t = torch.randn(1, *tiny.sample_shape, generator=torch.Generator().manual_seed(5))
+    freedom = build_sampler(OmegaConf.create({"name": "freedom", "method": "freedom", "respacing": "4", "zeta": 2.0,
+                                              "repeat": 2}))
+    dps = build_sampler(OmegaConf.create({"name": "dps", "method": "dps", "respacing": "4", "zeta": 2.0}))
+    ours = freedom.transition(tiny, op, noise, y, x_t, i, torch.Generator().manual_seed(6))
+    g = torch.Generator().manual_seed(6)
+    beta = float(Diffusion(tiny.betas, "4").betas[i])
+    x_prev = dps.transition(tiny, op, noise, y, x_t, i, g)
+    x_again = (1 - beta) ** 0.5 * x_prev + beta**0.5 * randn(x_t.shape, g, x_t.dtype, x_t.device)
+    torch.testing.assert_close(ours, dps.transition(tiny, op, noise, y, x_again, i, g), rtol=0, atol=1e-5)
+
+
+def test_psld_gradient_matches_finite_differences_of_its_objective(tiny):
+    """PSLD's gradient (from its hook) against central differences of zeta ||y - A D(z0)|| + gamma ||z0 - E(A^T y +
+    (I - A^T A) D(z0))||, evaluated without autograd and with the explicit adjoint of average pooling (float64)."""
+    prior = tiny.double()
+    try:
+        A = SuperResolution(4, "avgpool")
+        op = DecodedOperator(A, prior)
+        g = torch.Generator().manual_seed(4)
+        y = A(torch.rand(1, 3, 32, 32, generator=g, dtype=torch.float64) * 2 - 1)
+        zeta, gamma = 0.7, 0.3
+        _, steps = _sample(prior, "psld", op, y, zeta=zeta, gamma=gamma)
+        step = steps[1]  # i = 2
+        diffusion = Diffusion(prior.betas, "4")
+
+        def objective(z):
+            with torch.no_grad():
+                eps = prior.predict(z, diffusion.model_t(step.i, 1))[0]
+                z0 = diffusion.x0_from_eps(z, step.i, eps)
+                x0 = prior.decode(z0)
+                up = lambda v: v.repeat_interleave(4, -2).repeat_interleave(4, -1) / 16  # noqa: E731  A^T of avgpool
+                glued = up(y) + x0 - up(A(x0))
+                return float(zeta * (y - A(x0)).norm() + gamma * (z0 - prior.encode(glued)).norm())
+
+        d = torch.randn(step.x_t.shape, generator=g, dtype=torch.float64)
+        h = 1e-5
+        fd = (objective(step.x_t + h * d) - objective(step.x_t - h * d)) / (2 * h)
+        assert abs(float((step.grad * d).sum()) - fd) < 1e-5 * max(1.0, abs(fd))
+    finally:
+        tiny.float()
+
+
 # -- every sampler end to end through dps_map.run ---------------------------------------------------------
-@pytest.mark.parametrize("sampler, vjp", [("ddpm", 0), ("dps", 3), ("dsg", 3), ("dmap", 6), ("psld", 3),
+@pytest.mark.parametrize("sampler, vjp", [("ddpm", 0), ("dps", 3), ("dsg", 3), ("dmap", 6), ("dmap_adam", 6), ("psld", 3),
                                           ("freedom", 5)])  # freedom: i = 2, 1 of 3 lie in its time-travel window
 def test_every_sampler_end_to_end(sampler, vjp, tmp_path):
     cfg = config("prior=sd2_tiny", "task=sr4", f"sampler={sampler}", "data=demo", "data.per_photo=1",
@@ -262,7 +332,8 @@ def test_controlnet_at_zero_init_is_the_prior_and_drives_the_adapter_samplers(ti
             block.weight.normal_(0, 0.05, generator=torch.Generator().manual_seed(2))
         assert (conditional.predict(z, t)[0] - bare).abs().max() > 1e-4
     controlnet.save_pretrained(tmp_path / "controlnet", safe_serialization=True)
-    for sampler, (forward, vjp) in {"adapter": (3, 0), "adapter_dps": (0, 3), "adapter_dmap": (3, 6)}.items():
+    for sampler, (forward, vjp) in {"adapter": (3, 0), "adapter_dps": (0, 3), "adapter_dmap": (3, 6),
+                                    "adapter_dsg": (0, 3)}.items():
         out = tmp_path / sampler
         summary = run(config("prior=sd2_tiny", "task=sr4", f"sampler={sampler}", f"sampler.adapter={tmp_path / 'controlnet'}",
                              "data=demo", "data.per_photo=1", "+data.photos=[chelsea]", "sampler.respacing=3",

@@ -424,3 +424,11 @@ def test_paper_sd2_preset_validates_every_job_and_runs_scaled_down(tmp_path):
     summary = run(config("+experiment=paper_sd2", "prior=sd2_tiny", "task=sr8", "sampler=psld", "sampler.respacing=2",
                          "metrics=fast", *paths), tmp_path / "run")
     assert summary["n_samples"] == 2 and summary["metrics"]["misfit"]["mean"] is not None
+
+
+def test_preflight_trial_runs_on_the_latent_prior():
+    from dps_map.preflight import trial
+
+    t = trial(config("prior=sd2_tiny", "task=sr4", "sampler=psld", "data=demo", "data.per_photo=1",
+                     "+data.photos=[chelsea]", "sampler.respacing=5"), steps=2)
+    assert (t["forward_per_step"], t["vjp_per_step"]) == (0, 1) and t["seconds_per_step"] > 0

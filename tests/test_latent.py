@@ -20,8 +20,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-pytest.importorskip("diffusers")  # the `latent` extra (make install installs it)
-from diffusers import DDPMScheduler, EulerAncestralDiscreteScheduler  # noqa: E402
+from diffusers import DDPMScheduler, EulerAncestralDiscreteScheduler  # the `latent` extra (make install installs it)
 
 from dps_map.diffusion import Diffusion, alphas_cumprod, eps_from_v, make_betas, v_from_eps, velocity  # noqa: E402
 from dps_map.errors import MissingFileError  # noqa: E402
@@ -432,3 +431,27 @@ def test_preflight_trial_runs_on_the_latent_prior():
     t = trial(config("prior=sd2_tiny", "task=sr4", "sampler=psld", "data=demo", "data.per_photo=1",
                      "+data.photos=[chelsea]", "sampler.respacing=5"), steps=2)
     assert (t["forward_per_step"], t["vjp_per_step"]) == (0, 1) and t["seconds_per_step"] > 0
+
+
+def test_perf_knobs_gradient_checkpointing_keeps_the_gradient_and_bf16_stays_close(tiny):
+    op, noise = DecodedOperator(SuperResolution(4), tiny), GaussianNoise(0.05)
+    y = op.operator(torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1)
+    z = torch.randn(1, *tiny.sample_shape, generator=torch.Generator().manual_seed(1))
+    sampler = build_sampler(OmegaConf.create({"name": "dps", "method": "dps", "respacing": "4", "zeta": 1.0}))
+    diffusion = sampler.diffusion(tiny)
+    plain = sampler.measurement_gradient(tiny, diffusion, z, 2, op, noise, y)[0]
+    try:
+        tiny.configure_perf(grad_checkpoint=True)
+        assert tiny.unet.is_gradient_checkpointing and tiny.vae.is_gradient_checkpointing
+        torch.testing.assert_close(sampler.measurement_gradient(tiny, diffusion, z, 2, op, noise, y)[0], plain,
+                                   rtol=1e-5, atol=1e-6)
+        tiny.configure_perf(autocast="bf16")
+        assert not tiny.unet.is_gradient_checkpointing
+        with torch.no_grad():
+            low, full = tiny.predict(z, torch.tensor([500]))[0], None
+        tiny.configure_perf()
+        with torch.no_grad():
+            full = tiny.predict(z, torch.tensor([500]))[0]
+        assert low.dtype == torch.float32 and (low - full).norm() / full.norm() < 0.05 and not torch.equal(low, full)
+    finally:
+        tiny.configure_perf()

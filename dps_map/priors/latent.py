@@ -79,22 +79,49 @@ class LatentPrior(Prior):
         if image_size % self.downscale:
             raise ConfigError(f"latent prior: image_size {image_size} is not a multiple of the VAE's factor {self.downscale}")
         self.image_size = int(image_size)
+        self.perf = {"autocast": None, "grad_checkpoint": False}
+        self._autocast_dtype = None
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
         side = self.image_size // self.downscale
         return (self.latent_channels, side, side)
 
+    def configure_perf(self, autocast=None, grad_checkpoint=False, **others) -> "LatentPrior":
+        """GPU knobs (conf/perf/default.yaml): ``autocast`` (bf16/fp16: UNet and VAE under torch.autocast, the
+        diffusion maths stay fp32) and ``grad_checkpoint`` (diffusers' gradient checkpointing of the UNet and
+        the VAE: a 512x512 VJP through the decoder keeps far fewer activations). Other knobs are ignored,
+        with a warning."""
+        from .adm import AUTOCAST_DTYPES
+
+        ignored = sorted(k for k, v in others.items() if v and k not in ("compile_mode", "compile_backend"))
+        if ignored:
+            log.warning("latent priors support perf.autocast and perf.grad_checkpoint only: %s ignored", ignored)
+        if autocast and autocast not in AUTOCAST_DTYPES:
+            raise ConfigError(f"perf.autocast must be one of {sorted(AUTOCAST_DTYPES)} or null, got '{autocast}'")
+        self._autocast_dtype = AUTOCAST_DTYPES[autocast] if autocast else None
+        for module in (self.unet, self.vae):
+            module.enable_gradient_checkpointing() if grad_checkpoint else module.disable_gradient_checkpointing()
+        self.perf = {"autocast": autocast or None, "grad_checkpoint": bool(grad_checkpoint)}
+        return self
+
+    def autocast(self, device):
+        if self._autocast_dtype is None:
+            return super().autocast(device)
+        return torch.autocast(device_type=torch.device(device).type, dtype=self._autocast_dtype)
+
     def predict(self, z, t):
         context = self.text_embedding.to(z.dtype).expand(z.shape[0], -1, -1)
-        out = self.unet(z, t, encoder_hidden_states=context).sample.to(z.dtype)
+        with self.autocast(z.device):
+            out = self.unet(z, t, encoder_hidden_states=context).sample.to(z.dtype)
         if self.prediction_type == "v_prediction":
             out = eps_from_v(z, out, self.abar[t].to(z.dtype).reshape(-1, 1, 1, 1))
         return out, None
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Images in [-1, 1] (not clamped) from latents: D(z / s)."""
-        return self.vae.decode(z / self.scaling_factor).sample.to(z.dtype)
+        with self.autocast(z.device):
+            return self.vae.decode(z / self.scaling_factor).sample.to(z.dtype)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Latents of images in [-1, 1]: s E(x) (the mean of the encoder's Gaussian)."""
@@ -332,9 +359,10 @@ class LatentControlNetPrior(Prior):
         if hint.shape[0] != z.shape[0]:
             hint = hint.expand(z.shape[0], *hint.shape[1:])
         context = self.prior.text_embedding.to(z.dtype).expand(z.shape[0], -1, -1)
-        down, mid = self.controlnet(z, t, encoder_hidden_states=context, controlnet_cond=hint, return_dict=False)
-        out = self.prior.unet(z, t, encoder_hidden_states=context, down_block_additional_residuals=down,
-                              mid_block_additional_residual=mid).sample.to(z.dtype)
+        with self.prior.autocast(z.device):  # the prior's perf.autocast applies to both networks
+            down, mid = self.controlnet(z, t, encoder_hidden_states=context, controlnet_cond=hint, return_dict=False)
+            out = self.prior.unet(z, t, encoder_hidden_states=context, down_block_additional_residuals=down,
+                                  mid_block_additional_residual=mid).sample.to(z.dtype)
         if self.prior.prediction_type == "v_prediction":
             out = eps_from_v(z, out, self.prior.abar[t].to(z.dtype).reshape(-1, 1, 1, 1))
         return out, None

@@ -31,7 +31,12 @@ PRIOR_KEYS = {"adm": {"name", "kind", "checkpoint", "what", "url", "override", "
               "adm_upsampler": {"name", "kind", "checkpoint", "what", "url", "override", "random_init",
                                 "noise_schedule", "diffusion_steps", "class_label", "unet", "respacing", "variance"},
               "gmm": {"name", "kind", "instance_seed", "dim", "num_components", "grid_scale", "cov_std", "cov_type",
-                      "weights", "noise_schedule", "diffusion_steps", "respacing", "variance"}}
+                      "weights", "noise_schedule", "diffusion_steps", "respacing", "variance"},
+              # Stable Diffusion latent priors (priors/latent.py): unet/vae/text_encoder are diffusers/transformers
+              # constructor kwargs (source=random only); path and embedding_cache for source=folder
+              "latent": {"name", "kind", "source", "path", "what", "override", "embedding_cache", "seed", "image_size",
+                         "noise_schedule", "beta_start", "beta_end", "diffusion_steps", "prediction_type", "unet",
+                         "vae", "text_encoder", "respacing", "variance"}}
 DATA_KEYS = {"demo": {"name", "kind", "per_photo", "num_shards", "shard", "photos"},
              "folder": {"name", "kind", "path", "max_images", "labels", "num_shards", "shard"},
              "gmm": {"name", "kind"}}
@@ -105,7 +110,7 @@ def check_keys(cfg: DictConfig) -> None:
 
         _check_keys(f"prior={prior.get('name')}", prior, prior_keys(prior))
     elif prior.get("kind") not in PRIOR_KEYS:
-        raise ConfigError(f"prior={prior.get('name')}: unknown kind '{prior.get('kind')}' (adm, adm_upsampler, gmm; "
+        raise ConfigError(f"prior={prior.get('name')}: unknown kind '{prior.get('kind')}' (adm, adm_upsampler, gmm, latent; "
                           "or name your class with _target_)")
     else:
         _check_keys(f"prior={prior.name}", prior, PRIOR_KEYS[prior.kind])
@@ -144,7 +149,9 @@ def check_adapter(sampler) -> None:
     if not path:
         raise ConfigError(f"sampler={sampler.name} needs an adapter checkpoint: train one with {where} "
                           "and pass sampler.adapter=/path/to/adapter.pt")
-    if not Path(absolute_path(path)).is_file():
+    from .priors.latent import controlnet_folder
+
+    if not (Path(absolute_path(path)).is_file() or controlnet_folder(path)):  # a latent prior's: a ControlNet folder
         raise MissingFileError(absolute_path(path), f"adapter checkpoint of sampler={sampler.name}", where,
                                "sampler.adapter=/path/to/adapter.pt (or env DPS_MAP_ADAPTER)")
 
@@ -152,6 +159,10 @@ def check_adapter(sampler) -> None:
 def check_prior_checkpoint(prior) -> None:
     """The prior's checkpoint must exist (checked again, and loaded safely, when the prior is built);
     checked here so a sweep stops in the launching process, before any job is submitted."""
+    if prior.get("kind") == "latent" and prior.get("source") == "folder":
+        from .priors.latent import check_folder
+
+        check_folder(prior.path, prior.get("embedding_cache"))
     if prior.get("kind") not in ("adm", "adm_upsampler") or prior.get("random_init", False):
         return
     path = absolute_path(prior.checkpoint)
@@ -174,7 +185,7 @@ def check_data(prior, data) -> None:
 def check_class_label(prior, data) -> None:
     """A class-conditional prior needs prior.class_label: an ImageNet class index, 'random' (one per
     measurement) or 'data' (each image's own label: every image must have one)."""
-    if not prior.get("unet", {}).get("class_cond", False):
+    if not (prior.get("unet") or {}).get("class_cond", False):
         return
     label = prior.get("class_label")
     if label == "data":
@@ -240,5 +251,5 @@ def validate(cfg: DictConfig) -> None:
     shards = data.get("num_shards", 1)
     if not 0 <= data.get("shard", 0) < shards:
         raise ConfigError(f"data.shard={data.get('shard')} must lie in [0, data.num_shards={shards})")
-    if cfg.sampler.get("variance") == "learned_range" and not prior.get("unet", {}).get("learn_sigma", False):
+    if cfg.sampler.get("variance") == "learned_range" and not (prior.get("unet") or {}).get("learn_sigma", False):
         raise ConfigError(f"sampler.variance=learned_range needs a prior with learn_sigma (prior={prior.name})")

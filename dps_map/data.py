@@ -168,12 +168,17 @@ def imagenet_wnids() -> tuple[str, ...]:
     return wnids
 
 
+@functools.lru_cache(maxsize=1)
+def wnid_indices() -> dict[str, int]:
+    """wnid -> ImageNet class index."""
+    return {w: i for i, w in enumerate(imagenet_wnids())}
+
+
 def wnid_index(wnid: str, where: str) -> int:
     """The class index of an ILSVRC-2012 wnid (ConfigError naming `where` for an unknown one)."""
-    index = {w: i for i, w in enumerate(imagenet_wnids())}
-    if wnid not in index:
+    if wnid not in wnid_indices():
         raise ConfigError(f"{where}: '{wnid}' is not one of the 1000 ILSVRC-2012 classes (wnids like n01440764)")
-    return index[wnid]
+    return wnid_indices()[wnid]
 
 
 def read_labels_file(path) -> dict[str, int]:
@@ -184,7 +189,7 @@ def read_labels_file(path) -> dict[str, int]:
     if not file.is_file():
         raise MissingFileError(file, "class labels file", "the ILSVRC-2012 val solution CSV (LOC_val_solution.csv) "
                                "or your own 'file_stem,index' lines", "data.labels=/path/to/labels.csv")
-    index = {w: i for i, w in enumerate(imagenet_wnids())}
+    index = wnid_indices()
     labels = {}
     with open(file, newline="") as fh:
         for n, row in enumerate(csv.reader(fh), start=1):

@@ -14,6 +14,22 @@ A :class:`Diffusion` is a (possibly respaced) chain of S steps indexed i = 0..S-
 corresponds to the training-schedule index ``timesteps[i]``, which is what a prior network is
 called with. Respacing follows ADM (Nichol & Dhariwal 2021, sec. 4): keep a subset of the training
 steps and recompute beta_i = 1 - abar_{t_i} / abar_{t_{i-1}} so abar is unchanged on the subset.
+
+Stable Diffusion (Rombach et al. 2022) uses the "scaled_linear" betas (:func:`make_betas`) and, for
+v-models, predicts v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0 (Salimans & Ho 2022, eq. after (8));
+:func:`eps_from_v` turns it into eps, so every sampler keeps working with eps.
+
+Euler-ancestral = ancestral DDPM. In the scaled variable x~ = x_t / sqrt(abar_t) with
+sigma_t = sqrt((1 - abar_t) / abar_t), the Euler-ancestral step (Karras et al. 2022 / k-diffusion,
+eta = 1) from sigma_t to sigma_s uses sigma_up^2 = sigma_s^2 (sigma_t^2 - sigma_s^2) / sigma_t^2,
+sigma_down = sqrt(sigma_s^2 - sigma_up^2) = sigma_s^2 / sigma_t, and gives
+x~_s = x0 + (sigma_s^2 / sigma_t^2) (x~_t - x0) + sigma_up z: exactly the DDPM posterior
+q(x_s | x_t, x0) with the "fixed small" variance (Ho eq. 7) on the same (respaced) grid, rescaled by
+sqrt(abar). So :meth:`Diffusion.ddpm_step` on the 500-step grid is the authors' 500-step
+Euler-ancestral sampler, given the same x0_hat and noise (tests/test_latent.py checks it against
+diffusers' EulerAncestralDiscreteScheduler.step and DDPMScheduler.step). One difference of grid, not
+of step: diffusers' default "linspace" spacing calls the network at fractional timesteps, our
+respacing rounds them to integers.
 """
 
 from __future__ import annotations
@@ -28,8 +44,13 @@ from .errors import ConfigError
 VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range")
 
 
-def make_betas(schedule: str = "linear", num_steps: int = 1000) -> np.ndarray:
-    """Training betas of ADM: 'linear' (1e-4..0.02 scaled to 1000 steps) or 'cosine' (Nichol eq. 17)."""
+def make_betas(schedule: str = "linear", num_steps: int = 1000, beta_start: float = 0.00085,
+               beta_end: float = 0.012) -> np.ndarray:
+    """Training betas: ADM's 'linear' (1e-4..0.02 scaled to 1000 steps) or 'cosine' (Nichol eq. 17), or
+    Stable Diffusion's 'scaled_linear', beta_t = (linspace(sqrt(beta_start), sqrt(beta_end), T)_t)^2
+    (defaults 0.00085 and 0.012, the values of SD 1.x/2.x's scheduler_config.json)."""
+    if schedule == "scaled_linear":
+        return np.linspace(beta_start**0.5, beta_end**0.5, num_steps, dtype=np.float64) ** 2
     if schedule == "linear":
         scale = 1000 / num_steps
         return np.linspace(scale * 1e-4, scale * 0.02, num_steps, dtype=np.float64)
@@ -41,12 +62,29 @@ def make_betas(schedule: str = "linear", num_steps: int = 1000) -> np.ndarray:
             [min(1 - abar((i + 1) / num_steps) / abar(i / num_steps), 0.999) for i in range(num_steps)],
             dtype=np.float64,
         )
-    raise ConfigError(f"unknown noise schedule '{schedule}' (expected 'linear' or 'cosine')")
+    raise ConfigError(f"unknown noise schedule '{schedule}' (expected 'linear', 'cosine' or 'scaled_linear')")
 
 
 def alphas_cumprod(betas) -> np.ndarray:
     """abar_t = prod_{s<=t} (1 - beta_s)."""
     return np.cumprod(1.0 - np.asarray(betas, dtype=np.float64))
+
+
+def velocity(x0: torch.Tensor, eps: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
+    """v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0 (Salimans & Ho 2022), abar broadcast against x0."""
+    return abar.sqrt() * eps - (1 - abar).sqrt() * x0
+
+
+def eps_from_v(x_t: torch.Tensor, v: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
+    """eps = sqrt(abar_t) v + sqrt(1 - abar_t) x_t: the one v -> eps conversion (a v-model's output).
+
+    From x_t = sqrt(abar) x_0 + sqrt(1 - abar) eps and the definition of v (:func:`velocity`)."""
+    return abar.sqrt() * v + (1 - abar).sqrt() * x_t
+
+
+def v_from_eps(x_t: torch.Tensor, eps: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
+    """v = (eps - sqrt(1 - abar_t) x_t) / sqrt(abar_t), the inverse of :func:`eps_from_v`."""
+    return (eps - (1 - abar).sqrt() * x_t) / abar.sqrt()
 
 
 def space_timesteps(num_train_steps: int, respacing: str | int | None) -> list[int]:

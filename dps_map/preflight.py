@@ -193,7 +193,7 @@ def trial(cfg, steps: int, priors: dict | None = None) -> dict:
 
     start = (time.perf_counter(), 0, 0)
     try:
-        sampler.sample(model, operator, noise, y.expand(batch, *y.shape[1:]), shape,
+        sampler.sample(model, prior.sampling_operator(operator), noise, y.expand(batch, *y.shape[1:]), shape,
                        generator(device, item_seed(cfg.seed, "preflight")), hooks=[hook])
     except _Enough:
         pass

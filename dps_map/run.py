@@ -213,8 +213,11 @@ def run_images(cfg, prior, sampler, noise, out: Path, device, logger, evaluator)
             if not todo:
                 continue
             cgen = generator(device, item_seed(cfg.seed, f"{item.id}/samples{ks[0]}"))
-            x = sampler.sample(model, operator, noise, y.expand(len(ks), *y.shape[1:]),
+            # latent priors: the samplers see A(D(z)) and the runner decodes z (identity otherwise)
+            z = sampler.sample(model, prior.sampling_operator(operator), noise, y.expand(len(ks), *y.shape[1:]),
                                (len(ks), *prior.sample_shape), cgen)
+            with torch.no_grad():
+                x = prior.decode(z)
             failed = {f["index"]: f for f in sampler.failures()}
             scores = evaluator.per_sample(x, x0.expand_as(x))
             misfit = noise.misfit(y.expand(len(ks), *y.shape[1:]), operator(x)).tolist()
@@ -226,7 +229,9 @@ def run_images(cfg, prior, sampler, noise, out: Path, device, logger, evaluator)
                        **{f"naive_{name}": v[0] for name, v in base.items()},
                        "seconds": sampler.stats["seconds"] / len(ks), "nfe": sampler.stats["nfe"],
                        "forward": sampler.stats["forward"], "vjp": sampler.stats["vjp"],
-                       "steps": sampler.stats["steps"], **{k2: v for k2, v in item.info.items()
+                       "steps": sampler.stats["steps"],
+                       **{k2: sampler.stats[k2] for k2 in ("decoder_forward", "decoder_vjp") if k2 in sampler.stats},
+                       **{k2: v for k2, v in item.info.items()
                                                            if k2 in ("orig_size", "orig_mode", "resized", "file")}}
                 if b in failed:
                     rec.update(failed=True, fail_step=failed[b]["step"], last_misfit=failed[b]["last_misfit"])

@@ -251,6 +251,10 @@ def export(cfg: DictConfig, state: dict, prior=None) -> dict:
 
 
 def run(cfg: DictConfig) -> dict:
+    if cfg.prior.get("kind") == "latent":  # Stable Diffusion priors: a diffusers ControlNet (train_controlnet.py)
+        from .train_controlnet import run as run_controlnet
+
+        return run_controlnet(cfg)
     prior = frozen_prior(cfg)  # built once for training and export (adm512: 2 GB of weights)
     state = train(cfg, prior)
     return export(cfg, state, prior) if cfg.export_path else {}

@@ -38,17 +38,18 @@ ZETAS = [f"tuned.tasks.sr4.{m}.zeta" for m in ("dps", "dmap", "dmap_adam", "adap
 WS = ["tuned.tasks.sr4.dsg.w"]
 ACCEPTED = {
     **{(k, "0"): "0 is a valid seed / first shard / class / no inner step" for k in
-       ("seed", "data.shard", "sampler.num_inner", "prior.instance_seed", "prior.class_label")},
+       ("seed", "data.shard", "sampler.num_inner", "prior.instance_seed", "prior.class_label", "prior.seed")},
     **{(k, "0"): "0 means noiseless / no guidance / no blur / deterministic" for k in
        ("task.sigma_y", "sampler.zeta", *ZETAS, *WS, "task.intensity", "sampler.eta", "task.min_weight",
-        "prior.unet.dropout", "sampler.w", "task.drop_ratio")},
+        "prior.unet.dropout", "sampler.w", "task.drop_ratio", "sampler.gamma", "sampler.travel_start")},
     **{(k, "-1"): "ADM's 'use num_heads' marker" for k in ("prior.unet.num_head_channels",
                                                            "prior.unet.num_heads_upsample")},
     **{(k, "1e300"): "any finite value >= 0; a sample that diverges is recorded as a failure" for k in
-       ("task.sigma_y", "sampler.zeta", *ZETAS, "task.blur_sigma", "prior.grid_scale", "prior.cov_std")},
+       ("task.sigma_y", "sampler.zeta", *ZETAS, "task.blur_sigma", "prior.grid_scale", "prior.cov_std",
+        "sampler.gamma")},
     **{(k, "null"): "null is allowed (all samples at once / no cap / labels from the folder layout / default)" for k in
        ("batch_size", "data.max_images", "data.labels", "logger.entity", "logger.group", "perf.autocast",
-        "perf.compile_mode", "prior.checkpoint")},
+        "perf.compile_mode", "prior.checkpoint", "prior.prediction_type")},
 }
 
 
@@ -61,11 +62,13 @@ def configs():
     """(group, overrides, config) for the defaults and every option of every group."""
     out = [(None, [], _compose([]))]
     for group in ("task", "prior", "sampler", "data", "metrics", "logger"):
-        for option in sorted(p.stem for p in (CONF / group).glob("*.yaml")):
+        # sd2_base: its keys are sd2_tiny's plus a diffusers folder, which validate checks like a checkpoint file
+        for option in sorted(p.stem for p in (CONF / group).glob("*.yaml") if p.stem != "sd2_base"):
             gmm = GMM.get(group) in (option,) or option in (GMM.get(group) or ())
             overrides = ["task=gmm_linear"] * gmm + ([] if gmm and group == "task" else [f"{group}={option}"])
             overrides += [f"data.path={CONF}"] * (option in ("folder", "imagenet_val"))  # any existing folder
-            overrides += ["prior.random_init=true"] * (group == "prior" and option not in ("gmm", "tiny"))
+            overrides += ["prior.random_init=true"] * (group == "prior" and option not in ("gmm", "tiny")
+                                                        and not option.startswith("sd2"))
             overrides += ["prior.class_label=random"] * (option in ("adm512", "adm128_512_upsampler"))  # demo data
             out.append((group, overrides, _compose(overrides)))
     return out

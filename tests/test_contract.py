@@ -4,7 +4,8 @@ generator gives the same sample (another gives another), and hooks are called on
 
 Cost with S steps and K inner steps (projection on: the last step has radius 0 and needs no VJP):
   ddpm, adapter, oracle: S forwards | dps, dsg, adapter_dps: S VJPs | dmap, adapter_dmap: S forwards
-  + K (S - 1) VJPs | exact: nothing (closed form, no chain).
+  + K (S - 1) VJPs | psld: S VJPs | freedom: S + (repeat - 1) x (steps in its time-travel window) VJPs |
+  exact: nothing (closed form, no chain).
 """
 
 from __future__ import annotations
@@ -37,8 +38,12 @@ CASES = {
     "adapter": ({"method": "adapter"}, (S, 0)),
     "adapter_dps": ({"method": "adapter_dps", "zeta": 0.5}, (0, S)),
     "adapter_dmap": ({"method": "adapter_dmap", "zeta": 0.3, "num_inner": K}, (S, K * (S - 1))),
+    "adapter_dsg": ({"method": "adapter_dsg", "w": 0.02}, (0, S)),
     "exact": ({"method": "exact"}, (0, 0)),
     "oracle": ({"method": "oracle", "clip_x0": False}, (S, 0)),
+    "psld": ({"method": "psld", "zeta": 0.5, "gamma": 0.1}, (0, S)),
+    # time-travel window [0.3, 0.7) of S=5 steps holds i = 2, 3: two steps done twice
+    "freedom": ({"method": "freedom", "zeta": 0.5, "repeat": 2}, (0, S + 2)),
 }
 GMM_ONLY = ("exact", "oracle")
 GMM_TOO = ("ddpm", "dps", "dsg", "dmap")

@@ -51,10 +51,11 @@ class LinearOperator(Operator):
         return tuple(y.shape)
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        """A^T y, as the VJP of the linear map A at 0: <A x, y> = <x, A^T y>."""
+        """A^T y, as the VJP of the linear map A at 0: <A x, y> = <x, A^T y> (differentiable in y when y
+        carries gradients, e.g. PSLD's A^T A D(z0_hat))."""
         with torch.enable_grad():
             x = torch.zeros(self.input_shape(y), dtype=y.dtype, device=y.device, requires_grad=True)
-            (grad,) = torch.autograd.grad(self.forward(x), x, y)
+            (grad,) = torch.autograd.grad(self.forward(x), x, y, create_graph=y.requires_grad)
         return grad
 
 

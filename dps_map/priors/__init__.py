@@ -1,4 +1,4 @@
-"""Priors: ADM UNets through guided_diffusion, and the analytic Gaussian mixture."""
+"""Priors: ADM UNets through guided_diffusion, the analytic Gaussian mixture, and latent (Stable Diffusion) priors."""
 
 from __future__ import annotations
 
@@ -49,6 +49,10 @@ def build_prior(cfg, device="cpu") -> Prior:
         prior = build_upsampler_prior(cfg, absolute_path(cfg.checkpoint))
     elif cfg.kind == "gmm":
         prior = build_gmm_prior(cfg)
+    elif cfg.kind == "latent":
+        from .latent import build_latent_prior
+
+        prior = build_latent_prior(cfg)
     else:
-        raise ConfigError(f"unknown prior kind '{cfg.kind}' (adm, adm_upsampler, gmm)")
+        raise ConfigError(f"unknown prior kind '{cfg.kind}' (adm, adm_upsampler, gmm, latent)")
     return prior.to(device)

@@ -40,6 +40,14 @@ class Prior(nn.Module):
     def sample_shape(self) -> tuple[int, ...]:
         raise NotImplementedError
 
+    def sampling_operator(self, operator):
+        """The operator the samplers see (A itself; a latent prior composes A with its decoder)."""
+        return operator
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """Images from the chain's final state (the identity; a latent prior decodes z)."""
+        return x
+
     def configure_perf(self, **knobs) -> "Prior":
         """Performance knobs (conf/perf/default.yaml). Only network priors (ADM) have any; others ignore
         them, with a warning when one is switched on."""

@@ -4,19 +4,22 @@
 from __future__ import annotations
 
 from ..errors import ConfigError
-from .adapter import AdapterDMAPSampler, AdapterDPSSampler, AdapterSampler
+from .adapter import AdapterDMAPSampler, AdapterDPSSampler, AdapterDSGSampler, AdapterSampler
 from .base import Sampler, Step
 from .ddpm import DDPMSampler
 from .dmap import DMAPSampler
 from .dps import DPSSampler
 from .dsg import DSGSampler
+from .freedom import FreeDoMSampler
 from .gmm_reference import ExactSampler, OracleSampler
+from .psld import PSLDSampler
 
 METHODS = {"ddpm": DDPMSampler, "dps": DPSSampler, "dsg": DSGSampler, "dmap": DMAPSampler,
            "exact": ExactSampler, "oracle": OracleSampler, "adapter": AdapterSampler,
-           "adapter_dps": AdapterDPSSampler, "adapter_dmap": AdapterDMAPSampler}
+           "adapter_dps": AdapterDPSSampler, "adapter_dmap": AdapterDMAPSampler, "adapter_dsg": AdapterDSGSampler, "psld": PSLDSampler,
+           "freedom": FreeDoMSampler}
 #: methods that run on the conditional prior and need `adapter:` (a checkpoint path)
-ADAPTER_METHODS = ("adapter", "adapter_dps", "adapter_dmap")
+ADAPTER_METHODS = ("adapter", "adapter_dps", "adapter_dmap", "adapter_dsg")
 
 __all__ = ["Sampler", "Step", "build_sampler", "sampler_class", "sampler_keys", "METHODS", "ADAPTER_METHODS", *(cls.__name__ for cls in METHODS.values())]
 

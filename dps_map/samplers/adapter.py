@@ -4,8 +4,11 @@ adapter (adapters/controlnet.py) estimates the conditional score s(x_t, y) direc
   adapter       ancestral DDPM on eps(x_t, t, y): the conditional score estimator alone
   adapter_dps   DPS guidance (dps.py) on top of the conditional prior
   adapter_dmap  DMAP (dmap.py) on top of the conditional prior
+  adapter_dsg   DSG (dsg.py) on top of the conditional prior (the authors use w = 0.02 there, 0.08 without)
 
-Each is the base method run on ``ConditionalPrior(prior, adapter).condition(operator, y)``; the
+On a latent prior (prior=sd2_*) the adapter is a diffusers ControlNet folder and the conditional prior is
+``priors.latent.LatentControlNetPrior``. Each is the base method run on
+``ConditionalPrior(prior, adapter).condition(operator, y)``; the
 adapter is loaded (weights_only=True) the first time it meets the prior, and refused if it was
 trained for another architecture or another forward operator.
 """
@@ -19,6 +22,7 @@ from ..priors.conditional import ConditionalPrior
 from .ddpm import DDPMSampler
 from .dmap import DMAPSampler
 from .dps import DPSSampler
+from .dsg import DSGSampler
 
 
 class _OnConditionalPrior:
@@ -36,6 +40,14 @@ class _OnConditionalPrior:
     def conditional(self, prior) -> ConditionalPrior:
         """The conditional prior for this prior (adapter loaded once, on the prior's device)."""
         if self._conditional is None or self._conditional.prior is not prior:
+            if getattr(prior, "kind", None) == "latent":  # a diffusers ControlNet folder (priors/latent.py)
+                from ..priors.latent import LatentControlNetPrior, load_controlnet
+
+                device = next(prior.unet.parameters()).device
+                controlnet, card = load_controlnet(self.adapter_path)
+                self.adapter_meta = {"operator": card["operator"]} if "operator" in card else {}
+                self._conditional = LatentControlNetPrior(prior, controlnet.to(device))
+                return self._conditional
             model = prior.model if hasattr(prior, "model") else None
             if model is None:
                 raise ConfigError(f"sampler {self.name} needs an ADM prior, got {type(prior).__name__}")
@@ -48,6 +60,7 @@ class _OnConditionalPrior:
         """Refuse an operator other than the one the adapter was trained for (its hint would mean
         something else)."""
         trained = self.adapter_meta.get("operator")
+        operator = getattr(operator, "operator", operator)  # a latent prior's DecodedOperator: its pixel operator
         here = {"class": type(operator).__name__, **operator.describe()}
         if trained is not None and trained != here:
             raise ConfigError(f"adapter '{self.adapter_path}' was trained for operator {trained}, "
@@ -70,3 +83,7 @@ class AdapterDPSSampler(_OnConditionalPrior, DPSSampler):
 
 class AdapterDMAPSampler(_OnConditionalPrior, DMAPSampler):
     name = "adapter_dmap"
+
+
+class AdapterDSGSampler(_OnConditionalPrior, DSGSampler):
+    name = "adapter_dsg"

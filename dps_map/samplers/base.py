@@ -128,6 +128,8 @@ class Sampler:
                x_T: torch.Tensor | None = None) -> torch.Tensor:
         """Run the reverse chain from x_T ~ N(0, I) (or the given x_T) and return x0."""
         self.reset_stats()
+        if hasattr(operator, "reset_stats"):  # e.g. latent priors' DecodedOperator: decoder calls
+            operator.reset_stats()
         diffusion = self.diffusion(prior)
         device = y.device if y is not None else generator.device
         dtype = y.dtype if (y is not None and y.is_floating_point()) else torch.float32
@@ -159,6 +161,7 @@ class Sampler:
         self.stats["seconds"] = time.perf_counter() - started
         self.stats["steps"] = steps
         self.stats["nfe"] = self.stats["forward"] + self.stats["vjp"]
+        self.stats.update(getattr(operator, "stats", {}))
         return x.detach()
 
     def transition(self, prior, operator, noise, y, x_t: torch.Tensor, i: int, generator: torch.Generator,

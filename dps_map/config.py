@@ -15,13 +15,13 @@ from .errors import ConfigError, MissingFileError
 from .io import absolute_path
 
 #: keys that do not change what a run computes (excluded from the config digest)
-NON_OUTPUT_KEYS = ("hydra", "logger", "progress", "device", "overwrite", "metrics")
+NON_OUTPUT_KEYS = ("hydra", "logger", "progress", "device", "overwrite", "metrics", "measurement_batch")
 NON_OUTPUT_DATA_KEYS = ("num_shards", "shard")
 
 #: the keys each config group may hold (a key outside these is a typo: refused at start-up).
 #: Sampler keys come from the sampler class's constructor; `paths` is free-form.
 TOP_KEYS = {"data", "prior", "task", "sampler", "metrics", "logger", "paths", "perf", "hydra", "seed", "num_samples",
-            "batch_size", "device", "overwrite", "progress"}
+            "batch_size", "measurement_batch", "device", "overwrite", "progress"}
 TASK_KEYS = {"name", "operator", "noise", "sigma_y", "poisson_rate", "zeta", "w"}
 OPERATOR_KEYS = {"identity": set(), "super_resolution": {"factor", "method"},
                  "inpaint_box": {"box_fraction", "location"}, "inpaint_random": {"drop_ratio"},

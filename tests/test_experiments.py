@@ -89,8 +89,11 @@ def test_dps_regime_at_zeta_zero_is_the_prior_and_writes_its_table(tmp_path):
     exact = float(torch.trace(prior.mixture.covariance()) / torch.trace(post.covariance()))
     row = cell(prior, 2, 1, 0.0, [0], 2000, 100)
     assert abs(row["trace_ratio"] / exact - 1) < 0.1, (row["trace_ratio"], exact)
-    assert regime({**row, "trace_ratio": 2.0, "within_mode_trace_ratio": 1.0}) == "over-disperses"
-    assert regime({**row, "trace_ratio": 0.5, "within_mode_trace_ratio": 0.5}) == "collapses"
+    base = {**row, "trace_ratio": 1.0, "within_mode_trace_ratio": 1.0, "effective_modes_ratio": 1.0}
+    assert regime(base) == "matches"
+    assert regime({**base, "trace_ratio": 2.0}) == "total trace high"
+    assert regime({**base, "effective_modes_ratio": 0.5, "within_mode_trace_ratio": 3.0}) == \
+        "mode collapse + within-mode over-dispersion"
     main(["--dims", "2", "--zetas", "0.1", "--seeds", "0", "--num-samples", "50", "--steps", "20", "--out",
           str(tmp_path)])
     for ext in ("csv", "md", "png"):

@@ -98,3 +98,38 @@ def test_measurement_batch_refused_where_a_model_is_bound_to_one_measurement(tmp
         run(config("task=sr4", "sampler=adapter_dps", "measurement_batch=2"), tmp_path / "b")
     with pytest.raises(ConfigError, match="measurement_batch"):
         run(config("measurement_batch=0"), tmp_path / "c")
+
+
+def test_stacked_units_bind_one_class_label_per_row():
+    """ADM class-conditional priors: a batch of stacked measurements gets a labels tensor with each row's label."""
+    from dps_map.operators import GaussianNoise, Identity
+    from dps_map.run import _Unit, sample_units
+    from dps_map.samplers.ddpm import DDPMSampler
+
+    class LabelledPrior:  # eps = 0 with the labels recorded at every call; enough for the runner's path
+        kind, learn_sigma, needs_measurement, class_cond = "image", False, False, True
+        sample_shape = (1, 2, 2)
+        betas = np.linspace(1e-4, 0.02, 10)
+
+        def set_class_labels(self, labels):
+            self.labels = torch.as_tensor(labels).reshape(-1)
+
+        def predict(self, x, t):
+            assert len(self.labels) in (1, x.shape[0])
+            return torch.zeros_like(x), None
+
+        def sampling_operator(self, op):
+            return op
+
+        def decode(self, x):
+            return x
+
+    prior = LabelledPrior()
+    units = [_Unit(None, Identity(), None, torch.zeros(1, 1, 2, 2), label, None, None, prior, ks, ks,
+                   torch.Generator().manual_seed(i)) for i, (label, ks) in enumerate(((7, [0, 1]), (3, [0])))]
+    x, failed = sample_units(prior, DDPMSampler(respacing="5"), GaussianNoise(0.05), units)
+    assert prior.labels.tolist() == [7, 7, 3] and x.shape == (3, 1, 2, 2) and not failed
+    alone, _ = sample_units(prior, DDPMSampler(respacing="5"), GaussianNoise(0.05),
+                            [_Unit(None, Identity(), None, torch.zeros(1, 1, 2, 2), 3, None, None, prior, [0], [0],
+                                   torch.Generator().manual_seed(1))])
+    assert prior.labels.tolist() == [3] and torch.allclose(alone, x[2:])  # the row equals its unit run alone

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: reproduce-paper-sd2 preflight-paper-sd2 install demo test test-fast preflight-paper mutants train-tiny-prior gmm-study sweep clean train-adapter train-tiny-reference adapter-ablation reproduce-paper-small reproduce-paper bench bench-quick install-bench
+.PHONY: reproduce-paper-sd2 preflight-paper-sd2 install demo test test-fast preflight-paper mutants train-tiny-prior gmm-study frontier dps-regime sweep clean train-adapter train-tiny-reference adapter-ablation reproduce-paper-small reproduce-paper bench bench-quick install-bench
 
 install: $(STAMP)
 
@@ -44,6 +44,12 @@ train-tiny-prior: install
 
 gmm-study: install
 	$(PY) -m experiments.gmm_sampler_study
+
+frontier: install   # GMM cost-quality frontier (about 5 min on 2 CPU cores); experiments/results/frontier_gmm.*
+	OMP_NUM_THREADS=1 $(PY) -m experiments.frontier
+
+dps-regime: install   # DPS vs the exact GMM posterior over d x zeta x m; experiments/results/dps_regime.*
+	OMP_NUM_THREADS=1 $(PY) -m experiments.dps_regime --zetas 0.01 0.1 0.3 1 3 --seeds 0 --num-samples 300
 
 # -- sweeps (README "Sweeps"): 2 samplers x 3 tasks x 2 shards on the tiny prior, then the aggregate ------
 SWEEP_DIR ?= outputs/sweep

@@ -285,6 +285,39 @@ def peer_dps(prior, operator, noise, y, batch: int, steps: int, zeta: float, dev
             "note": PEER_NOTE}
 
 
+# -- measurement batching (issue 20) --------------------------------------------------------------------
+def measurement_batch_runs(cfg, prior, sampler, noise, device, sizes, repeats: int) -> dict:
+    """Samples per second of one sampler when `mb` measurements (each its own operator, y and random
+    stream, num_samples=1) share one sampler call, through the runner's own path (run.sample_units).
+    Returns {str(mb): {seconds, samples_per_s, forward, vjp, speedup}} (speedup: vs measurement_batch 1)."""
+    from .run import _Unit, sample_units
+
+    def units(mb, rep):
+        out = []
+        for j in range(mb):
+            gen = torch.Generator(device=device).manual_seed(int(cfg.seed) + 1000 * j + 1)
+            op = build_operator(cfg.task, prior.image_size, gen).to(device)
+            x0 = torch.rand(1, *prior.sample_shape, generator=gen, device=device) * 2 - 1
+            y = op.restrict(noise.sample(op(x0), gen))
+            cgen = torch.Generator(device=device).manual_seed(int(cfg.seed) + 1000 * j + rep)
+            out.append(_Unit(None, op, x0, y, None, None, None, prior, [0], [0], cgen))
+        return out
+
+    result = {}
+    for mb in sizes:
+        sample_units(prior, sampler, noise, units(mb, 0))  # warm-up at this batch
+        times = []
+        for rep in range(repeats):
+            sample_units(prior, sampler, noise, units(mb, rep + 1))
+            times.append(sampler.stats["seconds"])
+        result[str(mb)] = {"seconds": _stats(times), "samples_per_s": mb / statistics.median(times),
+                           "forward": sampler.stats["forward"], "vjp": sampler.stats["vjp"]}
+    base = result.get("1", {}).get("samples_per_s")
+    for entry in result.values():
+        entry["speedup"] = entry["samples_per_s"] / base if base else None
+    return result
+
+
 # -- the whole benchmark ------------------------------------------------------------------------------
 def effective_params(cfg) -> dict:
     """batch sizes, steps, repeats and calls: the config's, or with quick=true the QUICK ones for every
@@ -385,6 +418,14 @@ def run_bench(cfg: DictConfig, out=print) -> dict:
         peer = peer_dps(prior, operator, noise, y, b, int(params["steps"]), float(ours.zeta), device,
                         int(params["repeats"]), list(med), ours, int(cfg.seed))
 
+    mbatch = {}
+    if cfg.get("measurement_batches"):
+        name = cfg.get("measurement_batch_sampler", "dps")
+        mb_sampler = samplers[name][0] if name in samplers else build_sampler_named(cfg, name)
+        mbatch = {"sampler": name, "runs": measurement_batch_runs(cfg, prior, mb_sampler, noise, device,
+                                                                  [int(b) for b in cfg.measurement_batches],
+                                                                  int(params["repeats"]))}
+
     summary = {
         "prior": cfg.prior.name, "task": cfg.task.name, "device": str(device), "threads": int(threads),
         "quick": quick, "steps": int(params["steps"]), "repeats": int(params["repeats"]),
@@ -393,7 +434,7 @@ def run_bench(cfg: DictConfig, out=print) -> dict:
                          "after": [round(v, 2) for v in os.getloadavg()]},
         "network_ms": {str(b): {k: _stats(1000 * x for x in v) for k, v in c.items()} for b, c in costs.items()},
         "samplers": {}, "skipped": skipped, "overhead_ratio": {}, "overhead_ratio_null_network": {},
-        "peer": peer,
+        "peer": peer, "measurement_batch": mbatch,
     }
     for (name, b), results in runs.items():
         ratios = [r["seconds"] / r["floor"] for r in results]
@@ -449,6 +490,14 @@ def format_table(summary: dict) -> str:
     for name, why in summary["skipped"].items():
         lines.append(f"{name:<13} skipped: {why}")
     lines.append(f"peak memory: {summary['memory_kind']}")
+    mb = summary.get("measurement_batch") or {}
+    if mb:
+        lines += ["", f"measurement_batch ({mb['sampler']}, num_samples=1: measurements with their own operator, y and "
+                  "random stream stacked into one sampler call, as the runner does)",
+                  f"{'measurement_batch':>17}  {'seconds/call':>20}  {'samples/s':>9}  {'speedup':>7}"]
+        for b, e in mb["runs"].items():
+            speed = f"{e['speedup']:.2f}" if e["speedup"] is not None else "n/a"
+            lines.append(f"{b:>17}  {_mmm(e['seconds']):>20}  {e['samples_per_s']:>9.3f}  {speed:>7}")
     peer = summary["peer"]
     lines.append("")
     if "skipped" in peer:

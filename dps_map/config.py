@@ -15,14 +15,14 @@ from .errors import ConfigError, MissingFileError
 from .io import absolute_path
 
 #: keys that do not change what a run computes (excluded from the config digest)
-NON_OUTPUT_KEYS = ("hydra", "logger", "progress", "device", "overwrite", "metrics", "tuned")  # tuned: the
-#   value a run uses is in sampler.*
+NON_OUTPUT_KEYS = ("hydra", "logger", "progress", "device", "overwrite", "metrics", "tuned", "measurement_batch")
+#   tuned: the value a run uses is in sampler.*; measurement_batch: results do not depend on it
 NON_OUTPUT_DATA_KEYS = ("num_shards", "shard")
 
 #: the keys each config group may hold (a key outside these is a typo: refused at start-up).
 #: Sampler keys come from the sampler class's constructor; `paths` is free-form.
 TOP_KEYS = {"data", "prior", "task", "sampler", "metrics", "logger", "paths", "perf", "tuned", "hydra", "seed", "num_samples",
-            "batch_size", "device", "overwrite", "progress"}
+            "batch_size", "measurement_batch", "device", "overwrite", "progress"}
 #: Task keys besides the operator's: the operator's come from the signature of the callable its `_target_`
 #: names (dps_map.operators.operator_keys). Sampler keys likewise come from the sampler class's constructor.
 TASK_KEYS = {"name", "operator", "_target_", "noise", "sigma_y", "poisson_rate"}

@@ -112,6 +112,7 @@ VARIANCE = Choice("fixed_small", "fixed_large", "learned_range")
 SPEC: dict[str, Kind] = {
     # top level
     "seed": Int(0, 2**63 - 1), "num_samples": Int(1, 10**6), "batch_size": Int(1, 10**6, nullable=True),
+    "measurement_batch": Int(1, 10**4),
     "device": Str(r"auto|cpu|cuda(:\d+)?|mps", "auto, cpu, cuda or cuda:N"), "overwrite": Bool(), "progress": Bool(),
     # task
     "task.name": Str(), "task.noise": Choice("gaussian", "poisson"), "task.sigma_y": Float(0),

@@ -35,10 +35,11 @@ from .io import (Interrupted, absolute_path, append_jsonl, atomic_save_npy, atom
                  unique_records, write_section)
 from .lock import RunDirLocked, lock_holder, locked_message, run_lock
 from .loggers import make_logger
-from .operators import MatrixOperator, build_noise, build_operator
+from .operators import MatrixOperator, StackedOperator, build_noise, build_operator
 from .priors import build_prior
 from .priors.gmm import find_multimodal_problem
 from .samplers import build_sampler
+from .samplers.base import GeneratorStack
 
 log = logging.getLogger(__name__)
 RUN_FILE = "run.json"
@@ -190,14 +191,62 @@ def bind_class_label(cfg, prior, item, gen) -> int | None:
     return label
 
 
+def check_measurement_batch(cfg, prior, sampler) -> int:
+    """measurement_batch (README "Measurement batching"), checked before any sample is drawn: a prior bound
+    to one measurement (`condition(operator, y)`: the SR reference models) or a sampler whose conditional
+    adapter reads one operator cannot stack measurements with different parameters."""
+    mb = int(cfg.get("measurement_batch", 1) or 1)
+    if mb > 1 and prior.needs_measurement:
+        raise ConfigError(f"measurement_batch={mb}: prior={cfg.prior.name} is conditioned on one measurement at a "
+                          "time; use measurement_batch=1")
+    if mb > 1 and hasattr(sampler, "check_operator"):
+        raise ConfigError(f"measurement_batch={mb}: sampler={cfg.sampler.name} binds its adapter to one "
+                          "measurement's operator; use measurement_batch=1")
+    return mb
+
+
+class _Unit:
+    """One sampler chunk of one measurement, waiting to be stacked with others (measurement_batch)."""
+
+    def __init__(self, item, operator, x0, y, label, naive, base, model, ks, todo, cgen):
+        self.item, self.operator, self.x0, self.y, self.label = item, operator, x0, y, label
+        self.naive, self.base, self.model, self.ks, self.todo, self.cgen = naive, base, model, ks, todo, cgen
+
+
+def sample_units(prior, sampler, noise, units: list) -> tuple[torch.Tensor, dict]:
+    """One sampler call for the stacked chunks of `units`: rows of unit j see its own operator, y, class
+    label and random stream (operators.StackedOperator, samplers.base.GeneratorStack), so every row equals
+    what the unit gives alone. A single unit runs exactly as before (no wrappers). Returns (x, failures
+    by row)."""
+    if len(units) == 1:
+        u = units[0]
+        if u.label is not None:
+            prior.set_class_labels(u.label)
+        operator, gen = u.operator, u.cgen
+        y = u.y.expand(len(u.ks), *u.y.shape[1:])
+    else:
+        if units[0].label is not None:  # one label per batch row (ADM's labels tensor)
+            prior.set_class_labels(torch.tensor([u.label for u in units for _ in u.ks]))
+        operator = StackedOperator([(u.operator, len(u.ks)) for u in units])
+        gen = GeneratorStack([(u.cgen, len(u.ks)) for u in units])
+        y = torch.cat([u.y.expand(len(u.ks), *u.y.shape[1:]) for u in units])
+    # latent priors: the samplers see A(D(z)) and the runner decodes z (identity otherwise)
+    z = sampler.sample(units[0].model, prior.sampling_operator(operator), noise, y,
+                       (y.shape[0], *prior.sample_shape), gen)
+    with torch.no_grad():
+        x = prior.decode(z)
+    return x, {f["index"]: f for f in sampler.failures()}
+
+
 def run_images(cfg, prior, sampler, noise, out: Path, device, logger, evaluator) -> dict:
     size = prior.image_size
+    mbatch = check_measurement_batch(cfg, prior, sampler)
     items = load_items(cfg.data, size)
     metrics_path = out / "metrics.jsonl"
     done = {(r["id"], r["k"]) for r in read_jsonl(metrics_path)
             if r.get("failed") or (out / "recon" / f"{r['id']}_{r['k']}.png").exists()}
     chunks = sample_chunks(cfg.num_samples, cfg.get("batch_size"))
-    n_new = 0
+    n_new, pending = 0, []
     bar = tqdm(items, desc=f"{cfg.task.name}/{cfg.sampler.name}", disable=not cfg.progress, unit="meas")
     for item in bar:
         gen, operator, x0, y = measure(cfg, item, size, noise, device)
@@ -213,44 +262,12 @@ def run_images(cfg, prior, sampler, noise, out: Path, device, logger, evaluator)
             if not todo:
                 continue
             cgen = generator(device, item_seed(cfg.seed, f"{item.id}/samples{ks[0]}"))
-            # latent priors: the samplers see A(D(z)) and the runner decodes z (identity otherwise)
-            z = sampler.sample(model, prior.sampling_operator(operator), noise, y.expand(len(ks), *y.shape[1:]),
-                               (len(ks), *prior.sample_shape), cgen)
-            with torch.no_grad():
-                x = prior.decode(z)
-            failed = {f["index"]: f for f in sampler.failures()}
-            scores = evaluator.per_sample(x, x0.expand_as(x))
-            misfit = noise.misfit(y.expand(len(ks), *y.shape[1:]), operator(x)).tolist()
-            records, images = [], {}
-            for b, k in enumerate(ks):
-                if k not in todo:
-                    continue
-                rec = {"id": item.id, "k": k, **({} if label is None else {"class_label": label}),
-                       **{f"naive_{name}": v[0] for name, v in base.items()},
-                       "seconds": sampler.stats["seconds"] / len(ks), "nfe": sampler.stats["nfe"],
-                       "forward": sampler.stats["forward"], "vjp": sampler.stats["vjp"],
-                       "steps": sampler.stats["steps"],
-                       **{k2: sampler.stats[k2] for k2 in ("decoder_forward", "decoder_vjp") if k2 in sampler.stats},
-                       **{k2: v for k2, v in item.info.items()
-                                                           if k2 in ("orig_size", "orig_mode", "resized", "file")}}
-                if b in failed:
-                    rec.update(failed=True, fail_step=failed[b]["step"], last_misfit=failed[b]["last_misfit"])
-                    log.warning("sample %s_%d diverged at step %d; recorded and skipped", item.id, k,
-                                failed[b]["step"])
-                else:
-                    images[k] = x[b]
-                    rec.update({name: values[b] for name, values in scores.items()}, misfit=misfit[b])
-                records.append(rec)
-            with write_section():  # a chunk's images and records land together, even on Ctrl-C
-                for k, img in images.items():
-                    save_png(img, out / "recon" / f"{item.id}_{k}.png")
-                append_jsonl(metrics_path, records)
-            for rec in records:
-                logger.log_sample(rec)
-            done.update((item.id, k) for k in todo)
-            n_new += len(todo)
-            grid = save_grid(out, item.id, naive[0], size)
-            logger.log_images(f"grid/{item.id}", grid)
+            pending.append(_Unit(item, operator, x0, y, label, naive, base, model, ks, todo, cgen))
+            if len(pending) == mbatch:
+                n_new += write_units(cfg, prior, sampler, noise, pending, out, logger, evaluator, done)
+                pending = []
+    if pending:
+        n_new += write_units(cfg, prior, sampler, noise, pending, out, logger, evaluator, done)
     summary = summarize_images(read_jsonl(metrics_path), {it.id for it in items})
     summary["metrics"].update(evaluator.per_run(out, [it.id for it in items], size))
     summary["n_new_samples"] = n_new
@@ -273,6 +290,54 @@ def preprocessing(data_cfg, items, size: int) -> dict:
         sources = {it.id: {"file": it.info.get("file"), "orig_mode": it.info.get("orig_mode")} for it in items}
     return {"policy": policy, "image_size": size,
             "original_sizes": {it.id: it.info.get("orig_size") for it in items}, "sources": sources}
+
+
+def write_units(cfg, prior, sampler, noise, units: list, out: Path, logger, evaluator, done: set) -> int:
+    """Sample the stacked units, then write each unit's images and records (one atomic section per unit,
+    so resume stays per sample). Returns the number of new samples."""
+    size = prior.image_size
+    metrics_path = out / "metrics.jsonl"
+    x_all, failed_rows = sample_units(prior, sampler, noise, units)
+    rows = x_all.shape[0]
+    n_new, start = 0, 0
+    for u in units:
+        item, ks = u.item, u.ks
+        x = x_all[start:start + len(ks)]
+        failed = {row - start: f for row, f in failed_rows.items() if start <= row < start + len(ks)}
+        start += len(ks)
+        scores = evaluator.per_sample(x, u.x0.expand_as(x))
+        misfit = noise.misfit(u.y.expand(len(ks), *u.y.shape[1:]), u.operator(x)).tolist()
+        records, images = [], {}
+        for b, k in enumerate(ks):
+            if k not in u.todo:
+                continue
+            rec = {"id": item.id, "k": k, **({} if u.label is None else {"class_label": u.label}),
+                   **{f"naive_{name}": v[0] for name, v in u.base.items()},
+                   "seconds": sampler.stats["seconds"] / rows, "nfe": sampler.stats["nfe"],
+                   "forward": sampler.stats["forward"], "vjp": sampler.stats["vjp"],
+                   "steps": sampler.stats["steps"],
+                   **{k2: sampler.stats[k2] for k2 in ("decoder_forward", "decoder_vjp") if k2 in sampler.stats},
+                   **{k2: v for k2, v in item.info.items() if k2 in ("orig_size", "orig_mode", "resized", "file")}}
+            if len(units) > 1:
+                rec["measurement_batch"] = len(units)
+            if b in failed:
+                rec.update(failed=True, fail_step=failed[b]["step"], last_misfit=failed[b]["last_misfit"])
+                log.warning("sample %s_%d diverged at step %d; recorded and skipped", item.id, k, failed[b]["step"])
+            else:
+                images[k] = x[b]
+                rec.update({name: values[b] for name, values in scores.items()}, misfit=misfit[b])
+            records.append(rec)
+        with write_section():  # a chunk's images and records land together, even on Ctrl-C
+            for k, img in images.items():
+                save_png(img, out / "recon" / f"{item.id}_{k}.png")
+            append_jsonl(metrics_path, records)
+        for rec in records:
+            logger.log_sample(rec)
+        done.update((item.id, k) for k in u.todo)
+        n_new += len(u.todo)
+        grid = save_grid(out, item.id, u.naive[0], size)
+        logger.log_images(f"grid/{item.id}", grid)
+    return n_new
 
 
 def save_grid(out: Path, ident: str, naive: torch.Tensor, size: int) -> Path:

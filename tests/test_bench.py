@@ -15,7 +15,7 @@ from dps_map.errors import ConfigError
 CONF = str(Path(__file__).resolve().parent.parent / "conf")
 # the tiny prior's architecture at 32 px with random weights: fast, and every code path of a real run
 SMALL = ["prior.random_init=true", "prior.unet.image_size=32", "batch_sizes=[1]", "steps=3", "repeats=2",
-         "net_calls=1", "threads=1"]
+         "net_calls=1", "threads=1", "measurement_batches=[]"]
 
 
 def config(*overrides):
@@ -96,3 +96,16 @@ def test_cli_prints_a_table_and_json_last(tmp_path):
     last = json.loads(lines[-1])
     assert "dps" in last["overhead_ratio"] and "ms/step" in proc.stdout
     assert json.loads((tmp_path / "bench.json").read_text()) == last
+
+
+def test_measurement_batch_table_counts_one_chain_per_call():
+    lines = []
+    cfg = config("samplers=[dps]", "peer=false", "measurement_batches=[1,3]")
+    result = bench.run_bench(cfg, out=lines.append)
+    mb = result["measurement_batch"]
+    assert mb["sampler"] == "dps" and set(mb["runs"]) == {"1", "3"}
+    for entry in mb["runs"].values():
+        assert (entry["forward"], entry["vjp"]) == (0, 3)  # one chain of 3 guided steps, whatever the batch
+        assert entry["samples_per_s"] > 0
+    assert mb["runs"]["1"]["speedup"] == 1.0
+    assert "measurement_batch (dps" in "\n".join(lines)

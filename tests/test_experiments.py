@@ -75,3 +75,37 @@ def test_score_diagnostics_paper_path_on_a_toy_adm512(tmp_path):
     assert all(float(r["score_error"]) == 0 for r in rows if r["method"] == "reference")
     others = [float(r["score_error"]) for r in rows if r["method"] != "reference"]
     assert all(np.isfinite(others)) and max(others) > 0
+
+
+def test_dps_regime_at_zeta_zero_is_the_prior_and_writes_its_table(tmp_path):
+    """zeta = 0: DPS is ancestral sampling of the prior, so its trace ratio is tr Cov(prior) / tr Cov(posterior),
+    computed here from the mixtures in closed form (an independent reference for the sampler + metric path)."""
+    import torch
+
+    from experiments.dps_regime import cell, gmm_prior, main, problem, regime
+
+    prior = gmm_prior(2)
+    _, _, post, _ = problem(prior, 1, 0)
+    exact = float(torch.trace(prior.mixture.covariance()) / torch.trace(post.covariance()))
+    row = cell(prior, 2, 1, 0.0, [0], 2000, 100)
+    assert abs(row["trace_ratio"] / exact - 1) < 0.1, (row["trace_ratio"], exact)
+    base = {**row, "trace_ratio": 1.0, "within_mode_trace_ratio": 1.0, "effective_modes_ratio": 1.0}
+    assert regime(base) == "matches"
+    assert regime({**base, "trace_ratio": 2.0}) == "total trace high"
+    assert regime({**base, "effective_modes_ratio": 0.5, "within_mode_trace_ratio": 3.0}) == \
+        "mode collapse + within-mode over-dispersion"
+    main(["--dims", "2", "--zetas", "0.1", "--seeds", "0", "--num-samples", "50", "--steps", "20", "--out",
+          str(tmp_path)])
+    for ext in ("csv", "md", "png"):
+        assert (tmp_path / f"dps_regime.{ext}").stat().st_size > 0
+    assert len(list(csv.DictReader(open(tmp_path / "dps_regime.csv")))) == 2  # m = 1, 2 at d = 2
+
+
+def test_frontier_cheapest_setting_within_the_threshold():
+    from experiments.frontier import cheapest
+
+    rows = [{"setting": s, "sampler": "dps", "vjp": v, "forward": 0, "log_posterior": lp}
+            for s, v, lp in (("a", 1000, 5.0), ("b", 250, 4.95), ("c", 50, 4.5))]
+    rows.append({"setting": "exact", "sampler": "exact", "vjp": 0, "forward": 0, "log_posterior": 9.0})
+    best, cheap = cheapest(rows, "log_posterior", lambda b: 0.1, True)
+    assert (best["setting"], cheap["setting"]) == ("a", "b")  # the exact reference is never a candidate

@@ -84,3 +84,43 @@ class MatrixOperator(LinearOperator):
     def naive(self, y):
         """Minimum-norm least-squares solution A^+ y."""
         return y @ torch.linalg.pinv(self.matrix).T.to(y.dtype)
+
+
+class StackedOperator(LinearOperator):
+    """Several measurements' operators over one stacked batch (``measurement_batch``): rows
+    [r_j, r_j + n_j) of x go through operator j, so each measurement keeps its own mask or kernel.
+    Every method maps row blocks independently, so a row's result is what its operator gives alone."""
+
+    def __init__(self, parts):
+        self.parts = [(op, int(rows)) for op, rows in parts]  # [(Operator, rows)]
+        self.linear = all(op.linear for op, _ in self.parts)
+
+    def _each(self, method: str, v: torch.Tensor) -> torch.Tensor:
+        sizes = [rows for _, rows in self.parts]
+        if v.shape[0] != sum(sizes):
+            raise ValueError(f"stacked operator covers {sum(sizes)} rows, got a batch of {v.shape[0]}")
+        return torch.cat([getattr(op, method)(block) for (op, _), block in zip(self.parts, v.split(sizes))])
+
+    def forward(self, x):
+        return self._each("forward", x)
+
+    def adjoint(self, y):
+        return self._each("adjoint", y)
+
+    def restrict(self, y):
+        return self._each("restrict", y)
+
+    def naive(self, y):
+        return self._each("naive", y)
+
+    def input_shape(self, y):
+        shape = self.parts[0][0].input_shape(y[: self.parts[0][1]])
+        return (y.shape[0], *shape[1:])
+
+    def to(self, device):
+        for op, _ in self.parts:
+            op.to(device)
+        return self
+
+    def describe(self) -> dict:
+        return self.parts[0][0].describe()

@@ -37,8 +37,28 @@ class Step:
     x_prev: torch.Tensor
 
 
-def randn(shape, generator: torch.Generator, dtype, device) -> torch.Tensor:
-    """N(0, I) from the run's generator (drawn on the generator's device, then moved)."""
+class GeneratorStack:
+    """The random streams of a batch of stacked measurements (``measurement_batch``): rows
+    [r_j, r_j + n_j) of every draw come from generator j alone, drawn with the shape they would have
+    alone, so a sample does not depend on what it was batched with (resume and shards stay exact)."""
+
+    def __init__(self, parts):
+        self.parts = [(gen, int(rows)) for gen, rows in parts]  # [(torch.Generator, rows)]
+        self.device = self.parts[0][0].device
+
+    @property
+    def rows(self) -> int:
+        return sum(rows for _, rows in self.parts)
+
+
+def randn(shape, generator, dtype, device) -> torch.Tensor:
+    """N(0, I) from the run's generator (drawn on the generator's device, then moved). The one place
+    samplers draw noise: a :class:`GeneratorStack` draws each measurement's rows from its own stream."""
+    if isinstance(generator, GeneratorStack):
+        if generator.rows != shape[0]:
+            raise ValueError(f"GeneratorStack covers {generator.rows} rows, the draw has {shape[0]}")
+        return torch.cat([torch.randn((rows, *shape[1:]), generator=gen, dtype=dtype, device=gen.device).to(device)
+                          for gen, rows in generator.parts])
     return torch.randn(shape, generator=generator, dtype=dtype, device=generator.device).to(device)
 
 

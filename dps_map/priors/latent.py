@@ -243,9 +243,9 @@ def build_from_folder(cfg) -> LatentPrior:
     check_folder(cfg.path, cache)
     root = Path(absolute_path(cfg.path))
     scheduler = json.loads((root / "scheduler/scheduler_config.json").read_text())
-    kw = dict(local_files_only=True, use_safetensors=True)
-    unet = UNet2DConditionModel.from_pretrained(root, subfolder="unet", **kw)
-    vae = AutoencoderKL.from_pretrained(root, subfolder="vae", **kw)
+    # local files only: never downloads (a missing file was named by check_folder above)
+    unet = UNet2DConditionModel.from_pretrained(root, subfolder="unet", local_files_only=True, use_safetensors=True)
+    vae = AutoencoderKL.from_pretrained(root, subfolder="vae", local_files_only=True, use_safetensors=True)
     embedding = load_or_make_embedding(root, cache)
     prediction = scheduler.get("prediction_type", "epsilon")
     if cfg.get("prediction_type") and cfg.prediction_type != prediction:

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: reproduce-paper-sd2 preflight-paper-sd2 install demo test test-fast preflight-paper mutants train-tiny-prior gmm-study frontier dps-regime sweep clean train-adapter train-tiny-reference adapter-ablation reproduce-paper-small reproduce-paper bench bench-quick install-bench
+.PHONY: compare-prior reproduce-paper-sd2 preflight-paper-sd2 install demo test test-fast preflight-paper mutants train-tiny-prior gmm-study frontier dps-regime sweep clean train-adapter train-tiny-reference adapter-ablation reproduce-paper-small reproduce-paper bench bench-quick install-bench
 
 install: $(STAMP)
 
@@ -41,6 +41,9 @@ bench-quick: install-bench
 
 train-tiny-prior: install
 	$(PY) -m dps_map.train_prior
+
+compare-prior: install   # a retrained tiny prior vs the shipped one: CANDIDATE=path/tiny_prior.pt (--restore: ~15 min more)
+	OMP_NUM_THREADS=1 $(PY) -m experiments.compare_priors --candidate $(CANDIDATE) $(ARGS)
 
 gmm-study: install
 	$(PY) -m experiments.gmm_sampler_study

@@ -1,0 +1,148 @@
+"""Is a retrained tiny prior better than the shipped one? The check a candidate must pass before it ships.
+
+    python -m experiments.compare_priors --candidate PATH/tiny_prior.pt [--baseline PATH] [--restore]
+
+1. Held-out eps loss at fixed t: E ||eps_hat(x_t, t) - eps||^2 / D (the training loss, per pixel) on fixed
+   64x64 crops, with the same noise for both priors (seeded per crop and t), on
+   - `test`: crops of the held-out photographs (the demo's test set, never trained on);
+   - `validation`: crops of three training photographs (the set step sizes are tuned on).
+   Lower is better; the paired difference and its standard error say whether the gap is noise.
+2. With --restore: PSNR/SSIM of DPS and DMAP on the demo tasks (SR x4, box inpainting, Gaussian deblur)
+   with each prior, on the demo crops (`data=demo data.per_photo=2`, what `make demo` shows) and on the
+   validation crops, at the step sizes the configs resolve today (tuned for the shipped prior), beside
+   the naive baseline. A candidate should be no worse on any task before its step sizes are retuned.
+
+Writes experiments/results/prior_comparison.{csv,md} (and restoration rows with --restore).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dps_map.config import resolve_device
+from dps_map.data import HELDOUT_PHOTOS, demo_crops
+from dps_map.demo import DEMO_PER_PHOTO, DEMO_SAMPLERS, DEMO_TASKS, compose_config
+from dps_map.diffusion import Diffusion
+from dps_map.priors import build_prior
+from experiments.common import write_csv
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "experiments" / "results"
+SHIPPED = ROOT / "dps_map" / "assets" / "tiny_prior.pt"
+#: training photographs used as the validation set (as for step-size tuning: README "Tuned step sizes")
+VALIDATION_PHOTOS = ("astronaut", "rocket", "motorcycle_left")
+TIMESTEPS = (10, 50, 100, 200, 400, 700, 900)
+
+
+def crop_sets(per_photo: int) -> dict[str, torch.Tensor]:
+    """The fixed 64x64 crops of each set, as one [N, 3, 64, 64] tensor in [-1, 1]."""
+    sets = {"test": HELDOUT_PHOTOS, "validation": VALIDATION_PHOTOS}
+    return {name: torch.stack([item.image for item in demo_crops(64, per_photo, photos)])
+            for name, photos in sets.items()}
+
+
+@torch.no_grad()
+def eps_losses(checkpoint: Path, crops: torch.Tensor, timesteps=TIMESTEPS, seed: int = 0) -> np.ndarray:
+    """[len(timesteps), N] per-crop eps MSE of the tiny prior at `checkpoint` (same noise for any checkpoint)."""
+    cfg = compose_config(["prior=tiny", f"prior.checkpoint={checkpoint}"])
+    prior = build_prior(cfg.prior, resolve_device("cpu"))
+    diffusion = Diffusion(prior.betas)
+    out = np.zeros((len(timesteps), len(crops)))
+    for row, t in enumerate(timesteps):
+        gen = torch.Generator().manual_seed(seed * 100_003 + t)
+        noise = torch.randn(crops.shape, generator=gen)
+        x_t = diffusion.q_sample(crops, t, noise)
+        eps = prior.eps(x_t, torch.full((len(crops),), t, dtype=torch.long))
+        out[row] = ((eps - noise) ** 2).flatten(1).mean(1).numpy()
+    return out
+
+
+def loss_rows(baseline: Path, candidate: Path, per_photo: int, timesteps=TIMESTEPS) -> list[dict]:
+    """Mean eps loss of each prior per (crop set, t), and the paired difference with its standard error."""
+    rows = []
+    for name, crops in crop_sets(per_photo).items():
+        base, cand = eps_losses(baseline, crops, timesteps), eps_losses(candidate, crops, timesteps)
+        for k, t in enumerate(timesteps):
+            diff = cand[k] - base[k]
+            rows.append({"set": name, "t": t, "n_crops": len(crops), "baseline": base[k].mean(),
+                         "candidate": cand[k].mean(), "diff": diff.mean(),
+                         "diff_se": diff.std(ddof=1) / np.sqrt(len(diff))})
+    return rows
+
+
+def restoration_rows(baseline: Path, candidate: Path, work: Path) -> list[dict]:
+    from dps_map.run import run
+
+    rows = []
+    data_sets = {"test": ["data=demo", f"data.per_photo={DEMO_PER_PHOTO}"],
+                 "validation": ["data=demo", f"data.per_photo={DEMO_PER_PHOTO}",
+                                f"+data.photos=[{','.join(VALIDATION_PHOTOS)}]"]}
+    for set_name, data in data_sets.items():
+        for task in DEMO_TASKS:
+            for sampler in DEMO_SAMPLERS:
+                row = {"set": set_name, "task": task, "sampler": sampler}
+                for who, path in (("baseline", baseline), ("candidate", candidate)):
+                    cfg = compose_config([f"task={task}", "prior=tiny", f"prior.checkpoint={path}",
+                                          f"sampler={sampler}", *data, "metrics=fast", "progress=false",
+                                          "measurement_batch=4"])
+                    start = time.perf_counter()
+                    summary = run(cfg, work / set_name / task / sampler / who)
+                    row[f"{who}_psnr"] = summary["metrics"]["psnr"]["mean"]
+                    row[f"{who}_ssim"] = summary["metrics"]["ssim"]["mean"]
+                    row[f"{who}_seconds"] = round(time.perf_counter() - start, 1)
+                    row["naive_psnr"] = summary["naive"]["psnr"]["mean"]
+                row["diff_psnr"] = row["candidate_psnr"] - row["baseline_psnr"]
+                print(f"{set_name} {task} {sampler}: baseline {row['baseline_psnr']:.2f} dB, "
+                      f"candidate {row['candidate_psnr']:.2f} dB, naive {row['naive_psnr']:.2f} dB", flush=True)
+                rows.append(row)
+    return rows
+
+
+def markdown(loss: list[dict], restore: list[dict], baseline: Path, candidate: Path, wall: float) -> str:
+    lines = ["# Candidate tiny prior vs the shipped one", "",
+             f"Measured by `python -m experiments.compare_priors --candidate {candidate}"
+             f"{' --restore' if restore else ''}` ({wall / 60:.1f} min, CPU). Baseline: `{baseline}`.", "",
+             "## Eps loss at fixed t (per pixel; same crops and noise for both; diff = candidate - baseline)", "",
+             "| set | t | crops | baseline | candidate | diff +- se |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['set']} | {r['t']} | {r['n_crops']} | {r['baseline']:.4f} | {r['candidate']:.4f} | "
+              f"{r['diff']:+.4f} +- {r['diff_se']:.4f} |" for r in loss]
+    if restore:
+        lines += ["", "## Restoration PSNR (dB) at today's tuned step sizes", "",
+                  "| set | task | sampler | baseline | candidate | diff | naive |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['set']} | {r['task']} | {r['sampler']} | {r['baseline_psnr']:.2f} | {r['candidate_psnr']:.2f} "
+                  f"| {r['diff_psnr']:+.2f} | {r['naive_psnr']:.2f} |" for r in restore]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--candidate", type=Path, required=True, help="the retrained tiny_prior.pt")
+    parser.add_argument("--baseline", type=Path, default=SHIPPED, help="default: the shipped tiny_prior.pt")
+    parser.add_argument("--per-photo", type=int, default=8, help="crops per photograph for the eps loss")
+    parser.add_argument("--restore", action="store_true", help="also run DPS/DMAP on the demo tasks (~15 min)")
+    parser.add_argument("--work", type=Path, default=ROOT / "outputs" / "compare_priors")
+    parser.add_argument("--out", type=Path, default=RESULTS / "prior_comparison")
+    args = parser.parse_args(argv)
+    for path in (args.candidate, args.baseline):
+        if not path.is_file():
+            parser.error(f"no such checkpoint: {path}")
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    loss = loss_rows(args.baseline, args.candidate, args.per_photo)
+    restore = restoration_rows(args.baseline, args.candidate, args.work) if args.restore else []
+    wall = time.perf_counter() - start
+    write_csv(loss, args.out.with_suffix(".csv"))
+    if restore:
+        write_csv(restore, args.out.parent / (args.out.name + "_restoration.csv"))
+    text = markdown(loss, restore, args.baseline, args.candidate, wall)
+    args.out.with_suffix(".md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

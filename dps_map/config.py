@@ -23,9 +23,11 @@ NON_OUTPUT_DATA_KEYS = ("num_shards", "shard")
 #: Sampler keys come from the sampler class's constructor; `paths` is free-form.
 TOP_KEYS = {"data", "prior", "task", "sampler", "metrics", "logger", "paths", "perf", "tuned", "hydra", "seed", "num_samples",
             "batch_size", "measurement_batch", "device", "overwrite", "progress"}
-#: Task keys besides the operator's: the operator's come from the signature of the callable its `_target_`
-#: names (dps_map.operators.operator_keys). Sampler keys likewise come from the sampler class's constructor.
-TASK_KEYS = {"name", "operator", "_target_", "noise", "sigma_y", "poisson_rate"}
+#: Task keys besides the operator's and the noise model's: the operator's come from the signature of the
+#: callable its `_target_` names (dps_map.operators.operator_keys), the built-in noise models' (sigma_y,
+#: poisson_rate) from theirs (operators.builtin_noise_keys); a noise node's keys from its class's signature.
+#: Sampler keys likewise come from the sampler class's constructor.
+TASK_KEYS = {"name", "operator", "_target_", "noise"}
 PRIOR_KEYS = {"adm": {"name", "kind", "checkpoint", "what", "url", "override", "random_init", "noise_schedule",
                       "diffusion_steps", "class_label", "unet", "respacing", "variance"},
               "adm_upsampler": {"name", "kind", "checkpoint", "what", "url", "override", "random_init",
@@ -102,9 +104,12 @@ def check_keys(cfg: DictConfig) -> None:
     """Every key of every group must be one the code reads (a typo would otherwise be ignored silently)."""
     _check_keys("the top-level config", cfg, TOP_KEYS)
     task, prior, data, sampler = cfg.task, cfg.prior, cfg.data, cfg.sampler
-    from .operators import operator_keys
+    from .operators import builtin_noise_keys, noise_keys, operator_keys
 
-    _check_keys(f"task={task.get('name')}", task, TASK_KEYS | operator_keys(task))
+    _check_keys(f"task={task.get('name')}", task, TASK_KEYS | operator_keys(task) | builtin_noise_keys())
+    node_keys = noise_keys(task)  # None: a built-in noise named by task.noise (its keys are task keys)
+    if node_keys is not None:
+        _check_keys(f"task={task.get('name')} noise", task.noise, node_keys)
     if prior.get("_target_"):  # a user's prior class: its constructor's keys
         from .priors import prior_keys
 
@@ -214,6 +219,9 @@ def validate(cfg: DictConfig) -> None:
     check_prior_checkpoint(cfg.prior)
     check_keys(cfg)
     check_types(plain)  # wrong types and ranges of scalar keys (dps_map/config_types.py)
+    from .operators import build_noise
+
+    build_noise(cfg.task)  # cheap: a noise class's own checks (and its sample/misfit methods) at start-up too
     task, prior, data = cfg.task, cfg.prior, cfg.data
     if cfg.num_samples < 1:
         raise ConfigError(f"num_samples must be >= 1, got {cfg.num_samples}")

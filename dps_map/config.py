@@ -20,7 +20,18 @@ NON_OUTPUT_KEYS = ("hydra", "logger", "progress", "device", "overwrite", "metric
 NON_OUTPUT_DATA_KEYS = ("num_shards", "shard")
 
 #: the keys each config group may hold (a key outside these is a typo: refused at start-up).
-#: Sampler keys come from the sampler class's constructor; `paths` is free-form.
+#: Sampler, operator, noise and prior keys come from the signatures of the callables their `_target_`s name; `paths` is free-form.
+TOP_KEYS = {"data", "prior", "task", "sampler", "metrics", "logger", "paths", "perf", "tuned", "hydra", "seed", "num_samples",
+            "batch_size", "measurement_batch", "device", "overwrite", "progress"}
+#: Task keys besides the operator's and the noise model's: the operator's come from the signature of the
+#: callable its `_target_` names (dps_map.operators.operator_keys), the built-in noise models' (sigma_y,
+#: poisson_rate) from theirs (operators.builtin_noise_keys); a noise node's keys from its class's signature.
+#: Sampler keys likewise come from the sampler class's constructor.
+TASK_KEYS = {"name", "operator", "_target_", "noise"}
+DATA_KEYS = ("num_shards", "shard")
+
+#: the keys each config group may hold (a key outside these is a typo: refused at start-up).
+#: Sampler, operator, noise and prior keys come from the signatures of the callables their `_target_`s name; `paths` is free-form.
 TOP_KEYS = {"data", "prior", "task", "sampler", "metrics", "logger", "paths", "perf", "tuned", "hydra", "seed", "num_samples",
             "batch_size", "measurement_batch", "device", "overwrite", "progress"}
 #: Task keys besides the operator's and the noise model's: the operator's come from the signature of the
@@ -110,18 +121,12 @@ def check_keys(cfg: DictConfig) -> None:
     node_keys = noise_keys(task)  # None: a built-in noise named by task.noise (its keys are task keys)
     if node_keys is not None:
         _check_keys(f"task={task.get('name')} noise", task.noise, node_keys)
-    if prior.get("_target_"):  # a user's prior class: its constructor's keys
-        from .priors import prior_keys
+    from .priors import prior_keys
 
-        _check_keys(f"prior={prior.get('name')}", prior, prior_keys(prior))
-    elif prior.get("kind") not in PRIOR_KEYS:
-        raise ConfigError(f"prior={prior.get('name')}: unknown kind '{prior.get('kind')}' (adm, adm_upsampler, gmm, latent; "
-                          "or name your class with _target_)")
-    else:
-        _check_keys(f"prior={prior.name}", prior, PRIOR_KEYS[prior.kind])
-    if prior.kind == "adm":
+    _check_keys(f"prior={prior.get('name')}", prior, prior_keys(prior))  # the builder's arguments (its _target_/kind)
+    if prior.get("kind") == "adm":
         _check_keys(f"prior={prior.name} unet", prior.unet, _unet_keys())
-    if prior.kind == "adm_upsampler":
+    if prior.get("kind") == "adm_upsampler":
         from .priors.upsampler import SR_FLAGS
 
         _check_keys(f"prior={prior.name} unet", prior.unet, set(SR_FLAGS))

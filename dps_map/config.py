@@ -20,36 +20,14 @@ NON_OUTPUT_KEYS = ("hydra", "logger", "progress", "device", "overwrite", "metric
 NON_OUTPUT_DATA_KEYS = ("num_shards", "shard")
 
 #: the keys each config group may hold (a key outside these is a typo: refused at start-up).
-#: Sampler, operator, noise and prior keys come from the signatures of the callables their `_target_`s name; `paths` is free-form.
+#: Sampler, operator, noise and prior keys come from the signatures of the callables their `_target_`s name
+#: (dps_map/targets.py); `paths` is free-form.
 TOP_KEYS = {"data", "prior", "task", "sampler", "metrics", "logger", "paths", "perf", "tuned", "hydra", "seed", "num_samples",
             "batch_size", "measurement_batch", "device", "overwrite", "progress"}
 #: Task keys besides the operator's and the noise model's: the operator's come from the signature of the
 #: callable its `_target_` names (dps_map.operators.operator_keys), the built-in noise models' (sigma_y,
 #: poisson_rate) from theirs (operators.builtin_noise_keys); a noise node's keys from its class's signature.
-#: Sampler keys likewise come from the sampler class's constructor.
 TASK_KEYS = {"name", "operator", "_target_", "noise"}
-DATA_KEYS = ("num_shards", "shard")
-
-#: the keys each config group may hold (a key outside these is a typo: refused at start-up).
-#: Sampler, operator, noise and prior keys come from the signatures of the callables their `_target_`s name; `paths` is free-form.
-TOP_KEYS = {"data", "prior", "task", "sampler", "metrics", "logger", "paths", "perf", "tuned", "hydra", "seed", "num_samples",
-            "batch_size", "measurement_batch", "device", "overwrite", "progress"}
-#: Task keys besides the operator's and the noise model's: the operator's come from the signature of the
-#: callable its `_target_` names (dps_map.operators.operator_keys), the built-in noise models' (sigma_y,
-#: poisson_rate) from theirs (operators.builtin_noise_keys); a noise node's keys from its class's signature.
-#: Sampler keys likewise come from the sampler class's constructor.
-TASK_KEYS = {"name", "operator", "_target_", "noise"}
-PRIOR_KEYS = {"adm": {"name", "kind", "checkpoint", "what", "url", "override", "random_init", "noise_schedule",
-                      "diffusion_steps", "class_label", "unet", "respacing", "variance"},
-              "adm_upsampler": {"name", "kind", "checkpoint", "what", "url", "override", "random_init",
-                                "noise_schedule", "diffusion_steps", "class_label", "unet", "respacing", "variance"},
-              "gmm": {"name", "kind", "instance_seed", "dim", "num_components", "grid_scale", "cov_std", "cov_type",
-                      "weights", "noise_schedule", "diffusion_steps", "respacing", "variance"},
-              # Stable Diffusion latent priors (priors/latent.py): unet/vae/text_encoder are diffusers/transformers
-              # constructor kwargs (source=random only); path and embedding_cache for source=folder
-              "latent": {"name", "kind", "source", "path", "what", "override", "embedding_cache", "seed", "image_size",
-                         "noise_schedule", "beta_start", "beta_end", "diffusion_steps", "prediction_type", "unet",
-                         "vae", "text_encoder", "respacing", "variance"}}
 DATA_KEYS = {"demo": {"name", "kind", "per_photo", "num_shards", "shard", "photos"},
              "folder": {"name", "kind", "path", "max_images", "labels", "num_shards", "shard"},
              "gmm": {"name", "kind"}}

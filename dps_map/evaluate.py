@@ -134,7 +134,8 @@ def stored_naive(out: Path, ident: str, size: int) -> torch.Tensor | None:
 
 def rescore_run(out: Path, cfg, evaluator: "Evaluator") -> str:
     """Add the metrics of `evaluator` a finished image run lacks, from its PNGs: per-sample scores missing
-    from a record (e.g. LPIPS), then FID/KID and diversity; metrics.jsonl and summary.json are rewritten
+    from a record (e.g. LPIPS, and the naive baseline's naive_lpips from grids/<id>.png), then FID/KID and
+    diversity; metrics.jsonl and summary.json are rewritten
     atomically, and only if something changed (a second call changes nothing). Returns what it did."""
     import json
 
@@ -176,7 +177,8 @@ def rescore_run(out: Path, cfg, evaluator: "Evaluator") -> str:
                 else:
                     ref = load_image(labels[rec["id"]], size)[0][None].to(evaluator.device)
                     naive_scores[rec["id"]] = evaluator.per_sample(naive[None].to(evaluator.device), ref)
-            new.update({f"naive_{n}": naive_scores[rec["id"]][n][0] for n in naive_want if n in naive_scores[rec["id"]]})
+            scored = naive_scores[rec["id"]]
+            new.update({f"naive_{n}": scored[n][0] for n in naive_want if n in scored})
         if new:
             rec = dict(rec, **new)
             line = json.dumps(rec, sort_keys=True)

@@ -115,13 +115,13 @@ def test_rescored_lpips_and_naive_lpips_match_a_run_scored_with_lpips_from_the_s
     ref = {(r["id"], r["k"]): r for r in map(json.loads, (scored / "metrics.jsonl").read_text().splitlines())}
     assert got.keys() == ref.keys() and len(got) == 4
     for key, r in ref.items():  # scored on 8-bit PNGs vs the run's float images: equal up to rounding
-        assert abs(got[key]["lpips"] - r["lpips"]) < 2e-3, (key, got[key]["lpips"], r["lpips"])
-        assert abs(got[key]["naive_lpips"] - r["naive_lpips"]) < 2e-3, (key, got[key]["naive_lpips"], r["naive_lpips"])
+        assert abs(got[key]["lpips"] - r["lpips"]) < 5e-4, (key, got[key]["lpips"], r["lpips"])
+        assert abs(got[key]["naive_lpips"] - r["naive_lpips"]) < 5e-4, (key, got[key]["naive_lpips"], r["naive_lpips"])
         assert got[key]["naive_psnr"] == r["naive_psnr"]  # the same run, the same baseline
     assert len({r["naive_lpips"] for r in got.values()}) == 2  # one value per measurement id
     naive = json.loads((fast / "summary.json").read_text())["naive"]["lpips"]
     naive_ref = json.loads((scored / "summary.json").read_text())["naive"]["lpips"]
-    assert naive["n"] == naive_ref["n"] == 2 and abs(naive["mean"] - naive_ref["mean"]) < 2e-3
+    assert naive["n"] == naive_ref["n"] == 2 and abs(naive["mean"] - naive_ref["mean"]) < 5e-4
     assert rescore(fast, LPIPS_RANDOM) == {str(fast): "unchanged"}
 
 

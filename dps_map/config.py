@@ -20,23 +20,14 @@ NON_OUTPUT_KEYS = ("hydra", "logger", "progress", "device", "overwrite", "metric
 NON_OUTPUT_DATA_KEYS = ("num_shards", "shard")
 
 #: the keys each config group may hold (a key outside these is a typo: refused at start-up).
-#: Sampler keys come from the sampler class's constructor; `paths` is free-form.
+#: Sampler, operator, noise and prior keys come from the signatures of the callables their `_target_`s name
+#: (dps_map/targets.py); `paths` is free-form.
 TOP_KEYS = {"data", "prior", "task", "sampler", "metrics", "logger", "paths", "perf", "tuned", "hydra", "seed", "num_samples",
             "batch_size", "measurement_batch", "device", "overwrite", "progress"}
-#: Task keys besides the operator's: the operator's come from the signature of the callable its `_target_`
-#: names (dps_map.operators.operator_keys). Sampler keys likewise come from the sampler class's constructor.
-TASK_KEYS = {"name", "operator", "_target_", "noise", "sigma_y", "poisson_rate"}
-PRIOR_KEYS = {"adm": {"name", "kind", "checkpoint", "what", "url", "override", "random_init", "noise_schedule",
-                      "diffusion_steps", "class_label", "unet", "respacing", "variance"},
-              "adm_upsampler": {"name", "kind", "checkpoint", "what", "url", "override", "random_init",
-                                "noise_schedule", "diffusion_steps", "class_label", "unet", "respacing", "variance"},
-              "gmm": {"name", "kind", "instance_seed", "dim", "num_components", "grid_scale", "cov_std", "cov_type",
-                      "weights", "noise_schedule", "diffusion_steps", "respacing", "variance"},
-              # Stable Diffusion latent priors (priors/latent.py): unet/vae/text_encoder are diffusers/transformers
-              # constructor kwargs (source=random only); path and embedding_cache for source=folder
-              "latent": {"name", "kind", "source", "path", "what", "override", "embedding_cache", "seed", "image_size",
-                         "noise_schedule", "beta_start", "beta_end", "diffusion_steps", "prediction_type", "unet",
-                         "vae", "text_encoder", "respacing", "variance"}}
+#: Task keys besides the operator's and the noise model's: the operator's come from the signature of the
+#: callable its `_target_` names (dps_map.operators.operator_keys), the built-in noise models' (sigma_y,
+#: poisson_rate) from theirs (operators.builtin_noise_keys); a noise node's keys from its class's signature.
+TASK_KEYS = {"name", "operator", "_target_", "noise"}
 DATA_KEYS = {"demo": {"name", "kind", "per_photo", "num_shards", "shard", "photos"},
              "folder": {"name", "kind", "path", "max_images", "labels", "num_shards", "shard"},
              "gmm": {"name", "kind"}}
@@ -102,21 +93,18 @@ def check_keys(cfg: DictConfig) -> None:
     """Every key of every group must be one the code reads (a typo would otherwise be ignored silently)."""
     _check_keys("the top-level config", cfg, TOP_KEYS)
     task, prior, data, sampler = cfg.task, cfg.prior, cfg.data, cfg.sampler
-    from .operators import operator_keys
+    from .operators import builtin_noise_keys, noise_keys, operator_keys
 
-    _check_keys(f"task={task.get('name')}", task, TASK_KEYS | operator_keys(task))
-    if prior.get("_target_"):  # a user's prior class: its constructor's keys
-        from .priors import prior_keys
+    _check_keys(f"task={task.get('name')}", task, TASK_KEYS | operator_keys(task) | builtin_noise_keys())
+    node_keys = noise_keys(task)  # None: a built-in noise named by task.noise (its keys are task keys)
+    if node_keys is not None:
+        _check_keys(f"task={task.get('name')} noise", task.noise, node_keys)
+    from .priors import prior_keys
 
-        _check_keys(f"prior={prior.get('name')}", prior, prior_keys(prior))
-    elif prior.get("kind") not in PRIOR_KEYS:
-        raise ConfigError(f"prior={prior.get('name')}: unknown kind '{prior.get('kind')}' (adm, adm_upsampler, gmm, latent; "
-                          "or name your class with _target_)")
-    else:
-        _check_keys(f"prior={prior.name}", prior, PRIOR_KEYS[prior.kind])
-    if prior.kind == "adm":
+    _check_keys(f"prior={prior.get('name')}", prior, prior_keys(prior))  # the builder's arguments (its _target_/kind)
+    if prior.get("kind") == "adm":
         _check_keys(f"prior={prior.name} unet", prior.unet, _unet_keys())
-    if prior.kind == "adm_upsampler":
+    if prior.get("kind") == "adm_upsampler":
         from .priors.upsampler import SR_FLAGS
 
         _check_keys(f"prior={prior.name} unet", prior.unet, set(SR_FLAGS))
@@ -214,6 +202,9 @@ def validate(cfg: DictConfig) -> None:
     check_prior_checkpoint(cfg.prior)
     check_keys(cfg)
     check_types(plain)  # wrong types and ranges of scalar keys (dps_map/config_types.py)
+    from .operators import build_noise
+
+    build_noise(cfg.task)  # cheap: a noise class's own checks (and its sample/misfit methods) at start-up too
     task, prior, data = cfg.task, cfg.prior, cfg.data
     if cfg.num_samples < 1:
         raise ConfigError(f"num_samples must be >= 1, got {cfg.num_samples}")

@@ -3,7 +3,7 @@ typed value (`seed=abc`, `sampler.respacing=abc`) or an impossible one (`num_sam
 `task.sigma_y=nan`) stops with one line before any model is built.
 
 A key is looked up by its dotted path (`tuned.*.zeta` is checked as `sampler.zeta`); `paths.*`, list values
-and the keys check_keys already restricts (`kind`, `operator`, `method`) are not listed here.
+and the keys check_keys already restricts (`kind`, `operator`, `method`, `noise`) are not listed here.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ SPEC: dict[str, Kind] = {
     "measurement_batch": Int(1, 10**4),
     "device": Str(r"auto|cpu|cuda(:\d+)?|mps", "auto, cpu, cuda or cuda:N"), "overwrite": Bool(), "progress": Bool(),
     # task
-    "task.name": Str(), "task.noise": Choice("gaussian", "poisson"), "task.sigma_y": Float(0),
+    "task.name": Str(), "task.sigma_y": Float(0),
     "task.poisson_rate": Float(0, lo_open=True),
     "task.factor": Int(1, 4096), "task.method": Choice("bicubic", "avgpool"),
     "task.box_fraction": Float(),  # its range is checked with the image size in config.validate
@@ -173,7 +173,7 @@ SPEC: dict[str, Kind] = {
     "perf.compile_backend": Str(), "perf.grad_checkpoint": Bool(),
 }
 #: keys whose values are not scalars, or are checked elsewhere (check_keys, the loaders)
-NOT_SCALAR = ("paths", "hydra", "task.operator", "prior.kind", "data.kind", "sampler.method", "task._target_",
+NOT_SCALAR = ("paths", "hydra", "task.operator", "prior.kind", "data.kind", "sampler.method", "task._target_", "task.noise",
               "sampler._target_", "prior._target_")
 #: keys with a spec (the bad values tests/test_config_types.py tries) that config.validate checks itself:
 #: class_label only matters for a class-conditional prior (config.check_class_label), others ignore it

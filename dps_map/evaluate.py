@@ -117,9 +117,25 @@ def run_dirs(root: Path) -> list[Path]:
     return sorted(p.parent for p in root.rglob(RUN_FILE))
 
 
+def stored_naive(out: Path, ident: str, size: int) -> torch.Tensor | None:
+    """The naive reconstruction operator.naive(y) of measurement `ident` as its run stored it: the first
+    tile of grids/<id>.png (run.save_grid), 8-bit like every image of the run; None without a grid."""
+    from PIL import Image
+
+    from .run import GRID_PADDING
+
+    path = out / "grids" / f"{ident}.png"
+    if not path.is_file():
+        return None
+    with Image.open(path) as grid:
+        tile = np.asarray(grid.convert("RGB"))[GRID_PADDING:GRID_PADDING + size, GRID_PADDING:GRID_PADDING + size]
+    return torch.from_numpy(tile.copy()).permute(2, 0, 1).float() / 127.5 - 1
+
+
 def rescore_run(out: Path, cfg, evaluator: "Evaluator") -> str:
     """Add the metrics of `evaluator` a finished image run lacks, from its PNGs: per-sample scores missing
-    from a record (e.g. LPIPS), then FID/KID and diversity; metrics.jsonl and summary.json are rewritten
+    from a record (e.g. LPIPS, and the naive baseline's naive_lpips from grids/<id>.png), then FID/KID and
+    diversity; metrics.jsonl and summary.json are rewritten
     atomically, and only if something changed (a second call changes nothing). Returns what it did."""
     import json
 
@@ -141,16 +157,32 @@ def rescore_run(out: Path, cfg, evaluator: "Evaluator") -> str:
 
     with Image.open(next(iter(labels.values()))) as first:  # the run's image size (its ground truths)
         size = first.size[0]
-    new_lines, added = [], set()
+    new_lines, added, naive_scores = [], set(), {}
     for line, rec in lines:
         want = [n for n in ("lpips",) if n in evaluator.names and n not in rec and not rec.get("failed")]
+        new = {}
         if want:
             x = load_image(out / "recon" / f"{rec['id']}_{rec['k']}.png", size)[0][None].to(evaluator.device)
             ref = load_image(labels[rec["id"]], size)[0][None].to(evaluator.device)
             scores = evaluator.per_sample(x, ref)
-            rec = dict(rec, **{n: scores[n][0] for n in want})
+            new.update({n: scores[n][0] for n in want})
+        # the naive baseline's score, as run.py writes it in every record of the id (failed ones too)
+        naive_want = [n for n in ("lpips",) if n in evaluator.names and f"naive_{n}" not in rec]
+        if naive_want:
+            if rec["id"] not in naive_scores:
+                naive = stored_naive(out, rec["id"], size)
+                if naive is None:
+                    log.warning("%s: no grids/%s.png, so no naive_lpips for it", out, rec["id"])
+                    naive_scores[rec["id"]] = {}
+                else:
+                    ref = load_image(labels[rec["id"]], size)[0][None].to(evaluator.device)
+                    naive_scores[rec["id"]] = evaluator.per_sample(naive[None].to(evaluator.device), ref)
+            scored = naive_scores[rec["id"]]
+            new.update({f"naive_{n}": scored[n][0] for n in naive_want if n in scored})
+        if new:
+            rec = dict(rec, **new)
             line = json.dumps(rec, sort_keys=True)
-            added.update(want)
+            added.update(new)
         new_lines.append((line, rec))
     records = [rec for _, rec in new_lines]
     fresh = summarize_images(records, set(ids))
@@ -201,6 +233,7 @@ def _locked_rescore(out: Path, cfg, evaluator, run_lock) -> str:
         with run_lock(out):  # one writer per run directory
             return rescore_run(out, cfg, evaluator)
     except RunDirLocked as err:  # a run still writing here: left alone, the others are re-scored
+        log.warning("%s skipped (not re-scored): %s", out, err)
         return f"skipped: {err}"
 
 

@@ -340,8 +340,12 @@ def write_units(cfg, prior, sampler, noise, units: list, out: Path, logger, eval
     return n_new
 
 
+GRID_PADDING = 2  # pixels around each tile of grids/<id>.png (evaluate.stored_naive reads the first tile)
+
+
 def save_grid(out: Path, ident: str, naive: torch.Tensor, size: int) -> Path:
-    """grids/<id>.png: the measurement mapped to image space, every sample on disk, the ground truth."""
+    """grids/<id>.png: the measurement mapped to image space (operator.naive(y)), every sample on disk,
+    the ground truth; one row of size x size tiles, GRID_PADDING pixels apart."""
     from torchvision.utils import save_image
 
     recon = sorted((out / "recon").glob(f"{ident}_*.png"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
@@ -349,7 +353,7 @@ def save_grid(out: Path, ident: str, naive: torch.Tensor, size: int) -> Path:
         + [load_image(out / "label" / f"{ident}.png", size)[0]]
     path = out / "grids" / f"{ident}.png"
     buf = io.BytesIO()
-    save_image((torch.stack(tiles) + 1) / 2, buf, format="png", nrow=len(tiles), padding=2, pad_value=1.0)
+    save_image((torch.stack(tiles) + 1) / 2, buf, format="png", nrow=len(tiles), padding=GRID_PADDING, pad_value=1.0)
     atomic_write_bytes(path, buf.getvalue())
     return path
 

@@ -1,4 +1,4 @@
-"""Classes named in YAML: a sampler, operator (task) or prior config may name the callable that builds it
+"""Classes named in YAML: a sampler, operator (task), noise or prior config names the callable that builds it
 with Hydra's ``_target_`` (a dotted path, e.g. ``mypkg.samplers.MySampler``), so a class in the user's own
 module (on PYTHONPATH) is selected from a YAML in the user's own config directory without editing
 dps_map. The built-in YAMLs use the same key.
@@ -60,6 +60,11 @@ def signature_keys(fn, skip=("self",)) -> set[str]:
         if not any(p.kind == p.VAR_KEYWORD for p in params):
             break  # this __init__ does not pass unknown keys further up
     return keys
+
+
+def config_kwargs(fn, cfg, skip=()) -> dict:
+    """The keys of a config node that fn's signature names (what fn is called with), except `skip`."""
+    return {k: cfg[k] for k in signature_keys(fn) if k in cfg and k not in skip}
 
 
 def strip_builtin_targets(plain: dict) -> dict:

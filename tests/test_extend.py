@@ -1,4 +1,4 @@
-"""Extending dps_map without editing it: a sampler class and an operator in a module of the user's own
+"""Extending dps_map without editing it: a sampler, an operator, a noise model and a prior in a module of the user's own
 (on PYTHONPATH), selected by YAMLs in the user's own config directory (hydra.searchpath) through
 `_target_`. Runs `python -m dps_map.run` as a user would."""
 
@@ -62,6 +62,20 @@ class WhiteNoisePrior(Prior):
     def predict(self, x_t, t):
         abar = self.abar.to(x_t.dtype)[t].reshape(-1, 1, 1, 1)
         return (1 - abar).sqrt() * (x_t - abar.sqrt() * self.mean), None
+
+
+class ScaledGaussianNoise:
+    """y = A(x) + sigma n (n ~ N(0, I)), with the misfit multiplied by `scale`: DPS's step with step size zeta
+    is then the built-in Gaussian model's step with step size scale x zeta."""
+
+    def __init__(self, sigma: float = 0.05, scale: float = 1.0):
+        self.sigma, self.scale = float(sigma), float(scale)
+
+    def sample(self, Ax, generator):
+        return Ax + self.sigma * torch.randn(Ax.shape, generator=generator, dtype=Ax.dtype, device=Ax.device)
+
+    def misfit(self, y, Ax):
+        return self.scale * (y - Ax).reshape(y.shape[0], -1).norm(dim=1)
 '''
 
 SAMPLER_YAML = '''
@@ -82,6 +96,16 @@ noise: gaussian
 sigma_y: 0.0
 '''
 
+NOISE_TASK_YAML = '''
+defaults:
+  - gmm_linear   # the shipped Gaussian-mixture task (y drawn with its sigma_y), extended
+  - _self_
+name: gmm_scaled
+noise:
+  _target_: user_ext.ScaledGaussianNoise
+  sigma: 0.05
+  scale: 2.0
+'''
 
 PRIOR_YAML = '''
 name: white_noise
@@ -100,6 +124,7 @@ def user_setup(tmp_path):
     (tmp_path / "mod").mkdir()
     (tmp_path / "mod" / "user_ext.py").write_text(USER_MODULE)
     for group, name, text in (("sampler", "scaled_dps", SAMPLER_YAML), ("task", "decimate2", TASK_YAML),
+                              ("task", "gmm_scaled", NOISE_TASK_YAML),
                               ("prior", "white_noise", PRIOR_YAML)):
         (tmp_path / "myconf" / group).mkdir(parents=True, exist_ok=True)
         (tmp_path / "myconf" / group / f"{name}.yaml").write_text(textwrap.dedent(text))
@@ -174,3 +199,56 @@ def test_user_prior_from_own_module_and_config_dir(tmp_path):
                 f"hydra.run.dir={tmp_path / 'typo'}"], env)
     assert typo.returncode == 2 and "unknown key maen in prior=white_noise" in typo.stderr
     assert "mean" in typo.stderr.split("known:")[1]
+
+
+def test_user_noise_model_from_own_module_and_config_dir(tmp_path):
+    """A noise class outside dps_map, named by a task YAML's noise node: its misfit guides DPS. With
+    scale = 2 and zeta = 0.5, DPS takes the steps of the built-in Gaussian model with zeta = 1.0 (the
+    same seeds and draws), which would not hold if the built-in model ran instead."""
+    env, searchpath = user_setup(tmp_path)
+    gmm = ["prior=gmm", "data=gmm", "sampler=dps", "num_samples=64", "sampler.respacing=20", searchpath]
+    mine = cli([*gmm, "task=gmm_scaled", "sampler.zeta=0.5", f"hydra.run.dir={tmp_path / 'mine'}"], env)
+    assert mine.returncode == 0, mine.stderr
+    ref = cli([*gmm, "task=gmm_linear", "sampler.zeta=1.0", f"hydra.run.dir={tmp_path / 'ref'}"], env)
+    assert ref.returncode == 0, ref.stderr
+    summary = json.loads((tmp_path / "mine" / "summary.json").read_text())
+    assert summary["task"] == "gmm_scaled" and summary["cost"]["vjp"] > 0
+    mine_x, ref_x = np.load(tmp_path / "mine" / "samples.npy"), np.load(tmp_path / "ref" / "samples.npy")
+    np.testing.assert_allclose(mine_x, ref_x, atol=1e-4)
+    # a typo in the noise node is refused at start-up with the keys its constructor takes
+    typo = cli([*gmm, "task=gmm_scaled", "+task.noise.scael=1", f"hydra.run.dir={tmp_path / 'typo'}"], env)
+    assert typo.returncode == 2 and "unknown key scael in task=gmm_scaled noise" in typo.stderr, typo.stderr
+    assert "known: _target_, scale, sigma" in typo.stderr and not (tmp_path / "typo" / "summary.json").exists()
+
+
+def test_builtin_priors_take_the_same_target_path():
+    """The shipped prior YAMLs name keyword builders with `_target_`; their keys come from those signatures.
+    A YAML with only a built-in `kind` (written before) maps to the same builder and the same digest."""
+    from pathlib import Path
+
+    import pytest
+    import torch
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from dps_map.config import check_keys, config_digest
+    from dps_map.errors import ConfigError
+    from dps_map.priors import BUILTIN_PRIORS, build_prior, prior_keys
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    for path in sorted((conf / "prior").glob("*.yaml")):
+        node = OmegaConf.load(path)
+        assert node._target_ == BUILTIN_PRIORS[node.kind], path.name
+        assert set(node) <= prior_keys(node), (path.name, set(node) - prior_keys(node))
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        new = compose("config", overrides=["prior=tiny", "task=sr4"])
+        old = compose("config", overrides=["prior=tiny", "task=sr4", "~prior._target_"])
+        typo = compose("config", overrides=["prior=tiny", "task=sr4", "+prior.checkpont=x.pt"])
+        unknown = compose("config", overrides=["prior=tiny", "task=sr4", "~prior._target_", "prior.kind=foo"])
+    assert "_target_" not in old.prior and config_digest(old) == config_digest(new)
+    x, t = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)), torch.tensor([500])
+    torch.testing.assert_close(build_prior(old.prior).predict(x, t)[0], build_prior(new.prior).predict(x, t)[0])
+    with pytest.raises(ConfigError, match=r"unknown key checkpont in prior=tiny \(known: .*checkpoint"):
+        check_keys(typo)
+    with pytest.raises(ConfigError, match="unknown kind 'foo'"):
+        check_keys(unknown)

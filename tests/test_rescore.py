@@ -1,8 +1,10 @@
 """python -m dps_map.evaluate re-scores finished runs from their PNGs, atomically and idempotently."""
 
 import json
+import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +16,9 @@ from dps_map.run import run
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
-def tiny_run(out):
+def tiny_run(out, *extra):
     overrides = ["progress=false", "task=sr4", "prior=tiny", "sampler=ddpm", "sampler.respacing=3",
-                 "data.per_photo=1", "num_samples=2", "metrics=fast"]
+                 "data.per_photo=1", "num_samples=2", "metrics=fast", *extra]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     return run(cfg, out)
@@ -63,11 +65,12 @@ def test_evaluate_adds_diversity_then_changes_nothing(tmp_path):
     from dps_map.evaluate import rescore
 
     lp = ["metrics=default", "metrics.random_weights=true", "metrics.names=[psnr,ssim,lpips,diversity]"]
-    assert rescore(out, lp)[str(out)].startswith("updated metrics.jsonl (lpips)")
+    assert rescore(out, lp)[str(out)].startswith("updated metrics.jsonl (lpips, naive_lpips)")
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 4 and all(np.isfinite(r["lpips"]) and r["lpips"] >= 0 for r in records)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["metrics"]["lpips"]["n"] == 4 and "pairwise_lpips" in summary["metrics"]["diversity"]
+    assert summary["naive"]["lpips"]["n"] == 2 and all(np.isfinite(r["naive_lpips"]) for r in records)
     after_lpips = snapshot(out)
     assert rescore(out, lp) == {str(out): "unchanged"} and snapshot(out) == after_lpips
 
@@ -91,3 +94,69 @@ def test_evaluate_refuses_other_overrides_and_missing_dirs(tmp_path):
     (tmp_path / "run.json").write_text("{}")
     proc = evaluate(tmp_path, "sampler=dps")
     assert proc.returncode == 2 and "only metrics" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+LPIPS_RANDOM = ["metrics=default", "metrics.random_weights=true", "metrics.names=[psnr,ssim,lpips]"]
+
+
+def test_rescored_lpips_and_naive_lpips_match_a_run_scored_with_lpips_from_the_start(tmp_path):
+    """Re-scoring adds naive_lpips (the naive baseline's, from the grid's first tile) to every record, as a
+    run scored with LPIPS from the start writes it, and summary.json's naive.lpips with it."""
+    import torch
+
+    from dps_map.evaluate import rescore
+
+    fast, scored = tmp_path / "fast", tmp_path / "scored"
+    tiny_run(fast)
+    torch.manual_seed(0)  # the same random LPIPS network as rescore builds (it seeds 0 too)
+    tiny_run(scored, *LPIPS_RANDOM)
+    assert rescore(fast, LPIPS_RANDOM)[str(fast)].startswith("updated metrics.jsonl (lpips, naive_lpips)")
+    got = {(r["id"], r["k"]): r for r in map(json.loads, (fast / "metrics.jsonl").read_text().splitlines())}
+    ref = {(r["id"], r["k"]): r for r in map(json.loads, (scored / "metrics.jsonl").read_text().splitlines())}
+    assert got.keys() == ref.keys() and len(got) == 4
+    for key, r in ref.items():  # scored on 8-bit PNGs vs the run's float images: equal up to rounding
+        assert abs(got[key]["lpips"] - r["lpips"]) < 5e-4, (key, got[key]["lpips"], r["lpips"])
+        assert abs(got[key]["naive_lpips"] - r["naive_lpips"]) < 5e-4, (key, got[key]["naive_lpips"], r["naive_lpips"])
+        assert got[key]["naive_psnr"] == r["naive_psnr"]  # the same run, the same baseline
+    assert len({r["naive_lpips"] for r in got.values()}) == 2  # one value per measurement id
+    naive = json.loads((fast / "summary.json").read_text())["naive"]["lpips"]
+    naive_ref = json.loads((scored / "summary.json").read_text())["naive"]["lpips"]
+    assert naive["n"] == naive_ref["n"] == 2 and abs(naive["mean"] - naive_ref["mean"]) < 5e-4
+    assert rescore(fast, LPIPS_RANDOM) == {str(fast): "unchanged"}
+
+
+HOLD = textwrap.dedent("""
+    import sys, time
+    from dps_map.lock import run_lock
+    with run_lock(sys.argv[1]):
+        print("held", flush=True)
+        time.sleep(120)
+""")
+
+
+def tree(path):
+    return {p.relative_to(path): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_evaluate_skips_a_run_directory_another_process_holds(tmp_path, caplog):
+    """A run directory whose run.lock another process holds is skipped with a logged message naming the
+    holder, and not one of its files changes; the free run beside it is re-scored."""
+    from dps_map.evaluate import rescore
+    from dps_map.lock import lock_holder
+
+    busy, free = tmp_path / "sweep" / "busy", tmp_path / "sweep" / "free"
+    tiny_run(busy)
+    shutil.copytree(busy, free)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(busy)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held" and lock_holder(busy)["pid"] == holder.pid
+        before = tree(busy)
+        with caplog.at_level("WARNING", logger="dps_map.evaluate"):
+            result = rescore(tmp_path / "sweep", ["metrics.names=[psnr,ssim,diversity]"])
+        assert result[str(busy)].startswith("skipped: run dir") and f"(pid {holder.pid} on host" in result[str(busy)]
+        assert f"{busy} skipped (not re-scored)" in caplog.text and f"pid {holder.pid}" in caplog.text
+        assert tree(busy) == before
+        assert result[str(free)] == "updated summary.json (diversity)"
+    finally:
+        holder.kill()
+        holder.wait()

@@ -8,12 +8,12 @@ from ..errors import ConfigError
 from .base import Identity, LinearOperator, MatrixOperator, Operator, StackedOperator
 from .blur import Blur, gaussian_kernel, motion_kernel
 from .inpainting import Inpainting, box_mask, random_mask
-from .noise import GaussianNoise, PoissonNoise, build_noise
+from .noise import NOISES, GaussianNoise, PoissonNoise, build_noise, builtin_noise_keys, noise_keys
 from .super_resolution import SuperResolution
 
 __all__ = ["Operator", "LinearOperator", "Identity", "MatrixOperator", "StackedOperator", "Inpainting", "SuperResolution",
            "Blur", "GaussianNoise", "PoissonNoise", "build_operator", "operator_keys", "OPERATORS", "box_inpainting", "random_inpainting",
-           "gaussian_blur", "motion_blur", "build_noise", "gaussian_kernel",
+           "gaussian_blur", "motion_blur", "build_noise", "noise_keys", "builtin_noise_keys", "NOISES", "gaussian_kernel",
            "motion_kernel", "box_mask", "random_mask"]
 
 

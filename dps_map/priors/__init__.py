@@ -1,58 +1,59 @@
-"""Priors: ADM UNets through guided_diffusion, the analytic Gaussian mixture, and latent (Stable Diffusion) priors."""
+"""Priors: ADM UNets through guided_diffusion, the analytic Gaussian mixture, and latent (Stable Diffusion) priors.
+
+Every prior config names the callable that builds it with `_target_` (a class, or a function returning a
+`Prior`); the keys of its signature are the config keys it is called with. The shipped YAMLs name the
+builders below; a YAML without `_target_` but with a built-in `kind` gets that kind's builder
+(BUILTIN_PRIORS), so older YAMLs still work. One code path after that mapping.
+"""
 
 from __future__ import annotations
 
 from ..errors import ConfigError
-from ..io import absolute_path
 from .adm import ADMPrior, build_adm_prior, build_unet
 from .base import Prior
 from .gmm import GaussianMixture, GMMPrior, build_gmm_prior
 
-__all__ = ["Prior", "ADMPrior", "GMMPrior", "GaussianMixture", "build_prior", "build_unet"]
+__all__ = ["Prior", "ADMPrior", "GMMPrior", "GaussianMixture", "build_prior", "build_unet", "BUILTIN_PRIORS"]
 
 
-#: prior config keys that are not constructor arguments (read by the runner and the sampler YAMLs)
-PRIOR_CONFIG_KEYS = {"name", "kind", "_target_", "respacing", "variance"}
+#: prior config keys that are not arguments of its builder: read by the runner, the start-up checks and the
+#: sampler YAMLs (name, kind, respacing, variance), or descriptive (what, url, override: how to get the files)
+PRIOR_CONFIG_KEYS = {"name", "kind", "_target_", "respacing", "variance", "what", "url", "override"}
+#: the builder of each built-in kind (what the shipped YAMLs name with _target_)
+BUILTIN_PRIORS = {"adm": "dps_map.priors.adm.adm_prior", "adm_upsampler": "dps_map.priors.upsampler.upsampler_prior",
+                  "gmm": "dps_map.priors.gmm.gmm_prior", "latent": "dps_map.priors.latent.latent_prior"}
 
 
 def prior_target(cfg):
-    """The class (or function) a prior YAML names with `_target_`, or None for the built-in kinds."""
+    """The callable a prior config names: its `_target_`, else the builder of its built-in `kind`."""
     from ..targets import locate
 
-    return locate(cfg._target_, f"prior={cfg.get('name')}") if cfg.get("_target_") else None
+    where = f"prior={cfg.get('name')}"
+    target = cfg.get("_target_") or BUILTIN_PRIORS.get(cfg.get("kind"))
+    if not target:
+        raise ConfigError(f"{where}: no _target_ and unknown kind '{cfg.get('kind')}' (known: "
+                          f"{', '.join(BUILTIN_PRIORS)}; or name your class with _target_)")
+    return locate(target, where)
 
 
 def prior_keys(cfg) -> set:
-    """The keys a `_target_` prior config may hold: its constructor's arguments plus PRIOR_CONFIG_KEYS."""
+    """The keys a prior config may hold: its builder's arguments plus PRIOR_CONFIG_KEYS."""
     from ..targets import signature_keys
 
     return PRIOR_CONFIG_KEYS | signature_keys(prior_target(cfg))
 
 
 def build_prior(cfg, device="cpu") -> Prior:
-    """The prior of a prior config, on device, frozen: the class its `_target_` names, called with the
-    config keys in its signature (a user's prior), or the builder of cfg.kind ('adm', 'adm_upsampler', 'gmm')."""
+    """The prior of a prior config, on device, frozen: the callable :func:`prior_target` names, called with
+    the config keys in its signature."""
+    from ..targets import config_kwargs
+
     fn = prior_target(cfg)
-    if fn is not None:
-        from ..targets import signature_keys
-
-        prior = fn(**{k: cfg[k] for k in signature_keys(fn) if k in cfg})
-        if not isinstance(prior, Prior):
-            raise ConfigError(f"prior={cfg.name}: _target_ '{cfg._target_}' returned {type(prior).__name__}, not a "
-                              "dps_map.priors.Prior")
-        return prior.eval().requires_grad_(False).to(device)
-    if cfg.kind == "adm":
-        prior = build_adm_prior(cfg, absolute_path(cfg.checkpoint))
-    elif cfg.kind == "adm_upsampler":
-        from .upsampler import build_upsampler_prior
-
-        prior = build_upsampler_prior(cfg, absolute_path(cfg.checkpoint))
-    elif cfg.kind == "gmm":
-        prior = build_gmm_prior(cfg)
-    elif cfg.kind == "latent":
-        from .latent import build_latent_prior
-
-        prior = build_latent_prior(cfg)
-    else:
-        raise ConfigError(f"unknown prior kind '{cfg.kind}' (adm, adm_upsampler, gmm, latent)")
-    return prior.to(device)
+    try:
+        prior = fn(**config_kwargs(fn, cfg))
+    except TypeError as err:  # e.g. a required argument the YAML does not give
+        raise ConfigError(f"prior={cfg.get('name')}: {err}") from err
+    if not isinstance(prior, Prior):
+        raise ConfigError(f"prior={cfg.get('name')}: _target_ '{cfg.get('_target_')}' returned {type(prior).__name__}, "
+                          "not a dps_map.priors.Prior")
+    return prior.eval().requires_grad_(False).to(device)

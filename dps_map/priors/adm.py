@@ -242,29 +242,43 @@ def random_network(build, flags: dict, seed: int = 0) -> torch.nn.Module:
     return model
 
 
-def build_adm_prior(cfg, checkpoint: str | None) -> ADMPrior:
-    """Build the UNet from ``cfg.unet`` flags and load ``checkpoint`` (weights_only=True).
+def adm_prior(unet: dict, checkpoint: str | None = None, random_init: bool = False, noise_schedule: str = "linear",
+              diffusion_steps: int = 1000, class_label: int | str | None = None, name: str = "adm",
+              what: str = "ADM checkpoint", url: str = "openai/guided-diffusion's README",
+              override: str = "prior.checkpoint=/path/to/checkpoint.pt") -> ADMPrior:
+    """An ADM prior (``kind: adm``; conf/prior/adm512.yaml, adm256_uncond.yaml, tiny.yaml): the UNet from the
+    ``unet`` flags of ``guided_diffusion.script_util.create_model``, loaded from ``checkpoint``
+    (weights_only=True; a missing file names ``what``, ``url`` and ``override``).
 
-    ``cfg.random_init: true`` skips the checkpoint (tests and benchmarks only; logged loudly) and builds
-    a seeded random network whose eps depends on x_t, t and the class label (:func:`random_network`).
+    ``random_init: true`` skips the checkpoint (tests and benchmarks only; logged loudly) and builds a seeded
+    random network whose eps depends on x_t, t and the class label (:func:`random_network`). ``class_label``:
+    an ImageNet index for every measurement, or 'data'/'random' (bound per measurement by the runner).
     """
-    flags = dict(cfg.unet)
-    if cfg.get("random_init", False):
-        log.warning("prior %s: RANDOM weights (random_init=true); samples are meaningless", cfg.name)
+    from ..io import absolute_path
+
+    flags = dict(unet)
+    if random_init:
+        log.warning("prior %s: RANDOM weights (random_init=true); samples are meaningless", name)
         model = random_network(build_unet, flags)
     else:
         model = build_unet(flags)
-        state = load_checkpoint(checkpoint, what=cfg.what, where=cfg.url, override=cfg.override)
+        checkpoint = absolute_path(checkpoint)
+        state = load_checkpoint(checkpoint, what=what, where=url, override=override)
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as err:
             raise ConfigError(
-                f"checkpoint '{checkpoint}' does not match the flags of prior={cfg.name}: "
-                f"{str(err).splitlines()[0]} ... (check conf/prior/{cfg.name}.yaml)") from err
+                f"checkpoint '{checkpoint}' does not match the flags of prior={name}: "
+                f"{str(err).splitlines()[0]} ... (check conf/prior/{name}.yaml)") from err
     if flags.get("use_fp16", False):
         model.convert_to_fp16()
-    class_cond = bool(flags.get("class_cond", False))
-    label = cfg.get("class_label", None)
-    return ADMPrior(model, make_betas(cfg.noise_schedule, cfg.diffusion_steps),
-                    learn_sigma=bool(flags.get("learn_sigma", False)), class_cond=class_cond,
-                    class_label=label if isinstance(label, int) else None)
+    return ADMPrior(model, make_betas(noise_schedule, diffusion_steps),
+                    learn_sigma=bool(flags.get("learn_sigma", False)), class_cond=bool(flags.get("class_cond", False)),
+                    class_label=class_label if isinstance(class_label, int) else None)
+
+
+def build_adm_prior(cfg, checkpoint: str | None) -> ADMPrior:
+    """:func:`adm_prior` from a prior config, with the checkpoint given."""
+    from ..targets import config_kwargs
+
+    return adm_prior(**config_kwargs(adm_prior, cfg, skip=("checkpoint",)), checkpoint=checkpoint)

@@ -187,11 +187,21 @@ class GMMPrior(Prior):
         return GMMPrior(self.mixture.condition(A, y, sigma_y), self.betas)
 
 
+def gmm_prior(instance_seed: int = 0, dim: int = 8, num_components: int = 25, grid_scale: float = 0.5,
+              cov_std: float = 0.1, cov_type: str = "isotropic", weights: str = "uniform",
+              noise_schedule: str = "linear", diffusion_steps: int = 1000) -> GMMPrior:
+    """The analytic Gaussian-mixture prior (``kind: gmm``, conf/prior/gmm.yaml): the mixture drawn from
+    instance_seed (:func:`make_mixture`), diffused with the given schedule."""
+    gen = torch.Generator().manual_seed(int(instance_seed))
+    mixture = make_mixture(dim, num_components, grid_scale, cov_std, cov_type, weights, gen)
+    return GMMPrior(mixture, make_betas(noise_schedule, diffusion_steps))
+
+
 def build_gmm_prior(cfg) -> GMMPrior:
-    gen = torch.Generator().manual_seed(int(cfg.instance_seed))
-    mixture = make_mixture(cfg.dim, cfg.num_components, cfg.grid_scale, cfg.cov_std, cfg.cov_type,
-                           cfg.weights, gen)
-    return GMMPrior(mixture, make_betas(cfg.noise_schedule, cfg.diffusion_steps))
+    """:func:`gmm_prior` from a prior config."""
+    from ..targets import config_kwargs
+
+    return gmm_prior(**config_kwargs(gmm_prior, cfg))
 
 
 def find_multimodal_problem(mixture: GaussianMixture, num_measurements: int, sigma_y: float,

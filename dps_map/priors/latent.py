@@ -207,51 +207,52 @@ def empty_prompt_embedding(text_encoder, input_ids: torch.Tensor) -> torch.Tenso
         return text_encoder(input_ids).last_hidden_state.float()
 
 
-def build_random(cfg) -> LatentPrior:
+def build_random(name: str, seed: int, unet: dict, vae: dict, text_encoder: dict, betas: np.ndarray,
+                 prediction_type: str, image_size: int) -> LatentPrior:
     """prior.source=random: networks of the configured (small) sizes with seeded random weights; the
     empty prompt is [bos, eos, eos, ...] (no tokenizer files needed)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    text_cfg = _plain(cfg.text_encoder)
+    text_cfg = _plain(text_encoder)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(cfg.get("seed", 0)))
+        torch.manual_seed(int(seed))
         try:
-            unet = UNet2DConditionModel(**_plain(cfg.unet))
-            vae = AutoencoderKL(**_plain(cfg.vae))
+            unet = UNet2DConditionModel(**_plain(unet))
+            vae = AutoencoderKL(**_plain(vae))
             text_encoder = CLIPTextModel(CLIPTextConfig(**text_cfg))
         except (TypeError, ValueError) as err:
-            raise ConfigError(f"prior={cfg.name}: the unet/vae/text_encoder configs do not build: {err}") from err
+            raise ConfigError(f"prior={name}: the unet/vae/text_encoder configs do not build: {err}") from err
     length = text_cfg.get("max_position_embeddings", 77)
     ids = torch.full((1, length), int(text_cfg["eos_token_id"]), dtype=torch.long)
     ids[0, 0] = int(text_cfg["bos_token_id"])
     embedding = empty_prompt_embedding(text_encoder, ids)
-    return LatentPrior(unet, vae, embedding, _betas(cfg), cfg.get("prediction_type", "epsilon"), cfg.image_size)
+    return LatentPrior(unet, vae, embedding, betas, prediction_type, image_size)
 
 
-def _betas(cfg, scheduler: dict | None = None) -> np.ndarray:
-    s = scheduler or {}
-    return make_betas(s.get("beta_schedule", cfg.noise_schedule), int(s.get("num_train_timesteps", cfg.diffusion_steps)),
-                      float(s.get("beta_start", cfg.beta_start)), float(s.get("beta_end", cfg.beta_end)))
-
-
-def build_from_folder(cfg) -> LatentPrior:
-    """prior.source=folder: the diffusers folder at cfg.path (local files only, safetensors)."""
+def build_from_folder(name: str, path, embedding_cache, schedule: dict, prediction_type: str | None,
+                      image_size: int) -> LatentPrior:
+    """prior.source=folder: the diffusers folder at path (local files only, safetensors); its
+    scheduler_config.json overrides the schedule's keys."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    cache = absolute_path(cfg.embedding_cache) if cfg.get("embedding_cache") else None
-    check_folder(cfg.path, cache)
-    root = Path(absolute_path(cfg.path))
+    cache = absolute_path(embedding_cache) if embedding_cache else None
+    check_folder(path, cache)
+    root = Path(absolute_path(path))
     scheduler = json.loads((root / "scheduler/scheduler_config.json").read_text())
     # local files only: never downloads (a missing file was named by check_folder above)
     unet = UNet2DConditionModel.from_pretrained(root, subfolder="unet", local_files_only=True, use_safetensors=True)
     vae = AutoencoderKL.from_pretrained(root, subfolder="vae", local_files_only=True, use_safetensors=True)
     embedding = load_or_make_embedding(root, cache)
     prediction = scheduler.get("prediction_type", "epsilon")
-    if cfg.get("prediction_type") and cfg.prediction_type != prediction:
-        raise ConfigError(f"prior={cfg.name}: prediction_type '{cfg.prediction_type}' but the folder's scheduler "
+    if prediction_type and prediction_type != prediction:
+        raise ConfigError(f"prior={name}: prediction_type '{prediction_type}' but the folder's scheduler "
                           f"says '{prediction}'")
-    return LatentPrior(unet, vae, embedding, _betas(cfg, scheduler), prediction, cfg.image_size)
+    return LatentPrior(unet, vae, embedding, _betas(schedule | scheduler), prediction, image_size)
+
+
+def _betas(s: dict) -> np.ndarray:
+    return make_betas(s["beta_schedule"], int(s["num_train_timesteps"]), float(s["beta_start"]), float(s["beta_end"]))
 
 
 def load_or_make_embedding(root: Path, cache: str | None) -> torch.Tensor:
@@ -277,14 +278,32 @@ def load_or_make_embedding(root: Path, cache: str | None) -> torch.Tensor:
     return embedding
 
 
-def build_latent_prior(cfg) -> LatentPrior:
-    """The latent prior of cfg (prior.kind=latent), frozen."""
-    source = cfg.get("source", "folder")
+def latent_prior(source: str = "folder", path: str | None = None, embedding_cache: str | None = None, seed: int = 0,
+                 image_size: int = 512, noise_schedule: str = "scaled_linear", beta_start: float = 0.00085,
+                 beta_end: float = 0.012, diffusion_steps: int = 1000, prediction_type: str | None = None,
+                 unet: dict | None = None, vae: dict | None = None, text_encoder: dict | None = None,
+                 name: str = "latent") -> LatentPrior:
+    """A latent prior (``kind: latent``; conf/prior/sd2_base.yaml, sd2_tiny.yaml), frozen. source=folder: a
+    local diffusers folder at ``path`` (the folder's scheduler_config.json wins over the schedule keys;
+    prediction_type null = the folder's); source=random: seeded random networks from the diffusers/transformers
+    kwargs ``unet``, ``vae``, ``text_encoder`` (prediction_type default epsilon)."""
+    schedule = {"beta_schedule": noise_schedule, "num_train_timesteps": diffusion_steps, "beta_start": beta_start,
+                "beta_end": beta_end}
     if source == "random":
-        return build_random(cfg)
+        if unet is None or vae is None or text_encoder is None:
+            raise ConfigError(f"prior={name}: source=random needs unet, vae and text_encoder configs")
+        return build_random(name, seed, unet, vae, text_encoder, _betas(schedule), prediction_type or "epsilon",
+                            image_size)
     if source == "folder":
-        return build_from_folder(cfg)
-    raise ConfigError(f"prior={cfg.name}: source must be 'random' or 'folder', got '{source}'")
+        return build_from_folder(name, path, embedding_cache, schedule, prediction_type, image_size)
+    raise ConfigError(f"prior={name}: source must be 'random' or 'folder', got '{source}'")
+
+
+def build_latent_prior(cfg) -> LatentPrior:
+    """:func:`latent_prior` from a prior config."""
+    from ..targets import config_kwargs
+
+    return latent_prior(**config_kwargs(latent_prior, cfg))
 
 
 # -- the conditional estimator (Xu et al. 2025, method 2, as the authors trained it on SD) --------------

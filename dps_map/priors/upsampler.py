@@ -62,22 +62,36 @@ class UpsamplerPrior(ADMPrior):
         return self.split_output(self.model(x_t, t, low_res=low, **kwargs))
 
 
-def build_upsampler_prior(cfg, checkpoint: str | None) -> UpsamplerPrior:
-    """Build from ``cfg.unet`` (sr_create_model flags) and load ``checkpoint`` (weights_only=True)."""
-    flags = dict(cfg.unet)
-    if cfg.get("random_init", False):
+def upsampler_prior(unet: dict, checkpoint: str | None = None, random_init: bool = False,
+                    noise_schedule: str = "linear", diffusion_steps: int = 1000, class_label: int | str | None = None,
+                    name: str = "adm_upsampler", what: str = "ADM upsampler checkpoint",
+                    url: str = "openai/guided-diffusion's README",
+                    override: str = "prior.checkpoint=/path/to/checkpoint.pt") -> UpsamplerPrior:
+    """An ADM super-resolution prior (``kind: adm_upsampler``): the network from the ``unet`` flags of
+    ``sr_create_model``, loaded from ``checkpoint`` (weights_only=True; as :func:`adm.adm_prior`)."""
+    from ..io import absolute_path
+
+    flags = dict(unet)
+    if random_init:
         model = random_network(build_sr_unet, flags)
     else:
         model = build_sr_unet(flags)
-        state = load_checkpoint(checkpoint, what=cfg.what, where=cfg.url, override=cfg.override)
+        checkpoint = absolute_path(checkpoint)
+        state = load_checkpoint(checkpoint, what=what, where=url, override=override)
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as err:
-            raise ConfigError(f"checkpoint '{checkpoint}' does not match the flags of prior={cfg.name}: "
+            raise ConfigError(f"checkpoint '{checkpoint}' does not match the flags of prior={name}: "
                               f"{str(err).splitlines()[0]} ...") from err
     if flags.get("use_fp16", False):
         model.convert_to_fp16()
-    label = cfg.get("class_label", None)
-    return UpsamplerPrior(model, make_betas(cfg.noise_schedule, cfg.diffusion_steps), bool(flags["learn_sigma"]),
+    return UpsamplerPrior(model, make_betas(noise_schedule, diffusion_steps), bool(flags["learn_sigma"]),
                           flags["small_size"], bool(flags["class_cond"]),
-                          label if isinstance(label, int) else None)
+                          class_label if isinstance(class_label, int) else None)
+
+
+def build_upsampler_prior(cfg, checkpoint: str | None) -> UpsamplerPrior:
+    """:func:`upsampler_prior` from a prior config, with the checkpoint given."""
+    from ..targets import config_kwargs
+
+    return upsampler_prior(**config_kwargs(upsampler_prior, cfg, skip=("checkpoint",)), checkpoint=checkpoint)

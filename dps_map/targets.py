@@ -67,6 +67,16 @@ def config_kwargs(fn, cfg, skip=()) -> dict:
     return {k: cfg[k] for k in signature_keys(fn) if k in cfg and k not in skip}
 
 
+def call_target(fn, kwargs: dict, where: str):
+    """fn(**kwargs), with arguments that do not fit fn's signature (a required one missing) refused as one
+    ConfigError line before the call; a TypeError raised inside fn is a bug, not a config error: it propagates."""
+    try:
+        inspect.signature(fn).bind(**kwargs)
+    except TypeError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    return fn(**kwargs)
+
+
 def strip_builtin_targets(plain: dict) -> dict:
     """A copy of a resolved config without built-in `_target_` keys (for the config digest)."""
     out = {}

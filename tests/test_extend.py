@@ -252,3 +252,20 @@ def test_builtin_priors_take_the_same_target_path():
         check_keys(typo)
     with pytest.raises(ConfigError, match="unknown kind 'foo'"):
         check_keys(unknown)
+
+
+def test_call_target_refuses_a_missing_argument_but_lets_a_bug_inside_the_class_through():
+    import pytest
+
+    from dps_map.errors import ConfigError
+    from dps_map.targets import call_target
+
+    class Needs:
+        def __init__(self, zeta, steps=10):
+            self.value = len(zeta)  # a TypeError here (zeta=1.0) is a bug in the class, not a config error
+
+    assert call_target(Needs, {"zeta": [1, 2]}, "sampler=x").value == 2
+    with pytest.raises(ConfigError, match="sampler=x: missing a required argument: 'zeta'"):
+        call_target(Needs, {"steps": 3}, "sampler=x")
+    with pytest.raises(TypeError, match="has no len"):
+        call_target(Needs, {"zeta": 1.0}, "sampler=x")

@@ -67,7 +67,7 @@ def operator_target(cfg):
 
 def operator_keys(cfg) -> set:
     """The operator keys a task config may hold: the arguments of the callable it names."""
-    from ..targets import signature_keys
+    from ..targets import call_target, signature_keys
 
     fn = operator_target(cfg)
     return MATRIX_KEYS if fn is None else signature_keys(fn) - set(RUNTIME_ARGS)
@@ -77,7 +77,7 @@ def build_operator(cfg, image_size: int, generator: torch.Generator) -> Operator
     """The image operator of a task config: the callable named by its `_target_` (or by task.operator),
     called with the task keys in its signature, plus `image_size` and `generator` (every random choice,
     e.g. a mask or a motion kernel, is drawn from it) when it takes them."""
-    from ..targets import signature_keys
+    from ..targets import call_target, signature_keys
 
     fn = operator_target(cfg)
     if fn is None:
@@ -87,10 +87,7 @@ def build_operator(cfg, image_size: int, generator: torch.Generator) -> Operator
     keys = signature_keys(fn)
     kwargs = {k: cfg[k] for k in keys if k in cfg}
     kwargs.update({k: v for k, v in (("image_size", image_size), ("generator", generator)) if k in keys})
-    try:
-        operator = fn(**kwargs)
-    except TypeError as err:
-        raise ConfigError(f"task {cfg.name}: {err}") from err
+    operator = call_target(fn, kwargs, f"task {cfg.name}")
     if not isinstance(operator, Operator):
         raise ConfigError(f"task {cfg.name}: _target_ '{cfg.get('_target_')}' returned {type(operator).__name__}, "
                           "not a dps_map.operators.Operator")

@@ -112,13 +112,10 @@ def build_noise(cfg):
     """The noise model of a task config: the callable `task.noise` names (a built-in, or a node's
     `_target_`), called with the keys of its signature (from the task, or from the node). The result
     must have `sample(Ax, generator)` and `misfit(y, Ax)`."""
-    from ..targets import signature_keys
+    from ..targets import call_target, config_kwargs
 
     fn, source = noise_target(cfg)
-    try:
-        noise = fn(**{k: source[k] for k in signature_keys(fn) if k in source})
-    except TypeError as err:
-        raise ConfigError(f"task={cfg.get('name')} noise: {err}") from err
+    noise = call_target(fn, config_kwargs(fn, source), f"task={cfg.get('name')} noise")
     if not all(callable(getattr(noise, m, None)) for m in ("sample", "misfit")):
         raise ConfigError(f"task={cfg.get('name')}: the noise model {type(noise).__name__} needs sample(Ax, generator) "
                           "and misfit(y, Ax) methods")

@@ -46,13 +46,10 @@ def prior_keys(cfg) -> set:
 def build_prior(cfg, device="cpu") -> Prior:
     """The prior of a prior config, on device, frozen: the callable :func:`prior_target` names, called with
     the config keys in its signature."""
-    from ..targets import config_kwargs
+    from ..targets import call_target, config_kwargs
 
     fn = prior_target(cfg)
-    try:
-        prior = fn(**config_kwargs(fn, cfg))
-    except TypeError as err:  # e.g. a required argument the YAML does not give
-        raise ConfigError(f"prior={cfg.get('name')}: {err}") from err
+    prior = call_target(fn, config_kwargs(fn, cfg), f"prior={cfg.get('name')}")
     if not isinstance(prior, Prior):
         raise ConfigError(f"prior={cfg.get('name')}: _target_ '{cfg.get('_target_')}' returned {type(prior).__name__}, "
                           "not a dps_map.priors.Prior")

@@ -56,7 +56,6 @@ def build_sampler(cfg) -> Sampler:
     if "adapter" not in sampler_keys(cfg) and kwargs.pop("adapter", None) is not None:
         raise ConfigError(f"sampler {cfg.name}: method '{cfg.get('method')}' does not use an adapter "
                           f"(use adapter_{cfg.get('method')})")
-    try:
-        return cls(**kwargs)
-    except TypeError as err:
-        raise ConfigError(f"sampler {cfg.name}: {err}") from err
+    from ..targets import call_target
+
+    return call_target(cls, kwargs, f"sampler {cfg.name}")

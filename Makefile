@@ -45,8 +45,9 @@ train-tiny-prior: install
 gmm-study: install
 	$(PY) -m experiments.gmm_sampler_study
 
-frontier: install   # GMM cost-quality frontier (about 5 min on 2 CPU cores); experiments/results/frontier_gmm.*
+frontier: install   # cost-quality frontier, GMM then tiny prior (2 demo crops): about 30 min on 2 shared CPU cores; experiments/results/frontier_{gmm,tiny}.*
 	OMP_NUM_THREADS=1 $(PY) -m experiments.frontier
+	OMP_NUM_THREADS=1 $(PY) -m experiments.frontier_tiny
 
 dps-regime: install   # DPS vs the exact GMM posterior over d x zeta x m; experiments/results/dps_regime.*
 	OMP_NUM_THREADS=1 $(PY) -m experiments.dps_regime --zetas 0.01 0.1 0.3 1 3 --seeds 0 --num-samples 300

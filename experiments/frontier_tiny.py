@@ -11,12 +11,13 @@ step, so more steps also means more total guidance. To keep `make frontier` near
 cores with one core taken by another job, the default takes **one crop per held-out photograph**
 (data.per_photo=1: chelsea_0 and coffee_0, so the batch holds 2 measurements, not 4) and one sample per
 crop: means and standard errors are over 2 images. For the same reason DSG at 1000 steps is skipped by
-default (`--skip` none to run it: about 7 more minutes here).
+default (`--skip none` runs it: about 6 more minutes here). Measured: 33.6 min for this half (37.7 with the
+GMM half) on 2 CPU cores loaded by a training job and a test suite (experiments/results/README.md).
 
 Per setting: mean PSNR/SSIM and their standard errors, VJPs and forwards per sample, sampler seconds
-per sample and the wall seconds of the run (0 when resumed from --work); per task, the naive baseline (bicubic / masked / blurred
-measurement) and the cheapest setting (fewest VJPs, then forwards) whose mean PSNR is within 0.2 dB of
-the best one's. Writes experiments/results/frontier_tiny.{csv,md,png}; runs are kept (and resumed) in
+per sample and the wall seconds of the run (0 when resumed from --work); per task, the naive baseline
+(bicubic / masked / blurred measurement) and the cheapest setting (fewest VJPs, then forwards) whose
+mean PSNR is within 0.2 dB of the best one's. Writes experiments/results/frontier_tiny.{csv,md,png}; runs are kept (and resumed) in
 --work.
 """
 

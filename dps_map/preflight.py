@@ -7,16 +7,22 @@
    the config and the sampler's values, the prior's checkpoint, the adapter, the data folder and its
    class labels, the metric weights; and that no two jobs share an output directory another run holds.
    Every problem of every job is reported, not only the first.
-2. Trial: runs each distinct (prior, task, sampler, batch, perf) configuration for ``--steps`` diffusion
-   steps (after one warm-up step) on the first real measurement of its data, on the configured device,
-   and measures seconds per step, network forwards and VJPs per step and peak memory
-   (``torch.cuda.max_memory_allocated`` on a GPU; peak RSS on the CPU, reset before each trial).
-3. Prices the sweep: per job, images x chains per image x steps x seconds per step (a chain draws
-   ``min(num_samples, batch_size)`` samples at once), summed to device-hours, and the wall-clock hours
-   when the jobs are spread over ``--devices`` GPUs (default: the launcher's GPUs per node, or 1).
+2. Trial: runs each distinct (prior, task, sampler, batch, measurement batch, perf) configuration for
+   ``--steps`` diffusion steps (after one warm-up step) on the first real measurement of its data, on the
+   configured device, at the network batch of one of the run's sampler calls, and measures seconds per
+   step, network forwards and VJPs per step and peak memory (``torch.cuda.max_memory_allocated`` on a
+   GPU; peak RSS on the CPU, reset before each trial).
+3. Prices the sweep: per job, sampler calls x steps x seconds per step, summed to device-hours, and the
+   wall-clock hours when the jobs are spread over ``--devices`` GPUs (default: the launcher's GPUs per
+   node, or 1). As in dps_map.run: each image is drawn in chains of ``min(num_samples, batch_size)``
+   samples, and ``measurement_batch`` chains (of one or several images) are stacked into one sampler call,
+   so a job makes ceil(images x chains per image / measurement_batch) calls at a network batch of
+   measurement_batch x chain (both counted with a shorter last chain or call as a full one: an upper
+   bound). The forwards and VJPs per step do not depend on the stacking; the memory grows with the batch.
 
 Writes ``preflight.json`` (per job: task, prior, sampler, seconds_per_step, vjp_per_step,
-peak_memory_bytes, steps, n_images, projected_hours, ...; and total_projected_hours) to ``--out``
+peak_memory_bytes, steps, n_images, measurement_batch (chains per call), batch (per network call),
+sampler_calls, projected_hours, ...; and total_projected_hours) to ``--out``
 (default: the sweep's directory, or the run directory of a single run) and prints a table.
 Exit code 0 if every job is valid and every trial ran; 2 if a job is invalid (nothing is run then);
 1 if a trial failed (out of memory, diverged, or an error).
@@ -102,15 +108,35 @@ def first_item(cfg, size: int):
 
 
 def trial_key(cfg) -> str:
-    """What a trial's cost depends on: prior, task, sampler, batch and perf knobs (not data or shard)."""
+    """What a trial's cost depends on: prior, task, sampler, batch, chains per sampler call and perf knobs
+    (not data or shard, except through the number of chains a call can stack)."""
     plain = resolved(cfg)
     keep = {k: plain.get(k) for k in ("prior", "task", "sampler", "perf", "num_samples", "batch_size", "device")}
+    keep["units_per_call"] = units_per_call(cfg)
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def chain_batch(cfg) -> int:
-    """Samples drawn together in one chain (the batch of every network call)."""
+    """Samples drawn together in one chain (one sample chunk of one image, dps_map.run.sample_chunks)."""
     return min(cfg.num_samples, cfg.get("batch_size") or cfg.num_samples)
+
+
+def chains_per_image(cfg) -> int:
+    return math.ceil(cfg.num_samples / chain_batch(cfg))
+
+
+def units_per_call(cfg) -> int:
+    """Chains stacked into one sampler call (dps_map.run.run_images): ``measurement_batch`` of them, fewer
+    when the job has fewer (images x chains per image); 1 for the Gaussian mixture (one measurement)."""
+    if cfg.data.kind == "gmm":
+        return 1
+    mb = int(cfg.get("measurement_batch", 1) or 1)
+    return max(1, min(mb, n_images(cfg) * chains_per_image(cfg)))
+
+
+def sampler_calls(n_img: int, cfg, units: int) -> int:
+    """Sampler calls of a job: its chains (images x chains per image) stacked `units` at a time."""
+    return math.ceil(n_img * chains_per_image(cfg) / units)
 
 
 def _peak_reset(device) -> None:
@@ -153,8 +179,9 @@ def trial(cfg, steps: int, priors: dict | None = None) -> dict:
     """Run one job's configuration for 1 + `steps` diffusion steps on its first real measurement and
     measure the steady steps (the first one, which pays for allocation and kernel selection, is not
     counted). `priors` caches the built priors across trials (an adm512 checkpoint is 2 GB to load)."""
-    from .run import bind_class_label, generator, item_seed, make_prior, make_sampler, measure
-    from .operators import MatrixOperator, build_noise
+    from .operators import MatrixOperator, StackedOperator, build_noise
+    from .run import bind_class_label, check_measurement_batch, generator, item_seed, make_prior, make_sampler, measure
+    from .samplers.base import GeneratorStack
 
     device = resolve_device(cfg.device)
     sampler = make_sampler(cfg)
@@ -167,7 +194,9 @@ def trial(cfg, steps: int, priors: dict | None = None) -> dict:
     prior = priors[key]
     _peak_reset(device)
     noise = build_noise(cfg.task)
-    batch = chain_batch(cfg)
+    chain, units = chain_batch(cfg), units_per_call(cfg)
+    batch = chain * units  # the network batch of one sampler call
+    gen = generator(device, item_seed(cfg.seed, "preflight"))
     if prior.kind == "vector":
         from .run import gmm_problem
 
@@ -175,11 +204,16 @@ def trial(cfg, steps: int, priors: dict | None = None) -> dict:
         operator, y = MatrixOperator(A.to(device)), y[None].to(device)
         model, shape = prior, (batch, prior.mixture.dim)
     else:
+        check_measurement_batch(cfg, prior, sampler)  # what the run refuses, the trial refuses
         item = first_item(cfg, prior.image_size)
-        gen, operator, _, y = measure(cfg, item, prior.image_size, noise, device)
-        bind_class_label(cfg, prior, item, gen)
+        mgen, operator, _, y = measure(cfg, item, prior.image_size, noise, device)
+        bind_class_label(cfg, prior, item, mgen)
         model = prior.condition(operator, y) if prior.needs_measurement else prior
         shape = (batch, *prior.sample_shape)
+        if units > 1:  # the runner's stacked call: the first measurement stands in for each of them
+            operator = StackedOperator([(operator, chain)] * units)
+            gen = GeneratorStack([(generator(device, item_seed(cfg.seed, f"preflight/{j}")), chain)
+                                  for j in range(units)])
     diffusion = sampler.diffusion(prior)
     chain_steps = diffusion.num_steps if sampler.start >= 1 else max(1, round(sampler.start * diffusion.num_steps))
     marks = []
@@ -193,8 +227,8 @@ def trial(cfg, steps: int, priors: dict | None = None) -> dict:
 
     start = (time.perf_counter(), 0, 0)
     try:
-        sampler.sample(model, prior.sampling_operator(operator), noise, y.expand(batch, *y.shape[1:]), shape,
-                       generator(device, item_seed(cfg.seed, "preflight")), hooks=[hook])
+        sampler.sample(model, prior.sampling_operator(operator), noise, y.expand(batch, *y.shape[1:]), shape, gen,
+                       hooks=[hook])
     except _Enough:
         pass
     marks = [start] + marks
@@ -205,6 +239,7 @@ def trial(cfg, steps: int, priors: dict | None = None) -> dict:
     return {"seconds_per_step": statistics.median(seconds), "forward_per_step": (timed[-1][1] - base[1]) / n,
             "vjp_per_step": (timed[-1][2] - base[2]) / n, "peak_memory_bytes": _peak_bytes(device),
             "device_memory_bytes": device_memory_bytes(device), "steps": chain_steps, "batch": batch,
+            "measurement_batch": units,
             "device": str(device), "steps_timed": n, "diverged": bool(sampler.failures())}
 
 
@@ -224,9 +259,8 @@ def launcher_devices(cfg) -> int:
 
 
 def projected_hours(n_img: int, cfg, t: dict) -> float:
-    """Device-hours of one job: images x chains per image x steps x seconds per step."""
-    chains = math.ceil(cfg.num_samples / t["batch"])
-    return n_img * chains * t["steps"] * t["seconds_per_step"] / 3600
+    """Device-hours of one job: sampler calls x steps x seconds per step (of a call at the trial's batch)."""
+    return sampler_calls(n_img, cfg, t["measurement_batch"]) * t["steps"] * t["seconds_per_step"] / 3600
 
 
 def fmt_bytes(n) -> str:
@@ -234,16 +268,18 @@ def fmt_bytes(n) -> str:
 
 
 def report_table(rows: list[dict]) -> str:
-    head = "| job | task | prior | sampler | images | steps | s/step | fwd/step | VJP/step | peak memory | fits | hours |"
-    lines = [head, "|" + "---|" * 12]
+    head = ("| job | task | prior | sampler | images | calls | batch | steps | s/step | fwd/step | VJP/step | "
+            "peak memory | fits | hours |")
+    lines = [head, "|" + "---|" * 14]
     for r in rows:
         fits = {True: "yes", False: "NO", None: "-"}[r.get("fits")]
-        lines.append(f"| {r['job']} | {r['task']} | {r['prior']} | {r['sampler']} | {r['n_images']} | {r['steps']} | "
-                     f"{r['seconds_per_step']:.3g} | {r['forward_per_step']:.3g} | {r['vjp_per_step']:.3g} | "
+        lines.append(f"| {r['job']} | {r['task']} | {r['prior']} | {r['sampler']} | {r['n_images']} | "
+                     f"{r['sampler_calls']} | {r['batch']} | {r['steps']} | {r['seconds_per_step']:.3g} | "
+                     f"{r['forward_per_step']:.3g} | {r['vjp_per_step']:.3g} | "
                      f"{fmt_bytes(r['peak_memory_bytes'])} | {fits} | {r['projected_hours']:.3g} |"
-                     if r.get("seconds_per_step") is not None else
+                     if r.get("projected_hours") is not None else
                      f"| {r['job']} | {r['task']} | {r['prior']} | {r['sampler']} | {r['n_images']} | - | - | - | - "
-                     f"| - | - | - |")
+                     f"| - | - | - | - | - |")
     return "\n".join(lines)
 
 
@@ -311,6 +347,7 @@ def preflight(args: list[str], multirun: bool, steps: int = 3, out: str | None =
                 print(f"preflight: job {row['job']} [{' '.join(job.overrides)}]: trial failed: "
                       f"{t.get('error', 'diverged (NaN)')}", file=sys.stderr)
                 continue
+            row["sampler_calls"] = sampler_calls(row["n_images"], cfg, t["measurement_batch"])
             row["projected_hours"] = projected_hours(row["n_images"], cfg, t)
             row["fits"] = bool(t["device_memory_bytes"]) and t["peak_memory_bytes"] < t["device_memory_bytes"]
             limit = _launcher_int(job.cfg, "timeout_min")

@@ -10,7 +10,7 @@ to exact samples (with its noise floor), mode-weight total variation, misfit; co
 forwards) per sample. "Cheapest within 0.1 nats": the fewest VJPs whose mean log p(x|y) is within 0.1
 of the best setting's; the same within 10% of the best SW1. Note: a MAP-like sampler can exceed the
 exact samples' own mean log p(x|y) (it concentrates on the modes), so log p alone rewards collapse;
-SW1 and mode TV measure the distribution. The tiny-prior half of the issue's frontier is not run here.
+SW1 and mode TV measure the distribution. The tiny-prior half is experiments/frontier_tiny.py.
 
 Writes experiments/results/frontier_gmm.{csv,md,png}.
 """

@@ -109,3 +109,26 @@ def test_frontier_cheapest_setting_within_the_threshold():
     rows.append({"setting": "exact", "sampler": "exact", "vjp": 0, "forward": 0, "log_posterior": 9.0})
     best, cheap = cheapest(rows, "log_posterior", lambda b: 0.1, True)
     assert (best["setting"], cheap["setting"]) == ("a", "b")  # the exact reference is never a candidate
+
+
+def test_frontier_tiny_writes_its_table_and_cheapest_setting(tmp_path, monkeypatch):
+    """The tiny-prior frontier driver through the runner, on a 2-step grid: one row per setting with the
+    runner's costs (DPS: 1 VJP per step; DMAP K=1: 1 forward per step, 1 VJP per step but the last), the
+    naive baseline of the demo crops, and the cheapest-within-0.2-dB rule (a diverged setting, PSNR None,
+    is never the best)."""
+    import experiments.frontier_tiny as ft
+
+    rows = [{"setting": s, "vjp": v, "forward": f, "psnr": p}
+            for s, v, f, p in (("a", 1000, 0, 25.0), ("b", 300, 100, 24.85), ("c", 300, 0, 24.81), ("f", 200, 0, 24.79),
+                               ("d", 50, 0, 24.0), ("e", 10, 0, None))]
+    best, cheap = ft.cheapest(rows)
+    assert (best["setting"], cheap["setting"]) == ("a", "c")  # fewest VJPs, then fewest forwards
+    monkeypatch.setattr(ft, "GRID", [("dps", 2, None), ("dmap", 2, 1)])
+    ft.main(["--tasks", "sr4", "--work", str(tmp_path / "work"), "--out", str(tmp_path), "--skip", "none"])
+    table = list(csv.DictReader(open(tmp_path / "frontier_tiny.csv")))
+    assert [(r["setting"], float(r["vjp"]), float(r["forward"]), int(r["n_images"])) for r in table] == \
+        [("dps 2 steps", 2.0, 0.0, 2), ("dmap 2 steps K=1", 1.0, 2.0, 2)]
+    assert all(float(r["naive_psnr"]) > 20 and float(r["psnr"]) > 0 for r in table)
+    text = (tmp_path / "frontier_tiny.md").read_text()
+    assert "## sr4 (naive baseline" in text and "cheapest within 0.2 dB" in text
+    assert (tmp_path / "frontier_tiny.png").stat().st_size > 0

@@ -133,3 +133,69 @@ def test_stacked_units_bind_one_class_label_per_row():
                             [_Unit(None, Identity(), None, torch.zeros(1, 1, 2, 2), 3, None, None, prior, [0], [0],
                                    torch.Generator().manual_seed(1))])
     assert prior.labels.tolist() == [3] and torch.allclose(alone, x[2:])  # the row equals its unit run alone
+
+
+def test_batched_latent_prior_recon_equals_unbatched(tmp_path):
+    """The latent path (prior=sd2_tiny: random weights, nothing loaded; PSLD): the samplers see
+    A(D(z)) with A a StackedOperator of each crop's own random box, and the runner decodes the stacked z.
+    measurement_batch=2 over 3 crops (2 stacked, then 1 alone) writes the PNGs of measurement_batch=1."""
+    over = ("prior=sd2_tiny", "task=inpaint_box", "sampler=psld", "sampler.respacing=5")
+    one = run(config(*over, "measurement_batch=1"), tmp_path / "one")
+    two = run(config(*over, "measurement_batch=2"), tmp_path / "two")
+    a, b = pixels(tmp_path / "one"), pixels(tmp_path / "two")
+    assert len(a) == 3 and a.keys() == b.keys() and next(iter(a.values())).shape == (32, 32, 3)
+    assert max(int(np.abs(a[k] - b[k]).max()) for k in a) <= 1
+    # the crops' samples differ (a row given another crop's y, box or stream would show)
+    first, second = list(a.values())[:2]
+    assert int(np.abs(first - second).max()) > 50
+    recs = {name: {r["id"]: r for r in read_jsonl(tmp_path / name / "metrics.jsonl")} for name in ("one", "two")}
+    assert [recs["two"][i].get("measurement_batch") for i in sorted(recs["two"])] == [2, 2, None]
+    for i, r in recs["one"].items():
+        assert recs["two"][i]["misfit"] == pytest.approx(r["misfit"], rel=1e-4)
+        assert recs["two"][i]["decoder_vjp"] == r["decoder_vjp"] == 5  # one VJP through D per step, per row
+    assert one["digest"] == two["digest"]
+
+
+@pytest.mark.parametrize("mb, num_samples, batch_size", [(1, 1, 64), (2, 1, 64), (8, 1, 64), (2, 2, 1)])
+def test_preflight_prices_the_stacked_calls(mb, num_samples, batch_size, tmp_path, monkeypatch, capsys):
+    """preflight (dps_map/preflight.py) with measurement_batch: 3 crops x ceil(num_samples / batch) chains,
+    stacked mb at a time (at most all of them), give ceil(chains / mb) sampler calls; the trial runs the
+    network at the batch of one call (mb x chain samples, seen by the network itself) and the hours are
+    calls x steps x s/step. The forwards and VJPs per step stay those of one call (DPS: 1 VJP)."""
+    import dps_map.run
+    from dps_map.preflight import main as preflight_main
+
+    seen = []
+    build = dps_map.run.make_prior
+
+    def spying_prior(cfg, device):  # records the batch of every network call of the trial
+        prior = build(cfg, device)
+        predict = prior.predict
+        prior.predict = lambda x, *a, **k: (seen.append(x.shape[0]), predict(x, *a, **k))[1]
+        return prior
+
+    monkeypatch.setattr(dps_map.run, "make_prior", spying_prior)
+    with pytest.raises(SystemExit) as stop:
+        preflight_main(["--steps", "1", "--out", str(tmp_path / "pf"), *SMALL, "task=sr4", "sampler=dps",
+                        f"measurement_batch={mb}", f"num_samples={num_samples}", f"batch_size={batch_size}"])
+    assert stop.value.code == 0, capsys.readouterr().err
+    (job,) = json.loads((tmp_path / "pf" / "preflight.json").read_text())["jobs"]
+    chain = min(num_samples, batch_size)
+    chains = 3 * -(-num_samples // chain)  # 3 crops
+    units = min(mb, chains)
+    calls = -(-chains // units)
+    assert (job["n_images"], job["measurement_batch"], job["batch"], job["sampler_calls"]) == \
+        (3, units, units * chain, calls)
+    assert seen and set(seen) == {units * chain}  # the trial's network calls ran at that batch
+    assert (job["forward_per_step"], job["vjp_per_step"], job["steps"]) == (0, 1, 10)
+    assert job["projected_hours"] == pytest.approx(calls * 10 * job["seconds_per_step"] / 3600)
+
+
+def test_preflight_trial_refuses_measurement_batch_where_the_run_does(tmp_path, capsys):
+    from dps_map.preflight import main as preflight_main
+
+    with pytest.raises(SystemExit) as stop:
+        preflight_main(["--steps", "1", "--out", str(tmp_path / "pf"), *SMALL, "task=sr4", "sampler=adapter_dps",
+                        "measurement_batch=2"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 1 and "trial failed: measurement_batch=2: sampler=adapter_dps" in err

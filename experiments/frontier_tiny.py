@@ -145,6 +145,37 @@ def plot(rows, tasks, path: Path, n_img: int) -> None:
     save_figure(fig, path, f"Quality vs VJPs per sample (tiny prior, {n_img} demo crops, ± s.e.)")
 
 
+def _report(r: dict) -> None:
+    print(f"{r['task']} {r['setting']}: PSNR {r['psnr']:.2f} SSIM {r['ssim']:.3f} VJPs {r['vjp']:.0f} "
+          f"wall {r['wall_s']:.0f} s", flush=True)
+
+
+def run_jobs(jobs: list[tuple], args) -> list[dict]:
+    """The rows of jobs [(task, sampler, steps, K)], in that order. On a CPU with --workers > 1, one
+    single-threaded process per worker (as `make demo` does: two 1-thread runs side by side beat one 2-thread
+    run on the small 64x64 network), the costliest settings first so the workers finish together."""
+    if args.workers <= 1:
+        out = []
+        for job in jobs:
+            out.append(run_setting(*job, args))
+            _report(out[-1])
+        return out
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    import torch
+
+    done = {}
+    cost = {job: job[2] * (job[3] or 1) for job in jobs}  # steps x inner steps ~ network calls
+    with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        futures = {pool.submit(run_setting, *job, args): job for job in sorted(jobs, key=lambda j: -cost[j])}
+        for future in as_completed(futures):
+            done[futures[future]] = future.result()
+            _report(done[futures[future]])
+    return [done[job] for job in jobs]
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS))
@@ -155,20 +186,24 @@ def main(argv=None) -> None:
                         "(a quick estimate of the time)")
     parser.add_argument("--skip", nargs="*", default=["dsg:1000"], help="settings left out, as sampler:steps[:K] "
                         "(default dsg:1000, for time; 'none' runs the whole grid)")
+    parser.add_argument("--workers", type=int, default=None, help="parallel single-threaded runs (default: one "
+                        "per CPU core without a GPU, 1 with one)")
     parser.add_argument("--work", type=Path, default=Path("outputs/frontier/tiny"))
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    if args.workers is None:
+        import os
+
+        import torch
+
+        args.workers = 1 if torch.cuda.is_available() else (os.cpu_count() or 1)
     started = time.perf_counter()
     skip = {tuple(s.split(":")) for s in args.skip if s != "none"}
     grid = [g for g in GRID if (args.max_steps is None or g[1] <= args.max_steps)
             and (g[0], str(g[1])) not in skip and (g[0], str(g[1]), str(g[2])) not in skip]
-    rows = []
-    for task in args.tasks:
-        for sampler, steps, k in grid:
-            rows.append(run_setting(task, sampler, steps, k, args))
-            r = rows[-1]
-            print(f"{task} {r['setting']}: PSNR {r['psnr']:.2f} SSIM {r['ssim']:.3f} VJPs {r['vjp']:.0f} "
-                  f"wall {r['wall_s']:.0f} s", flush=True)
+    jobs = [(task, *g) for task in args.tasks for g in grid]
+    rows = dict(zip(jobs, run_jobs(jobs, args)))
+    rows = [rows[job] for job in jobs]  # table order, whatever order the workers finished in
     args.out.mkdir(parents=True, exist_ok=True)
     command = ("python -m experiments.frontier_tiny " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
     args.skipped = [setting_label(*g) for g in GRID if g not in grid]

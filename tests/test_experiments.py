@@ -124,8 +124,14 @@ def test_frontier_tiny_writes_its_table_and_cheapest_setting(tmp_path, monkeypat
     best, cheap = ft.cheapest(rows)
     assert (best["setting"], cheap["setting"]) == ("a", "c")  # fewest VJPs, then fewest forwards
     monkeypatch.setattr(ft, "GRID", [("dps", 2, None), ("dmap", 2, 1)])
-    ft.main(["--tasks", "sr4", "--work", str(tmp_path / "work"), "--out", str(tmp_path), "--skip", "none"])
+    ft.main(["--tasks", "sr4", "--work", str(tmp_path / "work"), "--out", str(tmp_path), "--skip", "none",
+             "--workers", "1"])
     table = list(csv.DictReader(open(tmp_path / "frontier_tiny.csv")))
+    # two worker processes (the CPU default) give the same rows in the same order
+    ft.main(["--tasks", "sr4", "--work", str(tmp_path / "work2"), "--out", str(tmp_path / "par"), "--skip", "none",
+             "--workers", "2"])
+    parallel = list(csv.DictReader(open(tmp_path / "par" / "frontier_tiny.csv")))
+    assert [(r["setting"], r["psnr"], r["ssim"]) for r in parallel] == [(r["setting"], r["psnr"], r["ssim"]) for r in table]
     assert [(r["setting"], float(r["vjp"]), float(r["forward"]), int(r["n_images"])) for r in table] == \
         [("dps 2 steps", 2.0, 0.0, 2), ("dmap 2 steps K=1", 1.0, 2.0, 2)]
     assert all(float(r["naive_psnr"]) > 20 and float(r["psnr"]) > 0 for r in table)

@@ -48,7 +48,7 @@ compare-prior: install   # a retrained tiny prior vs the shipped one: CANDIDATE=
 gmm-study: install
 	$(PY) -m experiments.gmm_sampler_study
 
-frontier: install   # cost-quality frontier, GMM (4-6 min) then tiny prior (2 demo crops, 28-34 min): 38 min measured on 2 busy CPU cores; experiments/results/frontier_{gmm,tiny}.*
+frontier: install   # cost-quality frontier, GMM then tiny prior (2 demo crops): 19 min measured on 2 CPU cores; experiments/results/frontier_{gmm,tiny}.*
 	OMP_NUM_THREADS=1 $(PY) -m experiments.frontier
 	OMP_NUM_THREADS=1 $(PY) -m experiments.frontier_tiny
 

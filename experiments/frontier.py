@@ -18,6 +18,7 @@ Writes experiments/results/frontier_gmm.{csv,md,png}.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -75,7 +76,7 @@ def write(rows, out: Path, command: str, seconds: float, seeds, n: int) -> None:
     best_lp, cheap_lp = cheapest(rows, "log_posterior", lambda b: 0.1, True)
     best_sw, cheap_sw = cheapest(rows, "sliced_wasserstein", lambda b: 0.1 * b, False)
     lines = ["# Cost-quality frontier on the exact Gaussian mixture (d=8, m=2, sigma_y=0.05)", "",
-             f"`{command}` at commit {commit} ({seconds / 60:.1f} min on 2 shared CPU cores); {n} samples per "
+             f"`{command}` at commit {commit} ({seconds / 60:.1f} min on a {os.cpu_count()}-core machine); {n} samples per "
              f"setting and problem seed, means over seeds {list(seeds)}.", "",
              "| setting | VJPs/sample | forwards/sample | log p(x\\|y) (nats) ↑ | SW1 ↓ (floor) | mode TV ↓ | "
              "trace ratio | misfit |", "|---|---|---|---|---|---|---|---|"]

@@ -23,12 +23,14 @@ mean PSNR is within 0.2 dB of the best one's. Writes experiments/results/frontie
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from hydra import compose, initialize_config_dir
 
 from dps_map.run import run
@@ -92,8 +94,9 @@ def write(rows: list[dict], out: Path, command: str, seconds: float, args) -> No
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     n_img = rows[0]["n_images"]
     lines = ["# Cost-quality frontier on the tiny prior (demo crops, PSNR/SSIM)", "",
-             f"`{command}` at commit {commit}: {seconds / 60:.1f} min wall on a 2-core CPU shared with a "
-             f"training job (measured). {n_img} held-out crops (data.per_photo={args.per_photo}), one sample each, "
+             f"`{command}` at commit {commit}: {seconds / 60:.1f} min wall, {args.workers} worker process(es), "
+             f"on a {os.cpu_count()}-core machine{' with a GPU' if torch.cuda.is_available() else ' (CPU)'} "
+             f"(measured; 1-min load average at the end {os.getloadavg()[0]:.1f}). {n_img} held-out crops (data.per_photo={args.per_photo}), one sample each, "
              f"measurement_batch={args.measurement_batch}, seed {args.seed}; ± are standard errors over the crops. "
              "Step sizes from conf/tuned/ (constant per step)."
              + (f" Not run (time): {', '.join(args.skipped)}." if args.skipped else ""), ""]
@@ -162,8 +165,6 @@ def run_jobs(jobs: list[tuple], args) -> list[dict]:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    import torch
-
     done = {}
     cost = {job: job[2] * (job[3] or 1) for job in jobs}  # steps x inner steps ~ network calls
     with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn"),
@@ -191,10 +192,6 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.workers is None:
-        import os
-
-        import torch
-
         args.workers = 1 if torch.cuda.is_available() else (os.cpu_count() or 1)
     started = time.perf_counter()
     skip = {tuple(s.split(":")) for s in args.skip if s != "none"}

@@ -87,7 +87,7 @@ def build_operator(cfg, image_size: int, generator: torch.Generator) -> Operator
     keys = signature_keys(fn)
     kwargs = {k: cfg[k] for k in keys if k in cfg}
     kwargs.update({k: v for k, v in (("image_size", image_size), ("generator", generator)) if k in keys})
-    operator = call_target(fn, kwargs, f"task {cfg.name}")
+    operator = call_target(fn, kwargs, f"task {cfg.get('name')}")
     if not isinstance(operator, Operator):
         raise ConfigError(f"task {cfg.name}: _target_ '{cfg.get('_target_')}' returned {type(operator).__name__}, "
                           "not a dps_map.operators.Operator")

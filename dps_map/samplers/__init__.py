@@ -58,4 +58,4 @@ def build_sampler(cfg) -> Sampler:
                           f"(use adapter_{cfg.get('method')})")
     from ..targets import call_target
 
-    return call_target(cls, kwargs, f"sampler {cfg.name}")
+    return call_target(cls, kwargs, f"sampler {cfg.get('name')}")

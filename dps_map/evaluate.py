@@ -157,14 +157,19 @@ def rescore_run(out: Path, cfg, evaluator: "Evaluator") -> str:
 
     with Image.open(next(iter(labels.values()))) as first:  # the run's image size (its ground truths)
         size = first.size[0]
-    new_lines, added, naive_scores = [], set(), {}
+    new_lines, added, naive_scores, refs = [], set(), {}, {}
+
+    def ref_of(ident):  # each ground truth read once, however many samples and baselines it scores
+        if ident not in refs:
+            refs[ident] = load_image(labels[ident], size)[0][None].to(evaluator.device)
+        return refs[ident]
+
     for line, rec in lines:
         want = [n for n in ("lpips",) if n in evaluator.names and n not in rec and not rec.get("failed")]
         new = {}
         if want:
             x = load_image(out / "recon" / f"{rec['id']}_{rec['k']}.png", size)[0][None].to(evaluator.device)
-            ref = load_image(labels[rec["id"]], size)[0][None].to(evaluator.device)
-            scores = evaluator.per_sample(x, ref)
+            scores = evaluator.per_sample(x, ref_of(rec["id"]))
             new.update({n: scores[n][0] for n in want})
         # the naive baseline's score, as run.py writes it in every record of the id (failed ones too)
         naive_want = [n for n in ("lpips",) if n in evaluator.names and f"naive_{n}" not in rec]
@@ -175,8 +180,7 @@ def rescore_run(out: Path, cfg, evaluator: "Evaluator") -> str:
                     log.warning("%s: no grids/%s.png, so no naive_lpips for it", out, rec["id"])
                     naive_scores[rec["id"]] = {}
                 else:
-                    ref = load_image(labels[rec["id"]], size)[0][None].to(evaluator.device)
-                    naive_scores[rec["id"]] = evaluator.per_sample(naive[None].to(evaluator.device), ref)
+                    naive_scores[rec["id"]] = evaluator.per_sample(naive[None].to(evaluator.device), ref_of(rec["id"]))
             scored = naive_scores[rec["id"]]
             new.update({f"naive_{n}": scored[n][0] for n in naive_want if n in scored})
         if new:

@@ -25,6 +25,7 @@ with --restore.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
@@ -54,11 +55,16 @@ def crop_sets(per_photo: int) -> dict[str, torch.Tensor]:
             for name, photos in sets.items()}
 
 
+@functools.lru_cache(maxsize=2)
+def tiny_prior(checkpoint: Path):
+    """The tiny prior (conf/prior/tiny.yaml) with the weights at `checkpoint`, on the CPU, built once per file."""
+    return build_prior(compose_config(["prior=tiny", f"prior.checkpoint={checkpoint}"]).prior, resolve_device("cpu"))
+
+
 @torch.no_grad()
 def eps_losses(checkpoint: Path, crops: torch.Tensor, timesteps=TIMESTEPS, seed: int = 0) -> np.ndarray:
     """[len(timesteps), N] per-crop eps MSE of the tiny prior at `checkpoint` (same noise for any checkpoint)."""
-    cfg = compose_config(["prior=tiny", f"prior.checkpoint={checkpoint}"])
-    prior = build_prior(cfg.prior, resolve_device("cpu"))
+    prior = tiny_prior(checkpoint)
     diffusion = Diffusion(prior.betas)
     out = np.zeros((len(timesteps), len(crops)))
     for row, t in enumerate(timesteps):
@@ -97,7 +103,7 @@ def sample_rows(baseline: Path, candidate: Path, num: int, per_photo: int, out: 
     rows = [{"source": f"crops: {name}", "steps": "", **colour_stats(crops)}
             for name, crops in crop_sets(per_photo).items()]
     for who, path in (("baseline", baseline), ("candidate", candidate)):
-        prior = build_prior(compose_config(["prior=tiny", f"prior.checkpoint={path}"]).prior)
+        prior = tiny_prior(path)
         for steps in steps_list:
             x = ddpm_samples(prior.model, prior.betas, num, 64, steps, seed=0)
             save_grid(x, out.parent / f"{out.name}_{who}_{steps}.png")

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: compare-prior reproduce-paper-sd2 preflight-paper-sd2 install demo test test-fast preflight-paper mutants train-tiny-prior gmm-study frontier dps-regime sweep clean train-adapter train-tiny-reference adapter-ablation reproduce-paper-small reproduce-paper bench bench-quick install-bench
+.PHONY: compare-prior tune-tiny reproduce-paper-sd2 preflight-paper-sd2 install demo test test-fast preflight-paper mutants train-tiny-prior gmm-study frontier dps-regime sweep clean train-adapter train-tiny-reference adapter-ablation reproduce-paper-small reproduce-paper bench bench-quick install-bench
 
 install: $(STAMP)
 
@@ -45,6 +45,8 @@ train-tiny-prior: install
 compare-prior: install   # a retrained tiny prior vs the shipped one: CANDIDATE=path/tiny_prior.pt (--restore: ~15 min more)
 	OMP_NUM_THREADS=1 $(PY) -m experiments.compare_priors --candidate $(CANDIDATE) $(ARGS)
 
+tune-tiny: install   # DPS/DMAP step sizes for the tiny prior on 12 validation crops (~15 min on 2 cores); experiments/results/tune_tiny.*
+	OMP_NUM_THREADS=1 $(PY) -m experiments.tune_tiny $(ARGS)
 gmm-study: install
 	$(PY) -m experiments.gmm_sampler_study
 

@@ -34,7 +34,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from dps_map.run import run
-from experiments.common import pyplot, save_figure, write_csv
+from experiments.common import pyplot, run_parallel, save_figure, write_csv
 from experiments.frontier import GRID as GMM_GRID
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,27 +153,9 @@ def _report(r: dict) -> None:
 
 
 def run_jobs(jobs: list[tuple], args) -> list[dict]:
-    """The rows of jobs [(task, sampler, steps, K)], in that order. On a CPU with --workers > 1, one
-    single-threaded process per worker (as `make demo` does: two 1-thread runs side by side beat one 2-thread
-    run on the small 64x64 network), the costliest settings first so the workers finish together."""
-    if args.workers <= 1:
-        out = []
-        for job in jobs:
-            out.append(run_setting(*job, args))
-            _report(out[-1])
-        return out
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    done = {}
-    cost = {job: job[2] * (job[3] or 1) for job in jobs}  # steps x inner steps ~ network calls
-    with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=torch.set_num_threads, initargs=(1,)) as pool:
-        futures = {pool.submit(run_setting, *job, args): job for job in sorted(jobs, key=lambda j: -cost[j])}
-        for future in as_completed(futures):
-            done[futures[future]] = future.result()
-            _report(done[futures[future]])
-    return [done[job] for job in jobs]
+    """The rows of jobs [(task, sampler, steps, K)], in that order (experiments.common.run_parallel)."""
+    return run_parallel(run_setting, [(*job, args) for job in jobs], args.workers,
+                        cost=lambda job: job[2] * (job[3] or 1), report=_report)  # steps x K ~ network calls
 
 
 def main(argv=None) -> None:

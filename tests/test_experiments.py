@@ -138,3 +138,36 @@ def test_frontier_tiny_writes_its_table_and_cheapest_setting(tmp_path, monkeypat
     text = (tmp_path / "frontier_tiny.md").read_text()
     assert "## sr4 (naive baseline" in text and "cheapest within 0.2 dB" in text
     assert (tmp_path / "frontier_tiny.png").stat().st_size > 0
+
+
+def test_tune_tiny_chooses_the_best_mean_and_reports_paired_differences(tmp_path, monkeypatch):
+    """experiments.tune_tiny: the highest mean PSNR is chosen and each other step size gets the paired
+    difference over the crops both finished (known values), then the driver end to end through the runner
+    on the validation photographs (never the held-out test photographs)."""
+    import numpy as np
+
+
+    import experiments.tune_tiny as tt
+
+    rows = [{"task": "sr4", "sampler": "dps", "value": v, "psnr": float(np.mean([p for p in ps if p is not None])),
+             "ids": ["a", "b", "c"], "crop_psnr": ps}
+            for v, ps in ((3.0, [20.0, 21.0, 22.0]), (10.0, [21.0, 23.0, 22.5]), (30.0, [None, 20.0, 21.5]))]
+    best, pairs = tt.choose(rows)
+    assert best["value"] == 10.0
+    assert pairs[0]["value"] == 3.0 and np.isclose(pairs[0]["diff"], 3.5 / 3)
+    assert np.isclose(pairs[0]["sem"], np.std([1.0, 2.0, 0.5], ddof=1) / np.sqrt(3))
+    assert np.isclose(pairs[1]["diff"], 2.0)  # crop a failed at zeta 30: paired over b and c only
+    rows.append({**rows[0], "value": 0.1, "psnr": None})
+    assert tt.choose(rows)[0]["value"] == 10.0  # an all-failed setting is never chosen
+
+    monkeypatch.setitem(tt.GRIDS, "dps", ("zeta", (1.0, 10.0)))
+    tt.main(["--tasks", "sr4", "--samplers", "dps", "--per-photo", "1", "--steps", "3", "--workers", "1",
+             "--work", str(tmp_path / "work"), "--out", str(tmp_path)])
+    table = list(csv.DictReader(open(tmp_path / "tune_tiny.csv")))
+    assert [(r["sampler"], float(r["value"]), int(r["n_images"]), int(r["steps"])) for r in table] == \
+        [("dps", 1.0, 3, 3), ("dps", 10.0, 3, 3)]
+    from dps_map.io import read_jsonl
+    ids = {r["id"].rsplit("_", 1)[0] for r in read_jsonl(tmp_path / "work" / "sr4" / "dps_10" / "metrics.jsonl")}
+    assert ids == set(tt.VALIDATION_PHOTOS)
+    text = (tmp_path / "tune_tiny.md").read_text()
+    assert "## Chosen" in text and text.count("**zeta ") == 1

@@ -69,9 +69,10 @@ sweep: install   # a few minutes on 2 CPU cores; rerun to resume (finished sampl
 # -- conditional adapters (README "Conditional adapters") --------------------------------------------
 ADAPTER_RECIPE := prior=tiny steps=1000 batch_size=8
 ADAPTER_TASKS ?= sr4 inpaint_box
-train-adapter: install   # the shipped adapters, one per task (100 crops of the training photographs each)
-	for t in $(ADAPTER_TASKS); do OMP_NUM_THREADS=1 $(PY) -m dps_map.train_adapter $(ADAPTER_RECIPE) task=$$t \
-		data.n_images=100 export_path=dps_map/assets/adapters/$${t}_tiny.pt || exit 1; done
+train-adapter: $(ADAPTER_TASKS:%=train-adapter-%)   # the shipped adapters, one per task (100 crops of the training photographs each); make -j2 trains them side by side
+train-adapter-%: install
+	OMP_NUM_THREADS=1 $(PY) -m dps_map.train_adapter $(ADAPTER_RECIPE) task=$* data.n_images=100 \
+		export_path=dps_map/assets/adapters/$*_tiny.pt $(ARGS)
 train-tiny-reference: install   # the tiny-scale reference conditional model (SR x4 SuperResModel, all training photos)
 	OMP_NUM_THREADS=1 $(PY) -m dps_map.train_reference
 adapter-ablation: install   # adapters on 25/50/100 crops, then their table

@@ -113,8 +113,9 @@ def _train(cfg: DictConfig, prior) -> dict:
     diffusion = Diffusion(prior.betas)
     step, losses, wall = 0, [], 0.0
 
+    signature = _signature(cfg)
     state = resume_state(ckpt_path, cfg.resume,
-                         lambda s: None if s["signature"] == _signature(cfg) else "another task/prior/data")
+                         lambda s: signature_mismatch(s["signature"], signature))
     if state is not None:
         adapter.load_state_dict(state["adapter"], strict=True)
         ema = {k: v.to(device) for k, v in state["ema"].items()}
@@ -124,7 +125,7 @@ def _train(cfg: DictConfig, prior) -> dict:
 
     def checkpoint() -> dict:
         state = {"adapter": adapter.state_dict(), "ema": ema, "optimizer": opt.state_dict(), "step": step,
-                 "rng": gen.get_state(), "losses": losses, "wall_time": wall, "signature": _signature(cfg),
+                 "rng": gen.get_state(), "losses": losses, "wall_time": wall, "signature": signature,
                  "config": OmegaConf.to_container(cfg, resolve=True)}
         _save_torch(state, ckpt_path)
         return state
@@ -192,11 +193,34 @@ def loss_fn(cfg, diffusion: Diffusion, eps_hat, eps, t) -> torch.Tensor:
     raise ConfigError(f"loss_weight must be 'eps' or 'v', got '{cfg.loss_weight}'")
 
 
+def prior_weights_id(prior_cfg) -> str:
+    """What identifies the frozen prior's weights, so a checkpoint is never resumed onto other weights
+    under the same prior name (e.g. after the tiny prior is retrained): the sha256 of its checkpoint file,
+    'random_init', or the path of a model folder (latent priors)."""
+    if prior_cfg.get("random_init", False):
+        return "random_init"
+    path = absolute_path(prior_cfg.get("checkpoint") or prior_cfg.get("path") or "")
+    if path and Path(path).is_file():
+        return "sha256:" + sha256_file(path)
+    return f"path:{path}"
+
+
 def _signature(cfg) -> dict:
-    """What a resumed checkpoint must share with the config: task, prior and data."""
+    """What a resumed checkpoint must share with the config: task, prior (name and weights) and data."""
     return {"task": OmegaConf.to_container(cfg.task, resolve=True), "prior": cfg.prior.name,
+            "prior_weights": prior_weights_id(cfg.prior),
             "data": OmegaConf.to_container(cfg.data, resolve=True), "hint_width": cfg.hint_width,
             "loss_weight": cfg.loss_weight}
+
+
+def signature_mismatch(saved: dict, now: dict) -> str | None:
+    """None if a checkpoint's signature fits this config's, else which entries differ (for resume_state);
+    scalar entries (prior name, prior weights, ...) with both values."""
+    keys = [k for k in dict.fromkeys([*now, *saved]) if saved.get(k) != now.get(k)]
+    if not keys:
+        return None
+    return "another " + ", ".join(k if isinstance(now.get(k), dict) else f"{k} ({saved.get(k)}; now {now.get(k)})"
+                                  for k in keys)
 
 
 def _wandb_run(cfg, out_dir: Path):

@@ -37,7 +37,8 @@ from .io import absolute_path, atomic_write_json
 from .operators import build_noise
 from .priors import build_prior
 from .priors.latent import CARD, LatentControlNetPrior, build_controlnet
-from .train_adapter import loss_fn, measurement_batch, operator_signature, training_images
+from .train_adapter import (loss_fn, measurement_batch, operator_signature, prior_weights_id, signature_mismatch,
+                            training_images)
 from .train_prior import _num_threads, _save_torch, ema_decay_at, ema_update, loss_summary, lr_at, resume_state
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ def augment(x0: torch.Tensor, gen: torch.Generator, crop_scale=(1.0, 1.0), flip:
 
 def _signature(cfg) -> dict:
     return {"task": OmegaConf.to_container(cfg.task, resolve=True), "prior": cfg.prior.name,
+            "prior_weights": prior_weights_id(cfg.prior),
             "data": OmegaConf.to_container(cfg.data, resolve=True), "loss_weight": cfg.loss_weight,
             "augment": OmegaConf.to_container(cfg.get("augment") or {}, resolve=True)}
 
@@ -98,7 +100,7 @@ def train(cfg: DictConfig, prior) -> tuple[dict, object]:
     diffusion = Diffusion(prior.betas)
     step, losses, wall = 0, [], 0.0
     state = resume_state(ckpt_path, cfg.resume,
-                         lambda s: None if s["signature"] == _signature(cfg) else "another task/prior/data")
+                         lambda s: signature_mismatch(s["signature"], _signature(cfg)))
     if state is not None:
         controlnet.load_state_dict(state["controlnet"], strict=True)
         ema = {k: v.to(device) for k, v in state["ema"].items()}

@@ -215,6 +215,27 @@ def test_trainer_resumes_and_exports_a_loadable_adapter(tmp_path):
         train(_train_cfg(tmp_path, "steps=4", "task=sr8"))
 
 
+def test_resume_is_refused_onto_other_prior_weights_of_the_same_name(tmp_path):
+    """A retrained prior keeps its name (prior=tiny): an adapter checkpoint trained on the old weights must
+    not be resumed (and re-exported with the new prior's sha256 on its card) once the weights change."""
+    from dps_map.train_adapter import _signature, prior_weights_id, signature_mismatch
+
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    a.write_bytes(b"weights A")
+    b.write_bytes(b"weights B")
+    sig = {p: _signature(_train_cfg(tmp_path, "prior.random_init=false", f"prior.checkpoint={p}")) for p in (a, b)}
+    assert sig[a]["prior"] == sig[b]["prior"] == "tiny" and sig[a]["prior_weights"] != sig[b]["prior_weights"]
+    assert prior_weights_id(_train_cfg(tmp_path, "prior.random_init=false", f"prior.checkpoint={a}").prior) == \
+        "sha256:" + sha256_file(a)
+    assert signature_mismatch(sig[a], sig[a]) is None
+    why = signature_mismatch(sig[a], sig[b])
+    assert why.startswith("another prior_weights (sha256:") and sha256_file(b) in why
+    assert "another task" in signature_mismatch(sig[a], _signature(_train_cfg(
+        tmp_path, "prior.random_init=false", f"prior.checkpoint={a}", "task=sr8")))
+    old = {k: v for k, v in sig[a].items() if k != "prior_weights"}  # a checkpoint from before this check
+    assert signature_mismatch(old, sig[a]).startswith("another prior_weights (None;")
+
+
 def test_trainer_refuses_heldout_photos(tmp_path):
     from dps_map.train_adapter import train
 

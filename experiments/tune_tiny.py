@@ -125,6 +125,8 @@ def main(argv=None) -> None:
     parser.add_argument("--per-photo", type=int, default=4, help="crops per validation photograph (3 photographs)")
     parser.add_argument("--measurement-batch", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--grid", nargs="*", default=[], metavar="SAMPLER=V1,V2",
+                        help="replace a sampler's grid, e.g. dmap=3,10")
     parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: the sampler's own, 50)")
     parser.add_argument("--prior-checkpoint", type=Path, default=None, help="tiny prior weights to tune for "
                         "(default: the shipped ones)")
@@ -135,8 +137,14 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     args.workers = args.workers or os.cpu_count() or 1
     started = time.perf_counter()
+    grids = {name: values for name, (_, values) in GRIDS.items()}
+    for item in args.grid:
+        name, _, values = item.partition("=")
+        if name not in GRIDS or not values:
+            parser.error(f"--grid {item}: expected SAMPLER=V1,V2 with SAMPLER in {sorted(GRIDS)}")
+        grids[name] = tuple(float(v) for v in values.split(","))
     jobs = [(task, sampler, value, args) for task in args.tasks for sampler in args.samplers
-            for value in GRIDS[sampler][1]]
+            for value in grids[sampler]]
     cost = {"dps": 1, "dmap": 4, "dmap_adam": 4}  # network calls per step, roughly (K=3 inner VJPs)
     rows = run_parallel(run_setting, jobs, args.workers, cost=lambda job: cost[job[1]], report=_report)
     command = ("python -m experiments.tune_tiny " + " ".join(argv if argv is not None else sys.argv[1:])).strip()

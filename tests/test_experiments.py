@@ -140,7 +140,7 @@ def test_frontier_tiny_writes_its_table_and_cheapest_setting(tmp_path, monkeypat
     assert (tmp_path / "frontier_tiny.png").stat().st_size > 0
 
 
-def test_tune_tiny_chooses_the_best_mean_and_reports_paired_differences(tmp_path, monkeypatch):
+def test_tune_tiny_chooses_the_best_mean_and_reports_paired_differences(tmp_path):
     """experiments.tune_tiny: the highest mean PSNR is chosen and each other step size gets the paired
     difference over the crops both finished (known values), then the driver end to end through the runner
     on the validation photographs (never the held-out test photographs)."""
@@ -160,8 +160,7 @@ def test_tune_tiny_chooses_the_best_mean_and_reports_paired_differences(tmp_path
     rows.append({**rows[0], "value": 0.1, "psnr": None})
     assert tt.choose(rows)[0]["value"] == 10.0  # an all-failed setting is never chosen
 
-    monkeypatch.setitem(tt.GRIDS, "dps", ("zeta", (1.0, 10.0)))
-    tt.main(["--tasks", "sr4", "--samplers", "dps", "--per-photo", "1", "--steps", "3", "--workers", "1",
+    tt.main(["--tasks", "sr4", "--samplers", "dps", "--grid", "dps=1,10", "--per-photo", "1", "--steps", "3", "--workers", "1",
              "--work", str(tmp_path / "work"), "--out", str(tmp_path)])
     table = list(csv.DictReader(open(tmp_path / "tune_tiny.csv")))
     assert [(r["sampler"], float(r["value"]), int(r["n_images"]), int(r["steps"])) for r in table] == \

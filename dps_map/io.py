@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import io
 import json
@@ -280,6 +281,23 @@ def sha256_file(path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    return sha256_file(path)
+
+
+def weights_id(path) -> str | None:
+    """What identifies the weights at a configured path: 'sha256:<hex>' of a file (hashed once per process
+    per path, size and mtime), 'folder:<path>' for a model folder (diffusers), None if nothing is there."""
+    if not path:
+        return None
+    p = Path(absolute_path(path))
+    if p.is_file():
+        st = p.stat()
+        return "sha256:" + _sha256_of(str(p), st.st_size, st.st_mtime_ns)
+    return f"folder:{p}" if p.is_dir() else None
 
 
 # -- checkpoints --------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ skips samples already on disk.
 from __future__ import annotations
 
 import hashlib
+import json
 import io
 import logging
 import os
@@ -32,7 +33,7 @@ from .errors import ConfigError, UserError
 from .evaluate import Evaluator
 from .io import (Interrupted, absolute_path, append_jsonl, atomic_save_npy, atomic_save_npz, atomic_write_bytes,
                  atomic_write_json, load_image, read_jsonl, remove_temp_files, save_png, stop_on_signals,
-                 unique_records, write_section)
+                 unique_records, weights_id, write_section)
 from .lock import RunDirLocked, lock_holder, locked_message, run_lock
 from .loggers import make_logger
 from .operators import MatrixOperator, StackedOperator, build_noise, build_operator
@@ -64,19 +65,39 @@ def generator(device: torch.device, seed: int) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
 
 
-def claim_run_dir(out: Path, digest: str, overwrite: bool) -> None:
-    """Refuse to mix outputs of two configs in one directory (unless overwrite=true)."""
+def run_weights(cfg: DictConfig) -> dict:
+    """The weights a run's outputs depend on, by content (io.weights_id): the prior's checkpoint and an
+    adapter sampler's adapter. The config digest names their paths only, and a path keeps its name when the
+    file changes (a retrained shipped prior, a re-downloaded checkpoint)."""
+    prior = "random_init" if cfg.prior.get("random_init", False) else \
+        weights_id(cfg.prior.get("checkpoint") or cfg.prior.get("path"))
+    return {"prior": prior, "adapter": weights_id(cfg.sampler.get("adapter"))}
+
+
+def claim_run_dir(out: Path, digest: str, overwrite: bool, weights: dict | None = None) -> None:
+    """Refuse to mix outputs of two configs, or of one config with other weights, in one directory
+    (unless overwrite=true). A weight unknown on either side (None: file absent, or a directory written
+    before weights were recorded) is not compared."""
     marker = out / RUN_FILE
+    weights = {k: v for k, v in (weights or {}).items() if v is not None}
     if marker.exists():
-        old = OmegaConf.load(marker).get("digest")
+        saved = json.loads(marker.read_text())
+        old, old_weights = saved.get("digest"), saved.get("weights") or {}
+        changed = {k: (old_weights[k], v) for k, v in weights.items() if old_weights.get(k) not in (None, v)}
         if old != digest and not overwrite:
             raise ConfigError(f"run dir '{out}' holds outputs of another config (digest {old}, this one {digest});"
                               " choose another hydra.run.dir or pass overwrite=true")
-        if old != digest:
-            log.warning("overwrite=true: discarding outputs of config %s in %s", old, out)
+        if changed and not overwrite:
+            what = "; ".join(f"{k} {a[:19]}... now {b[:19]}..." for k, (a, b) in changed.items())
+            raise ConfigError(f"run dir '{out}' holds outputs made with other weights ({what}): the file at the "
+                              "configured path changed; choose another hydra.run.dir or pass overwrite=true")
+        if old != digest or changed:
+            log.warning("overwrite=true: discarding outputs of config %s (weights %s) in %s", old, old_weights, out)
             for name in ("metrics.jsonl", "summary.json", "samples.npy", "problem.npz"):
                 (out / name).unlink(missing_ok=True)
-    atomic_write_json(marker, {"digest": digest, "version": __version__})
+        else:
+            weights = {**old_weights, **weights}
+    atomic_write_json(marker, {"digest": digest, "version": __version__, **({"weights": weights} if weights else {})})
 
 
 def run(cfg: DictConfig, out_dir=None) -> dict:
@@ -110,7 +131,7 @@ def _run_locked(cfg: DictConfig, sampler, out: Path) -> dict:
     if remove_temp_files(out):
         log.warning("removed temp files a killed run left in %s", out)
     digest = config_digest(cfg)
-    claim_run_dir(out, digest, cfg.get("overwrite", False))
+    claim_run_dir(out, digest, cfg.get("overwrite", False), run_weights(cfg))
     device = resolve_device(cfg.device)
     evaluator = Evaluator(cfg.metrics, cfg.paths, device) if cfg.data.kind != "gmm" else None  # checks weights
     prior = make_prior(cfg, device)

@@ -35,7 +35,7 @@ from .config import resolve_device
 from .data import HELDOUT_PHOTOS, folder_items
 from .diffusion import Diffusion
 from .errors import ConfigError, MissingFileError
-from .io import absolute_path, atomic_write_json, sha256_file
+from .io import absolute_path, atomic_write_json, sha256_file, weights_id
 from .operators import build_noise, build_operator
 from .priors import build_prior
 from .priors.conditional import ConditionalPrior
@@ -195,14 +195,12 @@ def loss_fn(cfg, diffusion: Diffusion, eps_hat, eps, t) -> torch.Tensor:
 
 def prior_weights_id(prior_cfg) -> str:
     """What identifies the frozen prior's weights, so a checkpoint is never resumed onto other weights
-    under the same prior name (e.g. after the tiny prior is retrained): the sha256 of its checkpoint file,
-    'random_init', or the path of a model folder (latent priors)."""
+    under the same prior name (e.g. after the tiny prior is retrained): io.weights_id of its checkpoint
+    file or model folder, or 'random_init'."""
     if prior_cfg.get("random_init", False):
         return "random_init"
-    path = absolute_path(prior_cfg.get("checkpoint") or prior_cfg.get("path") or "")
-    if path and Path(path).is_file():
-        return "sha256:" + sha256_file(path)
-    return f"path:{path}"
+    path = prior_cfg.get("checkpoint") or prior_cfg.get("path")
+    return weights_id(path) or f"path:{absolute_path(path or '')}"
 
 
 def _signature(cfg) -> dict:

@@ -3,7 +3,7 @@
     python -m experiments.tune_tiny [--per-photo 4] [--samplers dps dmap] [--prior-checkpoint PATH]
 
 For each demo task (SR x4, box inpainting, Gaussian deblurring) and sampler, every step size of its grid
-(DPS zeta 3/10/30, DMAP zeta 1/3/10/30, DMAP-Adam lr 0.02/0.05/0.1) runs through the runner
+(DPS zeta 1/3/10/30, DMAP zeta 1/3/10/30, DMAP-Adam lr 0.02/0.05/0.1) runs through the runner
 (dps_map.run.run; prior=tiny, data=demo on the validation photographs astronaut, rocket and
 motorcycle_left, one sample per crop, metrics=fast, the sampler's own number of steps and K). The held-out
 demo crops (chelsea, coffee) are the test set and are not used. Per (task, sampler) the table gives the
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from hydra import compose, initialize_config_dir
 
-from dps_map.io import read_jsonl
+from dps_map.io import read_jsonl, sha256_file
 from dps_map.run import run
 from experiments.common import run_parallel, write_csv
 from experiments.compare_priors import VALIDATION_PHOTOS
@@ -36,7 +36,7 @@ CONF = ROOT / "conf"
 RESULTS = ROOT / "experiments" / "results"
 TASKS = ("sr4", "inpaint_box", "gaussian_deblur")
 #: sampler -> (its step-size key, the grid searched)
-GRIDS = {"dps": ("zeta", (3.0, 10.0, 30.0)), "dmap": ("zeta", (1.0, 3.0, 10.0, 30.0)),
+GRIDS = {"dps": ("zeta", (1.0, 3.0, 10.0, 30.0)), "dmap": ("zeta", (1.0, 3.0, 10.0, 30.0)),
          "dmap_adam": ("zeta", (0.02, 0.05, 0.1))}
 
 
@@ -85,7 +85,9 @@ def choose(rows: list[dict]) -> tuple[dict, list[dict]]:
 def markdown(rows: list[dict], command: str, seconds: float, args) -> str:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
-    prior = args.prior_checkpoint or "the shipped tiny prior (dps_map/assets/tiny_prior.pt)"
+    weights = args.prior_checkpoint or ROOT / "dps_map" / "assets" / "tiny_prior.pt"
+    prior = (f"{'the shipped tiny prior' if not args.prior_checkpoint else 'tiny prior weights'} "
+             f"(sha256 {sha256_file(weights)[:12]})")
     lines = ["# Step sizes for the tiny prior, on validation crops", "",
              f"`{command}` at commit {commit}: {seconds / 60:.1f} min wall, {args.workers} worker process(es) on a "
              f"{os.cpu_count()}-core CPU (measured). Prior: {prior}. {rows[0]['n_images']} crops of the training "

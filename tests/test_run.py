@@ -195,3 +195,40 @@ def test_demo_crops_of_other_photographs_for_validation():
         load_items(config("data=demo", "+data.photos=astronaut").data, 64)
     with pytest.raises(ConfigError, match=r"unknown photograph\(s\) \['nosuch'\]"):
         validate(config("data=demo", "+data.photos=[nosuch]"))  # at start-up, before a model is built
+
+
+def test_a_run_dir_is_not_resumed_with_other_weights_at_the_same_path(tmp_path, image_folder):
+    """The config digest names the prior's path, not its content: after the file at that path changes (a
+    retrained shipped prior), finished samples made with the old weights must not be mixed with new ones."""
+    import os
+
+    import torch
+
+    from dps_map import ASSETS
+    from dps_map.io import sha256_file
+
+    weights = tmp_path / "tiny_prior.pt"
+    state = torch.load(ASSETS / "tiny_prior.pt", weights_only=True)
+    torch.save(state, weights)
+    cfg = config("task=sr4", "prior=tiny", f"prior.checkpoint={weights}", "sampler=dps", "data=folder",
+                 f"data.path={image_folder}", "data.max_images=1", "sampler.respacing=2", "num_samples=1")
+    out = tmp_path / "run"
+    run(cfg, out)
+    marker = json.loads((out / "run.json").read_text())
+    assert marker["weights"] == {"prior": "sha256:" + sha256_file(weights)}
+    run(cfg, out)  # same weights: resumes
+    state = {k: v + 1e-3 if v.is_floating_point() else v for k, v in state.items()}
+    mtime = weights.stat().st_mtime_ns
+    torch.save(state, weights)
+    os.utime(weights, ns=(mtime + 10**9, mtime + 10**9))  # a new mtime even on a coarse-clock filesystem
+    with pytest.raises(ConfigError, match="other weights .prior sha256:"):
+        run(cfg, out)
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1  # finished outputs kept
+    run(config("task=sr4", "prior=tiny", f"prior.checkpoint={weights}", "sampler=dps",
+               "data=folder", f"data.path={image_folder}", "data.max_images=1", "sampler.respacing=2", "num_samples=1",
+               "overwrite=true"), out)
+    assert json.loads((out / "run.json").read_text())["weights"]["prior"] == "sha256:" + sha256_file(weights)
+    # a directory written before weights were recorded is accepted and gets them recorded
+    (out / "run.json").write_text(json.dumps({"digest": marker["digest"], "version": "old"}))
+    run(cfg, out)
+    assert "weights" in json.loads((out / "run.json").read_text())

@@ -20,7 +20,7 @@ def test_lookup_order_task_then_prior_then_sampler_default(caplog, monkeypatch):
     monkeypatch.setattr(tuned, "_logged", set())
     assert sampler_of("task=sr4", "sampler=dps")["zeta"] == 10.0
     assert sampler_of("task=gaussian_deblur", "sampler=dmap")["zeta"] == 10.0
-    assert sampler_of("task=sr4", "sampler=dmap")["zeta"] == 3.0
+    assert sampler_of("task=inpaint_box", "sampler=dps")["zeta"] == 3.0
     assert sampler_of("task=gmm_linear", "sampler=dsg")["w"] == 0.3
     # a prior-specific entry wins over the task's (the paper preset: adm512, every task)
     paper = ["+experiment=paper", "prior.random_init=true"]
@@ -56,7 +56,7 @@ def test_config_digests_of_existing_configurations_are_unchanged():
     from dps_map.config import config_digest
 
     old_zeta = {"dps": 10.0, "dmap": 3.0, "dmap_adam": 0.05, "adapter_dps": 10.0, "adapter_dmap": 3.0}
-    for overrides, zeta, w in ((["task=sr4", "sampler=dps"], old_zeta, 0.08),
+    for overrides, zeta, w in ((["task=sr4", "sampler=dps"], dict(old_zeta, dmap=10.0, adapter_dmap=10.0), 0.08),
                                (["task=gaussian_deblur", "sampler=dmap"], dict(old_zeta, dps=10.0, dmap=10.0,
                                                                                 adapter_dmap=10.0), 0.08),
                                (["+experiment=paper", "task=sr8", "sampler=dsg"],

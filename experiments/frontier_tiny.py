@@ -6,7 +6,7 @@ The grid of the GMM half (experiments/frontier.py): DPS and DSG at 50/100/250/10
 25/50/100/250 steps with K (sampler.num_inner) = 1 and 3, for SR x4, box inpainting and Gaussian
 deblurring, each through the runner (dps_map.run.run; prior=tiny, data=demo, metrics=fast,
 num_samples=1, measurement_batch=4 so every crop of a setting shares one batched sampler call) with the
-step sizes conf/tuned/ resolves (DPS zeta 10; DMAP zeta 3, 10 for deblurring; DSG w 0.08), constant per
+step sizes conf/tuned/ resolves (README "Default step sizes"; DSG w 0.08), constant per
 step, so more steps also means more total guidance. To keep `make frontier` well under 30 minutes on
 2 CPU cores, the default takes **one crop per held-out photograph** (data.per_photo=1: chelsea_0 and
 coffee_0, so the batch holds 2 measurements, not 4) and one sample per crop: means and standard errors

@@ -35,6 +35,15 @@ def save_figure(fig, path: Path, title: str | None = None) -> Path:
     return path
 
 
+def default_workers() -> int:
+    """Parallel single-threaded runs for run_parallel: one per CPU core, 1 on a GPU (one device)."""
+    import os
+
+    import torch
+
+    return 1 if torch.cuda.is_available() else (os.cpu_count() or 1)
+
+
 def run_parallel(fn, jobs: list[tuple], workers: int, cost=None, report=None) -> list:
     """[fn(*job) for job in jobs], in that order. With workers > 1, one single-threaded process per worker
     (on a CPU two 1-thread runs of the small 64x64 network side by side beat one 2-thread run, as in

@@ -34,7 +34,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from dps_map.run import run
-from experiments.common import pyplot, run_parallel, save_figure, write_csv
+from experiments.common import default_workers, pyplot, run_parallel, save_figure, write_csv
 from experiments.frontier import GRID as GMM_GRID
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,8 +173,7 @@ def main(argv=None) -> None:
     parser.add_argument("--work", type=Path, default=Path("outputs/frontier/tiny"))
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    if args.workers is None:
-        args.workers = 1 if torch.cuda.is_available() else (os.cpu_count() or 1)
+    args.workers = args.workers or default_workers()
     started = time.perf_counter()
     skip = {tuple(s.split(":")) for s in args.skip if s != "none"}
     grid = [g for g in GRID if (args.max_steps is None or g[1] <= args.max_steps)

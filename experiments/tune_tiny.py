@@ -28,7 +28,7 @@ from hydra import compose, initialize_config_dir
 
 from dps_map.io import read_jsonl, sha256_file
 from dps_map.run import run
-from experiments.common import run_parallel, write_csv
+from experiments.common import default_workers, run_parallel, write_csv
 from experiments.compare_priors import VALIDATION_PHOTOS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,11 +133,11 @@ def main(argv=None) -> None:
     parser.add_argument("--prior-checkpoint", type=Path, default=None, help="tiny prior weights to tune for "
                         "(default: the shipped ones)")
     parser.add_argument("--workers", type=int, default=None, help="parallel single-threaded runs (default: one "
-                        "per CPU core)")
+                        "per CPU core without a GPU, 1 with one)")
     parser.add_argument("--work", type=Path, default=Path("outputs/tune_tiny"))
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    args.workers = args.workers or os.cpu_count() or 1
+    args.workers = args.workers or default_workers()
     started = time.perf_counter()
     grids = {name: values for name, (_, values) in GRIDS.items()}
     for item in args.grid:

@@ -300,6 +300,14 @@ def weights_id(path) -> str | None:
     return f"folder:{p}" if p.is_dir() else None
 
 
+def prior_weights(prior_cfg) -> str | None:
+    """weights_id of a prior config's weights ('random_init' for a seeded random network; None if the
+    configured file is absent)."""
+    if prior_cfg.get("random_init", False):
+        return "random_init"
+    return weights_id(prior_cfg.get("checkpoint") or prior_cfg.get("path"))
+
+
 # -- checkpoints --------------------------------------------------------------------------------
 def load_checkpoint(path, what: str, where: str, override: str) -> dict:
     """torch.load(path, weights_only=True) with clear errors for a missing, corrupt or unsafe file."""

@@ -33,7 +33,7 @@ from .errors import ConfigError, UserError
 from .evaluate import Evaluator
 from .io import (Interrupted, absolute_path, append_jsonl, atomic_save_npy, atomic_save_npz, atomic_write_bytes,
                  atomic_write_json, load_image, read_jsonl, remove_temp_files, save_png, stop_on_signals,
-                 unique_records, weights_id, write_section)
+                 unique_records, prior_weights, weights_id, write_section)
 from .lock import RunDirLocked, lock_holder, locked_message, run_lock
 from .loggers import make_logger
 from .operators import MatrixOperator, StackedOperator, build_noise, build_operator
@@ -69,9 +69,7 @@ def run_weights(cfg: DictConfig) -> dict:
     """The weights a run's outputs depend on, by content (io.weights_id): the prior's checkpoint and an
     adapter sampler's adapter. The config digest names their paths only, and a path keeps its name when the
     file changes (a retrained shipped prior, a re-downloaded checkpoint)."""
-    prior = "random_init" if cfg.prior.get("random_init", False) else \
-        weights_id(cfg.prior.get("checkpoint") or cfg.prior.get("path"))
-    return {"prior": prior, "adapter": weights_id(cfg.sampler.get("adapter"))}
+    return {"prior": prior_weights(cfg.prior), "adapter": weights_id(cfg.sampler.get("adapter"))}
 
 
 def claim_run_dir(out: Path, digest: str, overwrite: bool, weights: dict | None = None) -> None:

@@ -35,7 +35,7 @@ from .config import resolve_device
 from .data import HELDOUT_PHOTOS, folder_items
 from .diffusion import Diffusion
 from .errors import ConfigError, MissingFileError
-from .io import absolute_path, atomic_write_json, sha256_file, weights_id
+from .io import absolute_path, atomic_write_json, prior_weights, sha256_file
 from .operators import build_noise, build_operator
 from .priors import build_prior
 from .priors.conditional import ConditionalPrior
@@ -197,10 +197,7 @@ def prior_weights_id(prior_cfg) -> str:
     """What identifies the frozen prior's weights, so a checkpoint is never resumed onto other weights
     under the same prior name (e.g. after the tiny prior is retrained): io.weights_id of its checkpoint
     file or model folder, or 'random_init'."""
-    if prior_cfg.get("random_init", False):
-        return "random_init"
-    path = prior_cfg.get("checkpoint") or prior_cfg.get("path")
-    return weights_id(path) or f"path:{absolute_path(path or '')}"
+    return prior_weights(prior_cfg) or f"path:{absolute_path(prior_cfg.get('checkpoint') or prior_cfg.get('path') or '')}"
 
 
 def _signature(cfg) -> dict:

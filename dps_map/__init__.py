@@ -27,11 +27,11 @@ def _adapter_path(name: str, checkpoints: str) -> str:
     return str(shipped) if shipped.is_file() else str(_Path(checkpoints) / "adapters" / f"{name}.pt")
 
 
-# ${dps_map_adapter:<task>_<prior>,<checkpoints dir>} in conf/paths: where a task/prior's adapter lives
+# ${dps_map_adapter:<task>_<prior>,<checkpoints dir>} in dps_map/conf/paths: where a task/prior's adapter lives
 if not _OmegaConf.has_resolver("dps_map_adapter"):
     _OmegaConf.register_new_resolver("dps_map_adapter", _adapter_path)
 
-# ${dps_map_tuned:KEY,DEFAULT} in conf/sampler: the tuned value of KEY for the run's (prior, task, sampler)
+# ${dps_map_tuned:KEY,DEFAULT} in dps_map/conf/sampler: the tuned value of KEY for the run's (prior, task, sampler)
 from . import tuned as _tuned  # noqa: E402
 
 _tuned.register()

@@ -3,7 +3,7 @@
     python -m dps_map.bench                  # make bench
     python -m dps_map.bench quick=true       # make bench-quick (< 1 minute on 2 CPU cores, tiny prior)
 
-For the prior and task of conf/bench.yaml (tiny, sr4 by default) it measures
+For the prior and task of dps_map/conf/bench.yaml (tiny, sr4 by default) it measures
 
 * the network: one forward pass, and one forward pass plus its vector-Jacobian product (the VJP a
   guided step needs), at each batch size;
@@ -46,7 +46,7 @@ from .operators import build_noise, build_operator
 from .priors import build_prior
 
 log = logging.getLogger(__name__)
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 QUICK = {"batch_sizes": [1, 4], "sampler_batch_sizes": [1], "steps": 4, "repeats": 3, "net_calls": 3}
 
 
@@ -140,10 +140,10 @@ def time_network(prior, batch: int, device, calls: int, t_index: int = 500) -> t
 
 # -- samplers ---------------------------------------------------------------------------------------
 def sampler_config(cfg: DictConfig, name: str) -> DictConfig:
-    """conf/sampler/<name>.yaml resolved against this config (task step sizes, prior respacing)."""
+    """dps_map/conf/sampler/<name>.yaml resolved against this config (task step sizes, prior respacing)."""
     path = CONF_DIR / "sampler" / f"{name}.yaml"
     if not path.exists():
-        raise ConfigError(f"no sampler config conf/sampler/{name}.yaml")
+        raise ConfigError(f"no sampler config dps_map/conf/sampler/{name}.yaml")
     root = OmegaConf.merge(_loose(cfg), {"sampler": OmegaConf.load(path)})
     plain = OmegaConf.to_container(root.sampler, resolve=False)
     plain["respacing"] = str(cfg.steps)
@@ -515,7 +515,7 @@ def format_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="bench")
+@hydra.main(version_base="1.3", config_path="conf", config_name="bench")
 def _hydra_main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 

@@ -67,7 +67,7 @@ def config_digest(cfg: DictConfig) -> str:
 
     plain = {k: v for k, v in strip_builtin_targets(resolved(cfg)).items() if k not in NON_OUTPUT_KEYS}
     # the tuned table is left out, but the task's own step sizes were part of the digest before they moved
-    # to conf/tuned/: kept in the same place, so configurations that existed keep their digest
+    # to dps_map/conf/tuned/: kept in the same place, so configurations that existed keep their digest
     plain["task"] = {**legacy_task_values(cfg), **plain.get("task", {})}
     plain["data"] = {k: v for k, v in plain.get("data", {}).items() if k not in NON_OUTPUT_DATA_KEYS}
     blob = OmegaConf.to_yaml(OmegaConf.create(plain), sort_keys=True)

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from .run import format_summary, gmm_problem, run
 from .priors import build_prior
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parent / "conf"
 
 
 def compose_config(overrides: list[str]):

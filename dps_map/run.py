@@ -481,7 +481,7 @@ def _job_num() -> int | None:
     return None if num is None else int(num)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
     pin_local_gpu(_job_num())
     try:

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfigError
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
 @dataclass

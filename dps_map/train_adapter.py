@@ -20,6 +20,7 @@ metadata (task, operator, prior, data) and a JSON card beside it.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -31,10 +32,10 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from .adapters.controlnet import Adapter, adapter_checkpoint, load_adapter, measurement_hint
-from .config import resolve_device
+from .config import check_class_label, resolve_device
 from .data import HELDOUT_PHOTOS, folder_items
 from .diffusion import Diffusion
-from .errors import ConfigError, MissingFileError
+from .errors import ConfigError, MissingFileError, UserError
 from .io import absolute_path, atomic_write_json, prior_weights, sha256_file
 from .operators import build_noise, build_operator
 from .priors import build_prior
@@ -47,21 +48,72 @@ CHECKPOINT = "checkpoint.pt"
 
 
 # -- data ---------------------------------------------------------------------------------------
-def training_images(cfg, size: int) -> torch.Tensor:
-    """The fixed training set (n, C, size, size) in [-1, 1]: bundled crops or an image folder."""
+def training_images(cfg, size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The fixed training set: images (n, C, size, size) in [-1, 1] (bundled crops, or the first n images of
+    a folder) and, for a folder, their ImageNet class labels (n,) where every image has one (else None)."""
     n = int(cfg.data.n_images)
     if n < 1:
         raise ConfigError(f"data.n_images must be >= 1, got {n}")
     if cfg.data.kind == "crops":
         d = cfg.data
         crops = CropSampler(training_photos(d), size, d.crop_min, d.crop_max, d.min_side, hflip=False, seed=d.seed)
-        return crops.batch(n)  # the first n crops of the seeded stream: the 25 are inside the 50, inside the 100
+        return crops.batch(n), None  # the first n crops of the seeded stream: the 25 are inside the 50, inside the 100
     if cfg.data.kind == "folder":
-        items = folder_items(absolute_path(cfg.data.root), size)
+        items = folder_items(absolute_path(cfg.data.root), size, labels=cfg.data.get("labels"))
         if len(items) < n:
             raise ConfigError(f"data.root has {len(items)} readable images, fewer than data.n_images={n}")
-        return torch.stack([item.image for item in items[:n]])
+        labels = [item.label for item in items[:n]]
+        return (torch.stack([item.image for item in items[:n]]),
+                None if None in labels else torch.tensor(labels, dtype=torch.long))
     raise ConfigError(f"train_adapter: data.kind must be 'crops' or 'folder', got '{cfg.data.kind}'")
+
+
+def as_run_data(data_cfg) -> DictConfig:
+    """The training data as the runner's data config (kind folder: path, max_images, labels), so the start-up
+    checks of class labels are the runner's own (config.check_class_label)."""
+    if data_cfg.kind != "folder":
+        return OmegaConf.create({"name": f"train_adapter {data_cfg.kind}", "kind": data_cfg.kind})
+    return OmegaConf.create({"name": "train_adapter folder", "kind": "folder", "path": data_cfg.root,
+                             "max_images": int(data_cfg.n_images), "labels": data_cfg.get("labels")})
+
+
+def check_training_config(cfg) -> None:
+    """Start-up checks before any network is built, with the runner's messages: the training folder exists,
+    and a class-conditional prior gets the class label it is told to use (prior.class_label)."""
+    data = as_run_data(cfg.data)
+    if data.kind == "folder" and not Path(absolute_path(data.path)).is_dir():
+        raise MissingFileError(absolute_path(data.path), "folder of training images (data.root)",
+                               "your training set: e.g. the first 100 images of a seeded shuffle of ImageNet train, "
+                               "as <wnid>/<file> for a class-conditional prior",
+                               "data.root=/path/to/images (or paths.train_images / env DPS_MAP_TRAIN_IMAGES)")
+    check_class_label(cfg.prior, data)
+
+
+class ClassLabels:
+    """The class labels a class-conditional prior sees during training (prior.class_label): each image's own
+    label ('data'), one drawn per training sample ('random'), or one index for all; None for other priors."""
+
+    def __init__(self, prior_cfg, prior, labels: torch.Tensor | None):
+        self.choice = prior_cfg.get("class_label") if getattr(prior, "class_cond", False) else None
+        self.labels = labels
+
+    def bind(self, prior, idx: torch.Tensor, gen: torch.Generator) -> None:
+        if self.choice is None:
+            return
+        if self.choice == "data":
+            prior.set_class_labels(self.labels[idx])
+        elif self.choice == "random":
+            prior.set_class_labels(torch.randint(0, 1000, (len(idx),), generator=gen))
+        else:
+            prior.set_class_labels(int(self.choice))
+
+    def describe(self) -> dict | None:
+        """What the adapter card records."""
+        if self.choice is None:
+            return None
+        if self.choice == "data":
+            return {"source": "folder", "n_labelled": int(self.labels.numel())}
+        return {"source": str(self.choice)}
 
 
 def measurement_batch(cfg, noise, x0: torch.Tensor, gen: torch.Generator):
@@ -101,7 +153,8 @@ def _train(cfg: DictConfig, prior) -> dict:
     ckpt_path = out_dir / CHECKPOINT
     noise = build_noise(cfg.task)
     size, channels = prior.image_size, prior.in_channels
-    images = training_images(cfg, size)
+    images, labels = training_images(cfg, size)
+    class_labels = ClassLabels(cfg.prior, prior, labels)
 
     torch.manual_seed(cfg.seed)  # hint-net initialisation
     adapter = Adapter(prior.model, hint_channels=channels + 1, hint_width=cfg.hint_width).to(device).train()
@@ -126,7 +179,7 @@ def _train(cfg: DictConfig, prior) -> dict:
     def checkpoint() -> dict:
         state = {"adapter": adapter.state_dict(), "ema": ema, "optimizer": opt.state_dict(), "step": step,
                  "rng": gen.get_state(), "losses": losses, "wall_time": wall, "signature": signature,
-                 "config": OmegaConf.to_container(cfg, resolve=True)}
+                 "class_labels": class_labels.describe(), "config": OmegaConf.to_container(cfg, resolve=True)}
         _save_torch(state, ckpt_path)
         return state
 
@@ -145,6 +198,7 @@ def _train(cfg: DictConfig, prior) -> dict:
         for _ in range(accumulate):  # effective batch = batch_size x accumulate
             idx = torch.randint(0, len(images), (cfg.batch_size,), generator=gen)
             x0 = images[idx]
+            class_labels.bind(prior, idx, gen)
             flip = torch.rand(cfg.batch_size, generator=gen) < 0.5
             x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
             operator, y = measurement_batch(cfg, noise, x0, gen)
@@ -246,7 +300,8 @@ def export(cfg: DictConfig, state: dict, prior=None) -> dict:
                   "checkpoint_sha256": sha256_file(prior_file) if prior_file and Path(prior_file).is_file() else None},
         "data": {**OmegaConf.to_container(cfg.data, resolve=True),
                  **({"photos": list(training_photos(cfg.data)), "heldout_photos": list(HELDOUT_PHOTOS)}
-                    if cfg.data.kind == "crops" else {})},
+                    if cfg.data.kind == "crops" else {}),
+                 **({"class_labels": state["class_labels"]} if state.get("class_labels") else {})},
         "training": {"steps": state["step"], "batch_size": cfg.batch_size, "lr": cfg.lr, "ema_decay": cfg.ema_decay,
                      "loss_weight": cfg.loss_weight,
                      "seed": cfg.seed, "wall_time_s": round(state["wall_time"], 1)},
@@ -270,6 +325,7 @@ def export(cfg: DictConfig, state: dict, prior=None) -> dict:
 
 
 def run(cfg: DictConfig) -> dict:
+    check_training_config(cfg)  # before any network is built
     if cfg.prior.get("kind") == "latent":  # Stable Diffusion priors: a diffusers ControlNet (train_controlnet.py)
         from .train_controlnet import run as run_controlnet
 
@@ -279,9 +335,13 @@ def run(cfg: DictConfig) -> dict:
     return export(cfg, state, prior) if cfg.export_path else {}
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train_adapter")
+@hydra.main(version_base="1.3", config_path="conf", config_name="train_adapter")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    try:
+        run(cfg)
+    except UserError as err:  # one clear line, no traceback (as dps_map.run)
+        print(f"dps-map train_adapter: error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
 
 
 if __name__ == "__main__":

@@ -90,7 +90,7 @@ def train(cfg: DictConfig, prior) -> tuple[dict, object]:
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / CHECKPOINT
     noise = build_noise(cfg.task)
-    images = training_images(cfg, prior.image_size)
+    images, _ = training_images(cfg, prior.image_size)  # a latent prior takes no class label
     aug = OmegaConf.to_container(cfg.get("augment") or {}, resolve=True)
     controlnet = build_controlnet(prior).to(device).train().requires_grad_(True)
     params = [p for p in controlnet.parameters() if p.requires_grad]

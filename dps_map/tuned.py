@@ -1,19 +1,20 @@
-"""Tuned sampler values (step sizes) in one place: the `tuned` config group (conf/tuned/default.yaml).
+"""Tuned sampler values (step sizes) in one place: the `tuned` config group (dps_map/conf/tuned/default.yaml).
 
 A sampler YAML reads a tuned value with ``${dps_map_tuned:KEY,DEFAULT}``, e.g. ``zeta: ${dps_map_tuned:zeta,1.0}``.
-The value is looked up for the run's (prior, task, sampler) in this order:
+A step size belongs to a prior (its scale and number of steps), so the value is looked up for the run's
+(prior, task, sampler) in this order:
 
   1. tuned.priors.<prior>.<task>.<sampler>.<KEY>     (a value tuned for this prior and task)
   2. tuned.priors.<prior>.all_tasks.<sampler>.<KEY>  (for this prior, any task)
-  3. tuned.tasks.<task>.<sampler>.<KEY>              (for this task, any prior)
-  4. with ``${dps_map_tuned:KEY,DEFAULT,LIKE}``: 1-3 for the sampler named LIKE (a variant of it);
-  5. DEFAULT, the sampler YAML's own value; logged once per (prior, task, sampler, key).
+  3. with ``${dps_map_tuned:KEY,DEFAULT,LIKE}``: 1-2 for the sampler named LIKE (a variant of it);
+  4. DEFAULT, the sampler YAML's own value, with one warning naming the value and where it came from.
 
-So adding a sampler touches no task file: its YAML names its defaults, and tuned values are added to
-conf/tuned/ when someone tunes them. Overriding `sampler.zeta=...` on the command line replaces the lookup.
-The `tuned` group itself is left out of the config digest (the value a run uses is in sampler.*), except the
-built-in samplers' values for the run's prior and task, which enter it as task.zeta / task.w, where the task files
-held them before: configurations that existed keep their digest, so their run directories still resume.
+A value tuned for one prior is never used for another (the tiny prior's 50-step zeta would be far too large
+for the 512 ADM at 1000 steps). Adding a sampler touches no task file: its YAML names its defaults, and tuned
+values are added to dps_map/conf/tuned/ when someone tunes them. ``sampler.zeta=...`` on the command line
+replaces the lookup. The `tuned` group itself is left out of the config digest (the value a run uses is in
+sampler.*), except the built-in samplers' values for the run's prior and task, which enter it as task.zeta /
+task.w, where the task files held them before: configurations that existed keep their digest.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 _logged: set = set()
 
 
-#: the step sizes task files held before conf/tuned/ existed: the config digest still contains them as
+#: the step sizes task files held before dps_map/conf/tuned/ existed: the config digest still contains them as
 #: task.zeta / task.w (config.config_digest), so run directories written before keep their digest
 LEGACY_TASK_KEYS = {"zeta": ("dps", "dmap", "dmap_adam", "adapter_dps", "adapter_dmap"), "w": ("dsg",)}
 
@@ -37,8 +38,7 @@ def table_value(root, key: str, sampler: str):
     if table is None:
         return None
     prior, task = (OmegaConf.select(root, f"{g}.name", default=None) for g in ("prior", "task"))
-    for path in (f"priors.{prior}.{task}.{sampler}.{key}", f"priors.{prior}.all_tasks.{sampler}.{key}",
-                 f"tasks.{task}.{sampler}.{key}"):
+    for path in (f"priors.{prior}.{task}.{sampler}.{key}", f"priors.{prior}.all_tasks.{sampler}.{key}"):
         value = OmegaConf.select(table, path, default=None)
         if value is not None:
             return value
@@ -67,8 +67,10 @@ def lookup(root, key: str, default, like: str | None = None):
     if where not in _logged and logging.getLogger().handlers:  # once logging is set up (Hydra's job, not the
         # launcher's pre-start checks, which would swallow the one message)
         _logged.add(where)
-        log.info("no tuned %s for sampler=%s on task=%s, prior=%s (conf/tuned/): using the sampler's default %s",
-                 key, names["sampler"], names["task"], names["prior"], default)
+        log.warning("sampler=%s, task=%s, prior=%s: %s=%s is the default of dps_map/conf/sampler/%s.yaml, not a "
+                    "value tuned for this prior (none in dps_map/conf/tuned/ under priors.%s); tune it on "
+                    "validation images and set sampler.%s", names["sampler"], names["task"], names["prior"], key,
+                    default, names["sampler"], names["prior"], key)
     return default
 
 

@@ -35,7 +35,7 @@ def main(argv=None) -> None:
         if not path.is_file():
             raise MissingFileError(path, f"adapter trained on {n} crops", "make adapter-ablation", "--adapters PATTERN")
         for sampler in args.samplers:
-            with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            with initialize_config_dir(config_dir=str(ROOT / "dps_map" / "conf"), version_base="1.3"):
                 cfg = compose("config", overrides=["task=sr4", "prior=tiny", "data=demo", f"sampler={sampler}",
                                                    f"sampler.adapter={path}", "progress=false"])
             s = run(cfg, args.work / f"n{n}" / sampler)

@@ -31,7 +31,7 @@ from dps_map.run import run
 from experiments.common import pyplot, save_figure, write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+CONF = ROOT / "dps_map" / "conf"
 RESULTS = ROOT / "experiments" / "results"
 GMM_SAMPLERS = ("exact", "oracle", "dps", "dmap")
 TINY_SAMPLERS = ("dps", "dmap", "adapter", "adapter_dmap", "reference")  # adapter_dps: as adapter_dmap, in the restoration table

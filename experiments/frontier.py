@@ -31,7 +31,7 @@ from dps_map.run import run
 from experiments.common import pyplot, save_figure, write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+CONF = ROOT / "dps_map" / "conf"
 RESULTS = ROOT / "experiments" / "results"
 GRID = ([("dps", s, None) for s in (50, 100, 250, 1000)] + [("dsg", s, None) for s in (50, 100, 250, 1000)]
         + [("dmap", s, k) for k in (1, 3) for s in (25, 50, 100, 250)] + [("exact", None, None)])

@@ -21,7 +21,7 @@ from hydra import compose, initialize_config_dir
 from dps_map.run import run
 from experiments.common import write_csv
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[1] / "dps_map" / "conf"
 
 #: variant name -> overrides
 VARIANTS = {

@@ -24,7 +24,7 @@ from dps_map.priors.conditional import ConditionalPrior
 from dps_map.samplers import (AdapterDMAPSampler, AdapterDPSSampler, AdapterSampler, DDPMSampler, DMAPSampler,
                               DPSSampler, build_sampler)
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[1] / "dps_map" / "conf"
 SMALL_UNET = dict(image_size=16, num_channels=32, num_res_blocks=1, channel_mult="1,2",
                   attention_resolutions="8", num_head_channels=32, learn_sigma=True,
                   use_scale_shift_norm=True, resblock_updown=True)

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from dps_map import bench
 from dps_map.errors import ConfigError
 
-CONF = str(Path(__file__).resolve().parent.parent / "conf")
+CONF = str(Path(__file__).resolve().parent.parent / "dps_map" / "conf")
 # the tiny prior's architecture at 32 px with random weights: fast, and every code path of a real run
 SMALL = ["prior.random_init=true", "prior.unet.image_size=32", "batch_sizes=[1]", "steps=3", "repeats=2",
          "net_calls=1", "threads=1", "measurement_batches=[]"]

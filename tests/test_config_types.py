@@ -22,7 +22,7 @@ from dps_map.config_types import Bool, Choice, Float, Int, Respacing, Str, scala
 from dps_map.errors import UserError
 from dps_map.run import checked_sampler
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[1] / "dps_map" / "conf"
 GMM = {"task": "gmm_linear", "prior": "gmm", "data": "gmm", "sampler": ("exact", "oracle")}
 BAD = {
     Int: ["abc", "1.5", "-1", "0", "nan", "true", "null", "99999999999999999999"],
@@ -34,8 +34,8 @@ BAD = {
 }
 #: (key, value) cases that pass the start-up checks, and why they are valid
 #: the tuned table is walked on one task (every task's entries have the same types: those of sampler.*)
-ZETAS = [f"tuned.tasks.sr4.{m}.zeta" for m in ("dps", "dmap", "dmap_adam", "adapter_dps", "adapter_dmap")]
-WS = ["tuned.tasks.sr4.dsg.w"]
+ZETAS = [f"tuned.priors.tiny.sr4.{m}.zeta" for m in ("dps", "dmap", "dmap_adam", "adapter_dps", "adapter_dmap")]
+WS = ["tuned.priors.tiny.sr4.dsg.w"]
 ACCEPTED = {
     **{(k, "0"): "0 is a valid seed / first shard / class / no inner step" for k in
        ("seed", "data.shard", "sampler.num_inner", "prior.instance_seed", "prior.class_label", "prior.seed")},
@@ -90,7 +90,7 @@ def walk():
             if (group is None and top in {"task", "prior", "sampler", "data", "metrics", "logger"}) or \
                     (group is not None and top != group):
                 continue
-            if key.startswith("tuned.tasks.") and not key.startswith("tuned.tasks.sr4."):
+            if key.startswith("tuned.priors.") and not key.startswith("tuned.priors.tiny.sr4."):
                 continue
             kind = spec_for(key)
             assert kind is not None, f"{key} (in {overrides}) has no type in dps_map/config_types.SPEC"

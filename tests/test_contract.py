@@ -75,7 +75,7 @@ def image(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def gmm():
-    prior = build_gmm_prior(OmegaConf.load("conf/prior/gmm.yaml"))
+    prior = build_gmm_prior(OmegaConf.load("dps_map/conf/prior/gmm.yaml"))
     A, _, y, _, _ = find_multimodal_problem(prior.mixture, 2, 0.05, torch.Generator().manual_seed(0))
     return prior, MatrixOperator(A), GaussianNoise(0.05), y[None].expand(3, -1), (3, 8), None
 

@@ -235,7 +235,7 @@ def test_builtin_priors_take_the_same_target_path():
     from dps_map.errors import ConfigError
     from dps_map.priors import BUILTIN_PRIORS, build_prior, prior_keys
 
-    conf = Path(__file__).resolve().parents[1] / "conf"
+    conf = Path(__file__).resolve().parents[1] / "dps_map" / "conf"
     for path in sorted((conf / "prior").glob("*.yaml")):
         node = OmegaConf.load(path)
         assert node._target_ == BUILTIN_PRIORS[node.kind], path.name

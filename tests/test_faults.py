@@ -22,7 +22,7 @@ from dps_map.io import read_jsonl
 from dps_map.lock import LOCK_FILE, OWNER_FILE, RunDirLocked, lock_holder, run_lock
 from dps_map.run import run
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[1] / "dps_map" / "conf"
 ROOT = Path(__file__).resolve().parents[1]
 # 2 photographs x 2 crops x 2 samples (one chunk per measurement) with a 4-step random network
 TINY = ["progress=false", "prior.random_init=true", "sampler=dps", "sampler.respacing=4", "data.per_photo=2",

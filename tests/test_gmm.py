@@ -11,7 +11,7 @@ from dps_map.operators import GaussianNoise, MatrixOperator
 from dps_map.priors.gmm import build_gmm_prior, find_multimodal_problem, make_mixture
 from dps_map.samplers import ExactSampler, OracleSampler
 
-CFG = OmegaConf.load("conf/prior/gmm.yaml")
+CFG = OmegaConf.load("dps_map/conf/prior/gmm.yaml")
 
 
 @pytest.fixture(scope="module")

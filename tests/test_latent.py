@@ -30,7 +30,7 @@ from dps_map.priors.latent import DecodedOperator, build_latent_prior, check_fol
 from dps_map.run import run  # noqa: E402
 from dps_map.samplers import build_sampler  # noqa: E402
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[1] / "dps_map" / "conf"
 SD = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
 
 

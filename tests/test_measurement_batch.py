@@ -17,7 +17,7 @@ from dps_map.operators import Blur, Inpainting, StackedOperator, SuperResolution
 from dps_map.run import run
 from dps_map.samplers.base import GeneratorStack, randn
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[1] / "dps_map" / "conf"
 SMALL = ["prior=tiny", "data=demo", "data.per_photo=3", "+data.photos=[chelsea]", "sampler.respacing=10", "metrics=fast", "progress=false"]
 
 

@@ -161,7 +161,7 @@ def test_default_perf_config_is_the_plain_network(prior, inputs):
     x, t, _ = inputs
     with torch.no_grad():
         ref = prior.predict(x, t)[0]
-        prior.configure_perf(**OmegaConf.to_container(OmegaConf.load("conf/perf/default.yaml")))
+        prior.configure_perf(**OmegaConf.to_container(OmegaConf.load("dps_map/conf/perf/default.yaml")))
         assert torch.equal(prior.predict(x, t)[0], ref)
     assert prior.perf == {"autocast": None, "channels_last": False, "compile": False, "grad_checkpoint": False}
 
@@ -174,7 +174,7 @@ def test_bad_perf_settings_are_config_errors(prior):
 
 
 def test_gmm_prior_ignores_knobs_with_a_warning(caplog):
-    gmm = build_gmm_prior(OmegaConf.load("conf/prior/gmm.yaml"))
+    gmm = build_gmm_prior(OmegaConf.load("dps_map/conf/prior/gmm.yaml"))
     with caplog.at_level(logging.WARNING):
         assert gmm.configure_perf(autocast="bf16", channels_last=False) is gmm
     assert "autocast" in caplog.text

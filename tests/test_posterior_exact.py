@@ -37,7 +37,7 @@ def joint_gaussian_posterior(weights, means, covs, A, y, sigma_y):
 def instances():
     """The benchmark (isotropic, uniform weights, m = 2 of d = 8) and a full-covariance mixture with
     random weights (m = 3 of d = 4, a wider noise)."""
-    prior = build_gmm_prior(OmegaConf.load("conf/prior/gmm.yaml"))
+    prior = build_gmm_prior(OmegaConf.load("dps_map/conf/prior/gmm.yaml"))
     A, _, y, _, _ = find_multimodal_problem(prior.mixture, 2, 0.05, torch.Generator().manual_seed(0))
     yield "benchmark", prior.mixture, A, y, 0.05
     g = torch.Generator().manual_seed(5)

@@ -1,4 +1,4 @@
-"""The tiny-scale reference conditional model (conf/prior/tiny_sr4_reference.yaml, dps_map/train_reference.py):
+"""The tiny-scale reference conditional model (dps_map/conf/prior/tiny_sr4_reference.yaml, dps_map/train_reference.py):
 the trainer resumes and exports a loadable float16 file, the runner binds each measurement to a conditional
 prior, impossible configs are refused, and the shipped file matches its card."""
 
@@ -22,7 +22,7 @@ from dps_map.priors import build_prior
 from dps_map.run import generator, item_seed, load_items, measure, run
 from dps_map.samplers import build_sampler
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[1] / "dps_map" / "conf"
 SMALL = ["prior.unet.attention_resolutions='8'"]
 
 

@@ -19,7 +19,7 @@ from dps_map.errors import UnsafeCheckpointError, UserError
 from dps_map.io import Interrupted, atomic_write_bytes, pil_to_tensor, read_jsonl, stop_on_signals, to_uint8, write_section
 from dps_map.run import main, run
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[1] / "dps_map" / "conf"
 FAST = ["progress=false", "prior.random_init=true", "sampler=ddpm", "sampler.respacing=2"]
 
 

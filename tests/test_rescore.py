@@ -13,7 +13,7 @@ from PIL import Image
 
 from dps_map.run import run
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[1] / "dps_map" / "conf"
 
 
 def tiny_run(out, *extra):

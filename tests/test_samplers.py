@@ -134,13 +134,13 @@ def test_divergence_is_recorded_per_sample(adm, image_problem):
 # -- the Gaussian-mixture problem: DMAP is an explicit MAP ----------------------------------------
 @pytest.fixture(scope="module")
 def gmm():
-    prior = build_gmm_prior(OmegaConf.load("conf/prior/gmm.yaml"))
+    prior = build_gmm_prior(OmegaConf.load("dps_map/conf/prior/gmm.yaml"))
     A, x0, y, post, _ = find_multimodal_problem(prior.mixture, 2, 0.05, torch.Generator().manual_seed(0))
     return prior, MatrixOperator(A), GaussianNoise(0.05), y, post
 
 
 def test_dmap_fits_measurement_and_posterior_better_than_dps(gmm):
-    tuned = OmegaConf.load("conf/tuned/default.yaml").tasks.gmm_linear
+    tuned = OmegaConf.load("dps_map/conf/tuned/default.yaml").priors.gmm.gmm_linear
     prior, op, noise, y, post = gmm
     n = 300
     yb = y[None].expand(n, -1)

@@ -17,8 +17,8 @@ from dps_map.errors import ConfigError
 from dps_map.io import read_jsonl
 from dps_map.run import pin_local_gpu, run
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
-ROOT = CONF.parent
+CONF = Path(__file__).resolve().parents[1] / "dps_map" / "conf"
+ROOT = CONF.parents[1]
 # tiny sizes: 4 demo crops, random-init tiny prior, 3 DPS steps, 2 samples per crop
 SMALL = ["sampler=dps", "sampler.respacing=3", "prior.random_init=true", "data.per_photo=2", "num_samples=2",
          "progress=false"]

@@ -19,7 +19,7 @@ from dps_map.train_prior import (CARD, CHECKPOINT, REFERENCE, REFERENCE_T, SAMPL
                                  loss_summary, lr_at, train, training_photos)
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+CONF = ROOT / "dps_map" / "conf"
 
 
 def _sha256(path) -> str:
@@ -27,7 +27,7 @@ def _sha256(path) -> str:
 
 
 def _cfg(out_dir, *overrides):
-    """conf/train_prior.yaml with a very small UNet and run (seconds on a CPU)."""
+    """dps_map/conf/train_prior.yaml with a very small UNet and run (seconds on a CPU)."""
     small = [f"out_dir={out_dir}", "batch_size=2", "warmup=2", "save_every=2", "log_every=1",
              "prior.unet.image_size=32", "threads=1",
              "data.min_side=32", "progress_mininterval=60"]

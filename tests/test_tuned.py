@@ -1,4 +1,4 @@
-"""Tuned step sizes live in conf/tuned/: looked up per (prior, task, sampler), else the sampler's default."""
+"""Tuned step sizes live in dps_map/conf/tuned/: looked up per (prior, task, sampler), else the sampler's default."""
 
 import logging
 from pathlib import Path
@@ -8,7 +8,7 @@ from hydra import compose, initialize_config_dir
 from dps_map import tuned
 from dps_map.config import resolved
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[1] / "dps_map" / "conf"
 
 
 def sampler_of(*overrides):
@@ -16,30 +16,35 @@ def sampler_of(*overrides):
         return resolved(compose("config", overrides=list(overrides)))["sampler"]
 
 
-def test_lookup_order_task_then_prior_then_sampler_default(caplog, monkeypatch):
+def test_lookup_order_prior_and_task_then_prior_then_sampler_default(caplog, monkeypatch):
     monkeypatch.setattr(tuned, "_logged", set())
     assert sampler_of("task=sr4", "sampler=dps")["zeta"] == 10.0
     assert sampler_of("task=gaussian_deblur", "sampler=dmap")["zeta"] == 10.0
     assert sampler_of("task=inpaint_box", "sampler=dps")["zeta"] == 3.0
     assert sampler_of("task=gmm_linear", "sampler=dsg")["w"] == 0.3
-    # a prior-specific entry wins over the task's (the paper preset: adm512, every task)
-    paper = ["+experiment=paper", "prior.random_init=true"]
-    assert sampler_of(*paper, "task=sr4", "sampler=dps")["zeta"] == 1.0
-    assert sampler_of(*paper, "task=sr4", "sampler=dmap_adam")["zeta"] == 0.05
-    assert sampler_of(*paper, "task=sr4", "sampler=dps", "+tuned.priors.adm512.sr4.dps.zeta=2.5")["zeta"] == 2.5
+    # another prior never takes the tiny prior's values: adm512 has its own for every task, with or without
+    # the paper preset (the tiny prior's 50-step zeta 10 would be far too large at 1000 steps)
+    for adm in (["prior=adm512", "prior.random_init=true"], ["+experiment=paper", "prior.random_init=true"]):
+        assert sampler_of(*adm, "task=sr4", "sampler=dmap")["zeta"] == 1.0
+        assert sampler_of(*adm, "task=sr4", "sampler=dps")["zeta"] == 1.0
+        assert sampler_of(*adm, "task=sr4", "sampler=dmap_adam")["zeta"] == 0.05
+    assert sampler_of("prior=adm512", "task=sr4", "sampler=dps", "+tuned.priors.adm512.sr4.dps.zeta=2.5")["zeta"] == 2.5
     # a variant borrows the tuned value of the sampler it names until it has its own (YAML: ${dps_map_tuned:zeta,1.0,dps})
     variant = ["sampler=dps", "sampler.name=dps_variant", "sampler.zeta=${dps_map_tuned:zeta,1.0,dps}"]
     assert sampler_of("task=gaussian_deblur", *variant)["zeta"] == 10.0
     assert sampler_of("task=gmm_linear", *variant)["zeta"] == 0.1
     # the command line beats the table
     assert sampler_of("task=sr4", "sampler=dps", "sampler.zeta=4")["zeta"] == 4
-    # no entry: the sampler YAML's default, logged once however often the config is resolved
+    # no entry for this prior: the sampler YAML's default, with one warning naming the value and where it came
+    # from, however often the config is resolved
     with caplog.at_level(logging.INFO, logger="dps_map.tuned"):
         for _ in range(3):
-            assert sampler_of("task=sr4", "sampler=dps", "~tuned.tasks.sr4.dps")["zeta"] == 1.0
-    notes = [r.getMessage() for r in caplog.records if "no tuned zeta" in r.getMessage()]
-    assert notes == ["no tuned zeta for sampler=dps on task=sr4, prior=tiny (conf/tuned/): using the sampler's "
-                     "default 1.0"]
+            assert sampler_of("prior=sd2_tiny", "task=sr4", "sampler=dps")["zeta"] == 1.0
+    notes = [r for r in caplog.records if "not a value tuned for this prior" in r.getMessage()]
+    assert [(r.levelno, r.getMessage()) for r in notes] == [(logging.WARNING, (
+        "sampler=dps, task=sr4, prior=sd2_tiny: zeta=1.0 is the default of dps_map/conf/sampler/dps.yaml, not a value "
+        "tuned for this prior (none in dps_map/conf/tuned/ under priors.sd2_tiny); tune it on validation images and "
+        "set sampler.zeta"))]
 
 
 def test_no_task_file_holds_a_step_size():

@@ -1,11 +1,11 @@
 """The openai ADM UNet (Dhariwal & Nichol 2021) as a prior, built through `guided_diffusion`.
 
 The network comes from ``guided_diffusion.script_util.create_model`` with the flags of the official
-checkpoints (conf/prior/adm512.yaml, adm256_uncond.yaml) or of our small prior (tiny.yaml). With
+checkpoints (dps_map/conf/prior/adm512.yaml, adm256_uncond.yaml) or of our small prior (tiny.yaml). With
 ``learn_sigma`` the network outputs 2C channels: the first C are eps, the rest ADM's variance
 interpolation values (usable by the DDPM step, never for guidance).
 
-Performance knobs (all off by default; conf/perf/default.yaml, README "Performance"):
+Performance knobs (all off by default; dps_map/conf/perf/default.yaml, README "Performance"):
 :meth:`ADMPrior.configure_perf` sets mixed precision (autocast bf16/fp16: the network runs in low
 precision, its output and all the diffusion maths stay in the caller's dtype), channels_last memory
 format, torch.compile of the network, and gradient checkpointing of the UNet's residual and attention
@@ -174,7 +174,7 @@ class ADMPrior(Prior):
     def configure_perf(self, autocast: str | None = None, channels_last: bool = False, compile: bool = False,
                        compile_mode: str | None = None, compile_backend: str = "inductor",
                        grad_checkpoint: bool = False, **unknown) -> "ADMPrior":
-        """Switch the performance knobs (conf/perf/default.yaml). Off (the defaults) is the plain network.
+        """Switch the performance knobs (dps_map/conf/perf/default.yaml). Off (the defaults) is the plain network.
 
         autocast: None, 'bf16' or 'fp16': run the UNet under torch.autocast; eps comes back in x_t's dtype.
         channels_last: NHWC weights and inputs (faster convolutions on tensor-core GPUs).
@@ -246,7 +246,7 @@ def adm_prior(unet: dict, checkpoint: str | None = None, random_init: bool = Fal
               diffusion_steps: int = 1000, class_label: int | str | None = None, name: str = "adm",
               what: str = "ADM checkpoint", url: str = "openai/guided-diffusion's README",
               override: str = "prior.checkpoint=/path/to/checkpoint.pt") -> ADMPrior:
-    """An ADM prior (``kind: adm``; conf/prior/adm512.yaml, adm256_uncond.yaml, tiny.yaml): the UNet from the
+    """An ADM prior (``kind: adm``; dps_map/conf/prior/adm512.yaml, adm256_uncond.yaml, tiny.yaml): the UNet from the
     ``unet`` flags of ``guided_diffusion.script_util.create_model``, loaded from ``checkpoint``
     (weights_only=True; a missing file names ``what``, ``url`` and ``override``).
 
@@ -269,7 +269,7 @@ def adm_prior(unet: dict, checkpoint: str | None = None, random_init: bool = Fal
         except RuntimeError as err:
             raise ConfigError(
                 f"checkpoint '{checkpoint}' does not match the flags of prior={name}: "
-                f"{str(err).splitlines()[0]} ... (check conf/prior/{name}.yaml)") from err
+                f"{str(err).splitlines()[0]} ... (check dps_map/conf/prior/{name}.yaml)") from err
     if flags.get("use_fp16", False):
         model.convert_to_fp16()
     return ADMPrior(model, make_betas(noise_schedule, diffusion_steps),

@@ -1,4 +1,4 @@
-"""Samplers, one file per method. `build_sampler(cfg)` builds the class a conf/sampler/*.yaml names with
+"""Samplers, one file per method. `build_sampler(cfg)` builds the class a dps_map/conf/sampler/*.yaml names with
 `_target_` (docs/extending.md); METHODS maps the `method` names of YAMLs without one."""
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def sampler_keys(cfg) -> set:
 
 
 def build_sampler(cfg) -> Sampler:
-    """The sampler of a conf/sampler/*.yaml: every key except name, method and _target_ is a constructor
+    """The sampler of a dps_map/conf/sampler/*.yaml: every key except name, method and _target_ is a constructor
     argument (``adapter`` only for the classes that take one)."""
     cls = sampler_class(cfg)
     kwargs = {k: v for k, v in cfg.items() if k not in ("name", "method", "_target_")}

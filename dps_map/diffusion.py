@@ -30,6 +30,12 @@ Euler-ancestral sampler, given the same x0_hat and noise (tests/test_latent.py c
 diffusers' EulerAncestralDiscreteScheduler.step and DDPMScheduler.step). One difference of grid, not
 of step: diffusers' default "linspace" spacing calls the network at fractional timesteps, our
 respacing rounds them to integers.
+
+Guidance units (docs/methods.md, "Guidance units"). The authors' SD2 code adds its guidance step in those
+scaled coordinates, -s grad_{x~_t} L, to x~_{t-1}. The loss L(x0_hat) is the same function of x_t in both
+coordinates, so grad_{x~_t} L = sqrt(abar_t) grad_{x_t} L, and multiplying the update by sqrt(abar_{t-1})
+gives the VP step -s sqrt(abar_t abar_{t-1}) grad_{x_t} L (:meth:`Diffusion.guidance_factor`). A gradient
+taken at the new x_{t-1} and added to x~_{t-1} (their "max", our DMAP) is -s abar_{t-1} grad_{x_{t-1}} L.
 """
 
 from __future__ import annotations
@@ -42,6 +48,9 @@ import torch
 from .errors import ConfigError
 
 VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range")
+#: the coordinates a guidance step size is given in: 'vp' (x_t itself, the textbook form) or 'euler'
+#: (diffusers' Euler-ancestral x~ = x_t / sqrt(abar_t), the authors' SD2 code)
+GUIDANCE_UNITS = ("vp", "euler")
 
 
 def make_betas(schedule: str = "linear", num_steps: int = 1000, beta_start: float = 0.00085,
@@ -150,6 +159,13 @@ class Diffusion:
         self.log_variance_large = np.log(np.append(clipped[0], self.betas[1:]))
         self.posterior_mean_coef1 = self.betas * np.sqrt(abar_prev) / (1.0 - abar)
         self.posterior_mean_coef2 = (1.0 - abar_prev) * np.sqrt(1.0 - self.betas) / (1.0 - abar)
+        # guidance in Euler-ancestral units (module docstring): the VP factor of a step at x_t
+        self.euler_guidance_factor = np.sqrt(abar * abar_prev)
+        # the authors' FreeDoM "re-noise" (run_fdm), mapped to VP: the training beta at the loop index
+        # k = S - 1 - i, applied to the Euler latent x~_{t-1}, which the repeated step then reads as x~_t
+        loop_beta = np.asarray(betas, dtype=np.float64)[:self.num_steps][::-1]
+        self.xu_renoise_scale = np.sqrt((1.0 - loop_beta) * abar / abar_prev)
+        self.xu_renoise_std = np.sqrt(loop_beta * abar)
         self._cache: dict = {}
 
     # -- indexing helpers ---------------------------------------------------------------------
@@ -205,6 +221,53 @@ class Diffusion:
         beta = self._at("betas", i, x_t)
         abar = self._at("alphas_cumprod", i, x_t)
         return (x_t - (1 - beta).sqrt() * mean) * (1 - abar).sqrt() / beta
+
+    # -- guidance step sizes -----------------------------------------------------------------
+    def guidance_factor(self, units: str, i, x: torch.Tensor):
+        """The VP step of a step size s for a gradient taken at x_t (step i) is s * factor * grad_{x_t} L:
+        1 in 'vp' units; sqrt(abar_t abar_{t-1}) in 'euler' units, since -s grad_{x~_t} L added to
+        x~_{t-1} = x_{t-1} / sqrt(abar_{t-1}) is -s sqrt(abar_t) sqrt(abar_{t-1}) grad_{x_t} L in x_{t-1}."""
+        if units == "vp":
+            return 1.0
+        if units == "euler":
+            return self._at("euler_guidance_factor", i, x)
+        raise ConfigError(f"guidance units must be one of {GUIDANCE_UNITS}, got '{units}'")
+
+    def inner_guidance_factor(self, units: str, i, x: torch.Tensor):
+        """As :meth:`guidance_factor`, for a gradient taken at the new x_{t-1} of step i and added to it
+        (DMAP's inner steps; the authors' "max"): 1 in 'vp' units, abar_{t-1} in 'euler' units
+        (grad_{x~_{t-1}} L = sqrt(abar_{t-1}) grad_{x_{t-1}} L, mapped back by sqrt(abar_{t-1}))."""
+        if units == "vp":
+            return 1.0
+        if units == "euler":
+            return self._at("alphas_cumprod_prev", i, x)
+        raise ConfigError(f"guidance units must be one of {GUIDANCE_UNITS}, got '{units}'")
+
+    def initial_noise_std(self, units: str) -> float:
+        """Std of x_T: 1 (VP); in 'euler' units diffusers' Euler-ancestral pipelines draw x~_T with
+        init_noise_sigma = sigma_max for "linspace" spacing, i.e. x_T = sqrt(abar_T) sigma_max n =
+        sqrt(1 - abar_T) n (0.9977 for SD's schedule)."""
+        return 1.0 if units == "vp" else float(np.sqrt(1.0 - self.alphas_cumprod[-1]))
+
+    def eps_weight_in_mean(self, i, x: torch.Tensor) -> torch.Tensor:
+        """coef1_t sqrt(1 - abar_t) / sqrt(abar_t): the weight with which eps enters mu_t through x0_hat
+        (FreeDoM's adaptive step, Yu et al.'s Face-GD code, functions/denoising.py:67-69)."""
+        abar = self._at("alphas_cumprod", i, x)
+        return self._at("posterior_mean_coef1", i, x) * (1 - abar).sqrt() / abar.sqrt()
+
+    # -- time travel (FreeDoM) ----------------------------------------------------------------
+    def forward_step(self, x_prev: torch.Tensor, i, noise: torch.Tensor) -> torch.Tensor:
+        """One forward step q(x_t | x_{t-1}) of the (respaced) chain: sqrt(alpha_t) x_{t-1} + sqrt(1 - alpha_t) n
+        (FreeDoM's time travel, Yu et al. eq. 11)."""
+        beta = self._at("betas", i, x_prev)
+        return (1 - beta).sqrt() * x_prev + beta.sqrt() * noise
+
+    def xu_renoise(self, x_prev: torch.Tensor, i, noise: torch.Tensor) -> torch.Tensor:
+        """The authors' FreeDoM re-noise (run_fdm, pipe.py:4371-4375) in VP: on the Euler latent,
+        x~ <- sqrt(1 - b) x~_{t-1} + sqrt(b) n with b the *training* beta at the loop index k = S - 1 - i,
+        then the step is redone from sigma_t, i.e. x~ is read as x~_t:
+        x_t = sqrt(1 - b) sqrt(abar_t / abar_{t-1}) x_{t-1} + sqrt(b abar_t) n (docs/methods.md)."""
+        return self._at("xu_renoise_scale", i, x_prev) * x_prev + self._at("xu_renoise_std", i, x_prev) * noise
 
     # -- reverse transitions ------------------------------------------------------------------
     def posterior_mean(self, x0: torch.Tensor, x_t: torch.Tensor, i) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """Forward models y = A(x) + n (docs/architecture.md).
 
 An operator maps images (B, C, H, W) (or vectors (B, d)) to measurements; linear ones also give the
-adjoint A^T. ``naive(y)`` is the measurement mapped back to image space without any prior (bicubic
+adjoint A^T and the "transpose" of the PSLD code (the map PSLD's gluing uses; A^T unless the operator says
+otherwise). ``naive(y)`` is the measurement mapped back to image space without any prior (bicubic
 upsampling, the masked or blurred image): the baseline every method must beat, and the hint a
 conditional adapter reads.
 """
@@ -58,6 +59,12 @@ class LinearOperator(Operator):
             (grad,) = torch.autograd.grad(self.forward(x), x, y, create_graph=y.requires_grad)
         return grad
 
+    def transpose(self, y: torch.Tensor) -> torch.Tensor:
+        """The map the PSLD code (Rout et al.; Xu et al.'s run_psld) calls the operator's "transpose", T in PSLD's
+        gluing T y + (I - T A) x: A^T here; SR and blur override it with what that code uses
+        (docs/methods.md, PSLD)."""
+        return self.adjoint(y)
+
 
 class Identity(LinearOperator):
     """A = I (denoising)."""
@@ -106,6 +113,9 @@ class StackedOperator(LinearOperator):
 
     def adjoint(self, y):
         return self._each("adjoint", y)
+
+    def transpose(self, y):
+        return self._each("transpose", y)
 
     def restrict(self, y):
         return self._each("restrict", y)

@@ -31,6 +31,12 @@ class Blur(LinearOperator):
         weight = self.kernel.to(x.dtype)[None, None].expand(c, 1, k, k)
         return F.conv2d(F.pad(x, (pad, pad, pad, pad), mode="reflect"), weight, groups=c)
 
+    def transpose(self, y):
+        """The identity: the "transpose" of the PSLD code's blur operators (LituRout/PSLD measurements.py:107-108,
+        130-131; Xu et al.'s op.py:662-663). PSLD's gluing is then y + (I - K) x: stable, where K's pseudo-inverse
+        would amplify the frequencies the blur removes."""
+        return y
+
 
 def gaussian_kernel(size: int = 61, sigma: float = 3.0) -> torch.Tensor:
     """k(u, v) ∝ exp(-(u^2 + v^2) / (2 sigma^2)) on a size x size grid, summing to 1."""

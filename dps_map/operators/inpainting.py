@@ -23,6 +23,10 @@ class Inpainting(LinearOperator):
     def adjoint(self, y):
         return y * self.mask
 
+    def transpose(self, y):
+        """The mask, = A^T (the PSLD code's identity "transpose" applied to its masked y gives the same)."""
+        return y * self.mask
+
     def restrict(self, y):
         return y * self.mask
 

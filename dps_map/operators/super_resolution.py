@@ -37,6 +37,12 @@ class SuperResolution(LinearOperator):
             return up / self.factor**2
         return super().adjoint(y)
 
+    def transpose(self, y):
+        """Nearest-neighbour upsampling by the factor: the "transpose" of the PSLD code's SR operator
+        (LituRout/PSLD measurements.py:77,83-84; Xu et al.'s op.py:571,582-583). Not A^T: A T y ~ y (exactly
+        y for avgpool, where it is f^2 A^T, the pseudo-inverse), so PSLD's gluing fits the measurement."""
+        return F.interpolate(y, scale_factor=self.factor, mode="nearest")
+
     def naive(self, y):
         """Bicubic upsampling of y to the image size."""
         return F.interpolate(y, scale_factor=self.factor, mode="bicubic", align_corners=False).clamp(-1, 1)

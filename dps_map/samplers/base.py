@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..diffusion import Diffusion
+from ..diffusion import GUIDANCE_UNITS, Diffusion
 from ..errors import ConfigError
 
 
@@ -83,14 +83,24 @@ class Sampler:
         start: fraction of the chain to run (1: all of it, from x_T ~ N(0, I)). Below 1, the chain
             starts at step k = round(start * N) - 1 from the naive estimate diffused there,
             x_k = q_sample(naive(y), k) (CCDF, Chung et al. CVPR 2022: "come closer, diffuse faster").
+        guidance_units: the coordinates the step sizes are given in (docs/methods.md, "Guidance units").
+            'vp' (default): the textbook form, a step zeta * grad_{x_t} added to x_{t-1}.
+            'euler': the authors' SD2 code (tongdaxu/ControlNet-Low-Level, pipe.py), which steps diffusers'
+            Euler-ancestral latents x~ = x_t / sqrt(abar_t) with the gradient w.r.t. x~: the VP step is
+            zeta sqrt(abar_t abar_{t-1}) grad_{x_t} (DMAP's inner steps: zeta abar_{t-1} grad_{x_{t-1}};
+            DSG is the same in both). This mode also takes that code's other details: x_T with std
+            sqrt(1 - abar_T) (diffusers' init_noise_sigma), PSLD's gluing and encoding, FreeDoM's re-noise.
     """
 
     name = "base"
 
     CHECK_EVERY = 10  # steps between checks whether the whole batch has diverged (stop early if so)
 
-    def __init__(self, respacing="100", variance="fixed_small", clip_x0=True, start=1.0):
+    def __init__(self, respacing="100", variance="fixed_small", clip_x0=True, start=1.0, guidance_units="vp"):
         self.respacing, self.variance, self.clip_x0 = respacing, variance, clip_x0
+        if guidance_units not in GUIDANCE_UNITS:
+            raise ConfigError(f"sampler.guidance_units must be one of {', '.join(GUIDANCE_UNITS)}, got '{guidance_units}'")
+        self.guidance_units = guidance_units
         if not 0 < float(start) <= 1:
             raise ConfigError(f"sampler.start must lie in (0, 1] (the fraction of the chain to run), got {start}")
         self.start = float(start)
@@ -116,6 +126,11 @@ class Sampler:
         if steps is None:
             steps = self._device_timesteps[key] = diffusion.timesteps.to(device)
         return steps[i].expand(batch)
+
+    def step_factor(self, diffusion: Diffusion, i, x):
+        """The factor of the step size at step i for a gradient at x_t: 1 in VP units, sqrt(abar_t abar_{t-1})
+        in Euler units (Diffusion.guidance_factor)."""
+        return diffusion.guidance_factor(self.guidance_units, i, x)
 
     def _clip(self, prior, x0):
         return x0.clamp(-1, 1) if (self.clip_x0 and prior.kind == "image") else x0
@@ -162,6 +177,8 @@ class Sampler:
             x = diffusion.q_sample(naive, first, randn(shape, generator, dtype, device))
         else:
             x = randn(shape, generator, dtype, device)
+            if self.guidance_units == "euler":  # diffusers' init_noise_sigma, in VP (Diffusion.initial_noise_std)
+                x = x * diffusion.initial_noise_std(self.guidance_units)
         batch = x.shape[0]
         # divergence bookkeeping stays on the device (no host sync inside the loop)
         self._failed_at = torch.full((batch,), -1, dtype=torch.long, device=x.device)

@@ -8,12 +8,15 @@ The sphere is where a Gaussian sample of the step concentrates, so iterates stay
 manifold. With learned variances r = ||sigma_t||_2 (equal to sqrt(d) sigma_t when isotropic). At the
 final step sigma_t = 0: the sphere is the point mu_t and the step returns mu_t (as the authors' code).
 Cost per diffusion step: 1 forward + K VJPs.
+With guidance_units='euler' zeta is in the units of the authors' SD2 "max" (run_dsg_max, pipe.py:5764-5780):
+their step zeta grad_{x~_{t-1}} on x~_{t-1} = x_{t-1} / sqrt(abar_{t-1}) is the VP step zeta abar_{t-1} g.
 """
 
 from __future__ import annotations
 
 import torch
 
+from ..errors import ConfigError
 from .base import Sampler, flat_norm, project_to_sphere, randn
 
 
@@ -29,6 +32,9 @@ class DMAPSampler(Sampler):
             raise ValueError(f"dmap: optimizer must be 'sgd' or 'adam', got '{optimizer}'")
         self.zeta, self.num_inner, self.optimizer, self.project = float(zeta), int(num_inner), optimizer, project
         self.adam_betas = tuple(adam_betas)
+        if optimizer == "adam" and self.guidance_units != "vp":
+            raise ConfigError("dmap: optimizer=adam has no Euler-units form (the authors' code has no Adam variant): "
+                              "use sampler.guidance_units=vp")
 
     def step(self, prior, diffusion, operator, noise, y, x, i, generator, hooks):
         eps, var, x0 = self.denoise(prior, diffusion, x, i)
@@ -39,14 +45,17 @@ class DMAPSampler(Sampler):
         if self.project and i == 0:
             x_prev = mean  # radius 0: the sphere is its centre
         elif self.num_inner > 0:
-            x_prev, grad = self._maximise(prior, diffusion, operator, noise, y, x_prev, max(i - 1, 0), mean, radius)
+            factor = diffusion.inner_guidance_factor(self.guidance_units, i, x)
+            x_prev, grad = self._maximise(prior, diffusion, operator, noise, y, x_prev, max(i - 1, 0), mean, radius,
+                                          factor)
         if hooks:  # no per-step Python work when nobody listens
             self._call_hooks(hooks, i=i, t=int(diffusion.timesteps[i]), x_t=x, x0_hat=x0, eps=eps, grad=grad,
                              mean=mean, std=std, x_prev=x_prev)
         return x_prev
 
-    def _maximise(self, prior, diffusion, operator, noise, y, x, j, mean, radius):
-        """K gradient (or Adam) steps on ||y - A(x0_hat(x, j))||, each followed by the projection."""
+    def _maximise(self, prior, diffusion, operator, noise, y, x, j, mean, radius, factor=1.0):
+        """K gradient (or Adam) steps on ||y - A(x0_hat(x, j))||, each followed by the projection; a gradient
+        step is zeta * factor (the units' factor, Diffusion.inner_guidance_factor)."""
         opt = None
         if self.optimizer == "adam":  # state reset at every diffusion step
             x = x.clone()
@@ -57,7 +66,7 @@ class DMAPSampler(Sampler):
             self._record_misfit(misfit)
             with torch.no_grad():
                 if opt is None:
-                    x_star = x - self.zeta * grad
+                    x_star = x - self.zeta * factor * grad
                 else:
                     x.grad = grad
                     opt.step()

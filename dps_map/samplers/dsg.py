@@ -4,6 +4,9 @@ With g = grad_{x_t} ||y - A(x0_hat(x_t))|| (as DPS), r = sqrt(d) sigma_t, the st
 on the sphere d* = -r g / ||g||, the sampled direction d_s = x'_{t-1} - mu_t = sigma_t z:
   m = d_s + w (d* - d_s),   x_{t-1} = mu_t + r m / ||m||.
 At the final step sigma_t = 0, so r = 0 and x_{t-1} = mu_t.
+guidance_units changes nothing here: the authors' SD2 DSG (run_dsg, pipe.py:5505-5525) works in Euler-ancestral
+coordinates x~ = x_t / sqrt(abar_t), where the sphere's radius sqrt(d) sigma_up is r / sqrt(abar_{t-1}) and the
+gradient has the direction of g, so mapped back to x_{t-1} it is this step with the same w (docs/methods.md).
 """
 
 from __future__ import annotations

@@ -44,9 +44,23 @@ CASES = {
     "psld": ({"method": "psld", "zeta": 0.5, "gamma": 0.1}, (0, S)),
     # time-travel window [0.3, 0.7) of S=5 steps holds i = 2, 3: two steps done twice
     "freedom": ({"method": "freedom", "zeta": 0.5, "repeat": 2}, (0, S + 2)),
+    # the authors' units (guidance_units=euler) and the named presets' settings (psld_rout, freedom_yu): same costs
+    "dps_euler": ({"method": "dps", "zeta": 0.5, "guidance_units": "euler"}, (0, S)),
+    "dsg_euler": ({"method": "dsg", "w": 0.3, "guidance_units": "euler"}, (0, S)),
+    "dmap_euler": ({"method": "dmap", "zeta": 0.3, "num_inner": K, "guidance_units": "euler"}, (S, K * (S - 1))),
+    "adapter_dps_euler": ({"method": "adapter_dps", "zeta": 0.5, "guidance_units": "euler"}, (0, S)),
+    "adapter_dmap_euler": ({"method": "adapter_dmap", "zeta": 0.3, "num_inner": K, "guidance_units": "euler"},
+                           (S, K * (S - 1))),
+    "psld_euler": ({"method": "psld", "zeta": 0.5, "gamma": 0.1, "guidance_units": "euler"}, (0, S)),
+    "psld_rout": ({"method": "psld", "zeta": 0.5, "gamma": 0.1, "gluing": "transpose", "encoding": "sample",
+                   "transition": "ddim", "eta": 0.0, "noise_on_prediction": True}, (0, S)),
+    "freedom_euler": ({"method": "freedom", "zeta": 0.5, "repeat": 2, "guidance_units": "euler"}, (0, S + 2)),
+    # window [0.5, 0.81) of S=5 steps holds i = 3, 4: two steps done three times
+    "freedom_yu": ({"method": "freedom", "zeta": 0.02, "rho": "adaptive", "repeat": 3, "travel_start": 0.5,
+                    "travel_end": 0.81}, (0, S + 4)),
 }
 GMM_ONLY = ("exact", "oracle")
-GMM_TOO = ("ddpm", "dps", "dsg", "dmap")
+GMM_TOO = ("ddpm", "dps", "dsg", "dmap", "dps_euler", "dmap_euler", "freedom_yu")
 
 
 def test_every_registered_method_has_a_case():

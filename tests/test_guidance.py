@@ -361,3 +361,70 @@ def test_clip_x0_clamps_the_estimate_in_the_transition_mean_only(unet, problem, 
     torch.testing.assert_close(steps[0].x0_hat, raw, rtol=1e-5, atol=1e-4)
     other, _ = reverse_mean_std(raw if clip else raw.clamp(-1, 1), x, i, KEPT_10)
     assert float((other - mean).abs().max()) > 1e-2
+
+
+# -- 7. the authors' units, FreeDoM's adaptive step, PSLD's transitions (issue 28) ---------------------
+@pytest.mark.parametrize("i", [9, 4])
+def test_dps_step_in_euler_units_scales_the_gradient_by_sqrt_abar_t_abar_prev(unet, problem, i):
+    """guidance_units=euler on a pixel prior (ADM's linear betas): DDPM draw - zeta sqrt(abar_t abar_{t-1}) g,
+    abar at the kept training indices (docs/methods.md, Guidance units)."""
+    x0, op, noise, y = problem
+    zeta, seed = 0.5, 22
+    x = state(x0, i)
+    out = DPSSampler(zeta=zeta, respacing="10", guidance_units="euler").transition(
+        unet, op, noise, y, x, i, torch.Generator().manual_seed(seed))
+    t = KEPT_10[i]
+    mean, std = reverse_mean_std(x0_hat(unet, x, t).clamp(-1, 1), x, i, KEPT_10)
+    factor = math.sqrt(TRAIN_ABAR[t] * TRAIN_ABAR[KEPT_10[i - 1]])
+    expected = mean + std * draw(seed) - zeta * factor * misfit_grad(unet, x, t, op, y)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("i", [8, 3])
+def test_freedom_adaptive_step_is_yus_face_gd_rule(unet, problem, i):
+    """rho = zeta rms(eps) sqrt(1 - abar_t)/sqrt(abar_t) c1 / rms(g), c1 = sqrt(abar_{t-1}) beta_t / (1 - abar_t),
+    per sample (FreeDoM Face-GD functions/denoising.py:67-69), outside the time-travel window."""
+    from dps_map.samplers import FreeDoMSampler
+
+    x0, op, noise, y = problem
+    zeta, seed = 0.02, 23
+    x = state(x0, i)
+    out = FreeDoMSampler(zeta=zeta, rho="adaptive", repeat=1, respacing="10", clip_x0=False).transition(
+        unet, op, noise, y, x, i, torch.Generator().manual_seed(seed))
+    t, t_prev = KEPT_10[i], KEPT_10[i - 1]
+    abar, abar_prev = TRAIN_ABAR[t], TRAIN_ABAR[t_prev]
+    mean, std = reverse_mean_std(x0_hat(unet, x, t), x, i, KEPT_10)
+    eps = unet.predict(x, torch.full((2,), t))[0]
+    g = misfit_grad(unet, x, t, op, y)
+    c1 = math.sqrt(abar_prev) * (1 - abar / abar_prev) / (1 - abar)
+    rms = lambda v: v.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt()  # noqa: E731
+    rho = zeta * rms(eps) * math.sqrt(1 - abar) / math.sqrt(abar) * c1 / rms(g)
+    torch.testing.assert_close(out, mean + std * draw(seed) - rho * g, rtol=1e-5, atol=1e-5)
+    assert float((rho * g).abs().max()) > 100 * 1e-5
+
+
+def test_psld_ddim_transition_and_noise_on_the_prediction(unet, problem):
+    """transition=ddim (Rout's DDIM eta=0 step): without guidance the PSLD step is DDIM (eq. 12) written here;
+    noise_on_prediction adds sigma_y n (the run's next draw) to A(x0_hat) before the misfit (psld.py:319-320)."""
+    from dps_map.samplers import PSLDSampler
+
+    x0, op, noise, y = problem
+    i, seed = 6, 24
+    x = state(x0, i)
+    t, abar_prev = KEPT_10[i], TRAIN_ABAR[KEPT_10[i - 1]]
+    out = PSLDSampler(zeta=0.0, gamma=0.0, transition="ddim", eta=0.0, respacing="10", clip_x0=False).transition(
+        unet, op, noise, y, x, i, torch.Generator().manual_seed(seed))
+    eps = unet.predict(x, torch.full((2,), t))[0]
+    torch.testing.assert_close(out, math.sqrt(abar_prev) * x0_hat(unet, x, t) + math.sqrt(1 - abar_prev) * eps,
+                               rtol=1e-5, atol=1e-5)
+    steps = []
+    PSLDSampler(zeta=1.0, gamma=0.0, noise_on_prediction=True, respacing="10", clip_x0=False).transition(
+        unet, op, noise, y, x, i, torch.Generator().manual_seed(seed), hooks=[steps.append])
+    g = torch.Generator().manual_seed(seed)
+    torch.randn(SHAPE, generator=g)  # the ancestral draw comes first
+    n = torch.randn(y.expand(2, -1, -1, -1).shape, generator=g)
+    with torch.enable_grad():
+        xi = x.clone().requires_grad_(True)
+        loss = (y - (op(x0_hat(unet, xi, t)) + noise.sigma * n)).reshape(2, -1).norm(dim=1).sum()
+        (expected,) = torch.autograd.grad(loss, xi)
+    torch.testing.assert_close(steps[0].grad, expected, rtol=1e-4, atol=1e-6)

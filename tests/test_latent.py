@@ -229,7 +229,9 @@ def test_psld_gradient_matches_finite_differences_of_its_objective(tiny):
 
 # -- every sampler end to end through dps_map.run ---------------------------------------------------------
 @pytest.mark.parametrize("sampler, vjp", [("ddpm", 0), ("dps", 3), ("dsg", 3), ("dmap", 6), ("dmap_adam", 6), ("psld", 3),
-                                          ("freedom", 5)])  # freedom: i = 2, 1 of 3 lie in its time-travel window
+                                          ("freedom", 5),  # freedom: i = 2, 1 of 3 lie in its time-travel window
+                                          ("psld_rout", 3),
+                                          ("freedom_yu", 12)])  # i = 2 lies in its window: 10 passes
 def test_every_sampler_end_to_end(sampler, vjp, tmp_path):
     cfg = config("prior=sd2_tiny", "task=sr4", f"sampler={sampler}", "data=demo", "data.per_photo=1",
                  "+data.photos=[chelsea]", "sampler.respacing=3", "metrics=fast")
@@ -417,6 +419,7 @@ def test_paper_sd2_preset_validates_every_job_and_runs_scaled_down(tmp_path):
         cfg = job.cfg
         assert (cfg.prior.name, cfg.prior.image_size, cfg.sampler.respacing, cfg.task.sigma_y) == ("sd2_base", 512, "500", 0.0)
         assert cfg.data.max_images == 1000 and "fid" in cfg.metrics.names
+        assert cfg.sampler.guidance_units == "euler"  # the authors' units (tests/test_sd2_faithful.py)
         if cfg.sampler.name in ("dps", "psld", "freedom", "adapter_dps"):
             assert cfg.sampler.zeta == (4.8 if cfg.task.name == "sr8" else 0.6)
     # scaled down: the tiny latent prior on 2 images, 2 steps

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: compare-prior tune-tiny reproduce-paper-sd2 preflight-paper-sd2 install demo test test-fast preflight-paper mutants train-tiny-prior gmm-study frontier dps-regime sweep clean train-adapter train-tiny-reference adapter-ablation reproduce-paper-small reproduce-paper bench bench-quick install-bench
+.PHONY: rehearse-paper train-adapter-paper train-adapter-paper-sd2 compare-prior tune-tiny reproduce-paper-sd2 preflight-paper-sd2 install demo test test-fast preflight-paper mutants train-tiny-prior gmm-study frontier dps-regime sweep clean train-adapter train-tiny-reference adapter-ablation reproduce-paper-small reproduce-paper bench bench-quick install-bench
 
 install: $(STAMP)
 
@@ -94,52 +94,90 @@ reproduce-paper-small: install   # GMM + tiny prior on this CPU (< 30 min); resu
 		progress=false hydra.sweep.dir=$(SMALL)/restoration
 	$(PY) -m experiments.restoration_table $(SMALL)/restoration --name restoration_tiny
 
-PAPER := outputs/paper
+# Variables a user sets (README "Reproducing the paper"): ARGS = Hydra overrides for every step of a target
+# (paths.*, prior.*, device, perf.*, data.max_images, ...; never a sweep: SHARDS is the one sharding knob),
+# SCORE_ARGS = options of the score-diagnostics step only (--crops, --num, reference.*), LAUNCHER, SHARDS,
+# PAPER / PAPER_SD2 = output folders. Checkpoints and data come from paths.* or the DPS_MAP_* variables.
+PAPER ?= outputs/paper
 LAUNCHER ?= gpus
 # one shard per GPU (gpus launcher) or per SLURM task
 SHARDS ?= 8
 SHARDING := data.num_shards=$(SHARDS) 'data.shard=range($(SHARDS))'
 
-# the two restoration sweeps of the paper table (shared by reproduce-paper and preflight-paper)
+# the sweeps of the paper (shared by reproduce-paper and preflight-paper)
 PAPER_RESTORATION := +experiment=paper hydra/launcher=$(LAUNCHER) \
 	task=sr4,sr8,gaussian_deblur,motion_deblur,inpaint_box sampler=dps,dsg,dmap $(SHARDING) hydra.sweep.dir=$(PAPER)/restoration
 PAPER_ADAPTERS := +experiment=paper hydra/launcher=$(LAUNCHER) \
 	task=sr4 sampler=adapter,adapter_dps,adapter_dmap $(SHARDING) hydra.sweep.dir=$(PAPER)/restoration
+PAPER_DIVERSITY := +experiment=paper_diversity hydra/launcher=$(LAUNCHER) \
+	task=sr4 sampler=dps,dmap,adapter,adapter_dmap $(SHARDING) hydra.sweep.dir=$(PAPER)/diversity
+PAPER_SCORES := adm512 --crops 100 --out $(PAPER)/results
+# the adm512 SR x4 adapter (the authors' recipe: 100 training images, AdamW lr 1e-5, weight decay 1e-2, effective
+# batch 64, 5000 steps); class labels from <paths.train_images>/<wnid>/<file>
+PAPER_TRAIN_ADAPTER := task=sr4 prior=adm512 data.kind=folder 'data.root=$${paths.train_images}' data.n_images=100 \
+	batch_size=4 accumulate=16 steps=5000 lr=1e-5 weight_decay=1e-2 perf.autocast=bf16 perf.grad_checkpoint=true \
+	'export_path=$${paths.checkpoints}/adapters/sr4_adm512.pt' 'out_dir=$(PAPER)/train_adapter/sr4_adm512'
 
-preflight-paper: install   # before the GPU run: check every job, time each configuration, project the GPU-hours
-	$(PY) -m dps_map.preflight --out $(PAPER)/preflight/restoration -m $(PAPER_RESTORATION) $(ARGS)
-	$(PY) -m dps_map.preflight --out $(PAPER)/preflight/adapters -m $(PAPER_ADAPTERS) $(ARGS)
+# after a command of a preflight: keep the worst exit status and go on, so every problem is reported at once
+WORST := || { s=$$?; [ $$s -gt $$status ] && status=$$s; }
 
-reproduce-paper: install   # the paper's setting on GPUs (checkpoints and data from paths.*; README)
+preflight-paper: install   # before the GPU run: check every job and file of reproduce-paper, time each configuration, project the GPU-hours
+	@status=0; \
+	$(PY) -m dps_map.preflight --out $(PAPER)/preflight/restoration -m $(PAPER_RESTORATION) $(ARGS) $(WORST); \
+	$(PY) -m dps_map.preflight --out $(PAPER)/preflight/adapters -m $(PAPER_ADAPTERS) $(ARGS) $(WORST); \
+	$(PY) -m dps_map.preflight --out $(PAPER)/preflight/diversity -m $(PAPER_DIVERSITY) $(ARGS) $(WORST); \
+	$(PY) -m experiments.score_diagnostics $(PAPER_SCORES) --check $(PAPER)/preflight/score_diagnostics \
+		$(ARGS) $(SCORE_ARGS) $(WORST); \
+	exit $$status
+
+train-adapter-paper: install   # the adapter reproduce-paper needs (GPU; the paper reports ~8 GPU-hours)
+	$(PY) -m dps_map.train_adapter $(PAPER_TRAIN_ADAPTER) $(ARGS)
+
+reproduce-paper: install   # the paper's setting on GPUs (checkpoints and data from paths.*; README); needs make train-adapter-paper
 	$(PY) -m dps_map.run -m $(PAPER_RESTORATION) $(ARGS)
 	$(PY) -m dps_map.run -m $(PAPER_ADAPTERS) $(ARGS)
 	$(PY) -m experiments.restoration_table $(PAPER)/restoration --out $(PAPER)/results --name restoration_adm512 \
 		--title "Restoration, ADM 512, ImageNet val (noiseless, 1000 steps)"
-	$(PY) -m dps_map.run -m +experiment=paper_diversity hydra/launcher=$(LAUNCHER) \
-		task=sr4 sampler=dps,dmap,adapter,adapter_dmap $(SHARDING) hydra.sweep.dir=$(PAPER)/diversity $(ARGS)
+	$(PY) -m dps_map.run -m $(PAPER_DIVERSITY) $(ARGS)
 	$(PY) -m experiments.aggregate $(PAPER)/diversity
-	$(PY) -m experiments.score_diagnostics adm512 --crops 100 --out $(PAPER)/results device=cuda $(ARGS)
+	$(PY) -m experiments.score_diagnostics $(PAPER_SCORES) $(ARGS) $(SCORE_ARGS)
 
 # -- the paper's own setting: Stable Diffusion 2-base latents (README "Stable Diffusion 2 (latent) prior") -----
-# needs paths.sd2_base, paths.imagenet_val, the LPIPS/Inception weights and, for adapter_*, ControlNet folders
-# <paths.checkpoints>/adapters/<task>_sd2_base (python -m dps_map.train_adapter prior=sd2_base ...)
-PAPER_SD2 := outputs/paper_sd2
+# needs paths.sd2_base, paths.imagenet_val, the LPIPS/Inception weights and, for adapter_*, the ControlNet folders
+# <paths.checkpoints>/adapters/<task>_sd2_base that make train-adapter-paper-sd2 writes
+PAPER_SD2 ?= outputs/paper_sd2
 PAPER_SD2_SAMPLERS ?= dps,psld,freedom,dsg,adapter_dps
+PAPER_SD2_TASKS := sr8 gaussian_deblur motion_deblur
 # SR x8 with the authors' zeta 4.8, the two deblurring tasks with 0.6 (both in the preset's tuned: table)
 PAPER_SD2_SR := +experiment=paper_sd2 hydra/launcher=$(LAUNCHER) task=sr8 sampler=$(PAPER_SD2_SAMPLERS) \
 	$(SHARDING) hydra.sweep.dir=$(PAPER_SD2)/restoration
 PAPER_SD2_DEBLUR := +experiment=paper_sd2 hydra/launcher=$(LAUNCHER) task=gaussian_deblur,motion_deblur \
 	sampler=$(PAPER_SD2_SAMPLERS) $(SHARDING) hydra.sweep.dir=$(PAPER_SD2)/restoration
+# the authors' ControlNet recipe: 100 images, AdamW lr 1e-5, weight decay 1e-2, effective batch 64, 5000 steps,
+# random resized crops (area 0.8-1: side 0.9-1), flips, colour jitter 0.1
+PAPER_TRAIN_CONTROLNET := prior=sd2_base data.kind=folder 'data.root=$${paths.train_images}' data.n_images=100 \
+	batch_size=8 accumulate=8 steps=5000 lr=1e-5 weight_decay=1e-2 warmup=0 lr_schedule=constant \
+	'augment.crop_scale=[0.9,1.0]' augment.jitter=0.1
 
-preflight-paper-sd2: install   # before the GPU run: check every job, time each configuration, project the GPU-hours
-	$(PY) -m dps_map.preflight --out $(PAPER_SD2)/preflight/sr8 -m $(PAPER_SD2_SR) $(ARGS)
-	$(PY) -m dps_map.preflight --out $(PAPER_SD2)/preflight/deblur -m $(PAPER_SD2_DEBLUR) $(ARGS)
+preflight-paper-sd2: install   # before the GPU run: check every job and file of reproduce-paper-sd2, time each configuration, project the GPU-hours
+	@status=0; \
+	$(PY) -m dps_map.preflight --out $(PAPER_SD2)/preflight/sr8 -m $(PAPER_SD2_SR) $(ARGS) $(WORST); \
+	$(PY) -m dps_map.preflight --out $(PAPER_SD2)/preflight/deblur -m $(PAPER_SD2_DEBLUR) $(ARGS) $(WORST); \
+	exit $$status
 
-reproduce-paper-sd2: install
+train-adapter-paper-sd2: $(PAPER_SD2_TASKS:%=train-adapter-paper-sd2-%)   # the three ControlNets adapter_dps needs (GPU)
+train-adapter-paper-sd2-%: install
+	$(PY) -m dps_map.train_adapter task=$* $(PAPER_TRAIN_CONTROLNET) 'export_path=$${paths.checkpoints}/adapters/$*_sd2_base' \
+		'out_dir=$(PAPER_SD2)/train_adapter/$*_sd2_base' $(ARGS)
+
+reproduce-paper-sd2: install   # needs make train-adapter-paper-sd2 (or PAPER_SD2_SAMPLERS without adapter_dps)
 	$(PY) -m dps_map.run -m $(PAPER_SD2_SR) $(ARGS)
 	$(PY) -m dps_map.run -m $(PAPER_SD2_DEBLUR) $(ARGS)
 	$(PY) -m experiments.restoration_table $(PAPER_SD2)/restoration --out $(PAPER_SD2)/results --name restoration_sd2 \
 		--title "Restoration, Stable Diffusion 2-base, ImageNet val (noiseless, 500 steps)"
+
+rehearse-paper: install   # the targets above run for real at toy scale on stand-in files (CPU, ~10 min): experiments/rehearse_paper.py
+	$(PY) -m experiments.rehearse_paper $(ARGS)
 
 clean:
 	rm -rf outputs multirun .pytest_cache

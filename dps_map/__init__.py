@@ -31,6 +31,12 @@ def _adapter_path(name: str, checkpoints: str) -> str:
 if not _OmegaConf.has_resolver("dps_map_adapter"):
     _OmegaConf.register_new_resolver("dps_map_adapter", _adapter_path)
 
+# ${dps_map_subdir:${hydra.job.override_dirname}} in dps_map/conf/config.yaml: a sweep job's directory name
+if not _OmegaConf.has_resolver("dps_map_subdir"):
+    from .sweep import job_subdir as _job_subdir
+
+    _OmegaConf.register_new_resolver("dps_map_subdir", _job_subdir)
+
 # ${dps_map_tuned:KEY,DEFAULT} in dps_map/conf/sampler: the tuned value of KEY for the run's (prior, task, sampler)
 from . import tuned as _tuned  # noqa: E402
 

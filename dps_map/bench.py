@@ -351,6 +351,10 @@ def run_bench(cfg: DictConfig, out=print) -> dict:
     perf = OmegaConf.to_container(cfg.perf, resolve=True) if cfg.get("perf") is not None else {}
     prior.configure_perf(**perf)
     gen = torch.Generator(device=device).manual_seed(int(cfg.seed))
+    if getattr(prior, "class_cond", False):  # no dataset here: prior.class_label data/random take one drawn
+        label = cfg.prior.get("class_label")  # class (the cost does not depend on it); an index is used as given
+        prior.set_class_labels(label if isinstance(label, int) else int(torch.randint(0, 1000, (1,), generator=gen,
+                                                                                      device=device)))
     size = prior.image_size
     operator = build_operator(cfg.task, size, gen).to(device)
     noise = build_noise(cfg.task)

@@ -128,20 +128,43 @@ def _is_adapter(sampler) -> bool:
     return sampler.get("method") in ADAPTER_METHODS or sampler.get("name") in ADAPTER_METHODS
 
 
-def check_adapter(sampler) -> None:
-    """An adapter sampler needs its trained adapter file (checked before any model is built)."""
+#: the make target that trains the adapters a paper target needs, per prior (README "Reproducing the paper")
+PAPER_ADAPTER_TARGETS = {"adm512": "make train-adapter-paper", "sd2_base": "make train-adapter-paper-sd2"}
+
+
+def adapter_training_command(task: str, prior: str, path) -> str:
+    """How to get the adapter of (task, prior) at path: the paper's make target where there is one, and the
+    train_adapter command line that writes it."""
+    command = f"`python -m dps_map.train_adapter task={task} prior={prior} export_path={path}`"
+    target = PAPER_ADAPTER_TARGETS.get(prior)
+    return f"`{target}` (the paper's recipe) or {command}" if target else command
+
+
+def check_adapter(sampler, prior=None, task=None) -> None:
+    """An adapter sampler needs its trained adapter (an ADM prior's: a .pt file; a latent prior's: a ControlNet
+    folder), checked before any model is built. The error names the path and the command that trains it."""
     path = sampler.get("adapter")
     if not path and not _is_adapter(sampler):
         return
-    where = "`python -m dps_map.train_adapter` (README: Conditional adapters)"
+    prior_name, task_name = (prior or {}).get("name", "<prior>"), (task or {}).get("name", "<task>")
+    latent = (prior or {}).get("kind") == "latent"
     if not path:
-        raise ConfigError(f"sampler={sampler.name} needs an adapter checkpoint: train one with {where} "
-                          "and pass sampler.adapter=/path/to/adapter.pt")
+        raise ConfigError(f"sampler={sampler.name} needs an adapter checkpoint: train one with "
+                          f"{adapter_training_command(task_name, prior_name, '...')} and pass sampler.adapter=PATH")
     from .priors.latent import controlnet_folder
 
-    if not (Path(absolute_path(path)).is_file() or controlnet_folder(path)):  # a latent prior's: a ControlNet folder
-        raise MissingFileError(absolute_path(path), f"adapter checkpoint of sampler={sampler.name}", where,
-                               "sampler.adapter=/path/to/adapter.pt (or env DPS_MAP_ADAPTER)")
+    if latent and not controlnet_folder(path):
+        folder = Path(absolute_path(path))
+        folder = folder.with_suffix("") if folder.suffix == ".pt" else folder
+        raise MissingFileError(folder / "config.json", f"ControlNet folder of the adapter samplers (task={task_name}, "
+                               f"prior={prior_name})",
+                               adapter_training_command(task_name, prior_name, folder),
+                               "sampler.adapter=/path/to/controlnet_folder (or paths.checkpoints, env DPS_MAP_ADAPTER)")
+    if not latent and not (Path(absolute_path(path)).is_file() or controlnet_folder(path)):
+        raise MissingFileError(absolute_path(path), f"adapter checkpoint of the adapter samplers (task={task_name}, "
+                               f"prior={prior_name})",
+                               adapter_training_command(task_name, prior_name, absolute_path(path)),
+                               "sampler.adapter=/path/to/adapter.pt (or paths.checkpoints, env DPS_MAP_ADAPTER)")
 
 
 def check_prior_checkpoint(prior) -> None:
@@ -198,7 +221,7 @@ def validate(cfg: DictConfig) -> None:
     if cfg.prior.get("kind") == "adm_upsampler" and _is_adapter(cfg.sampler):
         raise ConfigError(f"prior={cfg.prior.name} is already conditional: use sampler=ddpm (alone) or dps/dmap "
                           f"on it, not sampler={cfg.sampler.name}")
-    check_adapter(cfg.sampler)
+    check_adapter(cfg.sampler, cfg.prior, cfg.task)
     check_prior_checkpoint(cfg.prior)
     check_keys(cfg)
     check_types(plain)  # wrong types and ranges of scalar keys (dps_map/config_types.py)

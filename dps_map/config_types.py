@@ -105,8 +105,19 @@ class Respacing(Kind):
         return 'a respacing string such as "50", "ddim50" or "10,10,10"'
 
 
+class IntList(Kind):
+    """Comma-separated non-negative integers ("32,16,8"), or one of them as an int (attention_resolutions=8)."""
+
+    def ok(self, v):
+        return (isinstance(v, int) and not isinstance(v, bool) and v >= 0) or \
+            (isinstance(v, str) and re.fullmatch(r"\d+(,\d+)*", v) is not None)
+
+    def expected(self):
+        return 'comma-separated integers such as "32,16,8", or one integer'
+
+
 COUNT = Int(1)
-INT_LIST = Str(r"\d+(,\d+)*", 'comma-separated integers such as "1,2,2"')
+INT_LIST = IntList()
 VARIANCE = Choice("fixed_small", "fixed_large", "learned_range")
 
 SPEC: dict[str, Kind] = {

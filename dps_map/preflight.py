@@ -61,7 +61,7 @@ def checks(cfg) -> list:
 
     from .run import checked_sampler
 
-    out = [lambda: checked_sampler(cfg), lambda: check_prior_checkpoint(cfg.prior), lambda: check_adapter(cfg.sampler)]
+    out = [lambda: checked_sampler(cfg), lambda: check_prior_checkpoint(cfg.prior), lambda: check_adapter(cfg.sampler, cfg.prior, cfg.task)]
     if cfg.data.kind != "gmm":
         out.append(lambda: check_data(cfg.prior, cfg.data))
         if not cfg.metrics.get("random_weights", False):

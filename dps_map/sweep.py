@@ -66,6 +66,28 @@ def compose_jobs(jobs: list[list[str]]) -> list[DictConfig]:
         raise ConfigError(" ".join(str(err).split("Config search path")[0].split())) from err
 
 
+#: the longest sweep job directory name (file systems allow 255 bytes per name)
+MAX_SUBDIR = 200
+#: the overrides a shortened job directory name shows first
+LEADING_KEYS = ("task", "sampler", "prior", "data.shard")
+
+
+def job_subdir(override_dirname: str) -> str:
+    """A sweep job's directory name (``hydra.sweep.subdir: ${dps_map_subdir:${hydra.job.override_dirname}}``): the
+    job's overrides, or, past MAX_SUBDIR bytes (long ARGS such as the toy flags of make rehearse-paper, or paths),
+    task/sampler/prior/shard first, cut, then '~' and a hash of the whole: unique per job, and the same for the
+    same overrides, so a sweep still resumes."""
+    if len(override_dirname.encode()) <= MAX_SUBDIR:
+        return override_dirname
+    import hashlib
+
+    items = override_dirname.split(",")
+    items.sort(key=lambda item: LEADING_KEYS.index(item.split("=")[0]) if item.split("=")[0] in LEADING_KEYS
+               else len(LEADING_KEYS))
+    head = ",".join(items).encode()[:MAX_SUBDIR - 17].decode(errors="ignore")
+    return f"{head}~{hashlib.sha256(override_dirname.encode()).hexdigest()[:16]}"
+
+
 def job_dir(cfg: DictConfig, multirun: bool) -> Path:
     """hydra.sweep.dir/hydra.sweep.subdir of a multirun job, hydra.run.dir of a single run."""
     node = cfg.hydra.sweep if multirun else cfg.hydra.run

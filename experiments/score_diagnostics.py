@@ -30,12 +30,14 @@ score error(t) = E ||s - s_ref||^2 / d;  score mean(t) = ||E s|| / sqrt(d) with 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 
+from dps_map.io import atomic_write_json
 from dps_map.metrics.score import score_error, score_mean
 from dps_map.operators import GaussianNoise, MatrixOperator
 from dps_map.priors import build_prior
@@ -157,9 +159,14 @@ def main(argv=None) -> None:
     parser.add_argument("--crops", type=int, default=8, help="tiny: held-out demo crops (even)")
     parser.add_argument("--adapter", default=None, help="the adapter under test (default: paths.adapter, e.g. "
                         "the shipped dps_map/assets/adapters/sr4_tiny.pt trained on 100 crops)")
+    parser.add_argument("--check", type=Path, default=None, metavar="DIR",
+                        help="image scales: check every file the run reads (prior, reference, adapter, images and "
+                        "class labels) and write DIR/preflight.json; exit 2 with one line per problem, run nothing")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for the image scales (e.g. device=cuda "
-                        "paths.adm512=... paths.imagenet_val=...)")
+                        "paths.adm512=... paths.imagenet_val=... reference.unet.num_channels=...)")
     args = parser.parse_intermixed_args(argv)
+    if args.check is not None:
+        sys.exit(check_command(args))
     torch.set_num_threads(1)
     args.num = args.num or (2000 if args.scale == "gmm" else 8)
     if args.scale == "gmm":
@@ -176,6 +183,25 @@ def main(argv=None) -> None:
         methods = tuple(m for m in ("reference", "unconditional", "dps", "adapter") if any(r["method"] == m for r in rows))
         path = write_outputs(rows, f"score_diagnostics_{args.scale}", args.out, title, methods)
     print(f"wrote {path} and its .csv/.md")
+
+
+def check_command(args) -> int:
+    """--check: the preflight of the score diagnostics (make preflight-paper). Returns the exit code."""
+    if args.scale == "gmm":
+        print("score_diagnostics --check: the gmm scale reads no file", file=sys.stderr)
+        return 2
+    from experiments.score_diagnostics_images import check
+
+    problems = check(args)
+    for problem in problems:
+        print(f"score_diagnostics {args.scale}: {problem}", file=sys.stderr)
+    args.check.mkdir(parents=True, exist_ok=True)
+    report = {"n_jobs": 1, "n_invalid": int(bool(problems)),
+              "jobs": [{"job": 0, "command": f"python -m experiments.score_diagnostics {args.scale}",
+                        "overrides": list(args.overrides), "problems": problems}]}
+    atomic_write_json(args.check / "preflight.json", report)
+    print(f"score_diagnostics {args.scale}: {len(problems)} problem(s); wrote {args.check / 'preflight.json'}")
+    return 2 if problems else 0
 
 
 if __name__ == "__main__":

@@ -18,8 +18,9 @@ from pathlib import Path
 import torch
 
 from dps_map.adapters.controlnet import load_adapter
-from dps_map.config import resolve_device
-from dps_map.errors import MissingFileError
+from dps_map.config import adapter_training_command, check_data, check_prior_checkpoint, resolve_device
+from dps_map.errors import MissingFileError, UserError
+from dps_map.io import absolute_path
 from dps_map.metrics.score import score_error, score_mean
 from dps_map.operators import build_noise
 from dps_map.priors import build_prior
@@ -28,25 +29,56 @@ from dps_map.run import bind_class_label, load_items, measure
 from dps_map.samplers import build_sampler
 
 
-
-def image_rows(args) -> list[dict]:
-    from experiments.score_diagnostics import compose_config, dps_scores, step_indices
+def image_config(args):
+    """The config of the image scales: SR x4, DPS, the prior, its data and the reference as ``reference``."""
+    from experiments.score_diagnostics import compose_config
 
     if args.scale == "tiny":
         over = ["prior=tiny", "data=demo", f"data.per_photo={args.crops // 2}", "+prior@reference=tiny_sr4_reference"]
     else:  # the paper's setting
         over = ["prior=adm512", "data=imagenet_val", f"data.max_images={args.crops}", "+prior@reference=adm128_512_upsampler"]
-    cfg = compose_config(["task=sr4", "sampler=dps", *over, *args.overrides])
+    return compose_config(["task=sr4", "sampler=dps", *over, *args.overrides])
+
+
+def adapter_path(args, cfg) -> Path:
+    """The adapter under test: --adapter, else paths.adapter (MissingFileError naming how to train it)."""
+    adapter = Path(absolute_path(args.adapter or cfg.paths.adapter))
+    if not adapter.is_file():
+        raise MissingFileError(adapter, "adapter under test of the score diagnostics",
+                               adapter_training_command("sr4", cfg.prior.name, adapter), "--adapter PATH")
+    return adapter
+
+
+def check(args) -> list[str]:
+    """Every file the image scales read, each checked on its own (nothing is built): the prior's and the
+    reference's checkpoints, the adapter, the images and their class labels, the sampler's values. Returns
+    the problems (one line each)."""
+    problems = []
+    try:
+        cfg = image_config(args)
+    except UserError as err:
+        return [str(err)]
+    for fn in (lambda: check_prior_checkpoint(cfg.prior), lambda: check_prior_checkpoint(cfg.reference),
+               lambda: adapter_path(args, cfg), lambda: check_data(cfg.prior, cfg.data),
+               lambda: build_sampler(cfg.sampler)):
+        try:
+            fn()
+        except (UserError, TypeError, ValueError) as err:
+            problems.append(str(err))
+    return problems
+
+
+def image_rows(args) -> list[dict]:
+    from experiments.score_diagnostics import dps_scores, step_indices
+
+    cfg = image_config(args)
     device = resolve_device(cfg.device)
     prior = build_prior(cfg.prior, device)
     sampler = build_sampler(cfg.sampler)
     diffusion = sampler.diffusion(prior)
     noise = build_noise(cfg.task)
     models = {}
-    adapter = Path(args.adapter or cfg.paths.adapter)
-    if not adapter.is_file():
-        raise MissingFileError(adapter, "adapter under test", f"python -m dps_map.train_adapter task=sr4 prior={cfg.prior.name}",
-                               "--adapter PATH")
+    adapter = adapter_path(args, cfg)
     models["adapter"] = ConditionalPrior(prior, load_adapter(adapter, prior.model)[0].to(device))
     try:
         models["reference"] = build_prior(cfg.reference, device)

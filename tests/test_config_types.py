@@ -18,7 +18,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from dps_map.config import resolved
-from dps_map.config_types import Bool, Choice, Float, Int, Respacing, Str, scalar_items, spec_for
+from dps_map.config_types import Bool, Choice, Float, Int, IntList, Respacing, Str, scalar_items, spec_for
 from dps_map.errors import UserError
 from dps_map.run import checked_sampler
 
@@ -31,6 +31,7 @@ BAD = {
     Choice: ["abc", "1", "null"],
     Str: ["1", "null", "true"],
     Respacing: ["abc", "-1", "0", "1.5", "ddim0", "99999", "null"],
+    IntList: ["abc", "-1", "1.5", "null", "true"],
 }
 #: (key, value) cases that pass the start-up checks, and why they are valid
 #: the tuned table is walked on one task (every task's entries have the same types: those of sampler.*)

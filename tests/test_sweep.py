@@ -185,3 +185,25 @@ def test_aggregate_of_a_folder_without_runs_is_a_user_error(tmp_path, capsys):
 
     assert main([str(tmp_path)]) == 2
     assert "no dps-map run directories" in capsys.readouterr().err
+
+
+def test_long_overrides_give_short_unique_job_directories():
+    """Hydra names a sweep job's directory after its overrides; with long ARGS (paths, toy flags) the name would pass
+    the file system's 255 bytes and the job would die creating it. Past 200 bytes the name is cut, task/sampler/
+    prior/shard first, with a hash of the whole: the same job gets the same directory (resume), two jobs never one."""
+    from dps_map.sweep import job_subdir
+
+    short = "data.shard=0,sampler=dps,task=sr4"
+    assert job_subdir(short) == short
+    long = ",".join([f"paths.adm512=/{'very/' * 30}512x512_diffusion.pt", "prior.unet.num_channels=32",
+                     "sampler=dmap", "task=sr8"])
+    names = {job_subdir(long.replace("task=sr8", f"data.shard={k},task=sr8")) for k in range(8)}
+    assert len(names) == 8 and all(len(n.encode()) <= 200 for n in names)
+    assert all(n.startswith("task=sr8,sampler=dmap,data.shard=") for n in names)
+    assert job_subdir(long) == job_subdir(long) != job_subdir(long + "x")
+    from dps_map.sweep import expand_jobs
+
+    jobs = expand_jobs(["task=sr4", "sampler=dps,dmap", "data.num_shards=2", "data.shard=0,1",
+                        f"paths.checkpoints=/{'long/' * 40}checkpoints", "hydra.sweep.dir=/tmp/sweep"])
+    dirs = {job.run_dir for job in jobs}
+    assert len(dirs) == 4 and all(len(d.name.encode()) <= 200 for d in dirs)

@@ -44,9 +44,12 @@ AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": t
 
 
 def comma_lists(flags: dict) -> dict:
-    """guided_diffusion wants "32,16,8" strings for list flags; YAML may give lists."""
-    return {k: ",".join(str(x) for x in v) if k in ("attention_resolutions", "channel_mult") and not isinstance(v, str)
-            else v for k, v in flags.items()}
+    """guided_diffusion wants "32,16,8" strings for list flags; YAML or the command line may give a list or,
+    for one resolution, an int (attention_resolutions=8)."""
+    def text(v):
+        return v if isinstance(v, str) else str(v) if isinstance(v, int) else ",".join(str(x) for x in v)
+
+    return {k: text(v) if k in ("attention_resolutions", "channel_mult") else v for k, v in flags.items()}
 
 
 def build_unet(flags: dict) -> torch.nn.Module:

@@ -34,6 +34,8 @@ IGNORE = shutil.ignore_patterns(".git", ".venv", "outputs", "multirun", "__pycac
                                 "wandb", ".ci")
 G = "tests/test_guidance.py::"
 OPS = "tests/test_operator_refs.py::"
+F = "tests/test_sd2_faithful.py::"
+STEP = F + "test_euler_units_reproduce_the_authors_loop_step_for_step"
 
 
 @dataclass
@@ -48,14 +50,15 @@ class Mutant:
 
 MUTANTS = [
     # -- the issue's list ------------------------------------------------------------------------------
-    Mutant("dps_sign", "dps_map/samplers/dps.py", "x_prev = x_sampled - self.zeta * grad",
-           "x_prev = x_sampled + self.zeta * grad",
+    Mutant("dps_sign", "dps_map/samplers/dps.py", "x_prev = x_sampled - self.zeta * self.step_factor(diffusion, i, x) * grad",
+           "x_prev = x_sampled + self.zeta * self.step_factor(diffusion, i, x) * grad",
            (G + "test_dps_step_is_the_ddpm_draw_minus_zeta_times_the_gradient", G + "test_dps_step_on_the_gmm_in_float64"),
            "DPS guidance sign flipped (ascends the misfit)"),
     Mutant("dsg_sign", "dps_map/samplers/dsg.py", "d_star = -radius * grad", "d_star = radius * grad",
            (G + "test_dsg_step_matches_the_spherical_gaussian_formula",),
            "DSG's steepest-descent point points away from y"),
-    Mutant("dmap_sign", "dps_map/samplers/dmap.py", "x_star = x - self.zeta * grad", "x_star = x + self.zeta * grad",
+    Mutant("dmap_sign", "dps_map/samplers/dmap.py", "x_star = x - self.zeta * factor * grad",
+           "x_star = x + self.zeta * factor * grad",
            (G + "test_dmap_inner_steps_use_the_denoiser_at_t_minus_1_on_the_current_iterate",),
            "DMAP gradient step sign flipped"),
     Mutant("dsg_w_ignored", "dps_map/samplers/dsg.py", "mean + d_sample + self.w * (d_star - d_sample)",
@@ -135,6 +138,58 @@ MUTANTS = [
            (G + "test_dmap_inner_steps_use_the_denoiser_at_t_minus_1_on_the_current_iterate",
             "tests/test_diffusion.py::test_reverse_step_matches_adm_p_mean_variance"),
            "learned variance: v used as the interpolation fraction instead of (v + 1) / 2 (ADM eq. 15)"),
+    # -- issue 28: the authors' units, PSLD's gluing, FreeDoM's window and re-noise ------------------------
+    Mutant("euler_factor_dropped", "dps_map/samplers/dps.py",
+           "x_prev = x_sampled - self.zeta * self.step_factor(diffusion, i, x) * grad", "x_prev = x_sampled - self.zeta * grad",
+           (STEP + "[dps]", F + "test_vp_and_euler_units_differ_by_the_derived_factor",
+            G + "test_dps_step_in_euler_units_scales_the_gradient_by_sqrt_abar_t_abar_prev"),
+           "DPS ignores guidance_units=euler (the constant VP step: 212x the authors' at t=999 on SD)"),
+    Mutant("euler_factor_sqrt_abar_t", "dps_map/diffusion.py", "self.euler_guidance_factor = np.sqrt(abar * abar_prev)",
+           "self.euler_guidance_factor = np.sqrt(abar)",
+           (STEP + "[dps]", F + "test_vp_and_euler_units_differ_by_the_derived_factor"),
+           "Euler units: grad_{x~} = sqrt(abar_t) grad_x, but the step not mapped back by sqrt(abar_{t-1})"),
+    Mutant("dmap_inner_factor_as_dps", "dps_map/diffusion.py", 'return self._at("alphas_cumprod_prev", i, x)',
+           'return self._at("euler_guidance_factor", i, x)',
+           (STEP + "[dmap]", F + "test_vp_and_euler_units_differ_by_the_derived_factor"),
+           "DMAP's inner step in Euler units with DPS's sqrt(abar_t abar_{t-1}) (its gradient is at x_{t-1}: abar_{t-1})"),
+    Mutant("dmap_euler_factor_dropped", "dps_map/samplers/dmap.py", "x_star = x - self.zeta * factor * grad",
+           "x_star = x - self.zeta * grad", (STEP + "[dmap]",),
+           "DMAP ignores guidance_units=euler"),
+    Mutant("euler_initial_noise_vp", "dps_map/samplers/base.py", "x = x * diffusion.initial_noise_std(self.guidance_units)",
+           "x = x", (F + "test_euler_units_start_from_diffusers_initial_noise", STEP + "[dps]"),
+           "Euler units start from N(0, I) instead of diffusers' init_noise_sigma (std sqrt(1 - abar_T))"),
+    Mutant("psld_gluing_adjoint", "dps_map/samplers/psld.py", 'T = A.transpose if self.gluing == "transpose" else A.adjoint',
+           "T = A.adjoint",
+           (STEP + "[psld_sr4]", STEP + "[psld_blur]", F + "test_psld_gluing_with_the_transpose_fits_the_measurement"),
+           "PSLD glues with the exact adjoint whatever `gluing` says (SR: 0.98 of the residual left)"),
+    Mutant("sr_transpose_adjoint", "dps_map/operators/super_resolution.py",
+           'return F.interpolate(y, scale_factor=self.factor, mode="nearest")', "return self.adjoint(y)",
+           (F + "test_operator_transposes_are_the_psld_codes", F + "test_psld_gluing_with_the_transpose_fits_the_measurement",
+            STEP + "[psld_sr4]"),
+           "SR's PSLD transpose is A^T instead of the PSLD code's nearest upsampling"),
+    Mutant("blur_transpose_adjoint", "dps_map/operators/blur.py", "        return y\n", "        return self.adjoint(y)\n",
+           (F + "test_operator_transposes_are_the_psld_codes", STEP + "[psld_blur]"),
+           "the blur's PSLD transpose is K^T instead of the PSLD code's identity"),
+    Mutant("psld_encoding_mean", "dps_map/samplers/psld.py", 'if self.encoding == "mean" or prior is None:', "if True:",
+           (STEP + "[psld_sr4]",), "PSLD encodes with the encoder's mean where both PSLD codes draw latent_dist.sample()"),
+    Mutant("freedom_window_closed", "dps_map/samplers/freedom.py", "self.travel_start <= i / num_steps < self.travel_end",
+           "self.travel_start <= i / num_steps <= self.travel_end",
+           (F + "test_paper_sd2_is_the_authors_settings",),
+           "FreeDoM's window closed at its end: run_fdm's loop indices 24..50 instead of 25..50"),
+    Mutant("freedom_renoise_forward", "dps_map/samplers/freedom.py",
+           'diffusion.forward_step(x_prev, i, n) if self.renoise == "forward" else diffusion.xu_renoise(x_prev, i, n)',
+           "diffusion.forward_step(x_prev, i, n)", (STEP + "[freedom]",),
+           "the authors' FreeDoM re-noise replaced by a proper forward step (not what run_fdm does)"),
+    Mutant("xu_renoise_beta_at_i", "dps_map/diffusion.py",
+           "loop_beta = np.asarray(betas, dtype=np.float64)[:self.num_steps][::-1]",
+           "loop_beta = np.asarray(betas, dtype=np.float64)[:self.num_steps]",
+           (F + "test_xu_renoise_is_run_fdm_on_euler_latents",),
+           "run_fdm's re-noise with the training beta at our step index i, not at its loop index S - 1 - i"),
+    Mutant("freedom_adaptive_without_schedule", "dps_map/diffusion.py",
+           'return self._at("posterior_mean_coef1", i, x) * (1 - abar).sqrt() / abar.sqrt()',
+           'return self._at("posterior_mean_coef1", i, x)',
+           (G + "test_freedom_adaptive_step_is_yus_face_gd_rule",),
+           "FreeDoM's adaptive rho without Yu's sqrt(1 - abar_t) / sqrt(abar_t)"),
 ]
 
 

@@ -1,4 +1,5 @@
-"""Where the metric weight files come from, and how they are found. Nothing here downloads.
+"""Where the metric weight files come from, and how they are found. Nothing here downloads:
+``python -m dps_map.weights metrics --download`` (dps_map/weights.py) fetches them from this table's URLs.
 
 Resolution order for every file: explicit path (config ``paths.*``) > environment variable >
 torch hub cache (``torch.hub.get_dir()/checkpoints/<file name>``, i.e. ``$TORCH_HOME/hub/checkpoints``,
@@ -27,8 +28,9 @@ class WeightFile:
     key: str
     filename: str
     what: str
-    url: str  # where a user gets it (text only: never fetched by this code)
-    size_mb: float | None  # approximate size (MB = 1e6 bytes); from torchvision's metadata where known
+    url: str  # where a user gets it (an exact URL: `python -m dps_map.weights --download` fetches it)
+    size: int | None  # size in bytes, exact to within size_tolerance
+    size_tolerance: int  # bytes (0: exact)
     sha256: str | None  # full digest if known (we cannot download, so mostly unknown)
     sha256_prefix: str | None  # torch hub naming convention: <name>-<first 8 hex of sha256>.pth
     env: str | None  # environment variable that may point to the file
@@ -42,7 +44,8 @@ WEIGHT_FILES: dict[str, WeightFile] = {
         filename="alexnet-owt-7be5be79.pth",
         what="LPIPS AlexNet backbone (torchvision ImageNet weights)",
         url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
-        size_mb=233.087,
+        size=244_409_434,  # torchvision metadata: 233.087 MiB (3 decimals, hence the tolerance)
+        size_tolerance=600,
         sha256=None,
         sha256_prefix="7be5be79",
         env="DPS_MAP_LPIPS_BACKBONE",
@@ -53,7 +56,8 @@ WEIGHT_FILES: dict[str, WeightFile] = {
         filename="vgg16-397923af.pth",
         what="LPIPS VGG16 backbone (torchvision ImageNet weights)",
         url="https://download.pytorch.org/models/vgg16-397923af.pth",
-        size_mb=527.796,
+        size=553_434_218,  # torchvision metadata: 527.796 MiB
+        size_tolerance=600,
         sha256=None,
         sha256_prefix="397923af",
         env="DPS_MAP_LPIPS_BACKBONE",
@@ -64,7 +68,8 @@ WEIGHT_FILES: dict[str, WeightFile] = {
         filename="pt_inception-2015-12-05-6726825d.pth",
         what="FID Inception-v3 weights (pytorch-fid)",
         url="https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth",
-        size_mb=95.6,  # approximate: 23.9 M float32 parameters
+        size=95_600_000,  # approximate: 23.9 M float32 parameters (not published)
+        size_tolerance=1_000_000,
         sha256=None,
         sha256_prefix="6726825d",
         env="DPS_MAP_FID_INCEPTION",
@@ -76,7 +81,8 @@ WEIGHT_FILES: dict[str, WeightFile] = {
         filename="alex.pth",
         what="LPIPS linear-layer weights v0.1 (alex)",
         url="the lpips pip package (lpips/weights/v0.1/alex.pth; `pip install lpips==0.1.4`)",
-        size_mb=0.006009,
+        size=6009,
+        size_tolerance=0,
         sha256="df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0",
         sha256_prefix=None,
         env="DPS_MAP_LPIPS_LINEAR",
@@ -87,7 +93,8 @@ WEIGHT_FILES: dict[str, WeightFile] = {
         filename="vgg.pth",
         what="LPIPS linear-layer weights v0.1 (vgg)",
         url="the lpips pip package (lpips/weights/v0.1/vgg.pth; `pip install lpips==0.1.4`)",
-        size_mb=0.007289,
+        size=7289,
+        size_tolerance=0,
         sha256="a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868",
         sha256_prefix=None,
         env="DPS_MAP_LPIPS_LINEAR",
@@ -113,19 +120,27 @@ def hub_checkpoint_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def _resolve(entry: WeightFile, path, default_dir: Path) -> Path:
+#: the command that fetches the metric weight files into the paths they are looked for at
+DOWNLOAD_COMMAND = "python -m dps_map.weights metrics --download"
+
+
+def _locate(entry: WeightFile, path, default_dir: Path) -> Path:
+    """Where the file is looked for: explicit path (a file, or a directory holding it) > env var > default_dir."""
     if path not in (None, ""):
         p = Path(os.path.expanduser(str(path)))
     elif entry.env and os.environ.get(entry.env):
         p = Path(os.path.expanduser(os.environ[entry.env]))
     else:
         p = default_dir / entry.filename
-    if p.is_dir():
-        p = p / entry.filename
+    return p / entry.filename if p.is_dir() else p
+
+
+def _resolve(entry: WeightFile, path, default_dir: Path) -> Path:
+    p = _locate(entry, path, default_dir)
     if not p.is_file():
         where = entry.url
         if entry.url.startswith("http"):
-            where += f" (e.g. into {hub_checkpoint_dir()})"
+            where += f" (`{DOWNLOAD_COMMAND}` puts it at this path)"
         raise MissingFileError(
             p,
             entry.what,
@@ -133,6 +148,20 @@ def _resolve(entry: WeightFile, path, default_dir: Path) -> Path:
             f"{entry.override}=/path/to/{entry.filename}" + (f" (or env {entry.env})" if entry.env else ""),
         )
     return p
+
+
+def _default_dir(key: str) -> Path:
+    if key.startswith("lpips_linear"):
+        import lpips  # the pip package
+
+        return Path(lpips.__file__).resolve().parent / "weights" / "v0.1"
+    return hub_checkpoint_dir()
+
+
+def weight_location(key: str, path=None) -> Path:
+    """Where the file WEIGHT_FILES[key] is looked for (explicit path > env var > default location), present
+    or not: the path the metrics read and ``python -m dps_map.weights`` downloads to."""
+    return _locate(WEIGHT_FILES[key], path, _default_dir(key))
 
 
 def _check_net(net: str) -> str:
@@ -143,20 +172,19 @@ def _check_net(net: str) -> str:
 
 def lpips_backbone_path(net: str = "alex", path=None) -> Path:
     """Resolve the torchvision backbone file for LPIPS (alexnet-owt-7be5be79.pth / vgg16-397923af.pth)."""
-    return _resolve(WEIGHT_FILES[f"lpips_backbone_{_check_net(net)}"], path, hub_checkpoint_dir())
+    key = f"lpips_backbone_{_check_net(net)}"
+    return _resolve(WEIGHT_FILES[key], path, _default_dir(key))
 
 
 def lpips_linear_path(net: str = "alex", path=None) -> Path:
     """Resolve the LPIPS v0.1 linear-layer weights (shipped in the lpips package)."""
-    import lpips  # the pip package
-
-    pkg_dir = Path(lpips.__file__).resolve().parent / "weights" / "v0.1"
-    return _resolve(WEIGHT_FILES[f"lpips_linear_{_check_net(net)}"], path, pkg_dir)
+    key = f"lpips_linear_{_check_net(net)}"
+    return _resolve(WEIGHT_FILES[key], path, _default_dir(key))
 
 
 def fid_inception_path(path=None) -> Path:
     """Resolve pytorch-fid's Inception weights (pt_inception-2015-12-05-6726825d.pth)."""
-    return _resolve(WEIGHT_FILES["fid_inception"], path, hub_checkpoint_dir())
+    return _resolve(WEIGHT_FILES["fid_inception"], path, _default_dir("fid_inception"))
 
 
 def sha256_of(path) -> str:
@@ -181,6 +209,15 @@ def verify_file(key: str, path) -> None:
         )
 
 
+def needed_weights(metric_names: Iterable[str], lpips_net: str = "alex") -> dict[str, str]:
+    """The weight files the metrics need: {'lpips_backbone' | 'lpips_linear' | 'fid_inception': WEIGHT_FILES key}."""
+    needed: dict[str, str] = {}
+    for name in metric_names:
+        for key in METRIC_WEIGHTS.get(str(name), ()):
+            needed[key] = f"{key}_{_check_net(lpips_net)}" if key.startswith("lpips") else key
+    return needed
+
+
 def resolve_weights(
     metric_names: Iterable[str], paths: Mapping | None = None, lpips_net: str = "alex"
 ) -> dict[str, Path]:
@@ -189,17 +226,10 @@ def resolve_weights(
     (missing or None = use env var / default location). Raises MissingFileError for the first missing file."""
     paths = dict(paths or {})
     lpips_net = paths.get("lpips_net") or lpips_net
-    needed: list[str] = []
-    for name in metric_names:
-        for key in METRIC_WEIGHTS.get(str(name), ()):
-            if key not in needed:
-                needed.append(key)
-    resolvers = {
-        "lpips_backbone": lambda p: lpips_backbone_path(lpips_net, p),
-        "lpips_linear": lambda p: lpips_linear_path(lpips_net, p),
-        "fid_inception": fid_inception_path,
+    return {
+        short: _resolve(WEIGHT_FILES[key], paths.get(short), _default_dir(key))
+        for short, key in needed_weights(metric_names, lpips_net).items()
     }
-    return {key: resolvers[key](paths.get(key)) for key in needed}
 
 
 def check_weights(

@@ -43,8 +43,11 @@ NETWORK_FILES = ("unet/config.json", "unet/diffusion_pytorch_model.safetensors",
 TEXT_FILES = ("text_encoder/config.json", "text_encoder/model.safetensors", "tokenizer/tokenizer_config.json")
 #: the tokenizer's vocabulary: SD 2-base's vocab.json + merges.txt, or a tokenizer.json (what transformers 5 saves)
 TOKENIZER_VOCABS = (("tokenizer/vocab.json", "tokenizer/merges.txt"), ("tokenizer/tokenizer.json",))
-FOLDER_WHERE = ("a local copy of the Hugging Face repository stabilityai/stable-diffusion-2-base "
-                "(diffusers layout with *.safetensors: unet/, vae/, scheduler/, text_encoder/, tokenizer/)")
+#: the Hugging Face model prior=sd2_base is a copy of (`python -m dps_map.weights paper-sd2 --download` fetches it)
+SD2_MODEL_ID = "stabilityai/stable-diffusion-2-base"
+FOLDER_WHERE = (f"the Hugging Face model {SD2_MODEL_ID} (https://huggingface.co/{SD2_MODEL_ID}; diffusers layout "
+                "with *.safetensors: unet/, vae/, scheduler/, text_encoder/, tokenizer/): "
+                "`python -m dps_map.weights paper-sd2 --download` puts it at this path")
 FOLDER_OVERRIDE = "paths.sd2_base=/path/to/stable-diffusion-2-base (or env DPS_MAP_SD2_BASE)"
 
 

@@ -47,12 +47,13 @@ TARGET_CONFIGS = {
 }
 #: the smallest target that fetches each prior's checkpoint (for the priors' missing-file messages)
 PRIOR_TARGETS = {"adm512": "paper", "adm128_512_upsampler": "paper", "adm256_uncond": "adm256", "sd2_base": "paper-sd2"}
-IMAGENET_WHERE = ("by hand (login needed): the ILSVRC-2012 validation images (50000 JPEGs) from "
-                  "https://image-net.org/download-images.php, or ILSVRC/Data/CLS-LOC/val/ of Kaggle's "
-                  "imagenet-object-localization-challenge (https://www.kaggle.com/c/imagenet-object-localization-challenge)")
-LABELS_WHERE = ("by hand (login needed): LOC_val_solution.csv of Kaggle's imagenet-object-localization-challenge "
-                "(https://www.kaggle.com/c/imagenet-object-localization-challenge), or lay the images out as "
-                "<wnid>/<file>")
+KAGGLE = "https://www.kaggle.com/c/imagenet-object-localization-challenge"
+#: where to get the ImageNet files (login needed: never downloaded); config.py/data.py's messages may reuse them
+IMAGENET_WHERE = ("https://image-net.org/download-images.php (the ILSVRC-2012 validation images, 50000 JPEGs; login "
+                  f"needed) or ILSVRC/Data/CLS-LOC/val/ of Kaggle's imagenet-object-localization-challenge ({KAGGLE}), "
+                  "flat or in <wnid>/ folders")
+LABELS_WHERE = (f"LOC_val_solution.csv of Kaggle's imagenet-object-localization-challenge ({KAGGLE}; login needed), "
+                "or lay the images out as <wnid>/<file>")
 #: fetched with the text encoder although the loader does not require them: the tokenizer's special tokens
 #: as the repository has them (transformers reads special_tokens_map.json when it is there)
 HUB_EXTRA_FILES = ("tokenizer/special_tokens_map.json",)
@@ -84,9 +85,9 @@ class Item:
 
 
 def download_hint(prior_name: str) -> str:
-    """' (`python -m dps_map.weights TARGET --download` puts it at this path)' for a prior whose file it fetches, else ''."""
+    """The weights command that fetches a prior's file, as a clause for its missing-file message ('' if none does)."""
     target = PRIOR_TARGETS.get(prior_name)
-    return f" (`python -m dps_map.weights {target} --download` puts it at this path)" if target else ""
+    return f" (or `python -m dps_map.weights {target} --download` with the same paths.* overrides)" if target else ""
 
 
 # -- what a target needs ----------------------------------------------------------------------------------
@@ -351,12 +352,13 @@ def describe(item: Item) -> str:
     else:
         sha = "-" if item.kind == "manual" else "not published"
     source = {"url": "url", "hub": "url", "package": "from", "manual": "get"}[item.kind]
+    where = f"by hand: {item.url}" if item.kind == "manual" else item.url
     return (f"{status:8} {item.what}\n"
             f"         path    {item.path if item.path is not None else '(none)'}\n"
             f"         set by  {item.override}\n"
             f"         size    {size}\n"
             f"         sha256  {sha}\n"
-            f"         {source:7} {item.url}" + (f"\n         note    {item.note}" if item.note else ""))
+            f"         {source:7} {where}" + (f"\n         note    {item.note}" if item.note else ""))
 
 
 def describe_hub(items: list[Item]) -> str:

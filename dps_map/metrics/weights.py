@@ -140,7 +140,7 @@ def _resolve(entry: WeightFile, path, default_dir: Path) -> Path:
     if not p.is_file():
         where = entry.url
         if entry.url.startswith("http"):
-            where += f" (`{DOWNLOAD_COMMAND}` puts it at this path)"
+            where += f" (or `{DOWNLOAD_COMMAND}` with the same paths.* overrides)"
         raise MissingFileError(
             p,
             entry.what,

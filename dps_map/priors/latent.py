@@ -46,8 +46,8 @@ TOKENIZER_VOCABS = (("tokenizer/vocab.json", "tokenizer/merges.txt"), ("tokenize
 #: the Hugging Face model prior=sd2_base is a copy of (`python -m dps_map.weights paper-sd2 --download` fetches it)
 SD2_MODEL_ID = "stabilityai/stable-diffusion-2-base"
 FOLDER_WHERE = (f"the Hugging Face model {SD2_MODEL_ID} (https://huggingface.co/{SD2_MODEL_ID}; diffusers layout "
-                "with *.safetensors: unet/, vae/, scheduler/, text_encoder/, tokenizer/): "
-                "`python -m dps_map.weights paper-sd2 --download` puts it at this path")
+                "with *.safetensors: unet/, vae/, scheduler/, text_encoder/, tokenizer/; or "
+                "`python -m dps_map.weights paper-sd2 --download` with the same paths.* overrides)")
 FOLDER_OVERRIDE = "paths.sd2_base=/path/to/stable-diffusion-2-base (or env DPS_MAP_SD2_BASE)"
 
 

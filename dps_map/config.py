@@ -178,7 +178,9 @@ def check_prior_checkpoint(prior) -> None:
         return
     path = absolute_path(prior.checkpoint)
     if not path or not Path(path).is_file():
-        raise MissingFileError(path, prior.what, prior.url, prior.override)
+        from .weights import download_hint
+
+        raise MissingFileError(path, prior.what, prior.url + download_hint(prior.name), prior.override)
 
 
 def check_data(prior, data) -> None:
@@ -186,8 +188,10 @@ def check_data(prior, data) -> None:
     if data.kind == "demo":
         demo_photos(data)
     if data.kind == "folder" and not Path(absolute_path(data.path)).is_dir():
-        where, override = (("the ILSVRC-2012 validation images (image-net.org), flat or in <wnid>/ folders",
-                            "paths.imagenet_val=/path/to/val (or env DPS_MAP_IMAGENET_VAL)") if data.name == "imagenet_val"
+        from .weights import IMAGENET_WHERE
+
+        where, override = ((IMAGENET_WHERE, "paths.imagenet_val=/path/to/val (or env DPS_MAP_IMAGENET_VAL)")
+                           if data.name == "imagenet_val"
                            else ("your dataset (any folder of images)", "data.path=/path/to/images"))
         raise MissingFileError(absolute_path(data.path), f"image folder of data={data.name}", where, override)
     check_class_label(prior, data)

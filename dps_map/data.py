@@ -187,7 +187,9 @@ def read_labels_file(path) -> dict[str, int]:
     and blank lines are allowed; the index may also be a wnid)."""
     file = Path(absolute_path(path))
     if not file.is_file():
-        raise MissingFileError(file, "class labels file", "the ILSVRC-2012 val solution CSV (LOC_val_solution.csv) "
+        from .weights import LABELS_WHERE
+
+        raise MissingFileError(file, "class labels file", f"the ILSVRC-2012 val solution CSV ({LABELS_WHERE}) "
                                "or your own 'file_stem,index' lines", "data.labels=/path/to/labels.csv")
     index = wnid_indices()
     labels = {}

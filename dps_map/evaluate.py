@@ -15,6 +15,18 @@ from .io import load_image
 log = logging.getLogger(__name__)
 
 
+_NETWORKS: dict = {}
+
+
+def _network(cls, *args, **kwargs):
+    """A frozen metric network (LPIPS, Inception), built once per process for the same arguments: the jobs of a
+    sweep on the local launcher share one process, and each would read the weight files again (~330 MB)."""
+    key = (cls.__name__, args, tuple(sorted((k, str(v)) for k, v in kwargs.items())))
+    if key not in _NETWORKS:
+        _NETWORKS[key] = cls(*args, **kwargs)
+    return _NETWORKS[key]
+
+
 class Evaluator:
     """Holds the metric networks a config asks for (built once; weights resolved via paths.*)."""
 
@@ -31,12 +43,12 @@ class Evaluator:
             check_weights(list(mcfg.names), dict(paths), mcfg.get("lpips_net", "alex"))  # config order
         self.lpips = None
         if "lpips" in self.names:  # also gives diversity its pairwise LPIPS
-            self.lpips = LPIPS(mcfg.get("lpips_net", "alex"), backbone_path=paths.get("lpips_backbone"),
-                               random_backbone=random, device=device)
+            self.lpips = _network(LPIPS, mcfg.get("lpips_net", "alex"), backbone_path=paths.get("lpips_backbone"),
+                                  random_backbone=random, device=device)
         self.inception = None
         if {"fid", "kid"} & self.names:
-            self.inception = InceptionFeatures(weights_path=paths.get("fid_inception"), random_weights=random,
-                                               device=device)
+            self.inception = _network(InceptionFeatures, weights_path=paths.get("fid_inception"),
+                                      random_weights=random, device=device)
 
     def per_sample(self, x: torch.Tensor, ref: torch.Tensor) -> dict[str, list[float]]:
         """Scores of each sample in x against its ground truth ref (same shape)."""

@@ -98,6 +98,25 @@ def test_frechet_distance_matches_sqrtm_and_pytorch_fid():
     assert abs(got - diag_only) > 1e-3 * abs(got)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pytorch-fid passes sqrtm(disp=False)
+def test_fid_with_fewer_samples_than_dimensions_equals_the_covariance_formula():
+    """fid_from_features takes the N1 x N2 form when N <= D (a shard, a small run): the same number as the D x D
+    formula and pytorch-fid's sqrtm, to round-off; FID(F, F) = 0."""
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
+    rng = np.random.default_rng(3)
+    d = 64
+    a = rng.normal(size=(40, d)) @ rng.normal(size=(d, d))
+    b = rng.normal(size=(30, d)) @ rng.normal(size=(d, d)) + 0.3
+    reference = frechet_distance(*feature_stats(a), *feature_stats(b))
+    assert fid_from_features(a, b) == pytest.approx(reference, rel=1e-9)
+    assert fid_from_features(a, b) == pytest.approx(calculate_frechet_distance(*feature_stats(a), *feature_stats(b)),
+                                                    rel=1e-6)
+    assert abs(fid_from_features(a, a)) < 1e-8 * fid_from_features(a, b)
+    assert fid_from_features(a[:2], b[:2]) == pytest.approx(frechet_distance(*feature_stats(a[:2]),
+                                                                             *feature_stats(b[:2])), rel=1e-9)
+
+
 def test_frechet_distance_singular_covariance():
     # fewer samples than dimensions: rank-deficient covariances; FD(P, P) must still be ~0 and FD >= 0
     rng = np.random.default_rng(2)

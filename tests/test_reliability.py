@@ -32,7 +32,6 @@ def _no_model(*args, **kwargs):
     raise AssertionError("a model was built before validation failed")
 
 
-ADAPTER_CONF = (CONF / "sampler" / "adapter_dps.yaml").exists()
 
 
 @pytest.mark.parametrize("args,expected", [
@@ -49,11 +48,11 @@ ADAPTER_CONF = (CONF / "sampler" / "adapter_dps.yaml").exists()
     (["task=inpaint_box", "task.box_fraction=1.5"], "box must be smaller than the 64px image"),
     (["task=inpaint_box", "task.box_fraction=0.001"], "a box of 0px does not fit"),
     (["sampler=dps", "+sampler.adapter=/nonexistent/adapter.pt"], "'/nonexistent/adapter.pt' not found"),
-    pytest.param(["sampler=adapter_dps", "paths.adapter=/nonexistent/a.pt"], "missing adapter checkpoint",
-                 marks=pytest.mark.skipif(not ADAPTER_CONF, reason="adapter samplers not in this tree")),
+    (["sampler=adapter_dps", "paths.adapter=/nonexistent/a.pt"], "missing adapter checkpoint"),
     (["seed=0,1"], "seed=0,1 sweeps over several values: add -m"),
     (["-m", "prior=adm512", "sampler=dps,dmap", "paths.checkpoints=/nonexistent"],  # before any job starts
-     "'/nonexistent/512x512_diffusion.pt' not found. Get it from openai/guided-diffusion"),
+     "'/nonexistent/512x512_diffusion.pt' not found. Get it from "
+     "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/512x512_diffusion.pt"),
 ])
 def test_bad_command_line_is_one_line_exit_2_before_any_model(args, expected, monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(sys, "argv", ["dps-map", *args, f"hydra.run.dir={tmp_path / 'run'}"])

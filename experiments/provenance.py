@@ -19,8 +19,9 @@ runs COMMAND (no shell; wrap a pipeline in `sh -c '...'`), times it and, if it e
 - `stale`: null, or a reason (`--stale STEM REASON`) the check reports but accepts.
 
 A result made by several commands (sweeps, then a table) is one record with one step per command:
-`--append` adds a step to the existing record of STEM. Each step records the commit it ran at (others may
-commit while a long pipeline runs); `commit` is the first step's, `commits` every distinct one.
+`--append` adds a step to the existing record of STEM. Each step records the commit it started at (others may
+commit while a long pipeline runs; `commit_end` when HEAD moved during the step: a driver that prints the
+commit when it finishes names that one); `commit` is the first step's, `commits` every distinct one.
 Other operations, no command run:
 
     python -m experiments.provenance --stale STEM "REASON"      # mark a result stale (or --stale STEM "" to clear)
@@ -228,7 +229,9 @@ def run_step(command: list[str], declared: list[str]) -> dict:
         if p in before and before[p] != digest:
             changed.append(p)
         assets[p] = digest
-    return {"commit": commit, "command": shlex.join(command), "argv": command, "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+    commit_end = git_state()["commit"]
+    return {"commit": commit, **({"commit_end": commit_end} if commit_end != commit else {}),
+            "command": shlex.join(command), "argv": command, "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
             "cwd": rel(Path.cwd()), "started": started, "finished": now(), "wall_s": round(wall, 1),
             "load_avg_start": round(load0, 2), "load_avg_end": round(os.getloadavg()[0], 2), "exit_code": code,
             "assets_opened": weights, "assets_declared": sorted(rel(Path(p)) for p in declared),

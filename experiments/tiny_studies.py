@@ -4,6 +4,7 @@
     python -m experiments.tiny_studies adapter  [--per-photo 16]                     # -> adapter_sr.*
     python -m experiments.tiny_studies ccdf     [--starts 0.2 0.4 1]                 # -> ccdf_tiny.*
     python -m experiments.tiny_studies clipping [--num 16] [--old-prior PATH]        # -> sample_clipping.*
+    python -m experiments.tiny_studies demo     [--old-prior PATH]                   # -> demo_tiny.*
 
 - `deblur`: DMAP and DPS on Gaussian deblurring (50 steps, the tuned zeta, which is 10 for both priors and
   both samplers) with the shipped 10k-step prior and the earlier 2200-step prior (its weights from git:
@@ -22,9 +23,11 @@
   noise), at 100 and 1000 steps; per-channel mean and standard deviation, chroma (max - min over RGB),
   within-image std and the fraction of saturated values (|x| > 0.95), beside crops of the photographs
   (test, validation, all training photographs). A grid of the samples goes beside the table.
+- `demo`: the runs `make demo` makes (4 held-out crops, DPS and DMAP on its three tasks), with the shipped
+  prior at today's tuned step sizes and the earlier prior at its own: the README's demo table.
 
-Every run goes through the runner (dps_map.run.run) except `clipping` (dps_map.train_prior.ddpm_samples, the
-package's DDPM sampler); runs are kept and resumed in --work. Results in experiments/results/.
+Every run goes through the runner (dps_map.run.run) except `clipping` (the package's DDPMSampler on the prior,
+as dps_map.train_prior.ddpm_samples draws them); runs are kept and resumed in --work. Results in experiments/results/.
 """
 
 from __future__ import annotations
@@ -348,7 +351,47 @@ def clipping(args) -> tuple[list[dict], tuple]:
     return rows, ("Unconditional samples with and without x0 clipping, against photographs", extra, lines)
 
 
-STUDIES = {"deblur": ("deblur_priors", deblur), "adapter": ("adapter_sr", adapter), "ccdf": ("ccdf_tiny", ccdf),
+# -- demo: what `make demo` prints, the shipped prior and the earlier one each at its own tuned step sizes -----
+#: the earlier prior's tuned zeta (git show dce69f7^:conf/tuned/default.yaml)
+OLD_ZETA = {("sr4", "dps"): 10.0, ("sr4", "dmap"): 3.0, ("inpaint_box", "dps"): 10.0, ("inpaint_box", "dmap"): 3.0,
+            ("gaussian_deblur", "dps"): 10.0, ("gaussian_deblur", "dmap"): 10.0}
+
+
+def demo(args) -> tuple[list[dict], tuple]:
+    from dps_map.demo import DEMO_PER_PHOTO, DEMO_SAMPLERS, DEMO_TASKS
+
+    jobs = {}
+    for task in DEMO_TASKS:
+        for sampler in DEMO_SAMPLERS:
+            base = [f"task={task}", "prior=tiny", f"sampler={sampler}", "data=demo", f"data.per_photo={DEMO_PER_PHOTO}"]
+            jobs[(task, sampler, "shipped")] = (base, str(args.work / "demo" / "shipped" / task / sampler))
+            jobs[(task, sampler, "old")] = (base + [f"prior.checkpoint={args.old_prior}",
+                                                    f"sampler.zeta={OLD_ZETA[(task, sampler)]}"],
+                                            str(args.work / "demo" / "old" / task / sampler))
+    res = run_all(jobs, args.workers)
+    rows = []
+    for (task, sampler, who), r in res.items():
+        m, s = mean_sem(r["records"])
+        rows.append({"task": task, "sampler": sampler, "prior": who, "zeta": r["step_size"], "n_crops": len(r["records"]),
+                     "psnr": m, "psnr_sem": s, "ssim": mean_sem(r["records"], "ssim")[0],
+                     "naive_psnr": mean_sem(r["records"], "naive_psnr")[0]})
+    get = lambda t, s, w: next(r for r in rows if (r["task"], r["sampler"], r["prior"]) == (t, s, w))  # noqa: E731
+    lines = ["| task | DPS (earlier prior) | DMAP (earlier prior) | naive |", "|---|---|---|---|"]
+    for task in DEMO_TASKS:
+        cells = [f"{get(task, s, 'shipped')['psnr']:.2f} ({get(task, s, 'old')['psnr']:.2f})" for s in DEMO_SAMPLERS]
+        lines.append(f"| {task} | " + " | ".join(cells) + f" | {get(task, 'dps', 'shipped')['naive_psnr']:.2f} |")
+    lines += ["", "| task | sampler | prior | zeta | n | PSNR | SSIM |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['task']} | {r['sampler']} | {r['prior']} | {r['zeta']:g} | {r['n_crops']} | {r['psnr']:.2f} ± "
+              f"{r['psnr_sem']:.2f} | {r['ssim']:.3f} |" for r in rows]
+    extra = ("The runs `make demo` makes (python -m dps_map.demo: data=demo data.per_photo=2, i.e. 4 held-out crops, "
+             "50 steps, one sample each, seed 0), with the shipped prior (sha256 "
+             f"{sha(SHIPPED_PRIOR)[:12]}) at today's tuned step sizes and with the earlier 2200-step prior (sha256 "
+             f"{sha(args.old_prior)[:12]}) at its own (dce69f7^:conf/tuned/default.yaml: SR x4 DPS 10 / DMAP 3, box "
+             "inpainting DPS 10 / DMAP 3, Gaussian deblurring 10 / 10). PSNR in dB.")
+    return rows, ("What make demo prints: the shipped prior and the earlier one (PSNR, dB)", extra, lines)
+
+
+STUDIES = {"demo": ("demo_tiny", demo), "deblur": ("deblur_priors", deblur), "adapter": ("adapter_sr", adapter), "ccdf": ("ccdf_tiny", ccdf),
            "clipping": ("sample_clipping", clipping)}
 
 
@@ -371,7 +414,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     args.per_photo = args.per_photo or {"deblur": 8, "adapter": 16, "ccdf": 4}.get(args.study, 4)
-    if args.study == "deblur" and args.old_prior is None:
+    if args.study in ("deblur", "demo") and args.old_prior is None:
         args.old_prior = OLD_PRIOR
     if args.old_prior is not None and not args.old_prior.is_file():
         parser.error(f"--old-prior {args.old_prior}: no such file (git show dce69f7^:dps_map/assets/tiny_prior.pt > it)")

@@ -1,9 +1,9 @@
 """Step sizes for the tiny prior, chosen on validation crops of training photographs (never the test crops).
 
-    python -m experiments.tune_tiny [--per-photo 4] [--samplers dps dmap] [--prior-checkpoint PATH]
+    python -m experiments.tune_tiny [--per-photo 4] [--samplers dps dmap dmap_adam] [--prior-checkpoint PATH]
 
 For each demo task (SR x4, box inpainting, Gaussian deblurring) and sampler, every step size of its grid
-(DPS zeta 1/3/10/30, DMAP zeta 1/3/10/30, DMAP-Adam lr 0.02/0.05/0.1) runs through the runner
+(DPS zeta 1/3/10/30, DMAP zeta 1/3/10/30, DMAP-Adam lr 0.01/0.02/0.05/0.1/0.2) runs through the runner
 (dps_map.run.run; prior=tiny, data=demo on the validation photographs astronaut, rocket and
 motorcycle_left, one sample per crop, metrics=fast, the sampler's own number of steps and K). The held-out
 demo crops (chelsea, coffee) are the test set and are not used. Per (task, sampler) the table gives the
@@ -37,7 +37,7 @@ RESULTS = ROOT / "experiments" / "results"
 TASKS = ("sr4", "inpaint_box", "gaussian_deblur")
 #: sampler -> (its step-size key, the grid searched)
 GRIDS = {"dps": ("zeta", (1.0, 3.0, 10.0, 30.0)), "dmap": ("zeta", (1.0, 3.0, 10.0, 30.0)),
-         "dmap_adam": ("zeta", (0.02, 0.05, 0.1))}
+         "dmap_adam": ("zeta", (0.01, 0.02, 0.05, 0.1, 0.2))}
 
 
 def run_setting(task: str, sampler: str, value: float, args) -> dict:
@@ -123,7 +123,7 @@ def _report(r: dict) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS))
-    parser.add_argument("--samplers", nargs="+", default=["dps", "dmap"], choices=sorted(GRIDS))
+    parser.add_argument("--samplers", nargs="+", default=["dps", "dmap", "dmap_adam"], choices=sorted(GRIDS))
     parser.add_argument("--per-photo", type=int, default=4, help="crops per validation photograph (3 photographs)")
     parser.add_argument("--measurement-batch", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)

@@ -25,6 +25,8 @@ headings; fenced and indented code blocks are skipped.
   file name in backticks that exists in the results folder (`restoration_tiny.md`; `frontier_tiny.md`/`.png`;
   a group `frontier_{gmm,tiny}.*`), or invisibly with an HTML comment `<!-- results: NAME.md ... -->`.
   Citing a file cites its result group (the files of its provenance record, e.g. the .md and its .csv).
+  The card of a shipped asset (`dps_map/assets/tiny_prior.json`: written by its trainer, its weights'
+  sha256 inside) may be cited the same way, by its path.
   A block that names none inherits the citations of the closest block above it in the same section
   (under the same heading) that names some; a table inherits those of its caption that way.
 - The numbers checked are the decimal numbers of the block's prose and tables (`25.27`, `0.015`, `3.0e4`,
@@ -230,8 +232,12 @@ def blocks_of(text: str, doc: str) -> list[Block]:
 
 
 def cited_names(text: str, results: Path) -> set[str]:
-    """Result files a block names (relative to results)."""
+    """Result files a block names (relative to results), and shipped asset cards it names ('card:<path>')."""
     names = set()
+    root = results.parents[1]
+    for m in re.finditer(r"dps_map/assets/[\w./-]+\.json", text):
+        if (root / m.group(0)).is_file():
+            names.add("card:" + m.group(0))
     for m in re.finditer(r"experiments/results/([\w./{},*-]+)", text):
         names |= _expand(m.group(1).rstrip(".,;:)"), results)
     for m in re.finditer(r"`([^`]+)`", text):
@@ -349,9 +355,12 @@ def check_citations(docs: list[Path], results: Path, owners: dict[str, dict], re
                 continue
             group = set()
             for c in cites:
+                if c.startswith("card:"):
+                    continue
                 rec = owners.get(c)
                 group |= ({(rec["_dir"] / f).relative_to(results).as_posix() for f in rec["files"]} if rec else {c})
             paths = [results / g for g in sorted(group)]
+            paths += [results.parents[1] / c[len("card:"):] for c in sorted(cites) if c.startswith("card:")]
             missing = []
             for sign, tok in tokens:
                 checked += 1

@@ -2,7 +2,8 @@
 
     python -m experiments.provenance --results STEM [STEM ...] [--assets PATH ...] [--append] -- COMMAND ...
 
-runs COMMAND (no shell; wrap a pipeline in `sh -c '...'`), times it and, if it exits 0, writes
+runs COMMAND (no shell; wrap a pipeline in `sh -c '...'`; `--stdout STEM.txt` keeps what it prints as a
+result file), times it and, if it exits 0, writes
 `<out>/<STEM>.provenance.json` beside the result group (`<out>/<STEM>.md`, `.csv`, `.png`, every file
 `<STEM>.*` or `<STEM>_*` the command wrote or rewrote; `--files GLOB` adds others). The record holds:
 
@@ -197,7 +198,7 @@ def _sitecustomize_dir(log: Path) -> Path:
     return d
 
 
-def run_step(command: list[str], declared: list[str]) -> dict:
+def run_step(command: list[str], declared: list[str], stdout: Path | None = None) -> dict:
     """Run command with the audit hook; the step's record (command, times, exit code, assets read)."""
     before = {rel(p): sha256_file(p) for p in shipped_assets()}
     commit = git_state()["commit"]
@@ -210,7 +211,18 @@ def run_step(command: list[str], declared: list[str]) -> dict:
         env["PYTHONPATH"] = os.pathsep.join([str(site)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
         started, load0, t0 = now(), os.getloadavg()[0], time.perf_counter()
         try:
-            code = subprocess.call(command, env=env)
+            if stdout is None:
+                code = subprocess.call(command, env=env)
+            else:  # tee the command's standard output into a result file (written whole at the end)
+                proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True, bufsize=1)
+                lines = []
+                for line in proc.stdout:
+                    sys.stdout.write(line)
+                    lines.append(line)
+                code = proc.wait()
+                if code == 0:
+                    stdout.parent.mkdir(parents=True, exist_ok=True)
+                    stdout.write_text("".join(lines))
         except KeyboardInterrupt:
             code = 130
         wall = time.perf_counter() - t0
@@ -264,6 +276,8 @@ def main(argv=None) -> int:
     p.add_argument("--assets", nargs="*", default=[], help="shipped files the run depends on besides those it opens")
     p.add_argument("--files", nargs="*", default=[], help="more result files (globs relative to --out)")
     p.add_argument("--append", action="store_true", help="add a step to STEM's existing record")
+    p.add_argument("--stdout", default=None, metavar="NAME", help="also write the command's standard output to "
+                   "<out>/NAME (a result file of the group, e.g. STEM.txt)")
     p.add_argument("--note", default=None)
     p.add_argument("--stale", nargs=2, metavar=("STEM", "REASON"))
     p.add_argument("--amend", metavar="STEM")
@@ -298,7 +312,7 @@ def main(argv=None) -> int:
         p.error("give --results STEM ... -- COMMAND (or --stale/--amend/--show)")
 
     git = git_state()
-    step = run_step(command, args.assets)
+    step = run_step(command, args.assets, out / args.stdout if args.stdout else None)
     if step["exit_code"] != 0:
         print(f"provenance: command exited {step['exit_code']}; no record written", file=sys.stderr)
         return step["exit_code"]

@@ -217,3 +217,24 @@ def test_the_repository_results_have_provenance_and_the_shipped_assets(capsys):
     code = cr.main(["--docs", str(ROOT / "experiments" / "results" / "README.md")])
     out = capsys.readouterr().out
     assert code == 0, out
+
+
+def test_stdout_kept_as_a_result_file(tmp_path):
+    out = tmp_path / "results"
+    out.mkdir()
+    r = subprocess.run([sys.executable, "-m", "experiments.provenance", "--out", str(out), "--results", "bench",
+                        "--stdout", "bench.txt", "--", sys.executable, "-c", "print('forward 31.3 ms')"],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (out / "bench.txt").read_text() == "forward 31.3 ms\n"
+    assert list(json.loads((out / "bench.provenance.json").read_text())["files"]) == ["bench.txt"]
+
+
+def test_an_asset_card_may_be_cited(tmp_path, capsys):
+    root, results = make_fixture(tmp_path)
+    (root / "dps_map" / "assets" / "tiny_prior.json").write_text('{"wall_time_s": 12897.2}')
+    d = doc(tmp_path, "# A\n\nTrained in 12897.2 s wall (`dps_map/assets/tiny_prior.json`).\n\n"
+                      "Trained in 99.5 s wall (`dps_map/assets/tiny_prior.json`).\n")
+    code, out = run_check(root, results, [d], capsys)
+    assert code == 1 and "README.md:5: 99.5 not in the cited card:dps_map/assets/tiny_prior.json" in out
+    assert "README.md:3" not in out

@@ -392,3 +392,46 @@ def test_box_mask_adapter_is_refused_on_random_masks(prior, tmp_path):
     assert rand.describe() == {"pattern": "random"}
     with pytest.raises(ConfigError, match="trained for operator"):
         sampler.check_operator(rand)
+
+
+def test_class_conditional_training_binds_each_images_label_and_checks_them_at_start_up(tmp_path, monkeypatch):
+    """train_adapter on a class-conditional ADM: each batch row gets its own image's ImageNet class (from the
+    <wnid>/ folder layout), the card records it; missing labels stop the run with the runner's message."""
+    from PIL import Image
+
+    from dps_map.priors.adm import ADMPrior
+    from dps_map.train_adapter import run
+
+    root = tmp_path / "train"
+    wnids = {"n01440764": 0, "n09472597": 980, "n15075141": 999}
+    for k, wnid in enumerate(wnids):
+        (root / wnid).mkdir(parents=True)
+        Image.fromarray((np.random.default_rng(k).random((40, 48, 3)) * 255).astype(np.uint8)).save(
+            root / wnid / f"{wnid}_{k}.JPEG")
+    seen = []
+    original = ADMPrior.set_class_labels
+
+    def record(self, labels):
+        seen.append(torch.as_tensor(labels).reshape(-1).tolist())
+        return original(self, labels)
+
+    monkeypatch.setattr(ADMPrior, "set_class_labels", record)
+    cond = ["prior=adm512", "prior.class_label=data", "data.kind=folder", f"data.root={root}", "steps=3",
+            f"export_path={tmp_path / 'a.pt'}"]
+    card = run(_train_cfg(tmp_path / "out", *cond))
+    # the images are taken in file-name order, so row labels index [0, 980, 999]; each batch draws 2 rows
+    batches = [labels for labels in seen if len(labels) == 2]
+    assert len(batches) == 3 and all(set(b) <= set(wnids.values()) for b in batches)
+    assert len({tuple(b) for b in batches}) > 1  # not one label for all
+    assert card["data"]["class_labels"] == {"source": "folder", "n_labelled": 3}
+    # labels that are not there: the runner's start-up errors, before any network is built
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for k in range(3):
+        Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(flat / f"img{k}.png")
+    with pytest.raises(ConfigError, match="3 of 3 images have no class label"):
+        run(_train_cfg(tmp_path / "out2", *cond[:3], f"data.root={flat}", "steps=1"))
+    with pytest.raises(ConfigError, match="data=train_adapter crops has none"):
+        run(_train_cfg(tmp_path / "out3", "prior=adm512", "prior.class_label=data", "steps=1"))
+    with pytest.raises(MissingFileError, match="folder of training images"):
+        run(_train_cfg(tmp_path / "out4", *cond[:3], f"data.root={tmp_path / 'nowhere'}", "steps=1"))

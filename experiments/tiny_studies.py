@@ -5,6 +5,7 @@
     python -m experiments.tiny_studies ccdf     [--starts 0.2 0.4 1]                 # -> ccdf_tiny.*
     python -m experiments.tiny_studies clipping [--num 16] [--old-prior PATH]        # -> sample_clipping.*
     python -m experiments.tiny_studies demo     [--old-prior PATH]                   # -> demo_tiny.*
+    python -m experiments.tiny_studies reference --candidate PATH                    # -> reference_comparison.*
 
 - `deblur`: DMAP and DPS on Gaussian deblurring (50 steps, the tuned zeta, which is 10 for both priors and
   both samplers) with the shipped 10k-step prior and the earlier 2200-step prior (its weights from git:
@@ -23,6 +24,10 @@
   noise), at 100 and 1000 steps; per-channel mean and standard deviation, chroma (max - min over RGB),
   within-image std and the fraction of saturated values (|x| > 0.95), beside crops of the photographs
   (test, validation, all training photographs). A grid of the samples goes beside the table.
+- `reference --candidate PATH`: a retrained tiny SR x4 reference conditional model against the shipped
+  dps_map/assets/tiny_sr4_reference.pt: the error of its denoised estimate x0_hat(x_t, y) by t on 16 held-out
+  crops x 8 states, the same states for both (paired); the score study trusts a reference where its x0 error
+  is below the other models' (experiments/results/README.md).
 - `demo`: the runs `make demo` makes (4 held-out crops, DPS and DMAP on its three tasks), with the shipped
   prior at today's tuned step sizes and the earlier prior at its own: the README's demo table.
 
@@ -391,7 +396,68 @@ def demo(args) -> tuple[list[dict], tuple]:
     return rows, ("What make demo prints: the shipped prior and the earlier one (PSNR, dB)", extra, lines)
 
 
-STUDIES = {"demo": ("demo_tiny", demo), "deblur": ("deblur_priors", deblur), "adapter": ("adapter_sr", adapter), "ccdf": ("ccdf_tiny", ccdf),
+# -- reference: a retrained tiny SR x4 reference against the shipped one (x0 error by t) -------------------------
+SHIPPED_REFERENCE = ROOT / "dps_map" / "assets" / "tiny_sr4_reference.pt"
+
+
+@torch.no_grad()
+def reference(args) -> tuple[list[dict], tuple]:
+    """E||x0_hat(x_t, y) - x0||^2/d of each reference (clipped to [-1, 1], as score_diagnostics tiny) on the
+    held-out crops, at the t of score_diagnostics tiny, on the same states (x_t, y) for both: paired."""
+    from dps_map.config import resolve_device
+    from dps_map.operators import build_noise
+    from dps_map.priors import build_prior
+    from dps_map.run import load_items, measure
+    from dps_map.samplers import build_sampler
+    from experiments.score_diagnostics import compose_config, step_indices
+
+    if args.candidate is None or not args.candidate.is_file():
+        raise SystemExit(f"reference: --candidate {args.candidate}: no such file")
+    cfg = compose_config(["task=sr4", "sampler=dps", "prior=tiny", "data=demo", f"data.per_photo={args.per_photo}",
+                          "+prior@reference=tiny_sr4_reference"])
+    device = resolve_device("cpu")
+    prior = build_prior(cfg.prior, device)  # the chain's diffusion (50 steps), as score_diagnostics tiny
+    diffusion = build_sampler(cfg.sampler).diffusion(prior)
+    noise = build_noise(cfg.task)
+    refs = {}
+    for who, path in (("shipped", SHIPPED_REFERENCE), ("candidate", args.candidate)):
+        rcfg = cfg.reference.copy()
+        rcfg.checkpoint = str(path)
+        refs[who] = build_prior(rcfg, device)
+    err: dict = {}
+    naive = []
+    for item in load_items(cfg.data, prior.image_size):
+        gen, operator, x0, y = measure(cfg, item, prior.image_size, noise, device)
+        naive.append(float((operator.naive(y) - x0).pow(2).mean()))
+        x0s, ys = x0.expand(args.num, -1, -1, -1), y.expand(args.num, -1, -1, -1)
+        bound = {who: m.condition(operator, y) for who, m in refs.items()}
+        for i in step_indices(diffusion.num_steps, 12):
+            x_t = diffusion.q_sample(x0s, i, torch.randn(x0s.shape, generator=gen, device=device))
+            t = int(diffusion.timesteps[i])
+            for who, m in bound.items():
+                eps = m.predict(x_t, diffusion.model_t(i, args.num))[0]
+                x0_hat = diffusion.x0_from_eps(x_t, i, eps).clamp(-1, 1)
+                err.setdefault((t, who), []).append(float((x0_hat - x0s).pow(2).mean()))
+    rows = []
+    for t in sorted({t for t, _ in err}):
+        a, b = np.array(err[(t, "candidate")]), np.array(err[(t, "shipped")])
+        d = a - b
+        rows.append({"t": t, "n_crops": len(d), "shipped": b.mean(), "candidate": a.mean(), "diff": d.mean(),
+                     "diff_sem": d.std(ddof=1) / np.sqrt(len(d)), "candidate_better": int((d < 0).sum()),
+                     "naive": float(np.mean(naive))})
+    lines = ["| t | crops | shipped reference | candidate | candidate − shipped (paired) | crops where the candidate "
+             "is better | bicubic |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['t']} | {r['n_crops']} | {r['shipped']:.4g} | {r['candidate']:.4g} | {r['diff']:+.3g} ± "
+              f"{r['diff_sem']:.2g} | {r['candidate_better']} of {r['n_crops']} | {r['naive']:.3g} |" for r in rows]
+    extra = (f"E||x0_hat(x_t, y) - x0||^2/d (x0_hat clipped to [-1, 1]) of the shipped tiny SR x4 reference (sha256 "
+             f"{sha(SHIPPED_REFERENCE)[:12]}) and of `{args.candidate}` (sha256 {sha(args.candidate)[:12]}), on "
+             f"{2 * args.per_photo} held-out crops x {args.num} states per t (the t of score_diagnostics tiny), the "
+             "same (y, x_t) for both (seeded as the runner seeds them): the differences are paired; mean over crops "
+             "± standard error. Lower is better.")
+    return rows, ("A retrained tiny SR x4 reference vs the shipped one: x0 error by t", extra, lines)
+
+
+STUDIES = {"reference": ("reference_comparison", reference), "demo": ("demo_tiny", demo), "deblur": ("deblur_priors", deblur), "adapter": ("adapter_sr", adapter), "ccdf": ("ccdf_tiny", ccdf),
            "clipping": ("sample_clipping", clipping)}
 
 
@@ -408,12 +474,15 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", nargs="+", default=["100", "1000"], help="clipping: chain lengths")
     parser.add_argument("--clip-below", type=int, default=500, help="clipping: clip x0 only below this t")
     parser.add_argument("--crop-per-photo", type=int, default=8, help="clipping: photograph crops per photo")
+    parser.add_argument("--candidate", type=Path, default=None, help="reference: the retrained reference's weights")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1, help="parallel single-threaded runs")
     parser.add_argument("--work", type=Path, default=Path("outputs/tiny_studies"))
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    args.per_photo = args.per_photo or {"deblur": 8, "adapter": 16, "ccdf": 4}.get(args.study, 4)
+    args.per_photo = args.per_photo or {"deblur": 8, "adapter": 16, "ccdf": 4, "reference": 8}.get(args.study, 4)
+    if args.study == "reference" and args.num == 16:
+        args.num = 8  # states per t and crop, as score_diagnostics tiny
     if args.study in ("deblur", "demo") and args.old_prior is None:
         args.old_prior = OLD_PRIOR
     if args.old_prior is not None and not args.old_prior.is_file():

@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "dps_map" / "conf"
 RESULTS = ROOT / "experiments" / "results"
 SHIPPED_PRIOR = ROOT / "dps_map" / "assets" / "tiny_prior.pt"
-OLD_PRIOR = ROOT / "outputs" / "issue30" / "old_prior" / "tiny_prior_2200.pt"
+OLD_PRIOR = ROOT / "outputs" / "old_prior" / "tiny_prior_2200.pt"  # git show dce69f7^:dps_map/assets/tiny_prior.pt
 VALIDATION = ("astronaut", "rocket", "motorcycle_left")
 
 

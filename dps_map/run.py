@@ -500,7 +500,10 @@ def _hydra_main(cfg: DictConfig) -> None:
 def format_summary(summary: dict) -> str:
     parts = [f"{summary['task']}/{summary['prior']}/{summary['sampler']}: {summary['n_samples']} samples"]
     for name, stat in summary.get("metrics", {}).items():
-        value = stat["mean"] if isinstance(stat, dict) else stat
+        if name == "diversity" and isinstance(stat, dict):  # several statistics, no mean: show each
+            parts += [f"{k}={v:.4g}" for k, v in stat.items() if isinstance(v, float)]
+            continue
+        value = stat.get("mean") if isinstance(stat, dict) else stat
         if isinstance(value, float):
             parts.append(f"{name}={value:.4g}")
     if summary.get("n_failed"):

@@ -232,3 +232,16 @@ def test_a_run_dir_is_not_resumed_with_other_weights_at_the_same_path(tmp_path, 
     (out / "run.json").write_text(json.dumps({"digest": marker["digest"], "version": "old"}))
     run(cfg, out)
     assert "weights" in json.loads((out / "run.json").read_text())
+
+
+def test_the_printed_summary_of_a_diversity_run():
+    """A run with several samples and diversity (the paper's diversity sweep) prints its summary line: the
+    diversity statistics each, KID's mean; a nested metric without a mean once crashed the job after its
+    samples were written, and with it the rest of the sweep."""
+    from dps_map.run import format_summary
+
+    line = format_summary({"task": "sr4", "prior": "adm512", "sampler": "dps", "n_samples": 8,
+                           "metrics": {"psnr": {"mean": 21.5, "sem": 0.1}, "fid": 3.25,
+                                       "kid": {"mean": 0.01, "std": 0.002},
+                                       "diversity": {"pixel_std": 0.0451, "pairwise_l2": 0.12, "n_measurements": 2}}})
+    assert line == "sr4/adm512/dps: 8 samples  psnr=21.5  fid=3.25  kid=0.01  pixel_std=0.0451  pairwise_l2=0.12"

@@ -28,6 +28,10 @@ Other operations, no command run:
     python -m experiments.provenance --stale STEM "REASON"      # mark a result stale (or --stale STEM "" to clear)
     python -m experiments.provenance --amend STEM --note TEXT  # rehash its files after a hand edit, say why
     python -m experiments.provenance --show STEM
+    python -m experiments.provenance --results STEM --transcribed "README.md at <commit>" --note "WHY NOT RERUN"
+
+A transcribed record (numbers measured earlier whose run output was not kept, copied into a result file so
+that the README can cite them) is always stale: the check lists it until the numbers are remeasured.
 
 `experiments/check_results.py` (`make check-results`) reads these records.
 """
@@ -282,6 +286,9 @@ def main(argv=None) -> int:
     p.add_argument("--stale", nargs=2, metavar=("STEM", "REASON"))
     p.add_argument("--amend", metavar="STEM")
     p.add_argument("--show", metavar="STEM")
+    p.add_argument("--transcribed", metavar="SOURCE", help="the files of --results STEM were copied by hand from "
+                   "SOURCE (numbers measured earlier whose run output was not kept): a record marked stale with "
+                   "--note's reason and no asset hashes")
     args = p.parse_args(argv)
     out = args.out.resolve()
 
@@ -308,8 +315,25 @@ def main(argv=None) -> int:
         save(record, args.amend, out)
         print(f"{record_path(args.amend, out)}: rehashed {len(new)} file(s)")
         return 0
+    if args.transcribed:
+        if not args.results or not args.note:
+            p.error("--transcribed SOURCE needs --results STEM and --note REASON (why it cannot be rerun now)")
+        git = git_state()
+        for stem in args.results:
+            files = result_files(stem, out, args.files)
+            if not files:
+                p.error(f"--transcribed: no file {stem}.* in {out}")
+            step = {"commit": git["commit"], "command": f"transcribed by hand from {args.transcribed}", "argv": [],
+                    "started": now(), "finished": now(), "wall_s": 0.0, "exit_code": 0, "assets": {}}
+            record = {"schema": SCHEMA, "result": stem, **git, "machine": machine(), "steps": [step],
+                      "transcribed": args.transcribed, "assets_unknown": True,
+                      "stale": f"transcribed from {args.transcribed}, not rerun: {args.note}", "note": None,
+                      "files": hash_files(files, out)}
+            save(_combine(record), stem, out)
+            print(f"provenance: {record_path(stem, out)} (transcribed, stale)")
+        return 0
     if not command or not args.results:
-        p.error("give --results STEM ... -- COMMAND (or --stale/--amend/--show)")
+        p.error("give --results STEM ... -- COMMAND (or --stale/--amend/--show/--transcribed)")
 
     git = git_state()
     step = run_step(command, args.assets, out / args.stdout if args.stdout else None)

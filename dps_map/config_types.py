@@ -170,6 +170,10 @@ SPEC: dict[str, Kind] = {
     "sampler.transition": Choice("ddpm", "ddim"), "sampler.eta": Float(0, 1), "sampler.adapter": Str(nullable=True),
     "sampler.gamma": Float(0), "sampler.repeat": Int(1, 10**3), "sampler.travel_start": Float(0, 1),
     "sampler.travel_end": Float(0, 1),
+    "sampler.guidance_units": Choice("vp", "euler"),
+    "sampler.gluing": Choice("adjoint", "transpose"), "sampler.encoding": Choice("mean", "sample"),
+    "sampler.noise_on_prediction": Bool(), "sampler.renoise": Choice("forward", "xu"),
+    "sampler.rho": Choice("constant", "adaptive"),
     # data
     "data.name": Str(), "data.per_photo": Int(1, 10**4), "data.num_shards": Int(1, 10**6), "data.shard": Int(0, 10**6),
     "data.path": Str(), "data.max_images": Int(1, nullable=True), "data.labels": Str(nullable=True),

@@ -7,7 +7,8 @@ A step size belongs to a prior (its scale and number of steps), so the value is 
   1. tuned.priors.<prior>.<task>.<sampler>.<KEY>     (a value tuned for this prior and task)
   2. tuned.priors.<prior>.all_tasks.<sampler>.<KEY>  (for this prior, any task)
   3. with ``${dps_map_tuned:KEY,DEFAULT,LIKE}``: 1-2 for the sampler named LIKE (a variant of it);
-  4. DEFAULT, the sampler YAML's own value, with one warning naming the value and where it came from.
+  4. DEFAULT, the sampler YAML's own value; for a step size (zeta, w), with one warning naming the value and
+     where it came from.
 
 A value tuned for one prior is never used for another (the tiny prior's 50-step zeta would be far too large
 for the 512 ADM at 1000 steps). Adding a sampler touches no task file: its YAML names its defaults, and tuned
@@ -30,6 +31,11 @@ _logged: set = set()
 #: the step sizes task files held before dps_map/conf/tuned/ existed: the config digest still contains them as
 #: task.zeta / task.w (config.config_digest), so run directories written before keep their digest
 LEGACY_TASK_KEYS = {"zeta": ("dps", "dmap", "dmap_adam", "adapter_dps", "adapter_dmap"), "w": ("dsg",)}
+
+
+#: the keys whose untuned default is worth a warning: step sizes (a sampler's other tabled settings, e.g. FreeDoM's
+#: repeat or PSLD's gamma, have defaults that are the method's own)
+STEP_SIZES = ("zeta", "w")
 
 
 def table_value(root, key: str, sampler: str):
@@ -64,13 +70,13 @@ def lookup(root, key: str, default, like: str | None = None):
         if value is not None:
             return value
     where = tuple(names.values()) + (key,)
-    if where not in _logged and logging.getLogger().handlers:  # once logging is set up (Hydra's job, not the
-        # launcher's pre-start checks, which would swallow the one message)
+    if where not in _logged and key in STEP_SIZES and logging.getLogger().handlers:  # once logging is set up
+        # (Hydra's job, not the launcher's pre-start checks, which would swallow the one message)
         _logged.add(where)
-        log.warning("sampler=%s, task=%s, prior=%s: %s=%s is the default of dps_map/conf/sampler/%s.yaml, not a "
-                    "value tuned for this prior (none in dps_map/conf/tuned/ under priors.%s); tune it on "
-                    "validation images and set sampler.%s", names["sampler"], names["task"], names["prior"], key,
-                    default, names["sampler"], names["prior"], key)
+        log.warning("sampler=%s, task=%s, prior=%s: %s=%s is the default of the sampler's YAML (%s.yaml), not a "
+                    "value tuned for this prior (none under tuned.priors.%s in dps_map/conf/tuned/default.yaml); "
+                    "tune it on validation images and set sampler.%s", names["sampler"], names["task"],
+                    names["prior"], key, default, names["sampler"], names["prior"], key)
     return default
 
 

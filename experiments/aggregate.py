@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
+from dps_map.config import prior_image_size, resolve_device
 from dps_map.errors import UserError
 from dps_map.io import atomic_write_bytes, atomic_write_json, load_image, read_jsonl, unique_records
 from dps_map.lock import lock_holder
@@ -90,7 +91,7 @@ def _fid_kid(jobs: list[dict], records: list[dict], random_weights: bool) -> dic
         except UserError as err:
             log.warning("FID/KID skipped: %s", err)
             return {"fid_skipped": str(err)}
-    size = int(cfg.prior.unet.image_size)
+    size = int(prior_image_size(cfg.prior))  # ADM, upsampler or latent prior: the size of the images
     fake = [r["_dir"] / "recon" / f"{r['id']}_{r['k']}.png" for r in records if not r.get("failed")]
     real = sorted({r["_dir"] / "label" / f"{r['id']}.png" for r in records})
     fake = [p for p in fake if p.exists()]
@@ -99,16 +100,17 @@ def _fid_kid(jobs: list[dict], records: list[dict], random_weights: bool) -> dic
         reason = f"FID/KID need at least 2 images on each side (have {len(fake)} samples, {len(real)} references)"
         log.warning("FID/KID skipped: %s", reason)
         return {"fid_skipped": reason}
-    net = InceptionFeatures(weights_path=paths.get("fid_inception"), random_weights=random_weights, device="cpu")
+    device = resolve_device("auto")  # a GPU where there is one (the paper's 1000 images per group)
+    net = InceptionFeatures(weights_path=paths.get("fid_inception"), random_weights=random_weights, device=device)
 
     def features(files):
         import torch
 
         out = []
         for start in range(0, len(files), 16):
-            batch = torch.stack([load_image(p, size)[0] for p in files[start:start + 16]])
+            batch = torch.stack([load_image(p, size)[0] for p in files[start:start + 16]]).to(device)
             with torch.no_grad():
-                out.append(net(batch).numpy())
+                out.append(net(batch).cpu().numpy())
         return np.concatenate(out)
 
     f_fake, f_real = features(fake), features(real)
@@ -119,6 +121,23 @@ def _fid_kid(jobs: list[dict], records: list[dict], random_weights: bool) -> dic
     if random_weights:
         result["fid_note"] = "random Inception weights (--random-weights): numbers are meaningless"
     return result
+
+
+def diversity(jobs: list[dict]) -> dict | None:
+    """The group's diversity (several samples per measurement): each job's summary holds the means over its
+    measurements of the per-pixel std, pairwise L2 and pairwise LPIPS, with their count; the group's are the
+    means weighted by those counts, i.e. the means over all the group's measurements."""
+    parts = []
+    for job in jobs:
+        path = job["dir"] / "summary.json"
+        part = json.loads(path.read_text()).get("metrics", {}).get("diversity") if path.exists() else None
+        if part and part.get("n_measurements"):
+            parts.append(part)
+    if not parts:
+        return None
+    n = sum(p["n_measurements"] for p in parts)
+    keys = [k for k in parts[0] if k != "n_measurements" and all(k in p for p in parts)]
+    return {**{k: float(sum(p[k] * p["n_measurements"] for p in parts) / n) for k in keys}, "n_measurements": n}
 
 
 def job_status(job: dict) -> dict:
@@ -183,6 +202,9 @@ def aggregate_group(jobs: list[dict], random_weights: bool = False) -> dict:
                           if isinstance(summaries[0]["metrics"][k], (int, float))}
     elif out["complete"]:
         out["metrics"].update(_fid_kid(jobs, records, random_weights))
+        spread = diversity(jobs)
+        if spread is not None:
+            out["metrics"]["diversity"] = spread
     if not out["complete"]:  # never silently averaged: the partial means are kept apart
         out["partial_metrics"], out["metrics"] = out["metrics"], {}
     return out
@@ -216,12 +238,16 @@ def _fmt(stat) -> str:
 
 def to_markdown(result: dict) -> str:
     cols = ["psnr", "ssim", "lpips", "fid", "kid"]
+    spread = any("diversity" in g["metrics"] for g in result["groups"].values())
     lines = [f"# Sweep {result['sweep_dir']}", "",
              f"{result['total']['n_groups']} configs, {result['total']['n_jobs']} jobs, "
              f"{result['total']['n_samples']} samples ({result['total']['n_failed']} failed). "
-             "Mean ± standard error over samples; FID/KID over all samples of a config.", "",
-             "| config | samples | failed | shards | " + " | ".join(cols) + " | s/sample | NFE |",
-             "|---" * (len(cols) + 6) + "|"]
+             "Mean ± standard error over samples; FID/KID over all samples of a config"
+             + ("; diversity: per-pixel std, pairwise L2 and LPIPS among the samples of a measurement, mean over "
+                "measurements" if spread else "") + ".", "",
+             "| config | samples | failed | shards | " + " | ".join(cols) + " | s/sample | NFE |"
+             + (" pixel std | pairwise L2 | pairwise LPIPS |" if spread else ""),
+             "|---" * (len(cols) + 6 + 3 * spread) + "|"]
     for g in sorted(result["groups"].values(), key=lambda g: g["label"]):
         m = g["metrics"]
         kid_v = m.get("kid", {}).get("mean") if isinstance(m.get("kid"), dict) else None
@@ -231,8 +257,11 @@ def to_markdown(result: dict) -> str:
         shards = g["shards"]
         shard_txt = f"{len(shards['present'])}/{shards['num_shards']}"
         cost = g["cost"]
+        div = m.get("diversity") or {}
         lines.append(f"| {g['label']} | {g['n_samples']} | {g['n_failed']} | {shard_txt} | " + " | ".join(vals)
-                     + f" | {_fmt(cost.get('seconds_per_sample'))} | {_fmt(cost.get('nfe_per_sample'))} |")
+                     + f" | {_fmt(cost.get('seconds_per_sample'))} | {_fmt(cost.get('nfe_per_sample'))} |"
+                     + ("".join(f" {_fmt(div.get(k))} |" for k in ("pixel_std", "pairwise_l2", "pairwise_lpips"))
+                        if spread else ""))
     incomplete = [g for g in sorted(result["groups"].values(), key=lambda g: g["label"]) if not g.get("complete", True)]
     if incomplete:
         lines += ["", "Incomplete groups (not averaged; their partial means are under `partial_metrics` in "

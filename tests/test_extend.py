@@ -149,7 +149,8 @@ def test_user_sampler_from_own_module_and_config_dir(tmp_path):
     # dps.yaml extended: no tuned zeta for this new sampler name, so its YAML default, logged once
     assert summary["config"]["scale"] == 0.0 and summary["config"]["zeta"] == 1.0
     log = (tmp_path / "mine" / "run.log").read_text() if (tmp_path / "mine" / "run.log").exists() else mine.stdout
-    assert log.count("no tuned zeta for sampler=scaled_dps on task=gmm_linear") == 1
+    assert log.count("sampler=scaled_dps, task=gmm_linear, prior=gmm: zeta=1.0 is the default of the sampler's "
+                     "YAML (scaled_dps.yaml), not a value tuned for this prior") == 1
     assert summary["cost"]["vjp"] > 0  # DPS's code path ran (one VJP per step) ...
     # ... and with scale 0 it is the prior alone: the same draws as DDPM
     np.testing.assert_allclose(np.load(tmp_path / "mine" / "samples.npy"), np.load(tmp_path / "ddpm" / "samples.npy"),

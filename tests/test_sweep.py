@@ -207,3 +207,21 @@ def test_long_overrides_give_short_unique_job_directories():
                         f"paths.checkpoints=/{'long/' * 40}checkpoints", "hydra.sweep.dir=/tmp/sweep"])
     dirs = {job.run_dir for job in jobs}
     assert len(dirs) == 4 and all(len(d.name.encode()) <= 200 for d in dirs)
+
+
+def test_aggregate_merges_the_shards_diversity_over_all_measurements(tmp_path):
+    """A diversity sweep's shards each hold the means over their own measurements; the group's diversity is the
+    mean over all the group's measurements (weighted by each shard's count), not the mean of the shard means."""
+    from experiments.aggregate import diversity
+
+    jobs = []
+    for k, (n, std, l2) in enumerate([(3, 0.10, 0.5), (1, 0.30, 0.9)]):
+        d = tmp_path / f"shard{k}"
+        d.mkdir()
+        (d / "summary.json").write_text(json.dumps({"metrics": {"psnr": {"mean": 20.0}, "diversity": {
+            "pixel_std": std, "pairwise_l2": l2, "n_measurements": n}}}))
+        jobs.append({"dir": d})
+    assert diversity(jobs) == pytest.approx({"pixel_std": (3 * 0.10 + 0.30) / 4, "pairwise_l2": (3 * 0.5 + 0.9) / 4,
+                                             "n_measurements": 4})
+    (tmp_path / "shard1" / "summary.json").write_text(json.dumps({"metrics": {"psnr": {"mean": 20.0}}}))
+    assert diversity(jobs)["n_measurements"] == 3 and diversity(jobs[1:]) is None

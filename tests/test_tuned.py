@@ -42,9 +42,9 @@ def test_lookup_order_prior_and_task_then_prior_then_sampler_default(caplog, mon
             assert sampler_of("prior=sd2_tiny", "task=sr4", "sampler=dps")["zeta"] == 1.0
     notes = [r for r in caplog.records if "not a value tuned for this prior" in r.getMessage()]
     assert [(r.levelno, r.getMessage()) for r in notes] == [(logging.WARNING, (
-        "sampler=dps, task=sr4, prior=sd2_tiny: zeta=1.0 is the default of dps_map/conf/sampler/dps.yaml, not a value "
-        "tuned for this prior (none in dps_map/conf/tuned/ under priors.sd2_tiny); tune it on validation images and "
-        "set sampler.zeta"))]
+        "sampler=dps, task=sr4, prior=sd2_tiny: zeta=1.0 is the default of the sampler's YAML (dps.yaml), not a value "
+        "tuned for this prior (none under tuned.priors.sd2_tiny in dps_map/conf/tuned/default.yaml); tune it on "
+        "validation images and set sampler.zeta"))]
 
 
 def test_no_task_file_holds_a_step_size():

@@ -1,0 +1,32 @@
+"""make rehearse-paper: the paper's make targets (preflight, adapter and ControlNet training, reproduce-paper for
+ADM 512 and for SD2) run for real at toy scale on stand-in files, each stage's artefact checked
+(experiments/rehearse_paper.py). Minutes of CPU: marked slow, run by `make test` and CI."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_make_rehearse_paper_passes_every_check(tmp_path):
+    work = tmp_path / "rehearsal"
+    proc = subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), "rehearse-paper",
+                           f"ARGS=--work {work}"], capture_output=True, text=True, timeout=3600,
+                          env={k: v for k, v in __import__("os").environ.items() if k not in ("MAKEFLAGS", "MFLAGS")})
+    report = json.loads((work / "rehearsal.json").read_text()) if (work / "rehearsal.json").is_file() else None
+    failed = [c for c in (report or {"checks": []})["checks"] if not c["ok"]]
+    assert proc.returncode == 0 and report is not None and not failed, (
+        f"exit {proc.returncode}; failed checks: {json.dumps(failed, indent=1)}\n{proc.stdout[-3000:]}\n"
+        f"{proc.stderr[-2000:]}\n(the whole log: {work / 'rehearsal.log'})")
+    checks = {c["check"] for c in report["checks"]}
+    for stage in ("make preflight-paper exits 2", "make train-adapter-paper exits 0", "make reproduce-paper exits 0",
+                  "make preflight-paper-sd2 exits 2", "make train-adapter-paper-sd2 exits 0",
+                  "make reproduce-paper-sd2 exits 0"):
+        assert stage in checks, stage
+    assert len(checks) >= 30
+    print(f"rehearsal: {len(checks)} checks in {report['total_seconds']:.0f} s: {report['seconds']}", file=sys.stderr)

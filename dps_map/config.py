@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .config_types import check_types
-from .data import check_class_labels, demo_photos
+from .data import IMAGENET_WHERE, check_class_labels, demo_photos
 from .errors import ConfigError, MissingFileError
 from .io import absolute_path
 
@@ -188,8 +188,6 @@ def check_data(prior, data) -> None:
     if data.kind == "demo":
         demo_photos(data)
     if data.kind == "folder" and not Path(absolute_path(data.path)).is_dir():
-        from .weights import IMAGENET_WHERE
-
         where, override = ((IMAGENET_WHERE, "paths.imagenet_val=/path/to/val (or env DPS_MAP_IMAGENET_VAL)")
                            if data.name == "imagenet_val"
                            else ("your dataset (any folder of images)", "data.path=/path/to/images"))

@@ -48,6 +48,14 @@ HELDOUT_PHOTOS = ("chelsea", "coffee")
 TRAIN_PHOTOS = tuple(name for name in PHOTOS if name not in HELDOUT_PHOTOS)
 
 
+KAGGLE = "https://www.kaggle.com/c/imagenet-object-localization-challenge"
+#: where to get the ImageNet files (login needed: never downloaded); config.py/data.py's messages may reuse them
+IMAGENET_WHERE = ("https://image-net.org/download-images.php (the ILSVRC-2012 validation images, 50000 JPEGs; login "
+                  f"needed) or ILSVRC/Data/CLS-LOC/val/ of Kaggle's imagenet-object-localization-challenge ({KAGGLE}), "
+                  "flat or in <wnid>/ folders")
+LABELS_WHERE = (f"LOC_val_solution.csv of Kaggle's imagenet-object-localization-challenge ({KAGGLE}; login needed), "
+                "or lay the images out as <wnid>/<file>")
+
 WNID = re.compile(r"^n\d{8}$")
 
 
@@ -187,8 +195,6 @@ def read_labels_file(path) -> dict[str, int]:
     and blank lines are allowed; the index may also be a wnid)."""
     file = Path(absolute_path(path))
     if not file.is_file():
-        from .weights import LABELS_WHERE
-
         raise MissingFileError(file, "class labels file", f"the ILSVRC-2012 val solution CSV ({LABELS_WHERE}) "
                                "or your own 'file_stem,index' lines", "data.labels=/path/to/labels.csv")
     index = wnid_indices()

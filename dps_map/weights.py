@@ -26,6 +26,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from .data import IMAGENET_WHERE, LABELS_WHERE
 from .errors import UserError
 
 #: targets -> what they cover (the files are worked out from the composed config)
@@ -47,13 +48,6 @@ TARGET_CONFIGS = {
 }
 #: the smallest target that fetches each prior's checkpoint (for the priors' missing-file messages)
 PRIOR_TARGETS = {"adm512": "paper", "adm128_512_upsampler": "paper", "adm256_uncond": "adm256", "sd2_base": "paper-sd2"}
-KAGGLE = "https://www.kaggle.com/c/imagenet-object-localization-challenge"
-#: where to get the ImageNet files (login needed: never downloaded); config.py/data.py's messages may reuse them
-IMAGENET_WHERE = ("https://image-net.org/download-images.php (the ILSVRC-2012 validation images, 50000 JPEGs; login "
-                  f"needed) or ILSVRC/Data/CLS-LOC/val/ of Kaggle's imagenet-object-localization-challenge ({KAGGLE}), "
-                  "flat or in <wnid>/ folders")
-LABELS_WHERE = (f"LOC_val_solution.csv of Kaggle's imagenet-object-localization-challenge ({KAGGLE}; login needed), "
-                "or lay the images out as <wnid>/<file>")
 #: fetched with the text encoder although the loader does not require them: the tokenizer's special tokens
 #: as the repository has them (transformers reads special_tokens_map.json when it is there)
 HUB_EXTRA_FILES = ("tokenizer/special_tokens_map.json",)

@@ -177,7 +177,7 @@ reproduce-paper-sd2: install   # needs make train-adapter-paper-sd2 (or PAPER_SD
 		--title "Restoration, Stable Diffusion 2-base, ImageNet val (noiseless, 500 steps)"
 
 rehearse-paper: install   # the targets above run for real at toy scale on stand-in files (CPU, ~10 min): experiments/rehearse_paper.py
-	$(PY) -m experiments.rehearse_paper $(ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m experiments.rehearse_paper $(ARGS)
 
 clean:
 	rm -rf outputs multirun .pytest_cache

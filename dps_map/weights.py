@@ -28,6 +28,7 @@ from pathlib import Path
 
 from .data import IMAGENET_WHERE, LABELS_WHERE
 from .errors import UserError
+from .io import sha256_file
 
 #: targets -> what they cover (the files are worked out from the composed config)
 TARGETS = {
@@ -242,9 +243,8 @@ def download_url(item: Item, progress: bool = True) -> None:
             raise UserError(f"download of {item.what} from {item.url} failed: {err}") from err
         check_size(item, tmp.stat().st_size, server)
         if not (item.sha256 or item.sha256_prefix):  # nothing published to check against: print it for the record
-            from .metrics.weights import sha256_of
 
-            print(f"sha256 {sha256_of(tmp)}  {item.path.name} (not published by its source; note it)", file=sys.stderr)
+            print(f"sha256 {sha256_file(tmp)}  {item.path.name} (not published by its source; note it)", file=sys.stderr)
         os.replace(tmp, item.path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -256,7 +256,6 @@ def download_hub(items: list[Item]) -> None:
     does not match is deleted."""
     import huggingface_hub
 
-    from .metrics.weights import sha256_of
 
     model_id, folder = items[0].model_id, items[0].folder
     rels = [it.rel for it in items]
@@ -275,7 +274,7 @@ def download_hub(items: list[Item]) -> None:
         problem = None
         if path.stat().st_size != remote.size:
             problem = f"{path.stat().st_size} bytes, the hub says {remote.size}"
-        elif remote.lfs is not None and sha256_of(path) != remote.lfs.sha256:
+        elif remote.lfs is not None and sha256_file(path) != remote.lfs.sha256:
             problem = f"sha256 differs from the hub's {remote.lfs.sha256[:16]}..."
         if problem:
             path.unlink()
@@ -308,12 +307,11 @@ def download_missing(items: list[Item], progress: bool = True) -> list[str]:
 
 def verify(items: list[Item]) -> list[str]:
     """Hash the present files that have a published sha256 (or prefix): one line per mismatch."""
-    from .metrics.weights import sha256_of
 
     bad = []
     for item in items:
         if item.present and item.path and item.path.is_file() and (item.sha256 or item.sha256_prefix):
-            digest = sha256_of(item.path)
+            digest = sha256_file(item.path)
             if not digest.startswith(item.sha256 or item.sha256_prefix):
                 bad.append(f"'{item.path}' has sha256 {digest[:16]}..., published {(item.sha256 or item.sha256_prefix)[:16]}"
                            f"...: get it again from {item.url}")

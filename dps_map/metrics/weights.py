@@ -12,7 +12,6 @@ they are resolved the same way, with the package directory in place of the hub c
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Iterable, Mapping
 import torch
 
 from dps_map.errors import MissingFileError, UserError
+from dps_map.io import sha256_file
 
 
 @dataclass(frozen=True)
@@ -187,20 +187,12 @@ def fid_inception_path(path=None) -> Path:
     return _resolve(WEIGHT_FILES["fid_inception"], path, _default_dir("fid_inception"))
 
 
-def sha256_of(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def verify_file(key: str, path) -> None:
     """Check a resolved file against the table's sha256 (or its 8-hex hub prefix). Reads the whole file."""
     entry = WEIGHT_FILES[key]
     if entry.sha256 is None and entry.sha256_prefix is None:
         return
-    digest = sha256_of(path)
+    digest = sha256_file(path)
     ok = digest == entry.sha256 if entry.sha256 else digest.startswith(entry.sha256_prefix)
     if not ok:
         raise UserError(

@@ -6,6 +6,8 @@ scikit-image's bundled `astronaut`), each with its tolerance and the reason for 
 | SR x4/x8, antialiased bicubic | PIL `Image.resize(BICUBIC)` on float ('F') images | 1e-6: both float32 (measured 3e-7) |
 | Gaussian / motion blur | `scipy.ndimage.correlate(mode="mirror")`, same kernel | 1e-12: both float64 (measured 4e-16) |
 | box / random inpainting | numpy masks | exact |
+| SR `naive` (bicubic upsampling) | Keys' cubic convolution (a = -0.75) written here as a matrix | 1e-6 (float32, measured 2e-7) |
+| inpainting / blur `naive` | their definition: the masked noisy image, the blurred noisy image (numpy, scipy) | exact / 1e-12 |
 | deepinv 0.5 Downsampling('bicubic') | interior pixels, input shifted by (f - 2)/2 px; adjoint on y zero near the border | 1e-5 / 1e-6 (float32, measured 1.3e-6 / 6e-8) |
 | deepinv 0.5 Blur (forward and adjoint), Inpainting | the flipped kernel, padding='reflect'; the same mask | 1e-12 / exact (float64) |
 
@@ -15,6 +17,11 @@ it gets the flipped kernel. torch's 'reflect' padding (d c b | a b c d) is scipy
 centred at f j + 0.5 and then decimates, while PIL/torch centre output pixel j at f j + (f - 1) / 2: they
 agree after shifting the input by (f - 2) / 2 pixels (f even), and only away from the border, where
 deepinv pads and PIL/torch renormalise the truncated kernel. That border cannot be matched.
+
+`naive(y)` for SR upsamples with torch's 'bicubic' (no antialiasing: an upsampling needs none), Keys' cubic
+convolution with a = -0.75 (the kernel of torch and OpenCV's INTER_CUBIC), input edge pixels repeated. PIL's
+BICUBIC upsampling is another bicubic (a = -0.5, the kernel renormalised at the border): 0.09 apart at most
+on this crop (mean 0.009), so the reference is the formula, not PIL.
 """
 
 from __future__ import annotations
@@ -149,3 +156,63 @@ def test_inpainting_matches_deepinv(photo):
     x = as_tensor(photo)
     ref = dinv.physics.Inpainting(img_size=(3, SIZE, SIZE), mask=mask[0].expand(3, -1, -1)).A(x)
     assert torch.equal(Inpainting(mask)(x), ref)
+
+
+# -- naive(y): the no-prior baseline of every table and the adapter's hint -----------------------------------------
+def keys_kernel(s: np.ndarray, a: float = -0.75) -> np.ndarray:
+    """Keys (1981) cubic convolution kernel: (a+2)|s|^3 - (a+3)|s|^2 + 1 on |s| <= 1, a|s|^3 - 5a|s|^2 + 8a|s| - 4a on
+    1 < |s| < 2, 0 beyond."""
+    s = np.abs(s)
+    return np.where(s <= 1, (a + 2) * s**3 - (a + 3) * s**2 + 1,
+                    np.where(s < 2, a * s**3 - 5 * a * s**2 + 8 * a * s - 4 * a, 0.0))
+
+
+def cubic_upsampling_matrix(n: int, factor: int, a: float = -0.75, corners: bool = False) -> np.ndarray:
+    """(n factor x n): output pixel j reads input position s = (j + 0.5) / factor - 0.5 (pixel centres aligned;
+    corners=True: s = j (n - 1) / (n factor - 1)), taps floor(s) - 1 .. floor(s) + 2 weighted by the kernel,
+    indices outside [0, n) clamped to the edge pixel."""
+    M = np.zeros((n * factor, n))
+    for j in range(n * factor):
+        s = j * (n - 1) / (n * factor - 1) if corners else (j + 0.5) / factor - 0.5
+        for k in range(int(np.floor(s)) - 1, int(np.floor(s)) + 3):
+            M[j, min(max(k, 0), n - 1)] += keys_kernel(np.array(s - k), a)
+    return M
+
+
+@pytest.mark.parametrize("factor", [4, 8])
+def test_sr_naive_is_cubic_convolution_upsampling(photo, factor):
+    """SR naive(y) = clip(M y M^T, -1, 1) with M the cubic-convolution upsampling matrix written above."""
+    op = SuperResolution(factor)
+    y = op(as_tensor(photo).float())
+    ours = op.naive(y)[0].double().numpy()
+    M = cubic_upsampling_matrix(SIZE // factor, factor)
+    ref = np.clip(np.einsum("ij,cjk,lk->cil", M, y[0].double().numpy(), M), -1, 1)
+    assert np.abs(ours - ref).max() < 1e-6
+    # the crop tells the conventions apart: corner-aligned sampling (s = j (n - 1) / (n f - 1)) is far off
+    C = cubic_upsampling_matrix(SIZE // factor, factor, corners=True)
+    assert np.abs(np.clip(np.einsum("ij,cjk,lk->cil", C, y[0].double().numpy(), C), -1, 1) - ref).max() > 0.05
+
+
+@pytest.mark.parametrize("pattern", ["box", "random"])
+def test_inpainting_naive_is_the_masked_noisy_image(photo, pattern):
+    """naive(restrict(A x + n)) = m (x + n): the observed pixels as measured, the hidden ones 0 (grey)."""
+    g = torch.Generator().manual_seed(6)
+    mask = box_mask(SIZE, 0.4, "random", g) if pattern == "box" else random_mask(SIZE, 0.7, g)
+    op = Inpainting(mask.double())
+    n = 0.05 * np.random.default_rng(1).standard_normal((3, SIZE, SIZE))
+    y = op.restrict(op(as_tensor(photo)) + torch.from_numpy(n)[None])
+    m = mask[0, 0].numpy().astype(bool)
+    np.testing.assert_array_equal(op.naive(y)[0].numpy(), np.where(m[None], photo.transpose(2, 0, 1) + n, 0.0))
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "motion"])
+def test_blur_naive_is_the_blurred_noisy_image(photo, kind):
+    """naive(y) for deblurring is the measurement itself: the photo correlated with the kernel (mirror boundary),
+    plus the noise; no deconvolution, no second pass of the kernel."""
+    kernel = gaussian_kernel(31, 3.0) if kind == "gaussian" else motion_kernel(31, 0.5, torch.Generator().manual_seed(1))
+    k = kernel.double().numpy()
+    n = 0.05 * np.random.default_rng(2).standard_normal((3, SIZE, SIZE))
+    op = Blur(kernel.double())
+    y = op.restrict(op(as_tensor(photo)) + torch.from_numpy(n)[None])
+    ref = np.stack([ndi.correlate(photo[..., c], k, mode="mirror") for c in range(3)]) + n
+    assert np.abs(op.naive(y)[0].numpy() - ref).max() < 1e-12

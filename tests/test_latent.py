@@ -108,14 +108,30 @@ def test_ancestral_step_equals_euler_ancestral():
 
 
 # -- the prior and its seam ---------------------------------------------------------------------------
-def test_tiny_prior_shapes_and_v_model(tiny):
-    assert tiny.sample_shape == (4, 8, 8) and tiny.image_size == 32 and tiny.kind == "latent"
-    z = torch.randn(2, *tiny.sample_shape, generator=torch.Generator().manual_seed(0))
-    t = torch.tensor([10, 700])
+def test_decode_and_encode_are_the_vae_with_its_scaling_factor(tiny):
+    """decode(z) = vae.decode(z / s).sample and encode(x) = s vae.encode(x).latent_dist.mean, called on diffusers'
+    AutoencoderKL directly, with s = 0.18215 read from the prior's YAML (SD's factor); naive(y) on latents (CCDF's start)
+    is the encoded pixel naive image, and a v-model's output becomes eps = sqrt(abar_t) v + sqrt(1 - abar_t) z_t with
+    abar_t from diffusers' scheduler."""
+    s = float(OmegaConf.load(CONF / "prior" / "sd2_tiny.yaml").vae.scaling_factor)
+    assert s == 0.18215 and tiny.sample_shape == (4, 8, 8) and tiny.image_size == 32 and tiny.kind == "latent"
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(2, *tiny.sample_shape, generator=g)
+    x = torch.rand(2, 3, 32, 32, generator=g) * 2 - 1
     with torch.no_grad():
-        eps, var = tiny.predict(z, t)
-        assert var is None and eps.shape == z.shape and tiny.decode(z).shape == (2, 3, 32, 32)
-        assert tiny.encode(tiny.decode(z)).shape == z.shape
+        image = tiny.vae.decode(z / s).sample
+        torch.testing.assert_close(tiny.decode(z), image, rtol=0, atol=1e-6)
+        latent = s * tiny.vae.encode(x).latent_dist.mean
+        torch.testing.assert_close(tiny.encode(x), latent, rtol=0, atol=1e-7)
+        # the factor matters for these networks: without it both are far off
+        assert (tiny.vae.decode(z).sample - image).abs().max() > 1e-2
+        assert (tiny.vae.encode(x).latent_dist.mean - latent).abs().max() > 1e-2
+        op = SuperResolution(4)
+        y = op(x)
+        torch.testing.assert_close(DecodedOperator(op, tiny).naive(y), s * tiny.vae.encode(op.naive(y)).latent_dist.mean,
+                                   rtol=0, atol=1e-7)
+        t = torch.tensor([10, 700])
+        eps = tiny.predict(z, t)[0]
         raw = tiny.unet(z, t, encoder_hidden_states=tiny.text_embedding.expand(2, -1, -1)).sample
         tiny.prediction_type = "v_prediction"
         try:
@@ -123,8 +139,9 @@ def test_tiny_prior_shapes_and_v_model(tiny):
         finally:
             tiny.prediction_type = "epsilon"
     assert torch.equal(eps, raw)
-    expected = eps_from_v(z, raw, tiny.abar[t].reshape(-1, 1, 1, 1))
-    assert torch.allclose(as_v, expected) and not torch.allclose(as_v, raw, atol=1e-3)
+    abar = DDPMScheduler(**SD).alphas_cumprod[t].reshape(-1, 1, 1, 1)
+    torch.testing.assert_close(as_v, abar.sqrt() * raw + (1 - abar).sqrt() * z, rtol=0, atol=2e-6)
+    assert not torch.allclose(as_v, raw, atol=1e-3)
 
 
 def test_dps_gradient_goes_through_the_decoder_and_is_counted(tiny):

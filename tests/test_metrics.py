@@ -215,6 +215,60 @@ def test_ssim_identity_and_noise():
     assert (small < 1).all() and (big < small).all()
 
 
+def ssim_formula(a: np.ndarray, b: np.ndarray, data_range: float, ddof: int, win: int = 7, pad: bool = False):
+    """Mean SSIM per image of (B, C, H, W) arrays (Wang et al. 2004, eq. 13), written out: over every win x win window,
+    (2 mu_a mu_b + C1)(2 s_ab + C2) / ((mu_a^2 + mu_b^2 + C1)(s_a^2 + s_b^2 + C2)), C1 = (0.01 L)^2, C2 = (0.03 L)^2,
+    uniform weights, (co)variances with 1 / (win^2 - ddof); averaged over the windows inside the image (pad=False) or
+    over one window per pixel of the image reflect-padded by win // 2 (pad=True), and over channels."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    if pad:
+        r = win // 2
+        a, b = (np.pad(v, ((0, 0), (0, 0), (r, r), (r, r)), mode="reflect") for v in (a, b))
+    wa, wb = (sliding_window_view(v, (win, win), axis=(-2, -1)) for v in (a, b))
+    ma, mb = wa.mean((-2, -1)), wb.mean((-2, -1))
+    da, db = wa - ma[..., None, None], wb - mb[..., None, None]
+    n = win * win - ddof
+    va, vb, cab = (da**2).sum((-2, -1)) / n, (db**2).sum((-2, -1)) / n, (da * db).sum((-2, -1)) / n
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    ssim_map = (2 * ma * mb + c1) * (2 * cab + c2) / ((ma**2 + mb**2 + c1) * (va + vb + c2))
+    return ssim_map.reshape(ssim_map.shape[0], -1).mean(1)
+
+
+def _ssim_pair(h=48, w=40, saturated=True):
+    ref = _images(2, h=h, w=w, seed=13)
+    x = ref + 0.3 * _images(2, h=h, w=w, seed=14)
+    if saturated:
+        x[:, :, :6] = 1.5  # a band beyond the range: the clamp to [0, 1] matters
+    return x, ref
+
+
+def test_ssim_is_wangs_formula_at_data_range_1():
+    """ssim(x, ref) on images mapped to [0, 1] (x + 1) / 2 = the formula above with L = 1, a 7x7 uniform window and
+    the sample covariance (skimage's defaults, README), over the windows inside the image."""
+    x, ref = _ssim_pair()
+    a, b = (((v + 1) / 2).clamp(0, 1).double().numpy() for v in (x, ref))
+    expected = ssim_formula(a, b, data_range=1.0, ddof=1)
+    np.testing.assert_allclose(ssim(x, ref).numpy(), expected, rtol=0, atol=1e-12)
+    # the data range and the window are visible here: L = 2, or Gaussian weights, or [-1, 1] values, are far off
+    assert np.abs(ssim_formula(a, b, data_range=2.0, ddof=1) - expected).max() > 1e-3
+    assert np.abs(ssim_formula(2 * a - 1, 2 * b - 1, data_range=1.0, ddof=1) - expected).max() > 1e-3
+
+
+def test_ssim_formula_is_torchmetrics_with_its_conventions():
+    """A second implementation: torchmetrics' SSIM (uniform 7x7 window, data_range 1) is the same formula with the
+    population covariance (ddof 0) averaged over every pixel of the reflect-padded image; ours (skimage's
+    conventions) differs from it by those two choices only (measured 2e-4 here)."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    x, ref = _ssim_pair(saturated=False)
+    a, b = (((v + 1) / 2).clamp(0, 1).double() for v in (x, ref))
+    theirs = structural_similarity_index_measure(a, b, gaussian_kernel=False, kernel_size=7, data_range=1.0,
+                                                 reduction="none").numpy()
+    np.testing.assert_allclose(ssim_formula(a.numpy(), b.numpy(), 1.0, ddof=0, pad=True), theirs, rtol=0, atol=1e-12)
+    assert np.abs(ssim(x, ref).numpy() - theirs).max() < 2e-3
+
+
 # ----------------------------------------------------------------------------- LPIPS
 
 
@@ -313,14 +367,34 @@ def test_inception_loads_state_dict_file(empty_cache):
 
     torch.manual_seed(2)
     tv = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False, num_classes=1008)
+    for m in tv.modules():  # batch-norm statistics of one batch, so the features are O(1) (else they vanish, ~1e-8)
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None
+    with torch.no_grad():
+        tv.train()(torch.rand(4, 3, 299, 299, generator=torch.Generator().manual_seed(0)) * 2 - 1)
     sd = tv.state_dict()
     torch.save(sd, empty_cache / "pt_inception-2015-12-05-6726825d.pth")
     loaded = InceptionFeatures()  # found in the (tmp) hub cache
     assert torch.equal(loaded.net.blocks[0][0].conv.weight, sd["Conv2d_1a_3x3.conv.weight"])
     assert torch.equal(loaded.net.blocks[3][2].branch_pool.conv.weight, sd["Mixed_7c.branch_pool.conv.weight"])
     assert torch.equal(loaded.net.blocks[2][0].branch_pool.bn.running_var, sd["Mixed_5b.branch_pool.bn.running_var"])
-    f = loaded(_images(1, h=40, w=40, seed=7))  # one forward only: Inception at 299x299 is slow on CPU
-    assert f.shape == (1, 2048) and f.dtype == torch.float32 and torch.isfinite(f).all()
+    x = _images(2, h=40, w=40, seed=7)
+    f = loaded(x)
+    assert f.shape == (2, 2048) and f.dtype == torch.float32
+    # the features are pytorch-fid's: its own InceptionV3 (pool3, resize_input) with these weights, fed the images
+    # in [0, 1] with its normalize_input, as pytorch-fid's fid_score does (its download replaced by the same dict)
+    from unittest import mock
+
+    from pytorch_fid import inception as pfi
+
+    with mock.patch.object(pfi, "load_state_dict_from_url", lambda *a, **k: sd):
+        reference = pfi.InceptionV3([pfi.InceptionV3.BLOCK_INDEX_BY_DIM[2048]], resize_input=True,
+                                    normalize_input=True).eval()
+    with torch.no_grad():
+        expected = reference((x + 1) / 2)[0].flatten(1)
+    scale = float(expected.abs().max())
+    assert float((f - expected).abs().max()) < 1e-5 * scale
+    assert float((f[0] - f[1]).abs().max()) > 0.01 * scale  # the features see the image
     # a file with a missing key is rejected with one clear line
     del sd["fc.bias"]
     bad = empty_cache.parent / "bad.pth"

@@ -428,3 +428,92 @@ def test_psld_ddim_transition_and_noise_on_the_prediction(unet, problem):
         loss = (y - (op(x0_hat(unet, xi, t)) + noise.sigma * n)).reshape(2, -1).norm(dim=1).sum()
         (expected,) = torch.autograd.grad(loss, xi)
     torch.testing.assert_close(steps[0].grad, expected, rtol=1e-4, atol=1e-6)
+
+
+# -- 6. PSLD and FreeDoM on a pixel prior (D = E = I), against their objective and closed forms --------------------
+def block_up(v, f=4):
+    """Block replication by f: the nearest upsampling (PSLD's SR "transpose"); / f^2 it is avgpool's exact adjoint."""
+    return v.repeat_interleave(f, -2).repeat_interleave(f, -1)
+
+
+@pytest.mark.parametrize("gluing", ["adjoint", "transpose"])
+def test_psld_step_on_a_pixel_prior_descends_its_objective(unet, gluing):
+    """Rout et al. eq. 9 with D = E = I and A = 4x4 average pooling: x_{t-1} = mu + sigma z - grad_{x_t} L,
+    L = zeta ||y - A x0_hat|| + gamma ||x0_hat - (T y + x0_hat - T A x0_hat)||, T = A^T (block replication / 16) or
+    PSLD's transpose (block replication). The sampler's gradient against central differences of L written here
+    (h = 0.05) along random directions and along the gluing term's own gradient (so a dropped, sign-flipped or
+    un-projected gluing term shows), and the step against mu + sigma z - g."""
+    from dps_map.operators import SuperResolution
+    from dps_map.samplers import PSLDSampler
+
+    g0 = torch.Generator().manual_seed(30)
+    x0 = torch.rand(1, 3, 16, 16, generator=g0) * 2 - 1
+    A = lambda v: torch.nn.functional.avg_pool2d(v, 4)  # noqa: E731
+    T = (lambda v: block_up(v) / 16) if gluing == "adjoint" else block_up
+    y = A(x0) + 0.05 * torch.randn(1, 3, 4, 4, generator=g0)
+    zeta, gamma, i, seed = 0.7, 0.5, 6, 31
+    x = state(x0, i)
+    t = KEPT_10[i]
+
+    def terms(v):
+        z0 = x0_hat(unet, v, t)
+        glued = T(y) + z0 - T(A(z0))
+        flat = lambda r: r.reshape(v.shape[0], -1).norm(dim=1)  # noqa: E731
+        return zeta * flat(y - A(z0)), gamma * flat(z0 - glued)
+
+    steps = []
+    out = PSLDSampler(zeta=zeta, gamma=gamma, gluing=gluing, respacing="10").transition(
+        unet, SuperResolution(4, "avgpool"), GaussianNoise(0.05), y, x, i, torch.Generator().manual_seed(seed),
+        hooks=[steps.append])
+    grad = steps[0].grad
+    with torch.enable_grad():
+        xi = x.clone().requires_grad_(True)
+        (glue_dir,) = torch.autograd.grad(terms(xi)[1].sum(), xi)
+    assert float(glue_dir.norm()) > 0.05 * float(grad.norm())  # the gluing term is a visible part of the gradient
+    v = torch.cat([torch.randn(4, *SHAPE[1:], generator=torch.Generator().manual_seed(i)), glue_dir.reshape(2, *SHAPE[1:])])
+    v = v / norms(v)
+    h = 0.05
+    for row in range(2):
+        with torch.no_grad():
+            plus, minus = x[row:row + 1] + h * v, x[row:row + 1] - h * v
+            fd = (sum(terms(plus)) - sum(terms(minus))) / (2 * h)
+        analytic = (grad[row:row + 1] * v).reshape(len(v), -1).sum(1)
+        assert float((analytic - fd).abs().max()) < 2e-3 * float(grad[row].norm()), (row, analytic, fd)
+    mean, std = reverse_mean_std(x0_hat(unet, x, t).clamp(-1, 1), x, i, KEPT_10)
+    torch.testing.assert_close(out, mean + std * draw(seed) - grad, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("renoise", ["forward", "xu"])
+def test_freedom_time_travel_on_a_pixel_prior_is_the_closed_form_renoise(unet, problem, renoise):
+    """Inside the window (i / S = 0.5 in [0.3, 0.7)), repeat=2: the guided step (mu + sigma z1 - zeta g), re-noised
+    back to step t from the run's next draw n, the guided step again (draws z1, n, z2 in this order). Re-noise, with
+    alpha = abar_t / abar_{t-1} of the respaced chain (from the training alphas-bar at the kept indices):
+      forward (Yu et al. eq. 11):  sqrt(alpha) x_{t-1} + sqrt(1 - alpha) n
+      xu (run_fdm, docs/methods.md): sqrt(1 - b) sqrt(alpha) x_{t-1} + sqrt(b abar_t) n, b the training beta at the
+                                     loop index S - 1 - i of ADM's linear schedule."""
+    from dps_map.samplers import FreeDoMSampler
+
+    x0, op, noise, y = problem
+    zeta, i, seed = 0.5, 5, 32
+    x = state(x0, i)
+    out = FreeDoMSampler(zeta=zeta, repeat=2, renoise=renoise, respacing="10").transition(
+        unet, op, noise, y, x, i, torch.Generator().manual_seed(seed))
+    t = KEPT_10[i]
+    abar, abar_prev = TRAIN_ABAR[t], TRAIN_ABAR[KEPT_10[i - 1]]
+    alpha = abar / abar_prev
+    g = torch.Generator().manual_seed(seed)
+    z1, n, z2 = (torch.randn(SHAPE, generator=g) for _ in range(3))
+
+    def guided(v, z):
+        mean, std = reverse_mean_std(x0_hat(unet, v, t).clamp(-1, 1), v, i, KEPT_10)
+        return mean + std * z - zeta * misfit_grad(unet, v, t, op, y)
+
+    first = guided(x, z1)
+    if renoise == "forward":
+        back = math.sqrt(alpha) * first + math.sqrt(1 - alpha) * n
+    else:
+        b = float(make_betas("linear", 1000)[10 - 1 - i])
+        back = math.sqrt(1 - b) * math.sqrt(alpha) * first + math.sqrt(b * abar) * n
+    torch.testing.assert_close(out, guided(back, z2), rtol=1e-4, atol=1e-4)
+    # the re-noise is visible: without it (the second pass from the first pass's x_{t-1}) is far off
+    assert float((guided(first, z2) - out).abs().max()) > 1e-2

@@ -7,7 +7,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from dps_map.errors import ConfigError, MissingFileError, UnsafeCheckpointError
+from dps_map.errors import ConfigError, MissingFileError, UnsafeCheckpointError, UserError
 from dps_map.io import load_checkpoint
 from dps_map.priors import build_prior, build_unet
 from dps_map.priors.adm import build_adm_prior
@@ -81,9 +81,12 @@ def test_pickle_checkpoint_is_refused(tmp_path):
 def test_corrupt_checkpoint_gives_clear_error(tmp_path):
     path = tmp_path / "broken.pt"
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(Exception) as err:
+    with pytest.raises(UserError) as err:  # not UnsafeCheckpointError: nothing asks for code, the bytes are garbage
         load_checkpoint(path, "test checkpoint", "nowhere", "prior.checkpoint=...")
-    assert "unreadable test checkpoint" in str(err.value) or "pickle" in str(err.value)
+    assert type(err.value) is UserError
+    msg = str(err.value)
+    assert msg.startswith(f"unreadable test checkpoint '{path}' (not a valid torch checkpoint: ")
+    assert msg.endswith("get a fresh copy from nowhere") and "\n" not in msg
 
 
 def test_wrong_architecture_checkpoint_is_a_config_error(tmp_path):

@@ -1,6 +1,8 @@
 """experiments.compare_priors: the held-out eps loss that decides whether a retrained tiny prior ships."""
 
 import numpy as np
+import pytest
+import torch
 from experiments.compare_priors import SHIPPED, crop_sets, eps_losses, loss_rows
 
 
@@ -16,15 +18,45 @@ def test_eps_loss_of_the_shipped_prior_is_skilful_monotone_and_reproducible():
     np.testing.assert_array_equal(loss, eps_losses(SHIPPED, crops, timesteps))  # fixed noise per t
 
 
-def test_a_prior_compared_with_itself_differs_by_exactly_zero():
-    rows = loss_rows(SHIPPED, SHIPPED, per_photo=1, timesteps=(50, 700))
+@pytest.fixture(scope="module")
+def zero_prior(tmp_path_factory):
+    """The shipped weights with the output convolution zeroed: eps_hat = 0 for every input, so its eps loss on noise
+    n is mean(n^2), known without running it."""
+    state = torch.load(SHIPPED, weights_only=True)
+    state["out.2.weight"].zero_()
+    state["out.2.bias"].zero_()
+    path = tmp_path_factory.mktemp("zero") / "tiny_prior_zero.pt"
+    torch.save(state, path)
+    return path
+
+
+def test_loss_rows_pair_the_priors_on_the_same_noise(zero_prior):
+    """loss_rows(shipped, zero-output candidate): per (set, t) the candidate's loss is mean(n^2) of the noise seeded
+    seed * 100003 + t (drawn here), the baseline the shipped prior's eps MSE on x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) n
+    (written here), and diff, diff_se the mean and standard error of their per-crop differences."""
+    from dps_map.priors import build_prior
+    from dps_map.demo import compose_config
+
+    shipped = build_prior(compose_config(["prior=tiny"]).prior)
+    abar = np.cumprod(1 - shipped.betas)
+    timesteps = (50, 700)
+    rows = loss_rows(SHIPPED, zero_prior, per_photo=1, timesteps=timesteps)
     assert [(r["set"], r["t"]) for r in rows] == [("test", 50), ("test", 700), ("validation", 50), ("validation", 700)]
-    assert all(r["diff"] == 0 and r["baseline"] == r["candidate"] > 0 for r in rows)
+    for r in rows:
+        crops = crop_sets(1)[r["set"]]
+        n = torch.randn(crops.shape, generator=torch.Generator().manual_seed(r["t"]))
+        x_t = float(np.sqrt(abar[r["t"]])) * crops + float(np.sqrt(1 - abar[r["t"]])) * n
+        with torch.no_grad():
+            eps = shipped.predict(x_t, torch.full((len(crops),), r["t"]))[0]
+        base = ((eps - n) ** 2).flatten(1).mean(1).double().numpy()
+        cand = (n**2).flatten(1).mean(1).double().numpy()
+        np.testing.assert_allclose([r["baseline"], r["candidate"]], [base.mean(), cand.mean()], rtol=1e-5)
+        np.testing.assert_allclose([r["diff"], r["diff_se"]],
+                                   [(cand - base).mean(), (cand - base).std(ddof=1) / np.sqrt(len(base))], rtol=1e-4)
+        assert r["diff"] > 0.4  # the trained prior beats eps_hat = 0 (loss ~1) by far
 
 
-def test_colour_statistics_known_values_and_sample_rows(tmp_path):
-    import torch
-
+def test_colour_statistics_known_values_and_sample_rows(tmp_path, zero_prior):
     from experiments.compare_priors import colour_stats, sample_rows
 
     grey = torch.zeros(2, 3, 8, 8)
@@ -33,7 +65,11 @@ def test_colour_statistics_known_values_and_sample_rows(tmp_path):
     assert colour_stats(red)["chroma"] == 2.0  # max - min over RGB of a saturated red pixel
     half = torch.cat([red[:, :, :4], grey[:, :, 4:]], 2)  # half red, half grey rows
     assert abs(colour_stats(half)["chroma"] - 1.0) < 1e-6 and colour_stats(half)["within_std"] > 0.5
-    rows = sample_rows(SHIPPED, SHIPPED, num=2, per_photo=1, out=tmp_path / "cmp", steps_list=("3",))
+    rows = sample_rows(SHIPPED, zero_prior, num=2, per_photo=1, out=tmp_path / "cmp", steps_list=("3",))
     assert [r["source"] for r in rows] == ["crops: test", "crops: validation", "baseline", "candidate"]
-    assert rows[2]["chroma"] == rows[3]["chroma"] > 0  # same prior, same seed: same samples
+    for row, crops in zip(rows, crop_sets(1).values()):  # the crop rows: chroma and within-image std in numpy
+        c = crops.double().numpy()
+        assert row["chroma"] == pytest.approx((c.max(1) - c.min(1)).mean(), rel=1e-6)
+        assert row["within_std"] == pytest.approx(c.reshape(len(c), -1).std(1, ddof=1).mean(), rel=1e-6)
+    assert rows[2]["chroma"] != pytest.approx(rows[3]["chroma"], rel=1e-3)  # the candidate's own samples
     assert (tmp_path / "cmp_candidate_3.png").stat().st_size > 0

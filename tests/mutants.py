@@ -1,13 +1,21 @@
 """`make mutants`: deliberate bugs, each applied to a temporary copy of the repository and run against the
 tests written to catch it. Prints killed/survived per mutant and the time.
 
-    python tests/mutants.py              # all mutants (a few minutes on 2 CPU cores)
+    python tests/mutants.py              # all 90 mutants (~2.5 minutes on 2 CPU cores)
     python tests/mutants.py dsg_sign ... # some of them;  --list: names only
+    python tests/mutants.py --jobs 1     # one at a time (default: 2 at once, each in its own copy)
+    python tests/mutants.py --no-fork    # a fresh interpreter per pytest run (slower; the default forks)
 
 A mutant replaces one small exact snippet of one file. If the snippet is not found exactly once (the code
 moved on), the script stops with exit code 2 and names the mutant to update, rather than report a mutant
-that never ran. Before the mutants, the selected tests run once on the unmodified copy and must pass.
+that never ran. Before the mutants, the selected tests run once on the unmodified copies and must pass.
 Exit code 0 if every mutant is killed, 1 if any survives or fails to run its tests.
+
+Speed: each mutant runs only the one or two tests written for it, with -x. Most of a fresh pytest's time would go
+to importing torch, diffusers, deepinv and the like, so this process imports those third-party modules once
+(never dps_map) and forks one child per pytest run; the child puts its copy first on sys.path, checks that
+`dps_map` comes from it, and runs pytest.main there. `--jobs` copies of the repository let that many mutants run
+at once.
 
 Why not mutmut or cosmic-ray: they generate operator-level mutants at random (+ for -, < for <=, a
 constant changed) and have no way to state a bug that lives in the science, such as "the denoiser at t
@@ -22,6 +30,7 @@ import argparse
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -36,6 +45,12 @@ G = "tests/test_guidance.py::"
 OPS = "tests/test_operator_refs.py::"
 F = "tests/test_sd2_faithful.py::"
 STEP = F + "test_euler_units_reproduce_the_authors_loop_step_for_step"
+O = "tests/test_operators.py::"
+L = "tests/test_latent.py::"
+AD = "tests/test_adapters.py::"
+GM = "tests/test_gmm.py::"
+M = "tests/test_metrics.py::"
+R = "tests/test_runner_measurement.py::test_saved_measurement_is_restrict_of_A_x0_plus_noise_from_the_ids_stream"
 
 
 @dataclass
@@ -190,6 +205,212 @@ MUTANTS = [
            'return self._at("posterior_mean_coef1", i, x)',
            (G + "test_freedom_adaptive_step_is_yus_face_gd_rule",),
            "FreeDoM's adaptive rho without Yu's sqrt(1 - abar_t) / sqrt(abar_t)"),
+
+    # -- issue 29: every function that carries a formula -----------------------------------------------------
+    # operators: forward, adjoint, naive, restrict
+    Mutant("sr_naive_bilinear", "dps_map/operators/super_resolution.py",
+           'return F.interpolate(y, scale_factor=self.factor, mode="bicubic", align_corners=False).clamp(-1, 1)',
+           'return F.interpolate(y, scale_factor=self.factor, mode="bilinear", align_corners=False).clamp(-1, 1)',
+           (OPS + "test_sr_naive_is_cubic_convolution_upsampling[4]",),
+           "the SR baseline (and the adapter's hint) upsamples bilinearly instead of bicubically"),
+    Mutant("sr_naive_align_corners", "dps_map/operators/super_resolution.py",
+           'return F.interpolate(y, scale_factor=self.factor, mode="bicubic", align_corners=False).clamp(-1, 1)',
+           'return F.interpolate(y, scale_factor=self.factor, mode="bicubic", align_corners=True).clamp(-1, 1)',
+           (OPS + "test_sr_naive_is_cubic_convolution_upsampling[4]",),
+           "the SR baseline samples with corners aligned (a sub-pixel shift against the downsampling's centres)"),
+    Mutant("avgpool_adjoint_scale", "dps_map/operators/super_resolution.py", "return up / self.factor**2",
+           "return up / self.factor", (O + "test_adjoint_identity[sr4_avgpool]",),
+           "average pooling's adjoint divides the replicated blocks by f instead of f^2"),
+    Mutant("inpaint_mask_inverted", "dps_map/operators/inpainting.py",
+           "    def forward(self, x):\n        return x * self.mask", "    def forward(self, x):\n        return x * (1 - self.mask)",
+           (OPS + "test_inpainting_is_the_numpy_mask_product[box]",),
+           "inpainting keeps the hidden pixels (the mask read as 1 = hidden)"),
+    Mutant("inpaint_adjoint_unmasked", "dps_map/operators/inpainting.py",
+           "    def adjoint(self, y):\n        return y * self.mask", "    def adjoint(self, y):\n        return y",
+           (O + "test_adjoint_identity[inpaint_box]",), "inpainting's adjoint forgets the mask (A^T = I)"),
+    Mutant("inpaint_restrict_identity", "dps_map/operators/inpainting.py",
+           "    def restrict(self, y):\n        return y * self.mask", "    def restrict(self, y):\n        return y",
+           (O + "test_inpainting_restricts_noise", OPS + "test_inpainting_naive_is_the_masked_noisy_image[box]"),
+           "restrict keeps the noise on the hidden pixels (y carries what was never observed)"),
+    Mutant("blur_naive_backprojects", "dps_map/operators/blur.py", "    def transpose(self, y):\n",
+           "    def naive(self, y):\n        return self.adjoint(y)\n\n    def transpose(self, y):\n",
+           (OPS + "test_blur_naive_is_the_blurred_noisy_image[motion]",),
+           "the deblurring baseline back-projects (K^T y, blurred twice) instead of being the measurement itself"),
+    Mutant("matrix_naive_adjoint", "dps_map/operators/base.py", "return y @ torch.linalg.pinv(self.matrix).T.to(y.dtype)",
+           "return y @ self.matrix.to(y.dtype)", (O + "test_matrix_operator_and_pseudo_inverse",),
+           "the Gaussian-mixture baseline A^T y instead of the least-squares A^+ y"),
+    # noise models: sample and misfit
+    Mutant("gaussian_noise_variance", "dps_map/operators/noise.py", "return Ax + self.sigma * n",
+           "return Ax + self.sigma**2 * n", (O + "test_gaussian_noise_and_misfit",),
+           "sigma_y used as the variance of the measurement noise, not its std"),
+    Mutant("gaussian_misfit_squared", "dps_map/operators/noise.py", "return _flat(y - Ax).norm(dim=1)",
+           "return _flat(y - Ax).pow(2).sum(dim=1)", (O + "test_gaussian_noise_and_misfit",),
+           "the noise model's misfit squared (||y - Ax||^2, not the DPS norm)"),
+    Mutant("poisson_rate_scale", "dps_map/operators/noise.py", "lam = (self.rate * (Ax.clamp(-1, 1) + 1) / 2)",
+           "lam = (self.rate * (Ax.clamp(-1, 1) + 1))", (O + "test_poisson_noise_is_unbiased_with_known_variance",),
+           "Poisson intensity from [-1, 1] mapped to [0, 2] instead of [0, 1] (biased y)"),
+    Mutant("poisson_misfit_variance", "dps_map/operators/noise.py",
+           "var = (2 * (y + 1) / self.rate).clamp(min=2 / self.rate)", "var = ((y + 1) / self.rate).clamp(min=1 / self.rate)",
+           (O + "test_poisson_misfit_is_the_inverse_variance_weighted_norm",),
+           "the Poisson misfit weighted by the counts' variance on [0, 1], not y's on [-1, 1] (a factor 2)"),
+    # the latent prior: decode, encode, v-prediction
+    Mutant("latent_decode_unscaled", "dps_map/priors/latent.py", "return self.vae.decode(z / self.scaling_factor).sample",
+           "return self.vae.decode(z).sample", (L + "test_decode_and_encode_are_the_vae_with_its_scaling_factor",),
+           "decode(z) = D(z), forgetting the VAE's scaling factor (SD: latents 5.5x too large for D)"),
+    Mutant("latent_encode_unscaled", "dps_map/priors/latent.py", "return self.vae.encode(x).latent_dist.mean.to(x.dtype) * self.scaling_factor",
+           "return self.vae.encode(x).latent_dist.mean.to(x.dtype)", (L + "test_decode_and_encode_are_the_vae_with_its_scaling_factor",),
+           "encode(x) = E(x) without the scaling factor (CCDF starts and PSLD's gluing off the prior's scale)"),
+    Mutant("latent_v_coefficients_swapped", "dps_map/priors/latent.py",
+           "out = eps_from_v(z, out, self.abar[t].to(z.dtype).reshape(-1, 1, 1, 1))",
+           "out = eps_from_v(z, out, (1 - self.abar[t]).to(z.dtype).reshape(-1, 1, 1, 1))",
+           (L + "test_decode_and_encode_are_the_vae_with_its_scaling_factor",),
+           "a v-model's output converted with abar_t and 1 - abar_t swapped"),
+    Mutant("eps_from_v_sign", "dps_map/diffusion.py", "return abar.sqrt() * v + (1 - abar).sqrt() * x_t",
+           "return abar.sqrt() * v - (1 - abar).sqrt() * x_t", (L + "test_v_eps_conversion_against_get_velocity",),
+           "eps from v with the x_t term's sign flipped"),
+    # the conditional adapter: label, hint, zero convolutions
+    Mutant("adapter_ignores_label", "dps_map/adapters/controlnet.py", "emb = emb + self.label_emb(labels)", "emb = emb",
+           (AD + "test_trained_adapter_follows_controlnets_definition_with_label_and_hint",),
+           "the adapter's encoder copy never sees the class label"),
+    Mutant("controlled_unet_ignores_label", "dps_map/adapters/controlnet.py", "emb = emb + unet.label_emb(labels)",
+           "emb = emb", (AD + "test_zero_init_equivalence_on_a_class_conditional_prior",),
+           "the frozen UNet under the adapter runs unconditionally (no class label)"),
+    Mutant("conditional_prior_one_label", "dps_map/priors/conditional.py",
+           "labels = self.prior.labels_for(x_t) if self.prior.class_cond else None",
+           "labels = self.prior.labels_for(x_t)[:1].expand(x_t.shape[0]) if self.prior.class_cond else None",
+           (AD + "test_zero_init_equivalence_on_a_class_conditional_prior",),
+           "the conditional prior gives every row the first row's label (stacked measurements lose theirs)"),
+    Mutant("adapter_hint_dropped", "dps_map/adapters/controlnet.py", "h = h + self.hint(hint.float())", "h = h",
+           (AD + "test_trained_adapter_follows_controlnets_definition_with_label_and_hint",),
+           "the hint network's features never enter the encoder copy (the adapter cannot see y)"),
+    Mutant("adapter_residual_on_the_stream", "dps_map/adapters/controlnet.py", "skips.append(h + res.type(h.dtype))",
+           "h = h + res.type(h.dtype)\n        skips.append(h)",
+           (AD + "test_trained_adapter_follows_controlnets_definition_with_label_and_hint",),
+           "residuals added to the frozen encoder's features (feeding its next block), not to the skip connections only"),
+    Mutant("adapter_middle_residual_dropped", "dps_map/adapters/controlnet.py",
+           "h = unet.middle_block(h, emb) + middle.type(unet.dtype)", "h = unet.middle_block(h, emb)",
+           (AD + "test_trained_adapter_follows_controlnets_definition_with_label_and_hint",),
+           "the middle block's zero convolution is never added"),
+    Mutant("zero_conv_random_init", "dps_map/adapters/controlnet.py", "nn.init.zeros_(conv.weight)", "pass",
+           (AD + "test_zero_init_conditional_prior_equals_prior",),
+           "zero convolutions initialised at random (the untrained adapter is not the prior)"),
+    Mutant("hint_without_mask", "dps_map/adapters/controlnet.py", 'mask = getattr(operator, "mask", None)', "mask = None",
+           (AD + "test_hint_is_naive_measurement_plus_mask",),
+           "the hint's mask channel is all ones for inpainting (the adapter cannot tell hidden from observed)"),
+    Mutant("hint_unrestricted", "dps_map/adapters/controlnet.py", "image = operator.naive(operator.restrict(y))",
+           "image = operator.naive(y)", (AD + "test_hint_is_naive_measurement_plus_mask",),
+           "the hint reads the noise on the hidden pixels"),
+    # the Gaussian mixture: marginal, posterior, exact references
+    Mutant("gmm_diffuse_mean_abar", "dps_map/priors/gmm.py", "np.sqrt(abar) * self.means", "abar * self.means",
+           (GM + "test_diffuse_is_the_forward_marginal_of_q_sample[400]", GM + "test_oracle_matches_exact_posterior"),
+           "the forward marginal's means scaled by abar_t instead of sqrt(abar_t) (the issue's accidental catch)"),
+    Mutant("gmm_diffuse_cov_sqrt_abar", "dps_map/priors/gmm.py", "abar * self.covs + (1 - abar) * eye",
+           "np.sqrt(abar) * self.covs + (1 - abar) * eye", (GM + "test_diffuse_is_the_forward_marginal_of_q_sample[400]",),
+           "the forward marginal's covariances scaled by sqrt(abar_t) like the means"),
+    Mutant("gmm_posterior_mean_sigma", "dps_map/priors/gmm.py", "(A.T @ y)[None] / sigma_y**2", "(A.T @ y)[None] / sigma_y",
+           ("tests/test_posterior_exact.py::test_posterior_equals_joint_gaussian_conditioning[benchmark]",),
+           "the posterior mean weighs the data by 1 / sigma_y instead of 1 / sigma_y^2"),
+    Mutant("gmm_eps_unscaled", "dps_map/priors/gmm.py", "return self._train.eps_from_score(x, step, mix.score(x))",
+           "return -mix.score(x)", (GM + "test_prior_eps_is_scaled_exact_score",),
+           "the mixture's eps = -score, without the sqrt(1 - abar_t)"),
+    Mutant("oracle_on_the_prior", "dps_map/samplers/gmm_reference.py",
+           "return super().sample(_posterior_prior(prior, operator, noise, y), operator, noise, y, shape,",
+           "return super().sample(prior, operator, noise, y, shape,", (GM + "test_oracle_matches_exact_posterior",),
+           "the oracle chain runs on the prior's score, not the exact conditional score"),
+    Mutant("exact_draws_the_prior", "dps_map/samplers/gmm_reference.py",
+           "posterior = _posterior_prior(prior, operator, noise, y).mixture.to(generator.device)",
+           "posterior = prior.mixture.to(generator.device)", (GM + "test_oracle_matches_exact_posterior",),
+           "'exact' draws from the prior instead of the posterior"),
+    # the chain's formulas (every sampler's step)
+    Mutant("posterior_coef2_sqrt_abar", "dps_map/diffusion.py",
+           "self.posterior_mean_coef2 = (1.0 - abar_prev) * np.sqrt(1.0 - self.betas) / (1.0 - abar)",
+           "self.posterior_mean_coef2 = (1.0 - abar_prev) * np.sqrt(abar) / (1.0 - abar)",
+           ("tests/test_diffusion.py::test_reverse_step_matches_adm_p_mean_variance[fixed_small-ModelVarType.FIXED_SMALL]",),
+           "the transition mean's x_t coefficient with sqrt(abar_t) instead of sqrt(alpha_t) (Ho eq. 7)"),
+    Mutant("posterior_variance_beta", "dps_map/diffusion.py",
+           "self.posterior_variance = self.betas * (1.0 - abar_prev) / (1.0 - abar)",
+           "self.posterior_variance = self.betas.copy()",
+           ("tests/test_diffusion.py::test_respaced_schedule_and_posterior_match_adm[100]",),
+           "'fixed_small' variance is beta_t (fixed_large) instead of the posterior variance"),
+    Mutant("respaced_betas_not_recomputed", "dps_map/diffusion.py", "self.betas = 1.0 - abar / abar_prev",
+           "self.betas = np.asarray(betas, dtype=np.float64)[kept]",
+           ("tests/test_diffusion.py::test_respaced_schedule_and_posterior_match_adm[100]",),
+           "respacing keeps the training betas of the kept steps instead of 1 - abar_t / abar_{t-1} (ADM)"),
+    Mutant("ddim_sigma_without_ratio", "dps_map/diffusion.py",
+           "sigma = eta * ((1 - abar_prev) / (1 - abar)).sqrt() * (1 - abar / abar_prev).sqrt()",
+           "sigma = eta * (1 - abar / abar_prev).sqrt()", ("tests/test_diffusion.py::test_ddim_matches_adm",),
+           "DDIM's sigma without the (1 - abar_{t-1}) / (1 - abar_t) factor (DDIM eq. 16)"),
+    Mutant("x0_hat_over_abar", "dps_map/diffusion.py", "return (x_t - (1 - abar).sqrt() * eps) / abar.sqrt()",
+           "return (x_t - (1 - abar).sqrt() * eps) / abar", (G + "test_dps_step_on_the_gmm_in_float64",),
+           "Tweedie's x0_hat divided by abar_t instead of sqrt(abar_t)"),
+    # PSLD and FreeDoM
+    Mutant("psld_gluing_sign", "dps_map/samplers/psld.py", "gluing = (z0 - self.encoded(", "gluing = (z0 + self.encoded(",
+           (G + "test_psld_step_on_a_pixel_prior_descends_its_objective[adjoint]",),
+           "PSLD's gluing residual with the wrong sign"),
+    Mutant("psld_glue_unprojected", "dps_map/samplers/psld.py", "return T(y) + image - T(A(image))",
+           "return T(y) + image", (G + "test_psld_step_on_a_pixel_prior_descends_its_objective[transpose]",
+                                   L + "test_psld_gradient_matches_finite_differences_of_its_objective"),
+           "x_glued = T y + D(z0_hat), without removing the measured part T A D(z0_hat)"),
+    Mutant("psld_gamma_dropped", "dps_map/samplers/psld.py", "(self.zeta * misfit + self.gamma * gluing).sum()",
+           "(self.zeta * misfit).sum()", (G + "test_psld_step_on_a_pixel_prior_descends_its_objective[adjoint]",),
+           "PSLD without its gluing term (gamma ignored: DPS)"),
+    Mutant("forward_step_variance_exploding", "dps_map/diffusion.py",
+           "return (1 - beta).sqrt() * x_prev + beta.sqrt() * noise", "return x_prev + beta.sqrt() * noise",
+           (G + "test_freedom_time_travel_on_a_pixel_prior_is_the_closed_form_renoise[forward]",),
+           "FreeDoM's re-noise adds noise without shrinking x_{t-1} by sqrt(alpha_t)"),
+    Mutant("freedom_renoise_from_x_t", "dps_map/samplers/freedom.py", "diffusion.forward_step(x_prev, i, n) if",
+           "diffusion.forward_step(x, i, n) if",
+           (G + "test_freedom_time_travel_on_a_pixel_prior_is_the_closed_form_renoise[forward]",),
+           "time travel re-noises the old x_t instead of the new x_{t-1}"),
+    Mutant("xu_renoise_scale_without_alpha", "dps_map/diffusion.py",
+           "self.xu_renoise_scale = np.sqrt((1.0 - loop_beta) * abar / abar_prev)",
+           "self.xu_renoise_scale = np.sqrt(1.0 - loop_beta)",
+           (G + "test_freedom_time_travel_on_a_pixel_prior_is_the_closed_form_renoise[xu]",),
+           "run_fdm's re-noise in VP without the sqrt(abar_t / abar_{t-1}) of the Euler rescaling"),
+    # metrics: PSNR, SSIM, FID/KID, Inception features
+    Mutant("psnr_on_minus1_1", "dps_map/metrics/image.py", "mse = (to_unit(x) - to_unit(ref).to(x.dtype))",
+           "mse = (x - ref.to(x.dtype))", (M + "test_psnr_known_perturbation",),
+           "PSNR of [-1, 1] images with peak 1 (6 dB low)"),
+    Mutant("psnr_20_log10", "dps_map/metrics/image.py", "return 10 * torch.log10(1.0 / mse)",
+           "return 20 * torch.log10(1.0 / mse)", (M + "test_psnr_known_perturbation",),
+           "PSNR as 20 log10 of the inverse MSE (the amplitude form applied to a power)"),
+    Mutant("to_unit_unclamped", "dps_map/metrics/image.py", "return ((x + 1) / 2).clamp(0, 1)", "return (x + 1) / 2",
+           (M + "test_ssim_is_wangs_formula_at_data_range_1",),
+           "metrics on unclamped samples (not the images a PNG would hold)"),
+    Mutant("ssim_data_range_2", "dps_map/metrics/image.py", "data_range=1.0, channel_axis=0)",
+           "data_range=2.0, channel_axis=0)", (M + "test_ssim_is_wangs_formula_at_data_range_1",),
+           "SSIM with data_range 2 on [0, 1] images (C1, C2 four times too large)"),
+    Mutant("ssim_gaussian_window", "dps_map/metrics/image.py", "data_range=1.0, channel_axis=0)",
+           "data_range=1.0, channel_axis=0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)",
+           (M + "test_ssim_is_wangs_formula_at_data_range_1",),
+           "SSIM with Wang's 11x11 Gaussian window instead of the documented 7x7 uniform one"),
+    Mutant("fid_trace_factor", "dps_map/metrics/fid.py", "np.trace(s1) + np.trace(s2) - 2 * tr_covmean)",
+           "np.trace(s1) + np.trace(s2) - tr_covmean)", (M + "test_frechet_distance_diagonal_closed_form",),
+           "FID with Tr((S1 S2)^1/2) once instead of twice"),
+    Mutant("fid_symmetrised_product", "dps_map/metrics/fid.py", "m = r1 @ s2 @ r1", "m = s1 @ s2",
+           (M + "test_frechet_distance_matches_sqrtm_and_pytorch_fid",),
+           "Tr((S1 S2)^1/2) from the eigenvalues of the symmetrised product (wrong when S1, S2 do not commute)"),
+    Mutant("fid_small_n_ddof", "dps_map/metrics/fid.py",
+           "a1, a2 = (f1 - mu1) / np.sqrt(len(f1) - 1), (f2 - mu2) / np.sqrt(len(f2) - 1)",
+           "a1, a2 = (f1 - mu1) / np.sqrt(len(f1)), (f2 - mu2) / np.sqrt(len(f2))",
+           (M + "test_fid_with_fewer_samples_than_dimensions_equals_the_covariance_formula",),
+           "the N <= D form of FID with the population covariance (pytorch-fid: ddof 1)"),
+    Mutant("kid_biased", "dps_map/metrics/fid.py", "sxx = (kxx.sum() - np.trace(kxx)) / (m * (m - 1))",
+           "sxx = kxx.sum() / (m * m)", (M + "test_kid_matches_double_loop",),
+           "KID's within-set term with the diagonal (the biased MMD^2)"),
+    Mutant("inception_input_unit", "dps_map/metrics/fid.py", "x = images.float().clamp(-1, 1)",
+           "x = ((images.float() + 1) / 2).clamp(0, 1)", (M + "test_inception_loads_state_dict_file",),
+           "Inception fed [0, 1] images where the FID weights expect [-1, 1]"),
+    # the runner's measurement
+    Mutant("measure_without_restrict", "dps_map/run.py", "operator.restrict(noise.sample(operator(x0), gen))",
+           "noise.sample(operator(x0), gen)", (R + "[inpaint_box]",),
+           "the runner's y keeps noise on the hidden pixels (restrict skipped)"),
+    Mutant("measure_one_stream", "dps_map/run.py", "gen = generator(device, item_seed(cfg.seed, item.id))",
+           "gen = generator(device, cfg.seed)", (R + "[inpaint_box]",),
+           "every measurement drawn from the run's seed (same mask and noise for every image, shard-dependent)"),
+    Mutant("measure_noise_before_operator", "dps_map/run.py", "operator.restrict(noise.sample(operator(x0), gen))",
+           "operator.restrict(operator(noise.sample(x0, gen)))", (R + "[sr4]",),
+           "noise added to x0 before A (SR: the noise is averaged down, sigma_y no longer the measurement's)"),
 ]
 
 
@@ -205,65 +426,185 @@ def apply(root: Path, mutant: Mutant) -> str:
     return text
 
 
-def pytest(root: Path, tests, first_failure: bool) -> tuple[int, str]:
-    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
-    args = [sys.executable, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider", "-W", "ignore", *tests]
-    if first_failure:
-        args.insert(4, "-x")
-    proc = subprocess.run(args, cwd=root, env=env, capture_output=True, text=True, timeout=900)
-    return proc.returncode, proc.stdout + proc.stderr
+#: third-party modules the tests import, loaded once by this process and inherited by every forked pytest (a fresh
+#: interpreter spends 2-6 s of CPU importing them; dps_map itself is never imported here, so each child imports
+#: the mutated copy)
+PRELOAD = ("numpy", "scipy.linalg", "scipy.ndimage", "PIL.Image", "torch", "torchvision", "skimage.data",
+           "skimage.metrics", "omegaconf", "hydra", "pytest", "guided_diffusion.script_util",
+           "guided_diffusion.gaussian_diffusion", "guided_diffusion.respace", "lpips", "pytorch_fid.inception", "deepinv",
+           "diffusers", "transformers")
+PRELOAD_NAMES = {"diffusers": ("DDPMScheduler", "EulerAncestralDiscreteScheduler", "AutoencoderKL",
+                               "UNet2DConditionModel", "ControlNetModel"),
+                 "transformers": ("CLIPTextConfig", "CLIPTextModel", "CLIPTokenizer")}
+PYTEST_ARGS = ["-q", "-rf", "-p", "no:cacheprovider", "-W", "ignore"]
+TIMEOUT = 900
+
+
+def preload() -> None:
+    import importlib
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in PRELOAD:
+            try:
+                module = importlib.import_module(name)
+            except ImportError:
+                continue
+            for attr in PRELOAD_NAMES.get(name, ()):  # lazy packages: import the classes the tests use
+                getattr(module, attr, None)
+
+
+class PytestRun:
+    """One pytest run on a copy of the repository, in a forked child of this (preloaded) process, or in a fresh
+    interpreter (fork=False). Its output goes to a log file; poll() gives the exit code once it has finished."""
+
+    def __init__(self, root: Path, tests, first_failure: bool, fork: bool, log: Path):
+        self.log, self.started = log, time.perf_counter()
+        args = [*PYTEST_ARGS, *(["-x"] if first_failure else []), *tests]
+        env = {"PYTHONPATH": str(root), "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+        if not fork:
+            self.pid = None
+            with open(log, "w") as out:
+                self.proc = subprocess.Popen([sys.executable, "-m", "pytest", *args], cwd=root, env={**os.environ, **env},
+                                             stdout=out, stderr=subprocess.STDOUT, text=True)
+            return
+        self.proc = None
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.pid = os.fork()
+        if self.pid == 0:  # the child: never returns
+            code = 3
+            try:
+                fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                os.dup2(fd, 1)
+                os.dup2(fd, 2)
+                os.chdir(root)
+                os.environ.update(env)  # the subprocesses the tests start import the copy too
+                sys.dont_write_bytecode = True
+                here = {str(ROOT), str(ROOT / "tests"), "", "."}
+                sys.path[:] = [str(root)] + [p for p in sys.path if p not in here]
+                import dps_map
+
+                if not dps_map.__file__.startswith(str(root)):
+                    print(f"the copy's dps_map is not the one imported ({dps_map.__file__}): check sys.path")
+                else:
+                    import pytest
+
+                    code = int(pytest.main(args))
+            except BaseException:  # noqa: BLE001 - report anything, then leave without running the parent's code
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+
+    def poll(self) -> int | None:
+        if self.proc is not None:
+            return self.proc.poll()
+        pid, status = os.waitpid(self.pid, os.WNOHANG)
+        return None if pid == 0 else os.waitstatus_to_exitcode(status)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+        else:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def wait_any(running: dict):
+    """Block until one of the running PytestRuns finishes (killing any past TIMEOUT); return (key, exit code)."""
+    while True:
+        for key, run in running.items():
+            code = run.poll()
+            if code is None and time.perf_counter() - run.started > TIMEOUT:
+                run.kill()
+                code = -9
+            if code is not None:
+                return key, code
+        time.sleep(0.05)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help="mutants to run (default: all)")
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                        help="mutants run at once, each in its own copy (default: 2, or 1 on a 1-core machine)")
+    parser.add_argument("--no-fork", action="store_true",
+                        help="a fresh interpreter per pytest run instead of a fork of this preloaded process (slower)")
     args = parser.parse_args(argv)
     known = {m.name: m for m in MUTANTS}
     if args.list:
         for m in MUTANTS:
-            print(f"{m.name:32s} {m.path:40s} {m.why}")
+            print(f"{m.name:34s} {m.path:40s} {m.why}")
         return 0
     unknown = sorted(set(args.names) - set(known))
     if unknown:
         print(f"unknown mutants {unknown} (see --list)", file=sys.stderr)
         return 2
     chosen = [known[n] for n in args.names] if args.names else MUTANTS
+    jobs = max(1, min(args.jobs, len(chosen)))
+    fork = hasattr(os, "fork") and not args.no_fork
     started = time.perf_counter()
+    os.environ["OMP_NUM_THREADS"] = "1"  # before torch is imported: a forked child must not inherit a thread pool
+    if fork:
+        preload()
     with tempfile.TemporaryDirectory(prefix="dps-map-mutants-") as tmp:
-        root = Path(tmp) / "repo"
-        shutil.copytree(ROOT, root, ignore=IGNORE)
-        where = subprocess.run([sys.executable, "-c", "import dps_map; print(dps_map.__file__)"], cwd=root,
-                               env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True).stdout
-        if not where.startswith(str(root)):
-            print(f"the copy's dps_map is not the one imported ({where.strip()}): check PYTHONPATH", file=sys.stderr)
-            return 2
+        roots = [Path(tmp) / f"repo{k}" for k in range(jobs)]
+        for root in roots:
+            shutil.copytree(ROOT, root, ignore=IGNORE)
         for m in chosen:  # every snippet must apply before anything runs
-            (root / m.path).write_text(apply(root, m))
+            (roots[0] / m.path).write_text(apply(roots[0], m))
+        logs = Path(tmp) / "logs"
+        logs.mkdir()
+        # the baseline: the selected tests on the unmodified copies, split over the workers
         tests = sorted({t for m in chosen for t in m.tests})
-        code, out = pytest(root, tests, first_failure=False)
-        if code != 0:
-            print(out[-3000:], file=sys.stderr)
-            print("the selected tests fail on the unmodified code: fix that first", file=sys.stderr)
-            return 2
+        running = {k: PytestRun(roots[k], tests[k::jobs], False, fork, logs / f"baseline{k}.log")
+                   for k in range(jobs) if tests[k::jobs]}
+        while running:
+            k, code = wait_any(running)
+            if code != 0:
+                print(running[k].output()[-3000:], file=sys.stderr)
+                print("the selected tests fail on the unmodified code: fix that first", file=sys.stderr)
+                for other in running.values():
+                    if other.poll() is None:
+                        other.kill()
+                return 2
+            del running[k]
         print(f"baseline: the {len(tests)} selected tests pass on the unmodified copy "
-              f"({time.perf_counter() - started:.0f} s)\n")
-        print(f"{'mutant':32s} {'result':9s} {'s':>5s}  caught by")
-        results = []
-        for m in chosen:
-            t0 = time.perf_counter()
-            original = apply(root, m)
-            try:
-                code, out = pytest(root, m.tests, first_failure=True)
-            finally:
-                (root / m.path).write_text(original)
+              f"({time.perf_counter() - started:.0f} s, {jobs} worker{'s' * (jobs > 1)}, "
+              f"{'forked from a preloaded process' if fork else 'fresh interpreters'})\n")
+        print(f"{'mutant':34s} {'result':9s} {'s':>5s}  caught by", flush=True)
+        results, queue, free = {}, list(chosen), list(range(jobs))
+        while queue or running:
+            while queue and free:
+                m, k = queue.pop(0), free.pop(0)
+                original = apply(roots[k], m)
+                running[k] = (m, original, PytestRun(roots[k], m.tests, True, fork, logs / f"{m.name}.log"))
+                running[k][2].started = time.perf_counter()
+            k, code = wait_any({key: item[2] for key, item in running.items()})
+            m, original, run = running.pop(k)
+            (roots[k] / m.path).write_text(original)
+            free.append(k)
+            out = run.output()
             failed = re.findall(r"^FAILED (\S+)", out, flags=re.M)
             result = "killed" if code == 1 and failed else ("survived" if code == 0 else f"error({code})")
-            results.append(result)
-            by = failed[0].split("::", 1)[-1] if failed else ("-" if code == 0 else out.strip().splitlines()[-1][:80])
-            print(f"{m.name:32s} {result:9s} {time.perf_counter() - t0:5.1f}  {by}", flush=True)
-    killed = results.count("killed")
-    print(f"\n{killed}/{len(results)} mutants killed in {time.perf_counter() - started:.0f} s")
+            results[m.name] = result
+            lines = out.strip().splitlines()
+            by = failed[0].split("::", 1)[-1] if failed else ("-" if code == 0 else (lines[-1][:80] if lines else "?"))
+            print(f"{m.name:34s} {result:9s} {time.perf_counter() - run.started:5.1f}  {by}", flush=True)
+    killed = sum(r == "killed" for r in results.values())
+    missed = [name for name, r in results.items() if r != "killed"]
+    print(f"\n{killed}/{len(results)} mutants killed in {time.perf_counter() - started:.0f} s"
+          + (f"; not killed: {', '.join(missed)}" if missed else ""))
     return 0 if killed == len(results) else 1
 
 

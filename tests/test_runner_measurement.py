@@ -3,9 +3,11 @@ recomputed here from the saved ground truth `label/<id>.png` and the id's own ra
 written out rather than called: the stream's seed (sha256 of "<seed>/<id>", README "Shards"), the box mask drawn
 from it (a randint of the top-left corner, then the noise), PIL's bicubic downsampling for SR x4.
 
-Both PNGs are 8-bit: the ground truth is read back rounded (half a level), so the recomputed measurement may sit
-one level off the saved one at a few pixels (measured: at most 1 level, on < 0.5% of the pixels); a wrong stream,
-a missing restrict or the noise added before A moves most pixels by several levels (sigma_y = 0.05 is 6.4 levels).
+Both PNGs are 8-bit. The demo crops are 8-bit images already, so the saved ground truth is x0 itself and the
+recomputed measurement equals the saved one at every pixel (measured, both tasks); the test allows one level at
+under 1% of the pixels, for inputs that are not 8-bit (half a level lost when the ground truth is saved). A wrong
+stream, a missing restrict or the noise added before A moves most pixels by several levels (sigma_y = 0.05 is 6.4
+levels).
 """
 
 from __future__ import annotations

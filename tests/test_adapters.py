@@ -439,7 +439,8 @@ def test_shipped_adapters_match_their_cards_and_load(name):
     adapter, meta = load_adapter(cfg.sampler.adapter, prior.model)
     assert meta["prior"]["checkpoint_sha256"] == sha256_file(cfg.prior.checkpoint)  # trained on this very prior
     # it helps: on the held-out demo crops (never trained on), x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, the
-    # adapter's eps is closer to the true eps than the prior's, crop by crop (measured: 0.32-0.96 of the prior's squared error, mean 0.66 for sr4, 0.65 for inpaint_box)
+    # adapter's eps is closer to the true eps than the prior's, crop by crop (measured: 0.32-0.96 of the prior's
+    # squared error, mean 0.66 for sr4, 0.65 for inpaint_box)
     from dps_map.data import demo_crops
 
     abar = np.cumprod(1 - prior.betas)

@@ -89,7 +89,9 @@ def markdown(rows: list[dict], command: str, seconds: float, args) -> str:
     prior = (f"{'the shipped tiny prior' if not args.prior_checkpoint else 'tiny prior weights'} "
              f"(sha256 {sha256_file(weights)[:12]})")
     lines = ["# Step sizes for the tiny prior, on validation crops", "",
-             f"`{command}` at commit {commit}: {seconds / 60:.1f} min wall, {args.workers} worker process(es) on a "
+             f"`{command}` at commit {commit}: {seconds / 60:.1f} min wall (settings already finished in {args.work} "
+             f"are read back, not rerun; the provenance record has every step's time), {args.workers} worker "
+             "process(es) on a "
              f"{os.cpu_count()}-core CPU (measured). Prior: {prior}. {rows[0]['n_images']} crops of the training "
              f"photographs {', '.join(VALIDATION_PHOTOS)} (data.per_photo={args.per_photo}), one sample each, "
              f"seed {args.seed}, {rows[0]['steps']} steps. Mean PSNR (dB) ± standard error over the crops; "

@@ -55,21 +55,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dps_map.io import sha256_file
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
 SUFFIX = ".provenance.json"
 REQUIRED = ("schema", "command", "commit", "assets", "machine", "started", "finished", "wall_s", "files", "steps")
 NOT_RESULTS = {"README.md"}
-
-
-def sha256_file(path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass

@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import fnmatch
-import hashlib
 import json
 import os
 import platform
@@ -52,6 +51,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from dps_map.io import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
@@ -87,14 +88,6 @@ if _log:
     _sys.addaudithook(_dps_map_provenance_hook)
 {chain}
 '''
-
-
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def rel(path: Path) -> str:

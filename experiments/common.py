@@ -7,10 +7,12 @@ from pathlib import Path
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
-    """rows (dicts with the same keys) as a CSV file with a header (folders created)."""
+    """rows as a CSV file with a header: the union of their keys in first-seen order, a key a row lacks
+    left empty (folders created)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    fields = list(dict.fromkeys(k for row in rows for k in row))
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
 

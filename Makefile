@@ -45,12 +45,15 @@ train-tiny-prior: install
 compare-prior: install   # a retrained tiny prior vs the shipped one: CANDIDATE=path/tiny_prior.pt (--restore: ~15 min more)
 	OMP_NUM_THREADS=1 $(PY) -m experiments.compare_priors --candidate $(CANDIDATE) $(ARGS)
 
-tune-tiny: install   # DPS/DMAP step sizes for the tiny prior on 12 validation crops (~15 min on 2 cores); experiments/results/tune_tiny.*
+tune-tiny: install   # DPS/DMAP/DMAP-Adam step sizes for the tiny prior on 12 validation crops; experiments/results/tune_tiny.*
+# (89 min with --workers 1 at load ~3 on 2 CPU cores, its provenance record; by default one worker per core)
 	OMP_NUM_THREADS=1 $(PY) -m experiments.tune_tiny $(ARGS)
 gmm-study: install
 	$(PY) -m experiments.gmm_sampler_study
 
-frontier: install   # cost-quality frontier, GMM then tiny prior (2 demo crops): 19 min measured on 2 CPU cores; experiments/results/frontier_{gmm,tiny}.*
+# cost-quality frontier, GMM then tiny prior (2 demo crops); experiments/results/frontier_{gmm,tiny}.*: GMM 7.7 min,
+# tiny 73 min with --workers 1 at load ~3-4.5 on 2 CPU cores (their provenance records; by default one worker per core)
+frontier: install
 	OMP_NUM_THREADS=1 $(PY) -m experiments.frontier
 	OMP_NUM_THREADS=1 $(PY) -m experiments.frontier_tiny
 
@@ -81,7 +84,9 @@ adapter-ablation: install   # adapters on 25/50/100 crops, then their table
 
 # -- the paper's analysis (README "Reproducing the paper") -------------------------------------------
 SMALL := outputs/paper_small
-reproduce-paper-small: install   # GMM + tiny prior on this CPU (< 30 min); results in experiments/results/
+# GMM + tiny prior on this CPU; results in experiments/results/ (the steps' provenance records add up to 34 min at
+# load 3-5 on 2 CPU cores, one thread each)
+reproduce-paper-small: install
 	$(PY) -m experiments.score_diagnostics gmm
 	$(PY) -m experiments.score_diagnostics tiny
 	$(PY) -m experiments.diversity gmm --work $(SMALL)/diversity

@@ -61,7 +61,8 @@ def test_config_digests_of_existing_configurations_are_unchanged():
     from dps_map.config import config_digest
 
     old_zeta = {"dps": 10.0, "dmap": 3.0, "dmap_adam": 0.05, "adapter_dps": 10.0, "adapter_dmap": 3.0}
-    for overrides, zeta, w in ((["task=sr4", "sampler=dps"], dict(old_zeta, dmap=10.0, adapter_dmap=10.0), 0.08),
+    for overrides, zeta, w in ((["task=sr4", "sampler=dps"], dict(old_zeta, dmap=10.0, dmap_adam=0.01, adapter_dmap=10.0),
+                                0.08),
                                (["task=gaussian_deblur", "sampler=dmap"], dict(old_zeta, dps=10.0, dmap=10.0,
                                                                                 adapter_dmap=10.0), 0.08),
                                (["+experiment=paper", "task=sr8", "sampler=dsg"],

@@ -98,8 +98,15 @@ COMMANDS: dict[str, Run | Excuse] = {
         Run(TOY, {"<a folder with one 512x512 photo>": "{one_photo}"}),
     # -- README: step sizes, the tiny prior, adapters ---------------------------------------------------------------
     "make gmm-study": Excuse("a study of several minutes; tests/test_experiments.py runs its driver small", "make"),
-    "make tune-tiny": Excuse("about 36 minutes of CPU; tests/test_experiments.py runs its driver small", "make"),
+    "make tune-tiny": Excuse("about 90 minutes of CPU with one worker; tests/test_experiments.py runs its driver small", "make"),
     "python -m experiments.tune_tiny": Excuse("as make tune-tiny", "help"),
+    "python -m experiments.tiny_studies demo": Excuse("about 7 minutes: the runs of make demo with both priors; "
+                                                     "tests/test_demo.py runs the demo", "help"),
+    "python -m experiments.check_results --list": Run(),
+    "python -m experiments.provenance --results STEM -- <command>": Excuse(
+        "a wrapper around any command (schematic); tests/test_check_results.py runs it", "help"),
+    "make check-results": Excuse("CI runs it first (.ci/run); tests/test_check_results.py runs the same check "
+                                 "on the repository", "make"),
     "make compare-prior": Excuse("needs a retrained prior (CANDIDATE=); tests/test_compare_priors.py", "make"),
     "make compare-prior CANDIDATE=path/tiny_prior.pt": Excuse("needs a retrained prior", "make"),
     "python -m experiments.compare_priors": Excuse("as make compare-prior", "help"),

@@ -11,6 +11,8 @@ latents x~ (init_noise_sigma, scale_model_input, scheduler.step, pred_original_s
   run_dsg_max    pipe.py:5742-5782 with dsg_step 5555-5583 ("max", our DMAP)
   run_psld       pipe.py:6215-6264 (the operators' transpose, op.py:582-583 and 662-663; a sampled encoding)
   run_fdm        pipe.py:4321-4375 (with its window moved from loop indices 25..50 to 2..4, inside a 10-step chain)
+  adapter_dps    the pipeline's __call__, pipe.py:1436-1755 (run_dps on the ControlNet's conditional eps, with the
+                 hint the bicubic-upsampled y of main_sd2cn.py; a random ControlNet whose zero convolutions moved)
 Every random draw comes from one generator, in the authors' order (the ancestral noise in scheduler.step, then
 the encoder's sample or FreeDoM's re-noise), and our sampler draws from a generator with the same seed.
 After each step we map x~ to our VP latent, z = sqrt(abar) x~ = x~ / sqrt(1 + sigma^2), and compare.
@@ -26,7 +28,9 @@ every term moves the tiny chain by far more than the tolerance: then a wrong fac
 transpose or the forward re-noise instead of theirs is off by 1e-3 or more (checked by tests/mutants.py).
 
 Largest relative differences, max over the 10 steps of max |ours - ref| / max |ref| (float32, when written):
-run_dps 6.0e-7, run_dsg 6.5e-7, run_dsg_max 9.1e-7, run_psld 1.1e-6 (SR x4) / 8.9e-7 (blur), run_fdm 8.1e-7.
+run_dps 6.0e-7, run_dsg 6.5e-7, run_dsg_max 9.1e-7, run_psld 1.1e-6 (SR x4) / 8.9e-7 (blur), run_fdm 8.1e-7,
+adapter_dps 7.1e-7 (in VP units 0.40; the ControlNet moves the chain by 0.19). Our hint clamps naive(y) to
+[-1, 1], theirs does not: the test's hint stays inside (max 0.44), where the two agree.
 The tests assert 1e-4.
 """
 
@@ -240,6 +244,51 @@ def test_euler_units_reproduce_the_authors_loop_step_for_step(tiny, problem, cas
     difference = largest_difference(mine, theirs)
     assert difference < TOL, (case, difference)
 
+
+
+# -- adapter_dps: DPS on the ControlNet-conditioned eps (pipe.py:1436-1755, the pipeline's __call__) -----------
+class AuthorsControlNet(Authors):
+    """Their __call__: the ControlNet reads the same scaled input as the UNet, the text context and the hint
+    ``image`` (main_sd2cn.py: y2 = f(x, keep_shape=True), the bicubic-upsampled measurement, op.py:574-580),
+    conditioning_scale 1, guess_mode off; its residuals enter the UNet; then the DPS step of run_dps."""
+
+    def __init__(self, prior, A, y, seed, controlnet, hint):
+        super().__init__(prior, A, y, seed)
+        self.controlnet, self.hint = controlnet, hint
+
+    def eps(self, x, t):
+        inp = self.sched.scale_model_input(x, t)
+        ctx = self.prior.text_embedding.expand(x.shape[0], -1, -1)
+        down, mid = self.controlnet(inp, t, encoder_hidden_states=ctx, controlnet_cond=self.hint,
+                                    conditioning_scale=1.0, guess_mode=False, return_dict=False)
+        return self.prior.unet(inp, t, encoder_hidden_states=ctx, down_block_additional_residuals=down,
+                               mid_block_additional_residual=mid).sample
+
+
+def test_adapter_dps_in_euler_units_is_the_authors_controlnet_pipeline_step_for_step(tiny, problem, tmp_path):
+    from dps_map.priors.latent import build_controlnet
+
+    controlnet = build_controlnet(tiny)
+    g = torch.Generator().manual_seed(5)
+    zero_convs = [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block,
+                  controlnet.controlnet_cond_embedding.conv_out]
+    with torch.no_grad():  # a trained ControlNet: its zero convolutions have moved (else it adds nothing)
+        for conv in zero_convs:
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * 0.05)
+    controlnet.save_pretrained(tmp_path / "controlnet", safe_serialization=True)
+    ops, x_true = problem
+    A, _ = ops["sr4"]
+    y = A(x_true)
+    hint = F.interpolate(y, scale_factor=4, mode="bicubic")  # theirs, unclamped
+    assert float(hint.abs().max()) <= 1  # where our naive(y)'s clamp to [-1, 1] changes nothing
+    seed = 7
+    theirs = run_dps(AuthorsControlNet(tiny, A, y, seed, controlnet.eval(), hint), 20.0)
+    plain = run_dps(Authors(tiny, A, y, seed), 20.0)
+    assert largest_difference(plain, theirs) > 1e-2  # the ControlNet moves the chain
+    mine = ours(tiny, A, y, seed, name="adapter_dps", method="adapter_dps", adapter=str(tmp_path / "controlnet"),
+                zeta=20.0, guidance_units="euler")
+    difference = largest_difference(mine, theirs)
+    assert difference < TOL, difference
 
 # -- the VP form and the authors' form differ by the factor docs/methods.md derives ------------------------------
 def sd_factors(i):

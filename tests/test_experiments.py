@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -184,3 +185,22 @@ def test_tune_tiny_chooses_the_best_mean_and_reports_paired_differences(tmp_path
     assert ids == set(tt.VALIDATION_PHOTOS)
     text = (tmp_path / "tune_tiny.md").read_text()
     assert "## Chosen" in text and text.count("**zeta ") == 1
+
+
+def test_adm512_cpu_controlnet_section_reads_the_training_card(tmp_path):
+    """The one section of experiments/adm512_cpu.py cheap enough here (sd2_tiny, 20 ControlNet steps): it runs
+    train_adapter as a child under /usr/bin/time and reports seconds per step from the exported card."""
+    out = tmp_path / "results"
+    proc = subprocess.run([sys.executable, "-m", "experiments.adm512_cpu", "--sections", "controlnet", "--work",
+                           str(tmp_path / "work"), "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    card = json.loads((tmp_path / "work" / "controlnet" / "sr4_sd2_tiny" / "dps_map_card.json").read_text())
+    (row,) = list(csv.DictReader(open(out / "adm512_cpu.csv")))
+    assert row["section"] == "controlnet" and card["training"]["steps"] == 20
+    assert float(row["seconds_per_step"]) == round(card["training"]["wall_time_s"] / 20, 3) > 0
+    text = (out / "adm512_cpu.md").read_text()
+    import re
+
+    shown = float(re.search(r"threads=1`: ([0-9.]+) s per step", text).group(1))
+    assert "## ControlNet training step on prior=sd2_tiny" in text and abs(shown - float(row["seconds_per_step"])) <= 0.006

@@ -103,6 +103,8 @@ COMMANDS: dict[str, Run | Excuse] = {
     "python -m experiments.tiny_studies demo": Excuse("about 7 minutes: the runs of make demo with both priors; "
                                                      "tests/test_demo.py runs the demo", "help"),
     "python -m experiments.check_results --list": Run(),
+    "python -m experiments.adm512_cpu": Excuse("about 45 minutes and 15.4 GiB of RAM (adm512 at 512x512); "
+                                               "tests/test_experiments.py runs its controlnet section", "help"),
     "python -m experiments.provenance --results STEM -- <command>": Excuse(
         "a wrapper around any command (schematic); tests/test_check_results.py runs it", "help"),
     "make check-results": Excuse("CI runs it first (.ci/run); tests/test_check_results.py runs the same check "

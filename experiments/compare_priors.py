@@ -43,7 +43,7 @@ from experiments.common import write_csv
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
 SHIPPED = ROOT / "dps_map" / "assets" / "tiny_prior.pt"
-#: training photographs used as the validation set (as for step-size tuning: README "Tuned step sizes")
+#: training photographs used as the validation set (as for step-size tuning: README "Default step sizes")
 VALIDATION_PHOTOS = ("astronaut", "rocket", "motorcycle_left")
 TIMESTEPS = (10, 50, 100, 200, 400, 700, 900)
 

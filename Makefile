@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: check-results rehearse-paper train-adapter-paper train-adapter-paper-sd2 compare-prior tune-tiny reproduce-paper-sd2 preflight-paper-sd2 install demo test test-fast preflight-paper mutants train-tiny-prior gmm-study frontier dps-regime sweep clean train-adapter train-tiny-reference adapter-ablation reproduce-paper-small reproduce-paper bench bench-quick install-bench
+.PHONY: lint check-results rehearse-paper train-adapter-paper train-adapter-paper-sd2 compare-prior tune-tiny reproduce-paper-sd2 preflight-paper-sd2 install demo test test-fast preflight-paper mutants train-tiny-prior gmm-study frontier dps-regime sweep clean train-adapter train-tiny-reference adapter-ablation reproduce-paper-small reproduce-paper bench bench-quick install-bench
 
 install: $(STAMP)
 
@@ -187,6 +187,9 @@ rehearse-paper: install   # the targets above run for real at toy scale on stand
 # every published number traceable (README "Results and their provenance"): each file under
 # experiments/results/ has its provenance record and the shipped assets' sha256, and every number README.md,
 # docs/ and experiments/results/README.md quote from a run is in the file they cite; seconds, no network; CI runs it
+lint: install   # ruff (pyproject.toml [tool.ruff]): pyflakes, statement errors, import order; seconds
+	$(PY) -m ruff check dps_map experiments tests
+
 check-results: install
 	$(PY) -m experiments.check_results $(ARGS)
 

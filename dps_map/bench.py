@@ -24,7 +24,6 @@ Timings are not asserted anywhere: a shared CPU makes them noisy, so the load av
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os

@@ -62,7 +62,6 @@ def config_digest(cfg: DictConfig) -> str:
     `_target_`s are left out and the built-in samplers' tuned step sizes are put back as task.zeta/task.w:
     both keep the digests of configurations written before these keys moved."""
     from .targets import strip_builtin_targets
-
     from .tuned import legacy_task_values
 
     plain = {k: v for k, v in strip_builtin_targets(resolved(cfg)).items() if k not in NON_OUTPUT_KEYS}

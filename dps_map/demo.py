@@ -22,8 +22,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from tqdm import tqdm
 
-from .run import format_summary, gmm_problem, run
 from .priors import build_prior
+from .run import format_summary, gmm_problem, run
 
 CONF = Path(__file__).resolve().parent / "conf"
 

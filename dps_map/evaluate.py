@@ -31,7 +31,7 @@ class Evaluator:
     """Holds the metric networks a config asks for (built once; weights resolved via paths.*)."""
 
     def __init__(self, mcfg, paths, device):
-        from .metrics import InceptionFeatures, LPIPS, check_weights
+        from .metrics import LPIPS, InceptionFeatures, check_weights
 
         self.names = set(mcfg.names)
         self.device = device

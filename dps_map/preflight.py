@@ -58,7 +58,6 @@ def checks(cfg) -> list:
     """The independent checks of one job: the whole config (validate() stops at its first problem), then
     every file on its own (prior checkpoint, adapter, data and labels, each metric's weights)."""
     from .metrics import check_weights
-
     from .run import checked_sampler
 
     out = [lambda: checked_sampler(cfg), lambda: check_prior_checkpoint(cfg.prior), lambda: check_adapter(cfg.sampler, cfg.prior, cfg.task)]

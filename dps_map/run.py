@@ -11,8 +11,8 @@ skips samples already on disk.
 from __future__ import annotations
 
 import hashlib
-import json
 import io
+import json
 import logging
 import os
 import signal
@@ -31,9 +31,24 @@ from .config import config_digest, resolve_device, resolved, validate
 from .data import demo_crops, demo_photos, folder_items, shard
 from .errors import ConfigError, UserError
 from .evaluate import Evaluator
-from .io import (Interrupted, absolute_path, append_jsonl, atomic_save_npy, atomic_save_npz, atomic_write_bytes,
-                 atomic_write_json, load_image, read_jsonl, remove_temp_files, save_png, stop_on_signals,
-                 unique_records, prior_weights, weights_id, write_section)
+from .io import (
+    Interrupted,
+    absolute_path,
+    append_jsonl,
+    atomic_save_npy,
+    atomic_save_npz,
+    atomic_write_bytes,
+    atomic_write_json,
+    load_image,
+    prior_weights,
+    read_jsonl,
+    remove_temp_files,
+    save_png,
+    stop_on_signals,
+    unique_records,
+    weights_id,
+    write_section,
+)
 from .lock import RunDirLocked, lock_holder, locked_message, run_lock
 from .loggers import make_logger
 from .operators import MatrixOperator, StackedOperator, build_noise, build_operator

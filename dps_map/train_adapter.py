@@ -27,7 +27,6 @@ from pathlib import Path
 import hydra
 import numpy as np
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
@@ -40,8 +39,17 @@ from .io import absolute_path, atomic_write_json, prior_weights, sha256_file
 from .operators import build_noise, build_operator
 from .priors import build_prior
 from .priors.conditional import ConditionalPrior
-from .train_prior import (CropSampler, _num_threads, _save_torch, ema_decay_at, ema_update, loss_summary,
-                          lr_at, resume_state, training_photos)
+from .train_prior import (
+    CropSampler,
+    _num_threads,
+    _save_torch,
+    ema_decay_at,
+    ema_update,
+    loss_summary,
+    lr_at,
+    resume_state,
+    training_photos,
+)
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"

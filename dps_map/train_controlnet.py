@@ -37,8 +37,14 @@ from .io import absolute_path, atomic_write_json
 from .operators import build_noise
 from .priors import build_prior
 from .priors.latent import CARD, LatentControlNetPrior, build_controlnet
-from .train_adapter import (loss_fn, measurement_batch, operator_signature, prior_weights_id, signature_mismatch,
-                            training_images)
+from .train_adapter import (
+    loss_fn,
+    measurement_batch,
+    operator_signature,
+    prior_weights_id,
+    signature_mismatch,
+    training_images,
+)
 from .train_prior import _num_threads, _save_torch, ema_decay_at, ema_update, loss_summary, lr_at, resume_state
 
 log = logging.getLogger(__name__)

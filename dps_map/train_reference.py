@@ -37,8 +37,17 @@ from .io import absolute_path, atomic_write_json, sha256_file
 from .operators import SuperResolution, build_noise, build_operator
 from .priors.upsampler import build_sr_unet, build_upsampler_prior
 from .train_adapter import measurement_batch
-from .train_prior import (CropSampler, _num_threads, _save_torch, ema_decay_at, ema_update, loss_summary,
-                          lr_at, resume_state, training_photos)
+from .train_prior import (
+    CropSampler,
+    _num_threads,
+    _save_torch,
+    ema_decay_at,
+    ema_update,
+    loss_summary,
+    lr_at,
+    resume_state,
+    training_photos,
+)
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"

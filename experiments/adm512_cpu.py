@@ -33,7 +33,6 @@ import sys
 import time
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
 SECTIONS = ("preflight", "memory", "vjp128", "controlnet")

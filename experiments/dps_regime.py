@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dps_map.diffusion import make_betas
 from dps_map.errors import ConfigError
 from dps_map.metrics.posterior import posterior_report
 from dps_map.operators import GaussianNoise, MatrixOperator
 from dps_map.priors.gmm import GMMPrior, find_multimodal_problem, make_mixture
-from dps_map.diffusion import make_betas
 from dps_map.samplers.dps import DPSSampler
 from experiments.common import pyplot, save_figure, write_csv
 

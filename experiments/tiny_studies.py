@@ -429,7 +429,7 @@ def reference(args) -> tuple[list[dict], tuple]:
     for item in load_items(cfg.data, prior.image_size):
         gen, operator, x0, y = measure(cfg, item, prior.image_size, noise, device)
         naive.append(float((operator.naive(y) - x0).pow(2).mean()))
-        x0s, ys = x0.expand(args.num, -1, -1, -1), y.expand(args.num, -1, -1, -1)
+        x0s = x0.expand(args.num, -1, -1, -1)
         bound = {who: m.condition(operator, y) for who, m in refs.items()}
         for i in step_indices(diffusion.num_steps, 12):
             x_t = diffusion.q_sample(x0s, i, torch.randn(x0s.shape, generator=gen, device=device))

@@ -45,7 +45,7 @@ G = "tests/test_guidance.py::"
 OPS = "tests/test_operator_refs.py::"
 F = "tests/test_sd2_faithful.py::"
 STEP = F + "test_euler_units_reproduce_the_authors_loop_step_for_step"
-O = "tests/test_operators.py::"
+OPER = "tests/test_operators.py::"
 L = "tests/test_latent.py::"
 AD = "tests/test_adapters.py::"
 GM = "tests/test_gmm.py::"
@@ -219,7 +219,7 @@ MUTANTS = [
            (OPS + "test_sr_naive_is_cubic_convolution_upsampling[4]",),
            "the SR baseline samples with corners aligned (a sub-pixel shift against the downsampling's centres)"),
     Mutant("avgpool_adjoint_scale", "dps_map/operators/super_resolution.py", "return up / self.factor**2",
-           "return up / self.factor", (O + "test_adjoint_identity[sr4_avgpool]",),
+           "return up / self.factor", (OPER + "test_adjoint_identity[sr4_avgpool]",),
            "average pooling's adjoint divides the replicated blocks by f instead of f^2"),
     Mutant("inpaint_mask_inverted", "dps_map/operators/inpainting.py",
            "    def forward(self, x):\n        return x * self.mask", "    def forward(self, x):\n        return x * (1 - self.mask)",
@@ -227,31 +227,31 @@ MUTANTS = [
            "inpainting keeps the hidden pixels (the mask read as 1 = hidden)"),
     Mutant("inpaint_adjoint_unmasked", "dps_map/operators/inpainting.py",
            "    def adjoint(self, y):\n        return y * self.mask", "    def adjoint(self, y):\n        return y",
-           (O + "test_adjoint_identity[inpaint_box]",), "inpainting's adjoint forgets the mask (A^T = I)"),
+           (OPER + "test_adjoint_identity[inpaint_box]",), "inpainting's adjoint forgets the mask (A^T = I)"),
     Mutant("inpaint_restrict_identity", "dps_map/operators/inpainting.py",
            "    def restrict(self, y):\n        return y * self.mask", "    def restrict(self, y):\n        return y",
-           (O + "test_inpainting_restricts_noise", OPS + "test_inpainting_naive_is_the_masked_noisy_image[box]"),
+           (OPER + "test_inpainting_restricts_noise", OPS + "test_inpainting_naive_is_the_masked_noisy_image[box]"),
            "restrict keeps the noise on the hidden pixels (y carries what was never observed)"),
     Mutant("blur_naive_backprojects", "dps_map/operators/blur.py", "    def transpose(self, y):\n",
            "    def naive(self, y):\n        return self.adjoint(y)\n\n    def transpose(self, y):\n",
            (OPS + "test_blur_naive_is_the_blurred_noisy_image[motion]",),
            "the deblurring baseline back-projects (K^T y, blurred twice) instead of being the measurement itself"),
     Mutant("matrix_naive_adjoint", "dps_map/operators/base.py", "return y @ torch.linalg.pinv(self.matrix).T.to(y.dtype)",
-           "return y @ self.matrix.to(y.dtype)", (O + "test_matrix_operator_and_pseudo_inverse",),
+           "return y @ self.matrix.to(y.dtype)", (OPER + "test_matrix_operator_and_pseudo_inverse",),
            "the Gaussian-mixture baseline A^T y instead of the least-squares A^+ y"),
     # noise models: sample and misfit
     Mutant("gaussian_noise_variance", "dps_map/operators/noise.py", "return Ax + self.sigma * n",
-           "return Ax + self.sigma**2 * n", (O + "test_gaussian_noise_and_misfit",),
+           "return Ax + self.sigma**2 * n", (OPER + "test_gaussian_noise_and_misfit",),
            "sigma_y used as the variance of the measurement noise, not its std"),
     Mutant("gaussian_misfit_squared", "dps_map/operators/noise.py", "return _flat(y - Ax).norm(dim=1)",
-           "return _flat(y - Ax).pow(2).sum(dim=1)", (O + "test_gaussian_noise_and_misfit",),
+           "return _flat(y - Ax).pow(2).sum(dim=1)", (OPER + "test_gaussian_noise_and_misfit",),
            "the noise model's misfit squared (||y - Ax||^2, not the DPS norm)"),
     Mutant("poisson_rate_scale", "dps_map/operators/noise.py", "lam = (self.rate * (Ax.clamp(-1, 1) + 1) / 2)",
-           "lam = (self.rate * (Ax.clamp(-1, 1) + 1))", (O + "test_poisson_noise_is_unbiased_with_known_variance",),
+           "lam = (self.rate * (Ax.clamp(-1, 1) + 1))", (OPER + "test_poisson_noise_is_unbiased_with_known_variance",),
            "Poisson intensity from [-1, 1] mapped to [0, 2] instead of [0, 1] (biased y)"),
     Mutant("poisson_misfit_variance", "dps_map/operators/noise.py",
            "var = (2 * (y + 1) / self.rate).clamp(min=2 / self.rate)", "var = ((y + 1) / self.rate).clamp(min=1 / self.rate)",
-           (O + "test_poisson_misfit_is_the_inverse_variance_weighted_norm",),
+           (OPER + "test_poisson_misfit_is_the_inverse_variance_weighted_norm",),
            "the Poisson misfit weighted by the counts' variance on [0, 1], not y's on [-1, 1] (a factor 2)"),
     # the latent prior: decode, encode, v-prediction
     Mutant("latent_decode_unscaled", "dps_map/priors/latent.py", "return self.vae.decode(z / self.scaling_factor).sample",

@@ -21,8 +21,17 @@ from dps_map.io import sha256_file
 from dps_map.operators import GaussianNoise, Inpainting, SuperResolution, box_mask
 from dps_map.priors.adm import ADMPrior, build_unet, random_network
 from dps_map.priors.conditional import ConditionalPrior
-from dps_map.samplers import (AdapterDMAPSampler, AdapterDPSSampler, AdapterDSGSampler, AdapterSampler, DDPMSampler,
-                              DMAPSampler, DPSSampler, DSGSampler, build_sampler)
+from dps_map.samplers import (
+    AdapterDMAPSampler,
+    AdapterDPSSampler,
+    AdapterDSGSampler,
+    AdapterSampler,
+    DDPMSampler,
+    DMAPSampler,
+    DPSSampler,
+    DSGSampler,
+    build_sampler,
+)
 
 CONF = Path(__file__).resolve().parents[1] / "dps_map" / "conf"
 SMALL_UNET = dict(image_size=16, num_channels=32, num_res_blocks=1, channel_mult="1,2",

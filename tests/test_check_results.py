@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from experiments import check_results as cr
 from experiments import provenance as prov
 

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+
 from experiments.compare_priors import SHIPPED, crop_sets, eps_losses, loss_rows
 
 
@@ -34,8 +35,8 @@ def test_loss_rows_pair_the_priors_on_the_same_noise(zero_prior):
     """loss_rows(shipped, zero-output candidate): per (set, t) the candidate's loss is mean(n^2) of the noise seeded
     seed * 100003 + t (drawn here), the baseline the shipped prior's eps MSE on x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) n
     (written here), and diff, diff_se the mean and standard error of their per-crop differences."""
-    from dps_map.priors import build_prior
     from dps_map.demo import compose_config
+    from dps_map.priors import build_prior
 
     shipped = build_prior(compose_config(["prior=tiny"]).prior)
     abar = np.cumprod(1 - shipped.betas)

@@ -111,7 +111,6 @@ def test_ddim_matches_adm(gen):
     ours, ref = Diffusion(make_betas("linear", 1000), "ddim50"), _gd("ddim50")
     xt = torch.randn(2, 3, 8, 8, generator=gen, dtype=torch.float64)
     eps = torch.randn(xt.shape, generator=gen, dtype=torch.float64)
-    noise = torch.randn(xt.shape, generator=gen, dtype=torch.float64)
     for step in (49, 20, 1):
         for eta in (0.0, 0.5):
             i = torch.full((2,), step)

@@ -161,7 +161,6 @@ def test_tune_tiny_chooses_the_best_mean_and_reports_paired_differences(tmp_path
     on the validation photographs (never the held-out test photographs)."""
     import numpy as np
 
-
     import experiments.tune_tiny as tt
 
     rows = [{"task": "sr4", "sampler": "dps", "value": v, "psnr": float(np.mean([p for p in ps if p is not None])),

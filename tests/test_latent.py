@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from diffusers import DDPMScheduler, EulerAncestralDiscreteScheduler  # the `latent` extra (make install installs it)
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-
-from diffusers import DDPMScheduler, EulerAncestralDiscreteScheduler  # the `latent` extra (make install installs it)
 
 from dps_map.diffusion import Diffusion, alphas_cumprod, eps_from_v, make_betas, v_from_eps, velocity  # noqa: E402
 from dps_map.errors import MissingFileError  # noqa: E402
@@ -381,7 +380,7 @@ def test_train_adapter_trains_resumes_and_exports_a_controlnet(tmp_path):
     folder = tmp_path / "sr4_sd2_tiny"  # the .pt suffix is dropped: a ControlNet is a folder
     assert (folder / "config.json").is_file() and (folder / "diffusion_pytorch_model.safetensors").is_file()
     # trained: the zero convolutions moved, so the conditional eps differs from the prior's
-    from dps_map.priors.latent import LatentControlNetPrior, load_controlnet
+    from dps_map.priors.latent import load_controlnet
 
     controlnet, meta = load_controlnet(tmp_path / "sr4_sd2_tiny.pt")
     assert meta["operator"] == card["operator"]

@@ -5,8 +5,19 @@ import pytest
 import torch
 
 from dps_map.errors import ConfigError
-from dps_map.operators import (Blur, GaussianNoise, Identity, Inpainting, MatrixOperator, PoissonNoise,
-                               SuperResolution, box_mask, gaussian_kernel, motion_kernel, random_mask)
+from dps_map.operators import (
+    Blur,
+    GaussianNoise,
+    Identity,
+    Inpainting,
+    MatrixOperator,
+    PoissonNoise,
+    SuperResolution,
+    box_mask,
+    gaussian_kernel,
+    motion_kernel,
+    random_mask,
+)
 
 
 def linear_operators(size=16):

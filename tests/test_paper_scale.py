@@ -17,7 +17,8 @@ from dps_map.io import read_jsonl
 from dps_map.operators import SuperResolution
 from dps_map.preflight import main as preflight_main
 from dps_map.priors import build_prior
-from dps_map.run import main as run_main, run
+from dps_map.run import main as run_main
+from dps_map.run import run
 from dps_map.sweep import compose_job, without_hydra
 
 # the adm512 flags (attention at 32,16,8, learned sigma, class-conditional, 64 head channels scaled to 16)
@@ -281,8 +282,8 @@ def test_preflight_reports_every_problem_of_every_job_and_runs_nothing(tmp_path,
                         "prior.class_label=3"])
     err = capsys.readouterr().err
     assert stop.value.code == 2
-    assert f"every job: missing ADM ImageNet 512x512" in err and str(tmp_path / "none.pt") in err
-    assert f"every job: missing image folder" in err and str(tmp_path / "nodata") in err
+    assert "every job: missing ADM ImageNet 512x512" in err and str(tmp_path / "none.pt") in err
+    assert "every job: missing image folder" in err and str(tmp_path / "nodata") in err
     assert "job 1 of 4: missing adapter checkpoint" in err and "sr4_adm512.pt" in err
     assert "job 3 of 4: missing adapter checkpoint" in err and "sr8_adm512.pt" in err
     report = json.loads((tmp_path / "pf" / "preflight.json").read_text())

@@ -107,6 +107,7 @@ COMMANDS: dict[str, Run | Excuse] = {
                                                "tests/test_experiments.py runs its controlnet section", "help"),
     "python -m experiments.provenance --results STEM -- <command>": Excuse(
         "a wrapper around any command (schematic); tests/test_check_results.py runs it", "help"),
+    "make lint": Excuse("CI runs it first (.ci/run); seconds", "make"),
     "make check-results": Excuse("CI runs it first (.ci/run); tests/test_check_results.py runs the same check "
                                  "on the repository", "make"),
     "make compare-prior": Excuse("needs a retrained prior (CANDIDATE=); tests/test_compare_priors.py", "make"),

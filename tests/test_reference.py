@@ -37,7 +37,8 @@ def _train_cfg(out_dir, *overrides):
 
 
 def test_trainer_resumes_and_exports_a_loadable_reference(tmp_path):
-    from dps_map.train_reference import run as train_and_export, train
+    from dps_map.train_reference import run as train_and_export
+    from dps_map.train_reference import train
 
     state = train(_train_cfg(tmp_path, "steps=2"))
     assert state["step"] == 2 and len(state["losses"]) == 2

@@ -16,7 +16,15 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from dps_map.errors import UnsafeCheckpointError, UserError
-from dps_map.io import Interrupted, atomic_write_bytes, pil_to_tensor, read_jsonl, stop_on_signals, to_uint8, write_section
+from dps_map.io import (
+    Interrupted,
+    atomic_write_bytes,
+    pil_to_tensor,
+    read_jsonl,
+    stop_on_signals,
+    to_uint8,
+    write_section,
+)
 from dps_map.run import main, run
 
 CONF = Path(__file__).resolve().parents[1] / "dps_map" / "conf"

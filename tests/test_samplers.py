@@ -5,9 +5,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from dps_map.diffusion import make_betas
 from dps_map.operators import GaussianNoise, MatrixOperator, SuperResolution
 from dps_map.priors.adm import ADMPrior, build_unet, random_network
-from dps_map.diffusion import make_betas
 from dps_map.priors.gmm import build_gmm_prior, find_multimodal_problem
 from dps_map.samplers import DDPMSampler, DMAPSampler, DPSSampler, DSGSampler
 

@@ -37,18 +37,17 @@ The tests assert 1e-4.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from diffusers import EulerAncestralDiscreteScheduler  # the `latent` extra (make install installs it)
 from omegaconf import OmegaConf
 
-from diffusers import EulerAncestralDiscreteScheduler  # the `latent` extra (make install installs it)
-
-from dps_map.operators import GaussianNoise, SuperResolution, gaussian_blur  # noqa: E402
-from dps_map.priors.latent import DecodedOperator, build_latent_prior  # noqa: E402
-from dps_map.samplers import build_sampler  # noqa: E402
-from pathlib import Path  # noqa: E402
+from dps_map.operators import GaussianNoise, SuperResolution, gaussian_blur
+from dps_map.priors.latent import DecodedOperator, build_latent_prior
+from dps_map.samplers import build_sampler
 
 CONF = Path(__file__).resolve().parents[1] / "dps_map" / "conf"
 SD = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)

@@ -15,8 +15,20 @@ from dps_map import ASSETS
 from dps_map.data import HELDOUT_PHOTOS, PHOTOS, TRAIN_PHOTOS
 from dps_map.errors import ConfigError
 from dps_map.priors.adm import build_unet
-from dps_map.train_prior import (CARD, CHECKPOINT, REFERENCE, REFERENCE_T, SAMPLES, WEIGHTS, CropSampler, export,
-                                 loss_summary, lr_at, train, training_photos)
+from dps_map.train_prior import (
+    CARD,
+    CHECKPOINT,
+    REFERENCE,
+    REFERENCE_T,
+    SAMPLES,
+    WEIGHTS,
+    CropSampler,
+    export,
+    loss_summary,
+    lr_at,
+    train,
+    training_photos,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "dps_map" / "conf"

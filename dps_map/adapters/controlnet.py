@@ -18,8 +18,8 @@ from __future__ import annotations
 import copy
 
 import torch
-from torch import nn
 from guided_diffusion.nn import timestep_embedding
+from torch import nn
 
 from ..errors import ConfigError, UserError
 from ..io import load_checkpoint

@@ -67,7 +67,7 @@ def operator_target(cfg):
 
 def operator_keys(cfg) -> set:
     """The operator keys a task config may hold: the arguments of the callable it names."""
-    from ..targets import call_target, signature_keys
+    from ..targets import signature_keys
 
     fn = operator_target(cfg)
     return MATRIX_KEYS if fn is None else signature_keys(fn) - set(RUNTIME_ARGS)

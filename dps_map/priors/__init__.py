@@ -9,9 +9,9 @@ builders below; a YAML without `_target_` but with a built-in `kind` gets that k
 from __future__ import annotations
 
 from ..errors import ConfigError
-from .adm import ADMPrior, build_adm_prior, build_unet
+from .adm import ADMPrior, build_unet
 from .base import Prior
-from .gmm import GaussianMixture, GMMPrior, build_gmm_prior
+from .gmm import GaussianMixture, GMMPrior
 
 __all__ = ["Prior", "ADMPrior", "GMMPrior", "GaussianMixture", "build_prior", "build_unet", "BUILTIN_PRIORS"]
 

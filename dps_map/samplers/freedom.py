@@ -68,6 +68,7 @@ class FreeDoMSampler(Sampler):
 
     def step(self, prior, diffusion, operator, noise, y, x, i, generator, hooks):
         factor = self.step_factor(diffusion, i, x)
+        x_prev = x  # set by every pass; a repeat (r > 0) re-noises the previous pass's x_{t-1}
         for r in range(self.repeats(i, diffusion.num_steps)):
             if r > 0:  # time-travel: back from x_{t-1} to x_t
                 n = randn(x.shape, generator, x.dtype, x.device)

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from dps_map import ASSETS
@@ -33,7 +32,8 @@ from dps_map.samplers import (
     build_sampler,
 )
 
-CONF = Path(__file__).resolve().parents[1] / "dps_map" / "conf"
+from support import CONF, compose
+
 SMALL_UNET = dict(image_size=16, num_channels=32, num_res_blocks=1, channel_mult="1,2",
                   attention_resolutions="8", num_head_channels=32, learn_sigma=True,
                   use_scale_shift_norm=True, resblock_updown=True)
@@ -276,11 +276,10 @@ def test_build_sampler_adapter_key():
         build_sampler(OmegaConf.create({"name": "adapter", "method": "adapter", "adapter": None}))
     with pytest.raises(ConfigError, match="does not use an adapter"):
         build_sampler(OmegaConf.create({"name": "dps", "method": "dps", "adapter": "x.pt"}))
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        for name in ("adapter", "adapter_dps", "adapter_dmap"):
-            cfg = compose("config", overrides=[f"sampler={name}", "task=sr4", "prior=tiny"])
-            assert cfg.sampler.adapter.endswith("adapters/sr4_tiny.pt")
-            assert build_sampler(cfg.sampler).name == name
+    for name in ("adapter", "adapter_dps", "adapter_dmap"):
+        cfg = compose(f"sampler={name}", "task=sr4", "prior=tiny")
+        assert cfg.sampler.adapter.endswith("adapters/sr4_tiny.pt")
+        assert build_sampler(cfg.sampler).name == name
 
 
 def _train_cfg(out_dir, *overrides):
@@ -288,8 +287,7 @@ def _train_cfg(out_dir, *overrides):
              "prior.random_init=true", "prior.unet.image_size=32", "prior.unet.num_channels=32",
              "prior.unet.num_head_channels=32", "prior.unet.channel_mult='1,2'", "prior.unet.attention_resolutions='8'",
              "hint_width=8", "data.n_images=3", "data.min_side=32", "progress_mininterval=60"]
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("train_adapter", overrides=small + list(overrides))
+    return compose(*small, *overrides, config="train_adapter")
 
 
 def test_trainer_resumes_and_exports_a_loadable_adapter(tmp_path):
@@ -441,8 +439,7 @@ def test_shipped_adapters_match_their_cards_and_load(name):
     assert card["data"]["n_images"] == 100 and not set(card["data"].get("photos") or []) & set(HELDOUT_PHOTOS)
     assert card["operator"] == SHIPPED[name]
     task = name.removesuffix("_tiny")
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=[f"task={task}", "prior=tiny", "sampler=adapter"])
+    cfg = compose(f"task={task}", "prior=tiny", "sampler=adapter")
     assert Path(cfg.sampler.adapter) == path  # paths.adapter resolves to the shipped file
     prior = build_prior(cfg.prior)
     adapter, meta = load_adapter(cfg.sampler.adapter, prior.model)

@@ -4,23 +4,21 @@ import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 from dps_map import bench
 from dps_map.errors import ConfigError
 
-CONF = str(Path(__file__).resolve().parent.parent / "dps_map" / "conf")
+from support import compose
+
 # the tiny prior's architecture at 32 px with random weights: fast, and every code path of a real run
 SMALL = ["prior.random_init=true", "prior.unet.image_size=32", "batch_sizes=[1]", "steps=3", "repeats=2",
          "net_calls=1", "threads=1", "measurement_batches=[]"]
 
 
 def config(*overrides):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose(config_name="bench", overrides=[*SMALL, *overrides])
+    return compose(*SMALL, *overrides, config="bench")
 
 
 @pytest.fixture(scope="module")

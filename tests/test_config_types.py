@@ -10,10 +10,8 @@ building anything)."""
 import copy
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
@@ -22,7 +20,8 @@ from dps_map.config_types import Bool, Choice, Float, Int, IntList, Respacing, S
 from dps_map.errors import UserError
 from dps_map.run import checked_sampler
 
-CONF = Path(__file__).resolve().parents[1] / "dps_map" / "conf"
+from support import CONF, compose
+
 GMM = {"task": "gmm_linear", "prior": "gmm", "data": "gmm", "sampler": ("exact", "oracle")}
 BAD = {
     Int: ["abc", "1.5", "-1", "0", "nan", "true", "null", "99999999999999999999"],
@@ -55,8 +54,7 @@ ACCEPTED = {
 
 
 def _compose(overrides):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=overrides)
+    return compose(*overrides)
 
 
 def configs():

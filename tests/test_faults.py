@@ -13,7 +13,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from dps_map.errors import UserError
@@ -21,7 +20,8 @@ from dps_map.io import read_jsonl
 from dps_map.lock import LOCK_FILE, OWNER_FILE, RunDirLocked, lock_holder, run_lock
 from dps_map.run import run
 
-CONF = Path(__file__).resolve().parents[1] / "dps_map" / "conf"
+from support import CONF, compose
+
 ROOT = Path(__file__).resolve().parents[1]
 # 2 photographs x 2 crops x 2 samples (one chunk per measurement) with a 4-step random network
 TINY = ["progress=false", "prior.random_init=true", "sampler=dps", "sampler.respacing=4", "data.per_photo=2",
@@ -29,8 +29,7 @@ TINY = ["progress=false", "prior.random_init=true", "sampler=dps", "sampler.resp
 
 
 def config(*overrides):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+    return compose(*overrides)
 
 
 def cli(*args):

@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DDPMScheduler, EulerAncestralDiscreteScheduler  # the `latent` extra (make install installs it)
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from dps_map.diffusion import Diffusion, alphas_cumprod, eps_from_v, make_betas, v_from_eps, velocity  # noqa: E402
@@ -29,13 +28,13 @@ from dps_map.priors.latent import DecodedOperator, build_latent_prior, check_fol
 from dps_map.run import run  # noqa: E402
 from dps_map.samplers import build_sampler  # noqa: E402
 
-CONF = Path(__file__).resolve().parents[1] / "dps_map" / "conf"
+from support import CONF, compose
+
 SD = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
 
 
 def config(*overrides):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=["progress=false", *overrides])
+    return compose("progress=false", *overrides)
 
 
 @pytest.fixture(scope="module")
@@ -365,12 +364,10 @@ def test_train_adapter_trains_resumes_and_exports_a_controlnet(tmp_path):
     from dps_map.train_controlnet import augment
 
     def cfg(*extra):
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            return compose("train_adapter", overrides=[
-                "prior=sd2_tiny", "task=sr4", "device=cpu", "batch_size=2", "data.n_images=4", "warmup=0",
-                "lr=1e-3", "save_every=1", "progress_mininterval=60", f"out_dir={tmp_path / 'train'}",
-                f"export_path={tmp_path / 'sr4_sd2_tiny.pt'}", "augment.crop_scale=[0.5,1.0]", "augment.jitter=0.2",
-                *extra])
+        return compose("prior=sd2_tiny", "task=sr4", "device=cpu", "batch_size=2", "data.n_images=4", "warmup=0",
+                       "lr=1e-3", "save_every=1", "progress_mininterval=60", f"out_dir={tmp_path / 'train'}",
+                       f"export_path={tmp_path / 'sr4_sd2_tiny.pt'}", "augment.crop_scale=[0.5,1.0]",
+                       "augment.jitter=0.2", *extra, config="train_adapter")
 
     card = train_run(cfg("steps=2"))
     assert card["training"]["steps"] == 2 and card["operator"]["class"] == "SuperResolution"

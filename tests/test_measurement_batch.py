@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from dps_map.errors import ConfigError
@@ -17,13 +16,13 @@ from dps_map.operators import Blur, Inpainting, StackedOperator, SuperResolution
 from dps_map.run import run
 from dps_map.samplers.base import GeneratorStack, randn
 
-CONF = Path(__file__).resolve().parents[1] / "dps_map" / "conf"
+from support import compose
+
 SMALL = ["prior=tiny", "data=demo", "data.per_photo=3", "+data.photos=[chelsea]", "sampler.respacing=10", "metrics=fast", "progress=false"]
 
 
 def config(*overrides):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=[*SMALL, *overrides])
+    return compose(*SMALL, *overrides)
 
 
 def pixels(out: Path) -> dict:

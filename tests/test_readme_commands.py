@@ -304,8 +304,7 @@ def test_excused_command_still_composes(command, world, monkeypatch):
             jobs = check_command_line([a for a in args if a != "-m"], multirun=multirun)
             assert jobs and all(job.cfg.data.get("shard", 0) == 0 for job in jobs)
         else:
-            from hydra import compose, initialize_config_dir
+            from support import compose
 
-            with initialize_config_dir(config_dir=str(ROOT / "dps_map" / "conf"), version_base="1.3"):
-                cfg = compose(spec.config, overrides=args)
+            cfg = compose(*args, config=spec.config)
             assert cfg.get("prior") is not None

@@ -5,12 +5,10 @@ prior, impossible configs are refused, and the shipped file matches its card."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from dps_map import ASSETS
@@ -22,13 +20,13 @@ from dps_map.priors import build_prior
 from dps_map.run import generator, item_seed, load_items, measure, run
 from dps_map.samplers import build_sampler
 
-CONF = Path(__file__).resolve().parents[1] / "dps_map" / "conf"
+from support import compose
+
 SMALL = ["prior.unet.attention_resolutions='8'"]
 
 
 def _compose(name, overrides):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(name, overrides=list(overrides))
+    return compose(*overrides, config=name)
 
 
 def _train_cfg(out_dir, *overrides):

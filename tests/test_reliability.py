@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from dps_map.errors import UnsafeCheckpointError, UserError
@@ -27,13 +26,13 @@ from dps_map.io import (
 )
 from dps_map.run import main, run
 
-CONF = Path(__file__).resolve().parents[1] / "dps_map" / "conf"
+from support import compose
+
 FAST = ["progress=false", "prior.random_init=true", "sampler=ddpm", "sampler.respacing=2"]
 
 
 def config(*overrides):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+    return compose(*overrides)
 
 
 def _no_model(*args, **kwargs):

@@ -5,22 +5,19 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
-from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from dps_map.run import run
 
-CONF = Path(__file__).resolve().parents[1] / "dps_map" / "conf"
+from support import compose
 
 
 def tiny_run(out, *extra):
     overrides = ["progress=false", "task=sr4", "prior=tiny", "sampler=ddpm", "sampler.respacing=3",
                  "data.per_photo=1", "num_samples=2", "metrics=fast", *extra]
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
+    cfg = compose(*overrides)
     return run(cfg, out)
 
 

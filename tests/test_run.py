@@ -3,23 +3,20 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from dps_map.errors import ConfigError
 from dps_map.io import read_jsonl
 from dps_map.run import run
 
-CONF = Path(__file__).resolve().parents[1] / "dps_map" / "conf"
+from support import compose
 
 
 def config(*overrides):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=["progress=false", *overrides])
+    return compose("progress=false", *overrides)
 
 
 def test_gmm_oracle_cli_writes_problem_and_samples(tmp_path):

@@ -18,18 +18,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from dps_map.run import run
 
-CONF = Path(__file__).resolve().parents[1] / "dps_map" / "conf"
+from support import compose
+
 SEED, SIGMA, SIZE = 3, 0.05, 64
 
 
 def config(*overrides):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=["progress=false", *overrides])
+    return compose("progress=false", *overrides)
 
 
 def stream_seed(seed: int, key: str) -> int:

@@ -37,7 +37,6 @@ The tests assert 1e-4.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -49,7 +48,8 @@ from dps_map.operators import GaussianNoise, SuperResolution, gaussian_blur
 from dps_map.priors.latent import DecodedOperator, build_latent_prior
 from dps_map.samplers import build_sampler
 
-CONF = Path(__file__).resolve().parents[1] / "dps_map" / "conf"
+from support import CONF, compose
+
 SD = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
 N = 10  # linspace(0, 999, 10) = 999, 888, ..., 0: integer timesteps, our respacing "10"
 TOL = 1e-4
@@ -477,10 +477,7 @@ def test_xu_renoise_is_run_fdm_on_euler_latents():
 
 
 def compose_sampler(*overrides):
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=["progress=false", *overrides])
+    cfg = compose("progress=false", *overrides)
     node = OmegaConf.to_container(cfg.sampler, resolve=True)
     node.pop("adapter", None)
     return cfg, node

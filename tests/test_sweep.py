@@ -4,11 +4,9 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import submitit
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf
@@ -17,7 +15,8 @@ from dps_map.errors import ConfigError
 from dps_map.io import read_jsonl
 from dps_map.run import pin_local_gpu, run
 
-CONF = Path(__file__).resolve().parents[1] / "dps_map" / "conf"
+from support import CONF, compose
+
 ROOT = CONF.parents[1]
 # tiny sizes: 4 demo crops, random-init tiny prior, 3 DPS steps, 2 samples per crop
 SMALL = ["sampler=dps", "sampler.respacing=3", "prior.random_init=true", "data.per_photo=2", "num_samples=2",
@@ -25,8 +24,7 @@ SMALL = ["sampler=dps", "sampler.respacing=3", "prior.random_init=true", "data.p
 
 
 def compose_cfg(*overrides, hydra=False):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=list(overrides), return_hydra_config=hydra)
+    return compose(*overrides, hydra=hydra)
 
 
 def launcher_params(*overrides) -> tuple[str, dict, dict]:

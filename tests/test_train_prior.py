@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from dps_map import ASSETS
@@ -30,8 +29,7 @@ from dps_map.train_prior import (
     training_photos,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "dps_map" / "conf"
+from support import CONF, compose
 
 
 def _sha256(path) -> str:
@@ -43,8 +41,7 @@ def _cfg(out_dir, *overrides):
     small = [f"out_dir={out_dir}", "batch_size=2", "warmup=2", "save_every=2", "log_every=1",
              "prior.unet.image_size=32", "threads=1",
              "data.min_side=32", "progress_mininterval=60"]
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("train_prior", overrides=small + list(overrides))
+    return compose(*small, *overrides, config="train_prior")
 
 
 # -- data hygiene -------------------------------------------------------------------------------

@@ -1,19 +1,15 @@
 """Tuned step sizes live in dps_map/conf/tuned/: looked up per (prior, task, sampler), else the sampler's default."""
 
 import logging
-from pathlib import Path
-
-from hydra import compose, initialize_config_dir
 
 from dps_map import tuned
 from dps_map.config import resolved
 
-CONF = Path(__file__).resolve().parents[1] / "dps_map" / "conf"
+from support import CONF, compose
 
 
 def sampler_of(*overrides):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return resolved(compose("config", overrides=list(overrides)))["sampler"]
+    return resolved(compose(*overrides))["sampler"]
 
 
 def test_lookup_order_prior_and_task_then_prior_then_sampler_default(caplog, monkeypatch):
@@ -67,8 +63,7 @@ def test_config_digests_of_existing_configurations_are_unchanged():
                                                                                 adapter_dmap=10.0), 0.08),
                                (["+experiment=paper", "task=sr8", "sampler=dsg"],
                                 dict.fromkeys(old_zeta, 1.0) | {"dmap_adam": 0.05}, 0.08)):
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            cfg = compose("config", overrides=overrides)
+        cfg = compose(*overrides)
         old = OmegaConf.create(resolved(cfg))  # as the old YAMLs composed: no tuned group, no _target_,
         del old["tuned"]                       # the task's step sizes in the task
         del old.task["_target_"], old.sampler["_target_"]

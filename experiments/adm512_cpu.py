@@ -140,6 +140,7 @@ def _vjp128_child(mode: str) -> None:
     """In a fresh process: build adm512 (random weights), reset the RSS high-water mark, one VJP at 128x128."""
     import torch
 
+    from dps_map.bench import PeakMemory
     from dps_map.priors.adm import adm_prior
     from dps_map.sweep import compose_job
 
@@ -149,17 +150,14 @@ def _vjp128_child(mode: str) -> None:
     prior.configure_perf(autocast="bf16" if mode == "bf16" else None, grad_checkpoint=mode == "grad_checkpoint")
     x = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(0), requires_grad=True)
     t = torch.tensor([500])
-    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
-
-    def status(key: str) -> int:
-        text = Path("/proc/self/status").read_text()
-        return int(re.search(rf"{key}:\s+(\d+) kB", text).group(1)) * 1024
-
-    resident = status("VmRSS")
+    peak = PeakMemory("cpu")  # resets VmHWM to the current RSS (the built weights)
+    if not peak.kind.startswith("peak RSS"):
+        raise SystemExit(f"vjp128 needs a resettable RSS high-water mark (/proc/self/clear_refs); here: {peak.kind}")
+    resident = int(re.search(r"VmRSS:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
     eps, _ = prior.predict(x, t)
     (grad,) = torch.autograd.grad((eps * torch.ones_like(eps)).sum(), x)
     assert torch.isfinite(grad).all()
-    print(json.dumps({"resident": resident, "peak": status("VmHWM")}))
+    print(json.dumps({"resident": resident, "peak": round(peak.peak_mb() * 2**20)}))
 
 
 def vjp128(work: Path, rows: list) -> list[str]:

@@ -47,8 +47,6 @@ TARGET_CONFIGS = {
     "metrics": ["metrics=default"],
     "adm256": ["prior=adm256_uncond"],
 }
-#: the smallest target that fetches each prior's checkpoint (for the priors' missing-file messages)
-PRIOR_TARGETS = {"adm512": "paper", "adm128_512_upsampler": "paper", "adm256_uncond": "adm256", "sd2_base": "paper-sd2"}
 #: fetched with the text encoder although the loader does not require them: the tokenizer's special tokens
 #: as the repository has them (transformers reads special_tokens_map.json when it is there)
 HUB_EXTRA_FILES = ("tokenizer/special_tokens_map.json",)
@@ -77,12 +75,6 @@ class Item:
     @property
     def downloadable(self) -> bool:
         return self.kind == "hub" or (self.kind == "url" and self.url.startswith(("http://", "https://", "file:")))
-
-
-def download_hint(prior_name: str) -> str:
-    """The weights command that fetches a prior's file, as a clause for its missing-file message ('' if none does)."""
-    target = PRIOR_TARGETS.get(prior_name)
-    return f" (or `python -m dps_map.weights {target} --download` with the same paths.* overrides)" if target else ""
 
 
 # -- what a target needs ----------------------------------------------------------------------------------
@@ -172,9 +164,9 @@ def sd2_items(prior, model_id: str) -> list[Item]:
 
 def target_items(target: str, overrides: list[str], sd2_model_id: str | None = None) -> list[Item]:
     """Every file `target` needs, resolved from the config a run with `overrides` composes."""
+    from .config.sweep import compose_job
     from .metrics.weights import needed_weights
     from .priors.latent import SD2_MODEL_ID
-    from .sweep import compose_job
 
     if target == "all":
         items, seen = [], set()

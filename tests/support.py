@@ -4,6 +4,8 @@
     cfg = compose("task=sr4", "prior=tiny")                       # dps_map/conf/config.yaml + overrides
     cfg = compose("steps=2", config="train_reference")            # another primary config
     cfg = compose("hydra/launcher=slurm", hydra=True)              # with Hydra's own node (launchers, sweeps)
+    sampler = built_sampler({"method": "dps", "zeta": 0.5})        # a sampler from a config node, as a run builds it
+    prior = shipped_prior("gmm")                                  # a shipped prior YAML, built (gmm, sd2_tiny)
 
 (pytest puts tests/ on sys.path, so `import support` works from every test file.)
 """
@@ -12,16 +14,34 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hydra import compose as hydra_compose
-from hydra import initialize_config_dir
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+import dps_map.config  # noqa: F401  (registers the resolvers the YAMLs use)
+from dps_map.config.sweep import compose_jobs, without_hydra
+from dps_map.config.targets import build_prior, build_sampler
+from dps_map.samplers import SAMPLERS
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "dps_map" / "conf"
 
 
 def compose(*overrides: str, config: str = "config", hydra: bool = False, conf_dir: Path | str = CONF) -> DictConfig:
-    """The primary config `config` of `conf_dir` (dps_map/conf) with these Hydra overrides; `hydra=True` keeps
-    Hydra's node (return_hydra_config), as a launcher or a sweep reads it."""
-    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-        return hydra_compose(config, overrides=list(overrides), return_hydra_config=hydra)
+    """The primary config `config` of `conf_dir` (dps_map/conf) with these Hydra overrides, composed the way the
+    commands compose it (dps_map.config.sweep); `hydra=True` keeps Hydra's node, as a launcher or a sweep reads it."""
+    (cfg,) = compose_jobs([list(overrides)], config=config, conf_dir=conf_dir)
+    return cfg if hydra else without_hydra(cfg)
+
+
+def built_sampler(node) -> object:
+    """The sampler of a config node that names its method (`method: dps`), built the way a run builds
+    dps_map/conf/sampler/*.yaml: through its `_target_` (the method's class) with the node's other keys."""
+    node = OmegaConf.to_container(node) if isinstance(node, DictConfig) else dict(node)
+    cls = SAMPLERS[node["method"]]
+    return build_sampler(OmegaConf.create({"name": node["method"], "_target_": f"{cls.__module__}.{cls.__name__}",
+                                           **node}))
+
+
+def shipped_prior(name: str, **overrides):
+    """The prior of dps_map/conf/prior/NAME.yaml (its own keys; `overrides` replace some), built on the CPU. For
+    priors whose YAML needs no `${paths.*}` (gmm, sd2_tiny); the tiny prior: dps_map.load_prior("tiny")."""
+    return build_prior(OmegaConf.merge(OmegaConf.load(CONF / "prior" / f"{name}.yaml"), overrides))

@@ -7,10 +7,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from dps_map.config.targets import build_prior
 from dps_map.errors import ConfigError, MissingFileError, UnsafeCheckpointError, UserError
 from dps_map.io import load_checkpoint
-from dps_map.priors import build_prior, build_unet
-from dps_map.priors.adm import build_adm_prior
+from dps_map.priors import build_unet
 
 SMALL = {"image_size": 32, "num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,2,2",
          "attention_resolutions": "16,8", "num_head_channels": 32, "learn_sigma": True, "class_cond": True,
@@ -18,7 +18,7 @@ SMALL = {"image_size": 32, "num_channels": 32, "num_res_blocks": 1, "channel_mul
 
 
 def small_cfg(**over):
-    cfg = OmegaConf.create({"name": "small", "kind": "adm", "checkpoint": None, "what": "test ADM",
+    cfg = OmegaConf.create({"name": "small", "kind": "adm", "_target_": "dps_map.priors.adm.adm_prior", "checkpoint": None, "what": "test ADM",
                             "url": "nowhere", "override": "prior.checkpoint=...", "random_init": True,
                             "noise_schedule": "linear", "diffusion_steps": 1000, "class_label": 3,
                             "variance": "learned_range", "unet": SMALL})
@@ -41,7 +41,7 @@ def test_state_dict_round_trip_is_bit_exact(tmp_path):
     path = tmp_path / "ckpt.pt"
     torch.save(a.state_dict(), path)
     cfg = small_cfg(random_init=False, checkpoint=str(path))
-    prior = build_adm_prior(cfg, str(path))
+    prior = build_prior(OmegaConf.merge(cfg, {"checkpoint": str(path)}))
     for (k, v), (k2, v2) in zip(a.state_dict().items(), prior.model.state_dict().items()):
         assert k == k2 and torch.equal(v, v2)
     x, t = torch.randn(2, 3, 32, 32), torch.tensor([10, 500])
@@ -66,7 +66,7 @@ def test_missing_checkpoint_names_file_source_and_override(tmp_path):
     cfg = OmegaConf.load("dps_map/conf/prior/adm512.yaml")
     missing = tmp_path / "512x512_diffusion.pt"
     with pytest.raises(MissingFileError) as err:
-        build_adm_prior(OmegaConf.merge(cfg, {"unet": SMALL | {"image_size": 32}}), str(missing))
+        build_prior(OmegaConf.merge(OmegaConf.merge(cfg, {"unet": SMALL | {"image_size": 32}}), {"checkpoint": str(missing)}))
     msg = str(err.value)
     assert str(missing) in msg and "paths.adm512=" in msg and "guided-diffusion" in msg
 
@@ -93,7 +93,7 @@ def test_wrong_architecture_checkpoint_is_a_config_error(tmp_path):
     path = tmp_path / "other.pt"
     torch.save(build_unet(SMALL | {"num_channels": 64}).state_dict(), path)
     with pytest.raises(ConfigError):
-        build_adm_prior(small_cfg(random_init=False), str(path))
+        build_prior(OmegaConf.merge(small_cfg(random_init=False), {"checkpoint": str(path)}))
 
 
 def test_cli_missing_checkpoint_exits_2_without_traceback(tmp_path):

@@ -15,9 +15,9 @@ import pytest
 import torch
 from PIL import Image
 
+from dps_map.config.sweep import compose_job
 from dps_map.io import read_jsonl
 from dps_map.priors.adm import build_unet, random_network
-from dps_map.sweep import compose_job
 
 pytestmark = pytest.mark.slow
 

@@ -35,10 +35,10 @@ def test_loss_rows_pair_the_priors_on_the_same_noise(zero_prior):
     """loss_rows(shipped, zero-output candidate): per (set, t) the candidate's loss is mean(n^2) of the noise seeded
     seed * 100003 + t (drawn here), the baseline the shipped prior's eps MSE on x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) n
     (written here), and diff, diff_se the mean and standard error of their per-crop differences."""
-    from dps_map.demo import compose_config
-    from dps_map.priors import build_prior
+    from dps_map.config import compose
+    from dps_map.config.targets import build_prior
 
-    shipped = build_prior(compose_config(["prior=tiny"]).prior)
+    shipped = build_prior(compose("prior=tiny").prior)
     abar = np.cumprod(1 - shipped.betas)
     timesteps = (50, 700)
     rows = loss_rows(SHIPPED, zero_prior, per_photo=1, timesteps=timesteps)

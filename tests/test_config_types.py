@@ -16,9 +16,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from dps_map.config import resolved
-from dps_map.config_types import Bool, Choice, Float, Int, IntList, Respacing, Str, scalar_items, spec_for
+from dps_map.config.types import Bool, Choice, Float, Int, IntList, Respacing, Str, scalar_items, spec_for
 from dps_map.errors import UserError
-from dps_map.run import checked_sampler
+from dps_map.runner import checked_sampler
 
 from support import CONF, compose
 
@@ -92,7 +92,7 @@ def walk():
             if key.startswith("tuned.priors.") and not key.startswith("tuned.priors.tiny.sr4."):
                 continue
             kind = spec_for(key)
-            assert kind is not None, f"{key} (in {overrides}) has no type in dps_map/config_types.SPEC"
+            assert kind is not None, f"{key} (in {overrides}) has no type in dps_map/config/types.SPEC"
             if key in keys:  # tried in an earlier option of its group (the checks do not depend on it)
                 continue
             keys.add(key)
@@ -116,7 +116,7 @@ def walk():
 
 
 def test_every_bad_scalar_value_is_refused_in_one_line_or_documented_valid(monkeypatch):
-    monkeypatch.setattr("dps_map.run.build_prior", lambda *a, **k: pytest.fail("a model was built"))
+    monkeypatch.setattr("dps_map.runner.execute.build_prior", lambda *a, **k: pytest.fail("a model was built"))
     keys, refused, accepted, crashed = walk()
     assert not crashed, crashed[:10]
     assert all("\n" not in msg for _, _, msg in refused)

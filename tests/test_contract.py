@@ -1,4 +1,4 @@
-"""The sampler contract, for every registered method (samplers.METHODS), built from its config as a run
+"""The sampler contract, for every registered method (samplers.SAMPLERS), built from its config as a run
 builds it: output shape and finite values, the forward/VJP counts of the method's cost formula, the same
 generator gives the same sample (another gives another), and hooks are called once per step, in order.
 
@@ -12,21 +12,22 @@ from __future__ import annotations
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from dps_map.adapters import Adapter, adapter_checkpoint
 from dps_map.diffusion import Diffusion, make_betas
 from dps_map.errors import ConfigError
 from dps_map.operators import GaussianNoise, MatrixOperator, SuperResolution
 from dps_map.priors.adm import ADMPrior, build_unet, random_network
-from dps_map.priors.gmm import build_gmm_prior, find_multimodal_problem
-from dps_map.samplers import METHODS, build_sampler
+from dps_map.priors.gmm import find_multimodal_problem
+from dps_map.samplers import SAMPLERS
+
+from support import built_sampler, shipped_prior
 
 SMALL_UNET = dict(image_size=16, num_channels=32, num_res_blocks=1, channel_mult="1,2",
                   attention_resolutions="8", num_head_channels=32, learn_sigma=True,
                   use_scale_shift_norm=True, resblock_updown=True)
 S, K = 5, 2
-#: (config, expected (forward, vjp)) per case; every method of METHODS appears (checked below)
+#: (config, expected (forward, vjp)) per case; every method of SAMPLERS appears (checked below)
 CASES = {
     "ddpm": ({"method": "ddpm"}, (S, 0)),
     "ddim": ({"method": "ddpm", "transition": "ddim", "eta": 0.5}, (S, 0)),
@@ -64,12 +65,12 @@ GMM_TOO = ("ddpm", "dps", "dsg", "dmap", "dps_euler", "dmap_euler", "freedom_yu"
 
 
 def test_every_registered_method_has_a_case():
-    assert {cfg["method"] for cfg, _ in CASES.values()} == set(METHODS)
+    assert {cfg["method"] for cfg, _ in CASES.values()} == set(SAMPLERS)
 
 
 def test_unknown_ddpm_transition_is_refused():
     with pytest.raises(ConfigError, match="transition"):
-        build_sampler(OmegaConf.create({"name": "ddpm", "method": "ddpm", "transition": "ddmi"}))
+        built_sampler({"name": "ddpm", "method": "ddpm", "transition": "ddmi"})
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +90,7 @@ def image(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def gmm():
-    prior = build_gmm_prior(OmegaConf.load("dps_map/conf/prior/gmm.yaml"))
+    prior = shipped_prior("gmm")
     A, _, y, _, _ = find_multimodal_problem(prior.mixture, 2, 0.05, torch.Generator().manual_seed(0))
     return prior, MatrixOperator(A), GaussianNoise(0.05), y[None].expand(3, -1), (3, 8), None
 
@@ -98,7 +99,7 @@ def run(case, problem, seed):
     prior, op, noise, y, shape, adapter = problem
     cfg, _ = CASES[case]
     extra = {"adapter": adapter} if cfg["method"].startswith("adapter") else {}
-    sampler = build_sampler(OmegaConf.create({"name": case, "respacing": str(S), **cfg, **extra}))
+    sampler = built_sampler({"name": case, "respacing": str(S), **cfg, **extra})
     steps = []
     x = sampler.sample(prior, op, noise, y, shape, torch.Generator().manual_seed(seed), hooks=[steps.append])
     return sampler, x, steps

@@ -222,44 +222,33 @@ def test_user_noise_model_from_own_module_and_config_dir(tmp_path):
     assert "known: _target_, scale, sigma" in typo.stderr and not (tmp_path / "typo" / "summary.json").exists()
 
 
-def test_builtin_priors_take_the_same_target_path():
-    """The shipped prior YAMLs name keyword builders with `_target_`; their keys come from those signatures.
-    A YAML with only a built-in `kind` (written before) maps to the same builder and the same digest."""
-    from pathlib import Path
-
+def test_prior_yamls_name_their_builders():
+    """The shipped prior YAMLs name keyword builders with `_target_`, and their keys come from those
+    signatures; a YAML without `_target_`, or with a key no builder takes, is refused in one line."""
     import pytest
-    import torch
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from dps_map.config import check_keys, config_digest
+    from dps_map.config import check_keys
+    from dps_map.config.targets import keys
     from dps_map.errors import ConfigError
-    from dps_map.priors import BUILTIN_PRIORS, build_prior, prior_keys
 
-    conf = Path(__file__).resolve().parents[1] / "dps_map" / "conf"
-    for path in sorted((conf / "prior").glob("*.yaml")):
+    from support import CONF, compose
+
+    for path in sorted((CONF / "prior").glob("*.yaml")):
         node = OmegaConf.load(path)
-        assert node._target_ == BUILTIN_PRIORS[node.kind], path.name
-        assert set(node) <= prior_keys(node), (path.name, set(node) - prior_keys(node))
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        new = compose("config", overrides=["prior=tiny", "task=sr4"])
-        old = compose("config", overrides=["prior=tiny", "task=sr4", "~prior._target_"])
-        typo = compose("config", overrides=["prior=tiny", "task=sr4", "+prior.checkpont=x.pt"])
-        unknown = compose("config", overrides=["prior=tiny", "task=sr4", "~prior._target_", "prior.kind=foo"])
-    assert "_target_" not in old.prior and config_digest(old) == config_digest(new)
-    x, t = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)), torch.tensor([500])
-    torch.testing.assert_close(build_prior(old.prior).predict(x, t)[0], build_prior(new.prior).predict(x, t)[0])
+        assert node._target_.startswith("dps_map.priors."), path.name
+        assert set(node) <= keys("prior", node), (path.name, set(node) - keys("prior", node))
+    typo = compose("prior=tiny", "task=sr4", "+prior.checkpont=x.pt")
     with pytest.raises(ConfigError, match=r"unknown key checkpont in prior=tiny \(known: .*checkpoint"):
         check_keys(typo)
-    with pytest.raises(ConfigError, match="unknown kind 'foo'"):
-        check_keys(unknown)
-
+    with pytest.raises(ConfigError, match=r"prior=tiny: no _target_"):
+        check_keys(compose("prior=tiny", "task=sr4", "~prior._target_"))
 
 def test_call_target_refuses_a_missing_argument_but_lets_a_bug_inside_the_class_through():
     import pytest
 
+    from dps_map.config.targets import call_target
     from dps_map.errors import ConfigError
-    from dps_map.targets import call_target
 
     class Needs:
         def __init__(self, zeta, steps=10):

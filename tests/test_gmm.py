@@ -5,10 +5,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from dps_map.config.targets import build_prior
 from dps_map.diffusion import alphas_cumprod
 from dps_map.metrics.posterior import sliced_wasserstein
 from dps_map.operators import GaussianNoise, MatrixOperator
-from dps_map.priors.gmm import build_gmm_prior, find_multimodal_problem, make_mixture
+from dps_map.priors.gmm import find_multimodal_problem, make_mixture
 from dps_map.samplers import ExactSampler, OracleSampler
 
 CFG = OmegaConf.load("dps_map/conf/prior/gmm.yaml")
@@ -16,7 +17,7 @@ CFG = OmegaConf.load("dps_map/conf/prior/gmm.yaml")
 
 @pytest.fixture(scope="module")
 def prior():
-    return build_gmm_prior(CFG)
+    return build_prior(CFG)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def test_prior_eps_is_scaled_exact_score(prior, gen):
 
 def test_lattice_means_in_two_dimensions():
     cfg = OmegaConf.merge(CFG, {"dim": 2})
-    mix = build_gmm_prior(cfg).mixture
+    mix = build_prior(cfg).mixture
     grid = sorted(map(tuple, (mix.means / 0.5 + 2).round().long().tolist()))
     assert grid == [(i, j) for i in range(5) for j in range(5)]
 

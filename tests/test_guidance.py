@@ -15,14 +15,15 @@ import math
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from dps_map.diffusion import Diffusion, alphas_cumprod, make_betas
 from dps_map.operators import GaussianNoise, MatrixOperator, SuperResolution
 from dps_map.priors.adm import ADMPrior, build_unet, random_network
 from dps_map.priors.base import Prior
-from dps_map.priors.gmm import build_gmm_prior, find_multimodal_problem
+from dps_map.priors.gmm import find_multimodal_problem
 from dps_map.samplers import DDPMSampler, DMAPSampler, DPSSampler, DSGSampler
+
+from support import shipped_prior
 
 SMALL_UNET = dict(image_size=16, num_channels=32, num_res_blocks=1, channel_mult="1,2",
                   attention_resolutions="8", num_head_channels=32, learn_sigma=True,
@@ -77,7 +78,7 @@ def problem():
 
 @pytest.fixture(scope="module")
 def gmm():
-    prior = build_gmm_prior(OmegaConf.load("dps_map/conf/prior/gmm.yaml"))
+    prior = shipped_prior("gmm")
     A, x0, y, post, _ = find_multimodal_problem(prior.mixture, 2, 0.05, torch.Generator().manual_seed(0))
     return prior, MatrixOperator(A), GaussianNoise(0.05), y[None]
 
@@ -363,7 +364,7 @@ def test_clip_x0_clamps_the_estimate_in_the_transition_mean_only(unet, problem, 
     assert float((other - mean).abs().max()) > 1e-2
 
 
-# -- 7. the authors' units, FreeDoM's adaptive step, PSLD's transitions (issue 28) ---------------------
+# -- 7. the authors' units, FreeDoM's adaptive step, PSLD's transitions -------------------------------
 @pytest.mark.parametrize("i", [9, 4])
 def test_dps_step_in_euler_units_scales_the_gradient_by_sqrt_abar_t_abar_prev(unet, problem, i):
     """guidance_units=euler on a pixel prior (ADM's linear betas): DDPM draw - zeta sqrt(abar_t abar_{t-1}) g,

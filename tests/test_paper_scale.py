@@ -11,15 +11,15 @@ import pytest
 import torch
 from PIL import Image
 
+from dps_map.config.sweep import compose_job, without_hydra
+from dps_map.config.targets import build_prior
 from dps_map.data import folder_items, imagenet_wnids, read_labels_file
 from dps_map.errors import ConfigError, UserError
 from dps_map.io import read_jsonl
 from dps_map.operators import SuperResolution
 from dps_map.preflight import main as preflight_main
-from dps_map.priors import build_prior
 from dps_map.run import main as run_main
-from dps_map.run import run
-from dps_map.sweep import compose_job, without_hydra
+from dps_map.runner import run
 
 # the adm512 flags (attention at 32,16,8, learned sigma, class-conditional, 64 head channels scaled to 16)
 # at 64x64 with 32 channels; random weights with the zero-initialised layers re-drawn (eps depends on x, t, y)
@@ -130,7 +130,7 @@ def test_missing_or_unknown_label_stops_at_start_up(imagefolder, tmp_path, monke
     data = [] if layout == "demo" else ["data=folder", f"data.path={imagefolder}"]
     args = [*TOY, "task=sr4", "sampler=dps", *data, *extra, f"hydra.run.dir={tmp_path / 'run'}"]
     monkeypatch.setattr(sys, "argv", ["dps-map", *args])
-    monkeypatch.setattr("dps_map.run.build_prior", _no_model)
+    monkeypatch.setattr("dps_map.runner.execute.build_prior", _no_model)
     with pytest.raises(SystemExit) as stop:
         run_main()
     err = capsys.readouterr().err
@@ -232,9 +232,9 @@ def test_use_fp16_converts_the_torso_and_returns_float32(imagefolder):
 @pytest.mark.parametrize("precision", [["prior.unet.use_fp16=true"], ["perf.autocast=bf16"]])
 @pytest.mark.parametrize("method", ["dps", "dmap"])
 def test_sampler_state_stays_float32_under_half_precision_networks(precision, method):
+    from dps_map.config.targets import build_sampler
     from dps_map.operators import GaussianNoise
-    from dps_map.run import make_prior
-    from dps_map.samplers import build_sampler
+    from dps_map.runner import make_prior
 
     cfg = compose(*TOY, f"sampler={method}", "sampler.respacing=3", *precision)
     prior = make_prior(cfg, torch.device("cpu"))
@@ -275,7 +275,7 @@ def test_preflight_checks_times_and_prices_a_sweep(imagefolder, tmp_path, capsys
 
 
 def test_preflight_reports_every_problem_of_every_job_and_runs_nothing(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("dps_map.run.build_prior", _no_model)
+    monkeypatch.setattr("dps_map.runner.execute.build_prior", _no_model)
     with pytest.raises(SystemExit) as stop:
         preflight_main(["--out", str(tmp_path / "pf"), "prior=adm512", f"paths.adm512={tmp_path / 'none.pt'}",
                         "task=sr4,sr8", "sampler=dps,adapter_dmap", "data=folder", f"data.path={tmp_path / 'nodata'}",

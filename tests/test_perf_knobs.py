@@ -1,4 +1,4 @@
-"""GPU knobs of the ADM prior, checked for equivalence on the CPU, and the lean step loop (issue 9).
+"""GPU knobs of the ADM prior, checked for equivalence on the CPU, and the lean step loop.
 
 torch.compile is tested for its wiring with the 'eager' backend (dynamo traces the network, no code
 generation): inductor compiles C++ for minutes on a CPU, too slow for a unit test."""
@@ -13,8 +13,9 @@ from dps_map.diffusion import Diffusion, make_betas
 from dps_map.errors import ConfigError
 from dps_map.operators import GaussianNoise, SuperResolution
 from dps_map.priors.adm import ADMPrior, build_unet
-from dps_map.priors.gmm import build_gmm_prior
 from dps_map.samplers import DDPMSampler, DMAPSampler, DPSSampler, DSGSampler
+
+from support import shipped_prior
 
 SMALL = dict(image_size=16, num_channels=32, num_res_blocks=1, channel_mult="1,2", attention_resolutions="8",
              num_head_channels=32, learn_sigma=True, class_cond=True, use_scale_shift_norm=True,
@@ -174,7 +175,7 @@ def test_bad_perf_settings_are_config_errors(prior):
 
 
 def test_gmm_prior_ignores_knobs_with_a_warning(caplog):
-    gmm = build_gmm_prior(OmegaConf.load("dps_map/conf/prior/gmm.yaml"))
+    gmm = shipped_prior("gmm")
     with caplog.at_level(logging.WARNING):
         assert gmm.configure_perf(autocast="bf16", channels_last=False) is gmm
     assert "autocast" in caplog.text

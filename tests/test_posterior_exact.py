@@ -13,9 +13,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-from dps_map.priors.gmm import build_gmm_prior, find_multimodal_problem, make_mixture
+from dps_map.priors.gmm import find_multimodal_problem, make_mixture
+
+from support import shipped_prior
 
 
 def joint_gaussian_posterior(weights, means, covs, A, y, sigma_y):
@@ -37,7 +38,7 @@ def joint_gaussian_posterior(weights, means, covs, A, y, sigma_y):
 def instances():
     """The benchmark (isotropic, uniform weights, m = 2 of d = 8) and a full-covariance mixture with
     random weights (m = 3 of d = 4, a wider noise)."""
-    prior = build_gmm_prior(OmegaConf.load("dps_map/conf/prior/gmm.yaml"))
+    prior = shipped_prior("gmm")
     A, _, y, _, _ = find_multimodal_problem(prior.mixture, 2, 0.05, torch.Generator().manual_seed(0))
     yield "benchmark", prior.mixture, A, y, 0.05
     g = torch.Generator().manual_seed(5)

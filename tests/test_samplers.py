@@ -8,8 +8,10 @@ from omegaconf import OmegaConf
 from dps_map.diffusion import make_betas
 from dps_map.operators import GaussianNoise, MatrixOperator, SuperResolution
 from dps_map.priors.adm import ADMPrior, build_unet, random_network
-from dps_map.priors.gmm import build_gmm_prior, find_multimodal_problem
+from dps_map.priors.gmm import find_multimodal_problem
 from dps_map.samplers import DDPMSampler, DMAPSampler, DPSSampler, DSGSampler
+
+from support import shipped_prior
 
 SMALL_UNET = dict(image_size=16, num_channels=32, num_res_blocks=1, channel_mult="1,2",
                   attention_resolutions="8", num_head_channels=32, learn_sigma=True,
@@ -134,7 +136,7 @@ def test_divergence_is_recorded_per_sample(adm, image_problem):
 # -- the Gaussian-mixture problem: DMAP is an explicit MAP ----------------------------------------
 @pytest.fixture(scope="module")
 def gmm():
-    prior = build_gmm_prior(OmegaConf.load("dps_map/conf/prior/gmm.yaml"))
+    prior = shipped_prior("gmm")
     A, x0, y, post, _ = find_multimodal_problem(prior.mixture, 2, 0.05, torch.Generator().manual_seed(0))
     return prior, MatrixOperator(A), GaussianNoise(0.05), y, post
 

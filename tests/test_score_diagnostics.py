@@ -6,19 +6,20 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from dps_map.config.targets import build_prior
 from dps_map.diffusion import make_betas
 from dps_map.metrics.score import score_error, score_mean
 from dps_map.operators import GaussianNoise, MatrixOperator
-from dps_map.priors.gmm import build_gmm_prior, find_multimodal_problem
+from dps_map.priors.gmm import find_multimodal_problem
 from dps_map.samplers import DPSSampler
 
-GMM = OmegaConf.create({"instance_seed": 0, "dim": 4, "num_components": 9, "grid_scale": 0.5, "cov_std": 0.1,
+GMM = OmegaConf.create({"name": "gmm", "_target_": "dps_map.priors.gmm.gmm_prior", "instance_seed": 0, "dim": 4, "num_components": 9, "grid_scale": 0.5, "cov_std": 0.1,
                         "cov_type": "isotropic", "weights": "uniform", "noise_schedule": "linear",
                         "diffusion_steps": 1000})
 
 
 def _problem(seed=0):
-    prior = build_gmm_prior(GMM)
+    prior = build_prior(GMM)
     A, x0, y, posterior, _ = find_multimodal_problem(prior.mixture, 2, 0.05, torch.Generator().manual_seed(seed))
     return prior, A, y, posterior
 

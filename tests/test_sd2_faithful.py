@@ -45,10 +45,9 @@ from diffusers import EulerAncestralDiscreteScheduler  # the `latent` extra (mak
 from omegaconf import OmegaConf
 
 from dps_map.operators import GaussianNoise, SuperResolution, gaussian_blur
-from dps_map.priors.latent import DecodedOperator, build_latent_prior
-from dps_map.samplers import build_sampler
+from dps_map.priors.latent import DecodedOperator
 
-from support import CONF, compose
+from support import built_sampler, compose, shipped_prior
 
 SD = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
 N = 10  # linspace(0, 999, 10) = 999, 888, ..., 0: integer timesteps, our respacing "10"
@@ -57,7 +56,7 @@ TOL = 1e-4
 
 @pytest.fixture(scope="module")
 def tiny():
-    return build_latent_prior(OmegaConf.load(CONF / "prior" / "sd2_tiny.yaml"))
+    return shipped_prior("sd2_tiny")
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +206,7 @@ def run_fdm(a: Authors, scale, window=(2, 4)):
 
 # -- ours ----------------------------------------------------------------------------------------------------
 def ours(prior, A, y, seed, **cfg):
-    sampler = build_sampler(OmegaConf.create({"respacing": str(N), "clip_x0": False, **cfg}))
+    sampler = built_sampler({"respacing": str(N), "clip_x0": False, **cfg})
     steps = []
     sampler.sample(prior, DecodedOperator(A, prior), GaussianNoise(0.0), y, (1, *prior.sample_shape),
                    torch.Generator().manual_seed(seed), hooks=[steps.append])
@@ -304,8 +303,8 @@ def transition_pair(prior, op, y, cfg, i, **units_free):
     x_t = torch.randn(1, *prior.sample_shape, generator=torch.Generator().manual_seed(3))
     out = {}
     for units in ("vp", "euler"):
-        sampler = build_sampler(OmegaConf.create({"respacing": str(N), "clip_x0": False, "guidance_units": units,
-                                                  **cfg, **units_free}))
+        sampler = built_sampler({"respacing": str(N), "clip_x0": False, "guidance_units": units,
+                                                  **cfg, **units_free})
         steps = []
         x_prev = sampler.transition(prior, op, GaussianNoise(0.0), y, x_t, i, torch.Generator().manual_seed(4),
                                     hooks=[steps.append])
@@ -343,9 +342,9 @@ def test_euler_factor_on_a_pixel_prior_with_linear_betas():
     import numpy as np
 
     from dps_map.operators import MatrixOperator
-    from dps_map.priors.gmm import build_gmm_prior, find_multimodal_problem
+    from dps_map.priors.gmm import find_multimodal_problem
 
-    prior = build_gmm_prior(OmegaConf.load(CONF / "prior" / "gmm.yaml"))
+    prior = shipped_prior("gmm")
     A, _, y, _, _ = find_multimodal_problem(prior.mixture, 2, 0.05, torch.Generator().manual_seed(0))
     op, noise = MatrixOperator(A), GaussianNoise(0.05)
     betas = np.asarray(prior.betas, dtype=np.float64)
@@ -355,8 +354,8 @@ def test_euler_factor_on_a_pixel_prior_with_linear_betas():
     for i in (9, 4, 1):
         outs = {}
         for units in ("vp", "euler"):
-            sampler = build_sampler(OmegaConf.create({"name": "dps", "method": "dps", "respacing": "10", "zeta": 0.5,
-                                                      "guidance_units": units}))
+            sampler = built_sampler({"name": "dps", "method": "dps", "respacing": "10", "zeta": 0.5,
+                                                      "guidance_units": units})
             steps = []
             outs[units] = (sampler.transition(prior, op, noise, y[None].expand(2, -1), x_t, i,
                                               torch.Generator().manual_seed(2), hooks=[steps.append]), steps[0].grad)
@@ -372,8 +371,8 @@ def test_euler_units_start_from_diffusers_initial_noise(tiny):
     std = float(sched.init_noise_sigma) / math.sqrt(1 + float(sched.sigmas[0]) ** 2)
     firsts = {}
     for units in ("vp", "euler"):
-        sampler = build_sampler(OmegaConf.create({"name": "ddpm", "method": "ddpm", "respacing": str(N),
-                                                  "guidance_units": units}))
+        sampler = built_sampler({"name": "ddpm", "method": "ddpm", "respacing": str(N),
+                                                  "guidance_units": units})
         steps = []
         sampler.sample(tiny, DecodedOperator(SuperResolution(4), tiny), GaussianNoise(0.0), None,
                        (1, *tiny.sample_shape), torch.Generator().manual_seed(0), hooks=[steps.append])
@@ -386,10 +385,10 @@ def test_dmap_adam_refuses_euler_units():
     from dps_map.errors import ConfigError
 
     with pytest.raises(ConfigError, match="guidance_units=vp"):
-        build_sampler(OmegaConf.create({"name": "dmap_adam", "method": "dmap", "optimizer": "adam",
-                                        "guidance_units": "euler"}))
+        built_sampler({"name": "dmap_adam", "method": "dmap", "optimizer": "adam",
+                                        "guidance_units": "euler"})
     with pytest.raises(ConfigError, match="guidance_units"):
-        build_sampler(OmegaConf.create({"name": "dps", "method": "dps", "guidance_units": "eular"}))
+        built_sampler({"name": "dps", "method": "dps", "guidance_units": "eular"})
 
 
 # -- PSLD's gluing: the operators' transpose ------------------------------------------------------------------
@@ -411,7 +410,7 @@ def test_operator_transposes_are_the_psld_codes():
 
 def residual_fraction(gluing, A, x_true, estimate):
     """||y - A(x_glued)|| / ||y - A(x)|| for PSLD's x_glued = T y + (I - T A) x (PSLDSampler.glue)."""
-    sampler = build_sampler(OmegaConf.create({"name": "psld", "method": "psld", "gluing": gluing}))
+    sampler = built_sampler({"name": "psld", "method": "psld", "gluing": gluing})
     y = A(x_true)
     glued = sampler.glue(A, y, estimate)
     return float((y - A(glued)).norm() / (y - A(estimate)).norm())
@@ -491,7 +490,7 @@ def test_paper_sd2_is_the_authors_settings(task, zeta):
     for name in ("dps", "dmap", "dsg", "psld", "freedom", "ddpm"):
         cfg, node = compose_sampler("+experiment=paper_sd2", f"task={task}", f"sampler={name}")
         assert cfg.sampler.respacing == "500" and node["guidance_units"] == "euler"
-        built[name] = build_sampler(OmegaConf.create(node))
+        built[name] = built_sampler(node)
     assert built["dps"].zeta == built["psld"].zeta == built["freedom"].zeta == built["dmap"].zeta == zeta
     assert built["psld"].gamma == pytest.approx(0.002 * zeta)
     assert (built["psld"].gluing, built["psld"].encoding) == ("transpose", "sample")
@@ -504,12 +503,12 @@ def test_named_presets_of_rout_and_yu():
     from dps_map.diffusion import Diffusion, make_betas
 
     _, node = compose_sampler("prior=sd2_tiny", "task=sr4", "sampler=psld_rout")
-    psld = build_sampler(OmegaConf.create(node))
+    psld = built_sampler(node)
     assert (psld.respacing, psld.guidance_units, psld.zeta, psld.gamma) == ("1000", "vp", 1.0, 0.1)
     assert (psld.gluing, psld.encoding, psld.update, psld.eta, psld.noise_on_prediction) == \
         ("transpose", "sample", "ddim", 0.0, True)
     _, node = compose_sampler("prior=sd2_tiny", "task=sr4", "sampler=freedom_yu")
-    freedom = build_sampler(OmegaConf.create(node))
+    freedom = built_sampler(node)
     assert (freedom.guidance_units, freedom.rho, freedom.zeta, freedom.renoise) == ("vp", "adaptive", 0.02, "forward")
     timesteps = Diffusion(make_betas("scaled_linear"), freedom.respacing).timesteps.tolist()
     assert timesteps == list(range(0, 1000, 10))  # Face-GD's seq = range(0, 1000, 1000 // 100)

@@ -13,7 +13,8 @@ from omegaconf import OmegaConf
 
 from dps_map.errors import ConfigError
 from dps_map.io import read_jsonl
-from dps_map.run import pin_local_gpu, run
+from dps_map.run import pin_local_gpu
+from dps_map.runner import run
 
 from support import CONF, compose
 
@@ -189,7 +190,7 @@ def test_long_overrides_give_short_unique_job_directories():
     """Hydra names a sweep job's directory after its overrides; with long ARGS (paths, toy flags) the name would pass
     the file system's 255 bytes and the job would die creating it. Past 200 bytes the name is cut, task/sampler/
     prior/shard first, with a hash of the whole: the same job gets the same directory (resume), two jobs never one."""
-    from dps_map.sweep import job_subdir
+    from dps_map.config.sweep import job_subdir
 
     short = "data.shard=0,sampler=dps,task=sr4"
     assert job_subdir(short) == short
@@ -199,7 +200,7 @@ def test_long_overrides_give_short_unique_job_directories():
     assert len(names) == 8 and all(len(n.encode()) <= 200 for n in names)
     assert all(n.startswith("task=sr8,sampler=dmap,data.shard=") for n in names)
     assert job_subdir(long) == job_subdir(long) != job_subdir(long + "x")
-    from dps_map.sweep import expand_jobs
+    from dps_map.config.sweep import expand_jobs
 
     jobs = expand_jobs(["task=sr4", "sampler=dps,dmap", "data.num_shards=2", "data.shard=0,1",
                         f"paths.checkpoints=/{'long/' * 40}checkpoints", "hydra.sweep.dir=/tmp/sweep"])

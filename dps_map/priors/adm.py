@@ -5,7 +5,7 @@ checkpoints (dps_map/conf/prior/adm512.yaml, adm256_uncond.yaml) or of our small
 ``learn_sigma`` the network outputs 2C channels: the first C are eps, the rest ADM's variance
 interpolation values (usable by the DDPM step, never for guidance).
 
-Performance knobs (all off by default; dps_map/conf/perf/default.yaml, README "Performance"):
+Performance knobs (all off by default; dps_map/conf/perf/default.yaml, docs/performance.md "GPU knobs"):
 :meth:`ADMPrior.configure_perf` sets mixed precision (autocast bf16/fp16: the network runs in low
 precision, its output and all the diffusion maths stay in the caller's dtype), channels_last memory
 format, torch.compile of the network, and gradient checkpointing of the UNet's residual and attention
@@ -278,10 +278,3 @@ def adm_prior(unet: dict, checkpoint: str | None = None, random_init: bool = Fal
     return ADMPrior(model, make_betas(noise_schedule, diffusion_steps),
                     learn_sigma=bool(flags.get("learn_sigma", False)), class_cond=bool(flags.get("class_cond", False)),
                     class_label=class_label if isinstance(class_label, int) else None)
-
-
-def build_adm_prior(cfg, checkpoint: str | None) -> ADMPrior:
-    """:func:`adm_prior` from a prior config, with the checkpoint given."""
-    from ..targets import config_kwargs
-
-    return adm_prior(**config_kwargs(adm_prior, cfg, skip=("checkpoint",)), checkpoint=checkpoint)

@@ -197,13 +197,6 @@ def gmm_prior(instance_seed: int = 0, dim: int = 8, num_components: int = 25, gr
     return GMMPrior(mixture, make_betas(noise_schedule, diffusion_steps))
 
 
-def build_gmm_prior(cfg) -> GMMPrior:
-    """:func:`gmm_prior` from a prior config."""
-    from ..targets import config_kwargs
-
-    return gmm_prior(**config_kwargs(gmm_prior, cfg))
-
-
 def find_multimodal_problem(mixture: GaussianMixture, num_measurements: int, sigma_y: float,
                             generator: torch.Generator, min_modes: int = 2, min_weight: float = 0.1,
                             max_tries: int = 10_000):

@@ -302,13 +302,6 @@ def latent_prior(source: str = "folder", path: str | None = None, embedding_cach
     raise ConfigError(f"prior={name}: source must be 'random' or 'folder', got '{source}'")
 
 
-def build_latent_prior(cfg) -> LatentPrior:
-    """:func:`latent_prior` from a prior config."""
-    from ..targets import config_kwargs
-
-    return latent_prior(**config_kwargs(latent_prior, cfg))
-
-
 # -- the conditional estimator (Xu et al. 2025, method 2, as the authors trained it on SD) --------------
 def build_controlnet(prior: LatentPrior):
     """A diffusers ControlNetModel copied from the prior's UNet (``ControlNetModel.from_unet``): the trainable
@@ -343,8 +336,7 @@ def load_controlnet(path):
     folder = controlnet_folder(path)
     if folder is None:
         raise MissingFileError(Path(absolute_path(path)) / "config.json", "ControlNet folder of the latent adapter "
-                               "samplers", "`python -m dps_map.train_adapter prior=<latent prior> ...` (README: Stable "
-                               "Diffusion 2 (latent) prior)", "sampler.adapter=/path/to/controlnet_folder")
+                               "samplers", "`python -m dps_map.train_adapter prior=<latent prior> ...` (docs/latent.md)", "sampler.adapter=/path/to/controlnet_folder")
     card = json.loads((folder / CARD).read_text()) if (folder / CARD).is_file() else {}
     model = ControlNetModel.from_pretrained(folder, local_files_only=True, use_safetensors=True)
     return model.eval().requires_grad_(False), card
@@ -359,7 +351,7 @@ class LatentControlNetPrior(Prior):
 
     def __init__(self, prior: LatentPrior, controlnet, hint: torch.Tensor | None = None):
         super().__init__()
-        self.prior, self.controlnet = prior, controlnet  # frozen by load_controlnet; trained by train_controlnet
+        self.prior, self.controlnet = prior, controlnet  # frozen by load_controlnet; trained by dps_map.training.controlnet
         self.hint = hint
         self.betas, self.learn_sigma = prior.betas, False
         self.image_size = prior.image_size

@@ -88,10 +88,3 @@ def upsampler_prior(unet: dict, checkpoint: str | None = None, random_init: bool
     return UpsamplerPrior(model, make_betas(noise_schedule, diffusion_steps), bool(flags["learn_sigma"]),
                           flags["small_size"], bool(flags["class_cond"]),
                           class_label if isinstance(class_label, int) else None)
-
-
-def build_upsampler_prior(cfg, checkpoint: str | None) -> UpsamplerPrior:
-    """:func:`upsampler_prior` from a prior config, with the checkpoint given."""
-    from ..targets import config_kwargs
-
-    return upsampler_prior(**config_kwargs(upsampler_prior, cfg, skip=("checkpoint",)), checkpoint=checkpoint)

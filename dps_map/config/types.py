@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 BIG = 10**9  # counts above this are typos (or would never finish)
 
@@ -218,7 +218,7 @@ def scalar_items(plain: dict, prefix: str = ""):
 def check_types(plain: dict) -> None:
     """Raise ConfigError (one line) for the first scalar key whose value has the wrong type or range.
     plain: the resolved config (config.resolved). Keys without a spec are left to check_keys."""
-    from .diffusion import space_timesteps
+    from ..diffusion import space_timesteps
 
     for key, value in scalar_items(plain):
         kind = spec_for(key)

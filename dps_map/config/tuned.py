@@ -13,9 +13,8 @@ A step size belongs to a prior (its scale and number of steps), so the value is 
 A value tuned for one prior is never used for another (the tiny prior's 50-step zeta would be far too large
 for the 512 ADM at 1000 steps). Adding a sampler touches no task file: its YAML names its defaults, and tuned
 values are added to dps_map/conf/tuned/ when someone tunes them. ``sampler.zeta=...`` on the command line
-replaces the lookup. The `tuned` group itself is left out of the config digest (the value a run uses is in
-sampler.*), except the built-in samplers' values for the run's prior and task, which enter it as task.zeta /
-task.w, where the task files held them before: configurations that existed keep their digest.
+replaces the lookup. The `tuned` group itself is left out of the config digest: the value a run uses is in
+sampler.*, which is in it.
 """
 
 from __future__ import annotations
@@ -26,11 +25,6 @@ from omegaconf import OmegaConf
 
 log = logging.getLogger(__name__)
 _logged: set = set()
-
-
-#: the step sizes task files held before dps_map/conf/tuned/ existed: the config digest still contains them as
-#: task.zeta / task.w (config.config_digest), so run directories written before keep their digest
-LEGACY_TASK_KEYS = {"zeta": ("dps", "dmap", "dmap_adam", "adapter_dps", "adapter_dmap"), "w": ("dsg",)}
 
 
 #: the keys whose untuned default is worth a warning: step sizes (a sampler's other tabled settings, e.g. FreeDoM's
@@ -51,16 +45,6 @@ def table_value(root, key: str, sampler: str):
     return None
 
 
-def legacy_task_values(root) -> dict:
-    """{"zeta": {sampler: value}, "w": {...}} of the built-in samplers, as the task files used to hold them."""
-    out = {}
-    for key, samplers in LEGACY_TASK_KEYS.items():
-        values = {s: v for s in samplers if (v := table_value(root, key, s)) is not None}
-        if values:
-            out[key] = values
-    return out
-
-
 def lookup(root, key: str, default, like: str | None = None):
     """The tuned `key` of the config root's (prior, task, sampler), else (with `like`) that of the sampler
     `like` names (e.g. a DPS variant that takes DPS's step size until it is tuned itself), else default."""
@@ -78,12 +62,3 @@ def lookup(root, key: str, default, like: str | None = None):
                     "tune it on validation images and set sampler.%s", names["sampler"], names["task"],
                     names["prior"], key, default, names["sampler"], names["prior"], key)
     return default
-
-
-def _resolver(key: str, default=None, like=None, *, _root_):
-    return lookup(_root_, key, default, like)
-
-
-def register() -> None:
-    if not OmegaConf.has_resolver("dps_map_tuned"):
-        OmegaConf.register_new_resolver("dps_map_tuned", _resolver)

@@ -2,38 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .config_types import check_types
-from .data import IMAGENET_WHERE, check_class_labels, demo_photos
-from .errors import ConfigError, MissingFileError
-from .io import absolute_path
-
-#: keys that do not change what a run computes (excluded from the config digest)
-NON_OUTPUT_KEYS = ("hydra", "logger", "progress", "device", "overwrite", "metrics", "tuned", "measurement_batch")
-#   tuned: the value a run uses is in sampler.*; measurement_batch: results do not depend on it
-NON_OUTPUT_DATA_KEYS = ("num_shards", "shard")
-
-#: the keys each config group may hold (a key outside these is a typo: refused at start-up).
-#: Sampler, operator, noise and prior keys come from the signatures of the callables their `_target_`s name
-#: (dps_map/targets.py); `paths` is free-form.
-TOP_KEYS = {"data", "prior", "task", "sampler", "metrics", "logger", "paths", "perf", "tuned", "hydra", "seed", "num_samples",
-            "batch_size", "measurement_batch", "device", "overwrite", "progress"}
-#: Task keys besides the operator's and the noise model's: the operator's come from the signature of the
-#: callable its `_target_` names (dps_map.operators.operator_keys), the built-in noise models' (sigma_y,
-#: poisson_rate) from theirs (operators.builtin_noise_keys); a noise node's keys from its class's signature.
-TASK_KEYS = {"name", "operator", "_target_", "noise"}
-DATA_KEYS = {"demo": {"name", "kind", "per_photo", "num_shards", "shard", "photos"},
-             "folder": {"name", "kind", "path", "max_images", "labels", "num_shards", "shard"},
-             "gmm": {"name", "kind"}}
-METRICS_KEYS = {"name", "names", "lpips_net", "kid_subsets", "kid_subset_size", "random_weights"}
-PERF_KEYS = {"autocast", "channels_last", "compile", "compile_mode", "compile_backend", "grad_checkpoint"}
-LOGGER_KEYS = {"none": {"name"}, "wandb": {"name", "project", "entity", "mode", "group", "tags"}}
+from ..data import IMAGENET_WHERE, check_class_labels, demo_photos
+from ..errors import ConfigError, MissingFileError
+from ..io import absolute_path
+from .keys import DATA_KEYS, LOGGER_KEYS, METRICS_KEYS, PERF_KEYS, TOP_KEYS
+from .targets import build_noise, noise_keys
+from .targets import keys as target_keys
+from .types import check_types
 
 
 def resolve_device(name: str) -> torch.device:
@@ -56,23 +37,6 @@ def resolved(cfg: DictConfig) -> dict:
         raise ConfigError(f"config: {str(err).splitlines()[0]}") from err
 
 
-def config_digest(cfg: DictConfig) -> str:
-    """sha256 (first 16 hex) of everything that determines a run's samples (shard, logger,
-    device and metrics settings excluded, so the shards of one sweep share one digest). Built-in
-    `_target_`s are left out and the built-in samplers' tuned step sizes are put back as task.zeta/task.w:
-    both keep the digests of configurations written before these keys moved."""
-    from .targets import strip_builtin_targets
-    from .tuned import legacy_task_values
-
-    plain = {k: v for k, v in strip_builtin_targets(resolved(cfg)).items() if k not in NON_OUTPUT_KEYS}
-    # the tuned table is left out, but the task's own step sizes were part of the digest before they moved
-    # to dps_map/conf/tuned/: kept in the same place, so configurations that existed keep their digest
-    plain["task"] = {**legacy_task_values(cfg), **plain.get("task", {})}
-    plain["data"] = {k: v for k, v in plain.get("data", {}).items() if k not in NON_OUTPUT_DATA_KEYS}
-    blob = OmegaConf.to_yaml(OmegaConf.create(plain), sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
 def _check_keys(where: str, node, allowed: set) -> None:
     unknown = sorted(set(node.keys()) - allowed)
     if unknown:
@@ -92,27 +56,21 @@ def check_keys(cfg: DictConfig) -> None:
     """Every key of every group must be one the code reads (a typo would otherwise be ignored silently)."""
     _check_keys("the top-level config", cfg, TOP_KEYS)
     task, prior, data, sampler = cfg.task, cfg.prior, cfg.data, cfg.sampler
-    from .operators import builtin_noise_keys, noise_keys, operator_keys
-
-    _check_keys(f"task={task.get('name')}", task, TASK_KEYS | operator_keys(task) | builtin_noise_keys())
+    _check_keys(f"task={task.get('name')}", task, target_keys("operator", task))
     node_keys = noise_keys(task)  # None: a built-in noise named by task.noise (its keys are task keys)
     if node_keys is not None:
         _check_keys(f"task={task.get('name')} noise", task.noise, node_keys)
-    from .priors import prior_keys
-
-    _check_keys(f"prior={prior.get('name')}", prior, prior_keys(prior))  # the builder's arguments (its _target_/kind)
+    _check_keys(f"prior={prior.get('name')}", prior, target_keys("prior", prior))
     if prior.get("kind") == "adm":
         _check_keys(f"prior={prior.name} unet", prior.unet, _unet_keys())
     if prior.get("kind") == "adm_upsampler":
-        from .priors.upsampler import SR_FLAGS
+        from ..priors.upsampler import SR_FLAGS
 
         _check_keys(f"prior={prior.name} unet", prior.unet, set(SR_FLAGS))
     if data.get("kind") not in DATA_KEYS:
         raise ConfigError(f"data={data.get('name')}: unknown kind '{data.get('kind')}' (demo, folder, gmm)")
     _check_keys(f"data={data.name}", data, DATA_KEYS[data.kind])
-    from .samplers import sampler_keys
-
-    _check_keys(f"sampler={sampler.get('name')}", sampler, sampler_keys(sampler) | {"adapter"})
+    _check_keys(f"sampler={sampler.get('name')}", sampler, target_keys("sampler", sampler) | {"adapter"})
     _check_keys(f"metrics={cfg.metrics.get('name')}", cfg.metrics, METRICS_KEYS)
     if cfg.get("perf") is not None:
         _check_keys("perf", cfg.perf, PERF_KEYS)
@@ -122,12 +80,12 @@ def check_keys(cfg: DictConfig) -> None:
 
 
 def _is_adapter(sampler) -> bool:
-    from .samplers import ADAPTER_METHODS
+    from ..samplers import ADAPTER_METHODS
 
     return sampler.get("method") in ADAPTER_METHODS or sampler.get("name") in ADAPTER_METHODS
 
 
-#: the make target that trains the adapters a paper target needs, per prior (README "Reproducing the paper")
+#: the make target that trains the adapters a paper target needs, per prior (docs/paper.md "Reproducing the paper")
 PAPER_ADAPTER_TARGETS = {"adm512": "make train-adapter-paper", "sd2_base": "make train-adapter-paper-sd2"}
 
 
@@ -150,7 +108,7 @@ def check_adapter(sampler, prior=None, task=None) -> None:
     if not path:
         raise ConfigError(f"sampler={sampler.name} needs an adapter checkpoint: train one with "
                           f"{adapter_training_command(task_name, prior_name, '...')} and pass sampler.adapter=PATH")
-    from .priors.latent import controlnet_folder
+    from ..priors.latent import controlnet_folder
 
     if latent and not controlnet_folder(path):
         folder = Path(absolute_path(path))
@@ -170,16 +128,24 @@ def check_prior_checkpoint(prior) -> None:
     """The prior's checkpoint must exist (checked again, and loaded safely, when the prior is built);
     checked here so a sweep stops in the launching process, before any job is submitted."""
     if prior.get("kind") == "latent" and prior.get("source") == "folder":
-        from .priors.latent import check_folder
+        from ..priors.latent import check_folder
 
         check_folder(prior.path, prior.get("embedding_cache"))
     if prior.get("kind") not in ("adm", "adm_upsampler") or prior.get("random_init", False):
         return
     path = absolute_path(prior.checkpoint)
     if not path or not Path(path).is_file():
-        from .weights import download_hint
-
         raise MissingFileError(path, prior.what, prior.url + download_hint(prior.name), prior.override)
+
+
+#: the smallest `python -m dps_map.weights` target that fetches each prior's checkpoint (its missing-file message)
+PRIOR_TARGETS = {"adm512": "paper", "adm128_512_upsampler": "paper", "adm256_uncond": "adm256", "sd2_base": "paper-sd2"}
+
+
+def download_hint(prior_name: str) -> str:
+    """The weights command that fetches a prior's file, as a clause for its missing-file message ('' if none does)."""
+    target = PRIOR_TARGETS.get(prior_name)
+    return f" (or `python -m dps_map.weights {target} --download` with the same paths.* overrides)" if target else ""
 
 
 def check_data(prior, data) -> None:
@@ -225,9 +191,7 @@ def validate(cfg: DictConfig) -> None:
     check_adapter(cfg.sampler, cfg.prior, cfg.task)
     check_prior_checkpoint(cfg.prior)
     check_keys(cfg)
-    check_types(plain)  # wrong types and ranges of scalar keys (dps_map/config_types.py)
-    from .operators import build_noise
-
+    check_types(plain)  # wrong types and ranges of scalar keys (dps_map/config/types.py)
     build_noise(cfg.task)  # cheap: a noise class's own checks (and its sample/misfit methods) at start-up too
     task, prior, data = cfg.task, cfg.prior, cfg.data
     if cfg.num_samples < 1:

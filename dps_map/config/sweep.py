@@ -14,9 +14,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
-CONF_DIR = Path(__file__).resolve().parent / "conf"
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # dps_map/conf/ (package data)
 
 
 @dataclass
@@ -49,15 +49,16 @@ def compose_job(overrides: list[str]) -> DictConfig:
     return compose_jobs([overrides])[0]
 
 
-def compose_jobs(jobs: list[list[str]]) -> list[DictConfig]:
-    """:func:`compose_job` of every override list, under one initialisation of Hydra's config search."""
+def compose_jobs(jobs: list[list[str]], config: str = "config", conf_dir=CONF_DIR) -> list[DictConfig]:
+    """:func:`compose_job` of every override list, under one initialisation of Hydra's config search (the
+    primary config `config` of `conf_dir`: dps_map/conf/config.yaml unless a tool or a test names another)."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return [compose("config", overrides=list(overrides), return_hydra_config=True) for overrides in jobs]
+        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+            return [compose(config, overrides=list(overrides), return_hydra_config=True) for overrides in jobs]
     except (HydraException, OmegaConfBaseException) as err:
         if isinstance(err.__cause__, (ConfigAttributeError, ConfigKeyError)) and "Could not override" in str(err):
             key = str(err).split("'")[1]

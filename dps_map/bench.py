@@ -1,4 +1,4 @@
-"""What the samplers cost beyond their network calls (issue 9).
+"""What the samplers cost beyond their network calls.
 
     python -m dps_map.bench                  # make bench
     python -m dps_map.bench quick=true       # make bench-quick (< 1 minute on 2 CPU cores, tiny prior)
@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import resource
 import statistics
 import sys
 import tempfile
@@ -39,13 +38,13 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .config import resolve_device
+from .config import CONF_DIR, resolve_device
+from .config.targets import build_noise, build_operator, build_prior
 from .errors import ConfigError, UserError
-from .operators import build_noise, build_operator
-from .priors import build_prior
+from .runner.timing import PeakMemory, stats3, sync, time_network
 
 log = logging.getLogger(__name__)
-CONF_DIR = Path(__file__).resolve().parent / "conf"
+
 QUICK = {"batch_sizes": [1, 4], "sampler_batch_sizes": [1], "steps": 4, "repeats": 3, "net_calls": 3}
 
 
@@ -54,87 +53,6 @@ def _loose(cfg: DictConfig) -> DictConfig:
     cfg = cfg.copy()
     OmegaConf.set_struct(cfg, False)
     return cfg
-
-
-def _stats(values) -> dict:
-    values = [float(v) for v in values]
-    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
-
-
-def _sync(device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-# -- peak memory --------------------------------------------------------------------------------------
-class PeakMemory:
-    """Peak memory of one measurement: CUDA max_memory_allocated, or on the CPU the resident set's
-    high-water mark (VmHWM, reset through /proc/self/clear_refs when the kernel allows, else the
-    process-lifetime ru_maxrss, which only grows)."""
-
-    def __init__(self, device):
-        self.device = torch.device(device)
-        if self.device.type == "cuda":
-            self.kind = "CUDA max_memory_allocated"
-        elif self._reset_hwm():
-            self.kind = "peak RSS (VmHWM, reset per measurement)"
-        else:
-            self.kind = "process peak RSS so far (ru_maxrss; cannot be reset here)"
-
-    @staticmethod
-    def _reset_hwm() -> bool:
-        try:
-            Path("/proc/self/clear_refs").write_text("5")
-            return Path("/proc/self/status").exists()
-        except OSError:
-            return False
-
-    def reset(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-        elif self.kind.startswith("peak RSS"):
-            self._reset_hwm()
-
-    def peak_mb(self) -> float:
-        if self.device.type == "cuda":
-            return torch.cuda.max_memory_allocated(self.device) / 2**20
-        if self.kind.startswith("peak RSS"):
-            for line in Path("/proc/self/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
-
-
-# -- the network ------------------------------------------------------------------------------------
-def time_network(prior, batch: int, device, calls: int, t_index: int = 500) -> tuple[float, float]:
-    """Median seconds of one forward pass and of one forward pass + VJP at this batch size."""
-    g = torch.Generator(device="cpu").manual_seed(batch)
-    x = torch.randn(batch, *prior.sample_shape, generator=g).to(device)
-    v = torch.randn(batch, *prior.sample_shape, generator=g).to(device)
-    t = torch.full((batch,), t_index, dtype=torch.long, device=device)
-
-    def forward():
-        with torch.no_grad():
-            return prior.predict(x, t)[0]
-
-    def vjp():
-        with torch.enable_grad():
-            x_in = x.detach().requires_grad_(True)
-            eps = prior.predict(x_in, t)[0]
-            return torch.autograd.grad(eps, x_in, v)[0]
-
-    out = []
-    for fn in (forward, vjp):
-        fn()  # warm-up (allocator, caches, compilation)
-        times = []
-        for _ in range(calls):
-            _sync(device)
-            start = time.perf_counter()
-            fn()
-            _sync(device)
-            times.append(time.perf_counter() - start)
-        out.append(statistics.median(times))
-    return out[0], out[1]
 
 
 # -- samplers ---------------------------------------------------------------------------------------
@@ -152,14 +70,11 @@ def sampler_config(cfg: DictConfig, name: str) -> DictConfig:
 
 def make_sampler(cfg: DictConfig, name: str, prior, operator, y, tmp: Path):
     """(sampler, note) or (None, reason it is skipped)."""
-    from .samplers import METHODS, build_sampler
+    from .config.targets import build_sampler
 
-    scfg = OmegaConf.load(CONF_DIR / "sampler" / f"{name}.yaml") if (CONF_DIR / "sampler" / f"{name}.yaml").exists() \
-        else None
-    method = scfg.method if scfg is not None else name
-    if method not in METHODS:
-        return None, f"dps_map.samplers.build_sampler does not know method '{method}' (not built yet)"
-    if method.startswith("adapter"):
+    if not (CONF_DIR / "sampler" / f"{name}.yaml").exists():
+        return None, f"no sampler config dps_map/conf/sampler/{name}.yaml"
+    if OmegaConf.load(CONF_DIR / "sampler" / f"{name}.yaml").method.startswith("adapter"):
         try:
             from .adapters.controlnet import Adapter, adapter_checkpoint, measurement_hint
 
@@ -193,7 +108,7 @@ class NullNetwork(torch.nn.Module):
 
 
 def build_sampler_named(cfg, name):
-    from .samplers import build_sampler
+    from .config.targets import build_sampler
 
     return build_sampler(sampler_config(cfg, name))
 
@@ -265,18 +180,18 @@ def peer_dps(prior, operator, noise, y, batch: int, steps: int, zeta: float, dev
             ours_run = run_sampler(ours, prior, operator, noise, y, batch, seed + rep)
             ours_times.append(ours_run["seconds"])
             counter.update(forward=0, vjp=0)
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
             model(yb, physics, x_init=shape, seed=rep)
-            _sync(device)
+            sync(device)
             times.append(time.perf_counter() - start)
     fwd_cost, vjp_cost = costs
     floor = counter["forward"] * fwd_cost + counter["vjp"] * vjp_cost
     theirs, mine = statistics.median(times), statistics.median(ours_times)
     our_calls = ours_run["forward"] + ours_run["vjp"]
-    return {"version": deepinv.__version__, "batch": batch, "steps": steps, "seconds": _stats(times),
-            "forward": counter["forward"], "vjp": counter["vjp"], "overhead_ratio": _stats(t / floor for t in times),
-            "ours_seconds": _stats(ours_times), "ours_forward": ours_run["forward"], "ours_vjp": ours_run["vjp"],
+    return {"version": deepinv.__version__, "batch": batch, "steps": steps, "seconds": stats3(times),
+            "forward": counter["forward"], "vjp": counter["vjp"], "overhead_ratio": stats3(t / floor for t in times),
+            "ours_seconds": stats3(ours_times), "ours_forward": ours_run["forward"], "ours_vjp": ours_run["vjp"],
             "time_ratio": theirs / mine,
             "time_ratio_min": min(times) / min(ours_times),  # best-of-n: the least disturbed by other jobs
             "time_ratio_per_network_call": (theirs / max(1, counter["forward"] + counter["vjp"]))
@@ -284,12 +199,12 @@ def peer_dps(prior, operator, noise, y, batch: int, steps: int, zeta: float, dev
             "note": PEER_NOTE}
 
 
-# -- measurement batching (issue 20) --------------------------------------------------------------------
+# -- measurement batching ------------------------------------------------------------------------------
 def measurement_batch_runs(cfg, prior, sampler, noise, device, sizes, repeats: int) -> dict:
     """Samples per second of one sampler when `mb` measurements (each its own operator, y and random
     stream, num_samples=1) share one sampler call, through the runner's own path (run.sample_units).
     Returns {str(mb): {seconds, samples_per_s, forward, vjp, speedup}} (speedup: vs measurement_batch 1)."""
-    from .run import _Unit, sample_units
+    from .runner import MeasurementUnit, sample_units
 
     def units(mb, rep):
         out = []
@@ -299,7 +214,7 @@ def measurement_batch_runs(cfg, prior, sampler, noise, device, sizes, repeats: i
             x0 = torch.rand(1, *prior.sample_shape, generator=gen, device=device) * 2 - 1
             y = op.restrict(noise.sample(op(x0), gen))
             cgen = torch.Generator(device=device).manual_seed(int(cfg.seed) + 1000 * j + rep)
-            out.append(_Unit(None, op, x0, y, None, None, None, prior, [0], [0], cgen))
+            out.append(MeasurementUnit(None, op, x0, y, None, None, None, prior, [0], [0], cgen))
         return out
 
     result = {}
@@ -309,7 +224,7 @@ def measurement_batch_runs(cfg, prior, sampler, noise, device, sizes, repeats: i
         for rep in range(repeats):
             sample_units(prior, sampler, noise, units(mb, rep + 1))
             times.append(sampler.stats["seconds"])
-        result[str(mb)] = {"seconds": _stats(times), "samples_per_s": mb / statistics.median(times),
+        result[str(mb)] = {"seconds": stats3(times), "samples_per_s": mb / statistics.median(times),
                            "forward": sampler.stats["forward"], "vjp": sampler.stats["vjp"]}
     base = result.get("1", {}).get("samples_per_s")
     for entry in result.values():
@@ -435,16 +350,16 @@ def run_bench(cfg: DictConfig, out=print) -> dict:
         "perf": prior.perf if hasattr(prior, "perf") else perf, "memory_kind": memory.kind,
         "load_average": {"before": [round(v, 2) for v in load_before],
                          "after": [round(v, 2) for v in os.getloadavg()]},
-        "network_ms": {str(b): {k: _stats(1000 * x for x in v) for k, v in c.items()} for b, c in costs.items()},
+        "network_ms": {str(b): {k: stats3(1000 * x for x in v) for k, v in c.items()} for b, c in costs.items()},
         "samplers": {}, "skipped": skipped, "overhead_ratio": {}, "overhead_ratio_null_network": {},
         "peer": peer, "measurement_batch": mbatch,
     }
     for (name, b), results in runs.items():
         ratios = [r["seconds"] / r["floor"] for r in results]
         entry = {"batch": b, "forward": results[0]["forward"], "vjp": results[0]["vjp"],
-                 "steps": results[0]["steps"], "seconds": _stats(r["seconds"] for r in results),
-                 "step_ms": _stats(1000 * r["seconds"] / r["steps"] for r in results),
-                 "overhead_ratio": _stats(ratios),
+                 "steps": results[0]["steps"], "seconds": stats3(r["seconds"] for r in results),
+                 "step_ms": stats3(1000 * r["seconds"] / r["steps"] for r in results),
+                 "overhead_ratio": stats3(ratios),
                  "samples_per_s": b / statistics.median(r["seconds"] for r in results),
                  "peak_mb": max(r["peak_mb"] for r in results), "note": samplers[name][1]}
         if null_runs[(name, b)]:
@@ -453,7 +368,7 @@ def run_bench(cfg: DictConfig, out=print) -> dict:
             entry["null_network_ms_per_step"] = 1000 * alone / entry["steps"]
             entry["overhead_ratio_null_network"] = 1 + alone / floor
         if (name, b) in cond_costs:
-            entry["network_ms"] = {k: _stats(1000 * x for x in v) for k, v in cond_costs[(name, b)].items()}
+            entry["network_ms"] = {k: stats3(1000 * x for x in v) for k, v in cond_costs[(name, b)].items()}
         summary["samplers"].setdefault(name, {})[str(b)] = entry
         if "overhead_ratio_null_network" in entry:
             prev = summary["overhead_ratio_null_network"].get(name, 0)

@@ -19,18 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
 from tqdm import tqdm
 
-from .priors import build_prior
-from .run import format_summary, gmm_problem, run
-
-CONF = Path(__file__).resolve().parent / "conf"
-
-
-def compose_config(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=overrides)
+from .config import compose
+from .config.targets import build_prior
+from .runner import format_summary, gmm_problem, run
 
 
 def gmm_demo(out_root: Path, num_samples: int = 1000, seed: int = 0) -> Path:
@@ -46,10 +39,10 @@ def gmm_demo(out_root: Path, num_samples: int = 1000, seed: int = 0) -> Path:
     samples, summaries = {}, {}
     for name in samplers:
         out = out_root / "gmm2d" / name
-        summaries[name] = run(compose_config(base + [f"sampler={name}"]), out)
+        summaries[name] = run(compose(*base + [f"sampler={name}"]), out)
         samples[name] = np.load(out / "samples.npy")
         print(format_summary(summaries[name]))
-    cfg = compose_config(base + ["sampler=exact"])
+    cfg = compose(*base + ["sampler=exact"])
     A, x0, y, posterior, _ = gmm_problem(cfg, build_prior(cfg.prior))
     prior_means = build_prior(cfg.prior).mixture.means.numpy()
     grid = np.linspace(-1.6, 1.6, 300)
@@ -86,7 +79,7 @@ DEMO_PER_PHOTO = 2
 def _run_job(overrides: list[str], out: Path) -> dict:
     """One restoration, without its own progress bar (parallel runs' bars would garble one terminal line)."""
     start = time.perf_counter()
-    summary = run(compose_config([*overrides, "progress=false"]), out)
+    summary = run(compose(*overrides, "progress=false"), out)
     summary["wall_seconds"] = time.perf_counter() - start
     return summary
 

@@ -153,11 +153,11 @@ def append_jsonl(path, records: list[dict]) -> None:
     path = Path(path)
     new = b"".join((json.dumps(r, sort_keys=True, default=_json_default) + "\n").encode() for r in records)
     with write_section():
-        old = b"".join(line.encode() + b"\n" for line, _ in _parsed_lines(path) if _ is not None)
+        old = b"".join(line.encode() + b"\n" for line, _ in iter_jsonl(path) if _ is not None)
         atomic_write_bytes(path, old + new)
 
 
-def _parsed_lines(path: Path):
+def iter_jsonl(path: Path):
     """(line, record or None if it does not parse) for each non-blank line; warns about bad lines."""
     if not path.exists():
         return []
@@ -179,7 +179,7 @@ def _parsed_lines(path: Path):
 
 def read_jsonl(path) -> list[dict]:
     """The records of a JSON-lines file (lines that do not parse are skipped with a warning)."""
-    return [r for _, r in _parsed_lines(Path(path)) if r is not None]
+    return [r for _, r in iter_jsonl(Path(path)) if r is not None]
 
 
 def unique_records(records: list[dict], where="") -> tuple[list[dict], int]:

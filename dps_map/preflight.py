@@ -3,7 +3,7 @@
     python -m dps_map.preflight [--steps 3] [--out DIR] [--no-trial] [--devices N] <overrides of dps_map.run>
     python -m dps_map.preflight -m +experiment=paper task=sr4,sr8 sampler=dps,dmap data.num_shards=8 'data.shard=range(8)'
 
-1. Expands every job of the command line as Hydra would (:mod:`dps_map.sweep`) and checks each one:
+1. Expands every job of the command line as Hydra would (:mod:`dps_map.config.sweep`) and checks each one:
    the config and the sampler's values, the prior's checkpoint, the adapter, the data folder and its
    class labels, the metric weights; and that no two jobs share an output directory another run holds.
    Every problem of every job is reported, not only the first.
@@ -35,20 +35,18 @@ import hashlib
 import json
 import logging
 import math
-import re
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
 from .config import check_adapter, check_data, check_prior_checkpoint, config_digest, resolve_device, resolved
+from .config.sweep import expand_jobs, without_hydra
 from .data import demo_crops, demo_photos, folder_files, folder_items
 from .errors import UserError
 from .io import absolute_path, atomic_write_json
-from .sweep import expand_jobs, without_hydra
+from .runner.timing import Enough, PeakMemory, StepTimer, device_memory_bytes
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +56,7 @@ def checks(cfg) -> list:
     """The independent checks of one job: the whole config (validate() stops at its first problem), then
     every file on its own (prior checkpoint, adapter, data and labels, each metric's weights)."""
     from .metrics import check_weights
-    from .run import checked_sampler
+    from .runner import checked_sampler
 
     out = [lambda: checked_sampler(cfg), lambda: check_prior_checkpoint(cfg.prior), lambda: check_adapter(cfg.sampler, cfg.prior, cfg.task)]
     if cfg.data.kind != "gmm":
@@ -116,7 +114,7 @@ def trial_key(cfg) -> str:
 
 
 def chain_batch(cfg) -> int:
-    """Samples drawn together in one chain (one sample chunk of one image, dps_map.run.sample_chunks)."""
+    """Samples drawn together in one chain (one sample chunk of one image, dps_map.runner.sample_chunks)."""
     return min(cfg.num_samples, cfg.get("batch_size") or cfg.num_samples)
 
 
@@ -125,7 +123,7 @@ def chains_per_image(cfg) -> int:
 
 
 def units_per_call(cfg) -> int:
-    """Chains stacked into one sampler call (dps_map.run.run_images): ``measurement_batch`` of them, fewer
+    """Chains stacked into one sampler call (dps_map.runner.execute.run_images): ``measurement_batch`` of them, fewer
     when the job has fewer (images x chains per image); 1 for the Gaussian mixture (one measurement)."""
     if cfg.data.kind == "gmm":
         return 1
@@ -138,49 +136,25 @@ def sampler_calls(n_img: int, cfg, units: int) -> int:
     return math.ceil(n_img * chains_per_image(cfg) / units)
 
 
-def _peak_reset(device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    else:
-        try:  # Linux: writing 5 resets the process's peak RSS (VmHWM)
-            Path("/proc/self/clear_refs").write_text("5")
-        except OSError:
-            pass
-
-
-def _peak_bytes(device) -> int:
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    try:
-        return int(re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
-    except (OSError, AttributeError):
-        import resource
-
-        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-
-
-def device_memory_bytes(device) -> int:
-    """Memory of the device: the GPU's, or the machine's RAM."""
-    if device.type == "cuda":
-        return int(torch.cuda.get_device_properties(device).total_memory)
-    try:
-        return int(re.search(r"MemTotal:\s+(\d+) kB", Path("/proc/meminfo").read_text()).group(1)) * 1024
-    except (OSError, AttributeError):
-        return 0
-
-
-class _Enough(Exception):
-    """Raised by the trial's hook once it has timed enough steps."""
-
-
 def trial(cfg, steps: int, priors: dict | None = None) -> dict:
-    """Run one job's configuration for 1 + `steps` diffusion steps on its first real measurement and
-    measure the steady steps (the first one, which pays for allocation and kernel selection, is not
-    counted). `priors` caches the built priors across trials (an adm512 checkpoint is 2 GB to load)."""
-    from .operators import MatrixOperator, StackedOperator, build_noise
-    from .run import bind_class_label, check_measurement_batch, generator, item_seed, make_prior, make_sampler, measure
-    from .samplers.base import GeneratorStack
+    """Run one job's configuration for 1 + `steps` diffusion steps on its first real measurement, through the
+    runner's own sampler call (stacked as the run stacks it), and measure the steady steps (the first one,
+    which pays for allocation and kernel selection, is not counted). `priors` caches the built priors across
+    trials (an adm512 checkpoint is 2 GB to load)."""
+    from .config.targets import build_noise
+    from .operators import MatrixOperator
+    from .runner import (
+        MeasurementUnit,
+        bind_class_label,
+        check_measurement_batch,
+        generator,
+        gmm_problem,
+        item_seed,
+        make_prior,
+        make_sampler,
+        measure,
+        sample_units,
+    )
 
     device = resolve_device(cfg.device)
     sampler = make_sampler(cfg)
@@ -191,55 +165,35 @@ def trial(cfg, steps: int, priors: dict | None = None) -> dict:
         priors.clear()  # one prior in memory at a time
         priors[key] = make_prior(cfg, device)
     prior = priors[key]
-    _peak_reset(device)
+    memory = PeakMemory(device)
+    memory.reset()
     noise = build_noise(cfg.task)
     chain, units = chain_batch(cfg), units_per_call(cfg)
-    batch = chain * units  # the network batch of one sampler call
-    gen = generator(device, item_seed(cfg.seed, "preflight"))
-    if prior.kind == "vector":
-        from .run import gmm_problem
-
-        A, _, y, _, _ = gmm_problem(cfg, prior)
-        operator, y = MatrixOperator(A.to(device)), y[None].to(device)
-        model, shape = prior, (batch, prior.mixture.dim)
-    else:
-        check_measurement_batch(cfg, prior, sampler)  # what the run refuses, the trial refuses
-        item = first_item(cfg, prior.image_size)
-        mgen, operator, _, y = measure(cfg, item, prior.image_size, noise, device)
-        bind_class_label(cfg, prior, item, mgen)
-        model = prior.condition(operator, y) if prior.needs_measurement else prior
-        shape = (batch, *prior.sample_shape)
-        if units > 1:  # the runner's stacked call: the first measurement stands in for each of them
-            operator = StackedOperator([(operator, chain)] * units)
-            gen = GeneratorStack([(generator(device, item_seed(cfg.seed, f"preflight/{j}")), chain)
-                                  for j in range(units)])
+    timer = StepTimer(sampler, device, steps)
+    try:
+        if prior.kind == "vector":
+            A, _, y, _, _ = gmm_problem(cfg, prior)
+            sampler.sample(prior, MatrixOperator(A.to(device)), noise, y[None].to(device).expand(chain, -1),
+                           (chain, prior.mixture.dim), generator(device, item_seed(cfg.seed, "preflight")),
+                           hooks=[timer])
+        else:
+            check_measurement_batch(cfg, prior, sampler)  # what the run refuses, the trial refuses
+            item = first_item(cfg, prior.image_size)
+            mgen, operator, x0, y = measure(cfg, item, prior.image_size, noise, device)
+            label = bind_class_label(cfg, prior, item, mgen)
+            model = prior.condition(operator, y) if prior.needs_measurement else prior
+            # the run's stacked call, the first measurement standing in for each of its `units` chains
+            streams = ["preflight"] if units == 1 else [f"preflight/{j}" for j in range(units)]
+            stack = [MeasurementUnit(item, operator, x0, y, label, None, None, model, list(range(chain)),
+                                     list(range(chain)), generator(device, item_seed(cfg.seed, s))) for s in streams]
+            sample_units(prior, sampler, noise, stack, hooks=[timer])
+    except Enough:
+        pass
     diffusion = sampler.diffusion(prior)
     chain_steps = diffusion.num_steps if sampler.start >= 1 else max(1, round(sampler.start * diffusion.num_steps))
-    marks = []
-
-    def hook(_step):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        marks.append((time.perf_counter(), sampler.stats["forward"], sampler.stats["vjp"]))
-        if len(marks) > steps:
-            raise _Enough
-
-    start = (time.perf_counter(), 0, 0)
-    try:
-        sampler.sample(model, prior.sampling_operator(operator), noise, y.expand(batch, *y.shape[1:]), shape, gen,
-                       hooks=[hook])
-    except _Enough:
-        pass
-    marks = [start] + marks
-    timed = marks[2:] if len(marks) > 2 else marks[1:]  # drop the warm-up step when there is another
-    base = marks[1] if len(marks) > 2 else marks[0]
-    n = len(timed)
-    seconds = [b[0] - a[0] for a, b in zip([base] + timed[:-1], timed)]
-    return {"seconds_per_step": statistics.median(seconds), "forward_per_step": (timed[-1][1] - base[1]) / n,
-            "vjp_per_step": (timed[-1][2] - base[2]) / n, "peak_memory_bytes": _peak_bytes(device),
-            "device_memory_bytes": device_memory_bytes(device), "steps": chain_steps, "batch": batch,
-            "measurement_batch": units,
-            "device": str(device), "steps_timed": n, "diverged": bool(sampler.failures())}
+    return {**timer.per_step(), "peak_memory_bytes": memory.peak_bytes(),
+            "device_memory_bytes": device_memory_bytes(device), "steps": chain_steps, "batch": chain * units,
+            "measurement_batch": units, "device": str(device), "diverged": bool(sampler.failures())}
 
 
 # -- 3. the report ------------------------------------------------------------------------------------
@@ -288,7 +242,7 @@ def preflight(args: list[str], multirun: bool, steps: int = 3, out: str | None =
     jobs = expand_jobs(args, multirun)
     out_dir = Path(absolute_path(out)) if out else (Path(str(jobs[0].cfg.hydra.sweep.dir)) if multirun
                                                      else jobs[0].run_dir)
-    from .run import check_job_dirs
+    from .runner import check_job_dirs
 
     invalid, rows = {}, []
     try:  # jobs sharing one output directory, or a directory another run is writing
@@ -399,7 +353,7 @@ def main(argv: list[str] | None = None) -> None:
     if ns.steps < 1:
         parser.error("--steps must be >= 1")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from .sweep import job_overrides
+    from .config.sweep import job_overrides
 
     multirun = ns.multirun
     try:

@@ -12,10 +12,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-
+from dps_map.config import compose
 from dps_map.errors import MissingFileError
-from dps_map.run import run
+from dps_map.runner import run
 from experiments.common import pyplot, save_figure, write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,9 +34,8 @@ def main(argv=None) -> None:
         if not path.is_file():
             raise MissingFileError(path, f"adapter trained on {n} crops", "make adapter-ablation", "--adapters PATTERN")
         for sampler in args.samplers:
-            with initialize_config_dir(config_dir=str(ROOT / "dps_map" / "conf"), version_base="1.3"):
-                cfg = compose("config", overrides=["task=sr4", "prior=tiny", "data=demo", f"sampler={sampler}",
-                                                   f"sampler.adapter={path}", "progress=false"])
+            cfg = compose("task=sr4", "prior=tiny", "data=demo", f"sampler={sampler}",
+                                               f"sampler.adapter={path}", "progress=false")
             s = run(cfg, args.work / f"n{n}" / sampler)
             rows.append({"n_images": n, "sampler": sampler, "psnr": s["metrics"]["psnr"]["mean"],
                          "psnr_sem": s["metrics"]["psnr"]["sem"], "ssim": s["metrics"]["ssim"]["mean"],

@@ -2,7 +2,7 @@
 
     python -m experiments.adm512_cpu [--sections preflight memory vjp128 controlnet] [--work outputs/adm512_cpu]
 
-Writes experiments/results/adm512_cpu.md and .csv (the README's 512x512 measurements on a CPU). Each section
+Writes experiments/results/adm512_cpu.md and .csv (the 512x512 measurements on a CPU in docs/sweeps.md, docs/performance.md). Each section
 runs the project's own commands in a child process, so its peak RSS is that process's alone:
 
 - `preflight`: `python -m dps_map.preflight --steps 1 prior=adm512 prior.random_init=true
@@ -59,8 +59,8 @@ def random_weights(work: Path) -> Path:
     """The adm512 flags with seeded random weights, saved as a state dict (what the official file holds)."""
     import torch
 
+    from dps_map.config.sweep import compose_job
     from dps_map.priors.adm import build_unet, random_network
-    from dps_map.sweep import compose_job
 
     path = work / "adm512_random.pt"
     if not path.is_file():
@@ -140,9 +140,9 @@ def _vjp128_child(mode: str) -> None:
     """In a fresh process: build adm512 (random weights), reset the RSS high-water mark, one VJP at 128x128."""
     import torch
 
-    from dps_map.bench import PeakMemory
+    from dps_map.config.sweep import compose_job
     from dps_map.priors.adm import adm_prior
-    from dps_map.sweep import compose_job
+    from dps_map.runner.timing import PeakMemory
 
     torch.set_num_threads(2)
     cfg = compose_job(["prior=adm512"]).prior

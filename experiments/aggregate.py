@@ -5,8 +5,8 @@ write aggregate.json and aggregate.md into the sweep directory.
     python -m experiments.aggregate outputs/multirun/2026-01-01_00-00-00 [--wandb] [--random-weights]
 
 A job is any directory below SWEEP_DIR holding run.json (written by dps_map.run); its config digest
-(run.json) ignores data.shard/data.num_shards, logger, device and metric settings, so the shards of
-one config share a digest. Each (id, k) is counted once. A group with a missing shard, or with a job
+(run.json) ignores the settings that do not change the samples (dps_map.config.keys.NON_OUTPUT, the
+shard among them), so the shards of one config share a digest. Each (id, k) is counted once. A group with a missing shard, or with a job
 that is running (its run.lock is held) or unfinished (no summary.json, or fewer records than its
 n_expected), is incomplete: named with its jobs' counts in both files, never averaged into `metrics`.
 """
@@ -24,16 +24,15 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from dps_map.config import prior_image_size, resolve_device
+from dps_map.config.keys import LABEL_EXCLUDED
 from dps_map.errors import UserError
 from dps_map.io import atomic_write_bytes, atomic_write_json, load_image, read_jsonl, unique_records
-from dps_map.lock import lock_holder
-from dps_map.run import RUN_FILE, mean_sem
+from dps_map.runner import RUN_FILE, mean_sem, read_marker
+from dps_map.runner.lock import lock_holder
 
 log = logging.getLogger("aggregate")
 
 PER_SAMPLE = ("psnr", "ssim", "lpips", "misfit", "naive_psnr", "naive_ssim")  # naive: the no-prior baseline
-#: overrides left out of a group's label: the shard, and keys that do not change the samples
-SHARD_OVERRIDES = ("data.shard", "data.num_shards", "progress", "overwrite", "device", "logger", "hydra/launcher")
 
 
 def find_jobs(root: Path) -> list[dict]:
@@ -46,7 +45,7 @@ def find_jobs(root: Path) -> list[dict]:
         cfg_file, ov_file = job / ".hydra" / "config.yaml", job / ".hydra" / "overrides.yaml"
         cfg = OmegaConf.load(cfg_file) if cfg_file.exists() else None
         overrides = [str(o) for o in OmegaConf.load(ov_file)] if ov_file.exists() else []
-        jobs.append({"dir": job, "digest": json.loads(marker.read_text())["digest"], "cfg": cfg,
+        jobs.append({"dir": job, "digest": read_marker(job)["digest"], "cfg": cfg,
                      "overrides": overrides})
     return jobs
 
@@ -71,7 +70,7 @@ def _shards(jobs: list[dict]) -> dict:
 def _label(job: dict) -> str:
     cfg = job["cfg"]
     head = f"{cfg.task.name}/{cfg.prior.name}/{cfg.sampler.name}" if cfg is not None else job["dir"].name
-    rest = [o for o in job["overrides"] if o.split("=", 1)[0].lstrip("+~") not in SHARD_OVERRIDES
+    rest = [o for o in job["overrides"] if o.split("=", 1)[0].lstrip("+~") not in LABEL_EXCLUDED
             and not o.startswith(("task=", "prior=", "sampler="))]
     return " ".join([head, *rest])
 
@@ -302,7 +301,7 @@ def log_wandb(result: dict, root: Path, project: str) -> None:
     """One wandb run (offline unless WANDB_MODE says otherwise) with the table and the summary."""
     import wandb
 
-    from dps_map.loggers import _flatten
+    from dps_map.runner.loggers import flatten
 
     run = wandb.init(project=project, mode=os.environ.get("WANDB_MODE", "offline"), dir=str(root),
                      name=f"aggregate/{root.name}", job_type="aggregate", reinit="finish_previous")
@@ -313,7 +312,7 @@ def log_wandb(result: dict, root: Path, project: str) -> None:
         table.add_data(g["label"], g["n_samples"], g["n_failed"],
                        *[(m.get(c) or {}).get("mean") for c in ("psnr", "ssim", "lpips")], m.get("fid"))
     run.log({"aggregate": table})
-    for key, value in _flatten({"total": result["total"],
+    for key, value in flatten({"total": result["total"],
                                 **{g["label"]: g["metrics"] for g in result["groups"].values()}}).items():
         run.summary[key] = value
     run.finish()

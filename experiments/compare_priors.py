@@ -33,17 +33,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dps_map.config import resolve_device
+from dps_map.config import compose, resolve_device
+from dps_map.config.targets import build_prior
 from dps_map.data import HELDOUT_PHOTOS, demo_crops
-from dps_map.demo import DEMO_PER_PHOTO, DEMO_SAMPLERS, DEMO_TASKS, compose_config
+from dps_map.demo import DEMO_PER_PHOTO, DEMO_SAMPLERS, DEMO_TASKS
 from dps_map.diffusion import Diffusion
-from dps_map.priors import build_prior
 from experiments.common import write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
 SHIPPED = ROOT / "dps_map" / "assets" / "tiny_prior.pt"
-#: training photographs used as the validation set (as for step-size tuning: README "Default step sizes")
+#: training photographs used as the validation set (as for step-size tuning: docs/tiny-prior.md "Default step sizes")
 VALIDATION_PHOTOS = ("astronaut", "rocket", "motorcycle_left")
 TIMESTEPS = (10, 50, 100, 200, 400, 700, 900)
 
@@ -58,7 +58,7 @@ def crop_sets(per_photo: int) -> dict[str, torch.Tensor]:
 @functools.lru_cache(maxsize=2)
 def tiny_prior(checkpoint: Path):
     """The tiny prior (dps_map/conf/prior/tiny.yaml) with the weights at `checkpoint`, on the CPU, built once per file."""
-    return build_prior(compose_config(["prior=tiny", f"prior.checkpoint={checkpoint}"]).prior, resolve_device("cpu"))
+    return build_prior(compose("prior=tiny", f"prior.checkpoint={checkpoint}").prior, resolve_device("cpu"))
 
 
 @torch.no_grad()
@@ -98,7 +98,7 @@ def sample_rows(baseline: Path, candidate: Path, num: int, per_photo: int, out: 
                 steps_list=("100", "1000")) -> list[dict]:
     """Colour statistics of each prior's DDPM samples (100 and 1000 steps) beside those of the crop sets;
     the sample grids are saved next to the table."""
-    from dps_map.train_prior import ddpm_samples, save_grid
+    from dps_map.training.prior import ddpm_samples, save_grid
 
     rows = [{"source": f"crops: {name}", "steps": "", **colour_stats(crops)}
             for name, crops in crop_sets(per_photo).items()]
@@ -112,7 +112,7 @@ def sample_rows(baseline: Path, candidate: Path, num: int, per_photo: int, out: 
 
 
 def restoration_rows(baseline: Path, candidate: Path, work: Path) -> list[dict]:
-    from dps_map.run import run
+    from dps_map.runner import run
 
     rows = []
     data_sets = {"test": ["data=demo", f"data.per_photo={DEMO_PER_PHOTO}"],
@@ -123,9 +123,9 @@ def restoration_rows(baseline: Path, candidate: Path, work: Path) -> list[dict]:
             for sampler in DEMO_SAMPLERS:
                 row = {"set": set_name, "task": task, "sampler": sampler}
                 for who, path in (("baseline", baseline), ("candidate", candidate)):
-                    cfg = compose_config([f"task={task}", "prior=tiny", f"prior.checkpoint={path}",
+                    cfg = compose(f"task={task}", "prior=tiny", f"prior.checkpoint={path}",
                                           f"sampler={sampler}", *data, "metrics=fast", "progress=false",
-                                          "measurement_batch=4"])
+                                          "measurement_batch=4")
                     start = time.perf_counter()
                     summary = run(cfg, work / set_name / task / sampler / who)
                     row[f"{who}_psnr"] = summary["metrics"]["psnr"]["mean"]

@@ -23,31 +23,24 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from hydra import compose, initialize_config_dir
 
-from dps_map.config import check_prior_checkpoint
+from dps_map.config import check_prior_checkpoint, compose
 from dps_map.errors import MissingFileError
-from dps_map.run import run
+from dps_map.runner import run
 from experiments.common import pyplot, save_figure, write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "dps_map" / "conf"
 RESULTS = ROOT / "experiments" / "results"
 GMM_SAMPLERS = ("exact", "oracle", "dps", "dmap")
 TINY_SAMPLERS = ("dps", "dmap", "adapter", "adapter_dmap", "reference")  # adapter_dps: as adapter_dmap, in the restoration table
-
-
-def _cfg(overrides):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
 
 
 def gmm_rows(seeds, num_samples: int, work: Path) -> list[dict]:
     rows = []
     for sampler in GMM_SAMPLERS:
         for seed in seeds:
-            cfg = _cfg(["task=gmm_linear", f"sampler={sampler}", f"seed={seed}", f"num_samples={num_samples}",
-                        "progress=false"])
+            cfg = compose("task=gmm_linear", f"sampler={sampler}", f"seed={seed}", f"num_samples={num_samples}",
+                        "progress=false")
             m = run(cfg, work / "gmm" / sampler / f"seed{seed}")["metrics"]
             rows.append({"scale": "gmm", "sampler": sampler, "seed": seed, "trace_ratio": m["trace_ratio"],
                          "within_mode_trace_ratio": m["within_mode_trace_ratio"],
@@ -63,7 +56,7 @@ def tiny_rows(crops: int, num_samples: int, work: Path, overrides=()) -> list[di
         over = ["task=sr4", "data=demo", f"data.per_photo={crops // 2}", f"num_samples={num_samples}",
                 "metrics.names=[psnr,ssim,diversity]", "progress=false"]
         over += ["prior=tiny_sr4_reference", "sampler=ddpm"] if sampler == "reference" else ["prior=tiny", f"sampler={sampler}"]
-        cfg = _cfg([*over, *overrides])
+        cfg = compose(*over, *overrides)
         try:
             check_prior_checkpoint(cfg.prior)
         except MissingFileError as err:

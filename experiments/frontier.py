@@ -1,9 +1,9 @@
-"""The cost-quality frontier on the exact Gaussian mixture (issue 20, part 2): what a VJP buys.
+"""The cost-quality frontier on the exact Gaussian mixture : what a VJP buys.
 
     python -m experiments.frontier [--seeds 0 1 2] [--num-samples 500]      # make frontier
 
 DPS and DSG at 50/100/250/1000 steps, DMAP at 25/50/100/250 steps with K = 1 and 3, each through the
-runner (dps_map.run.run; task=gmm_linear: d=8, 25 components, m=2, sigma_y=0.05, the configs' own step
+runner (dps_map.runner.run; task=gmm_linear: d=8, 25 components, m=2, sigma_y=0.05, the configs' own step
 sizes: zeta.dps 0.1, w.dsg 0.3, zeta.dmap 0.3, constant per step, so fewer steps also means less total
 guidance). Quality against the exact posterior p(x | y): mean log p(x | y) (nats), sliced Wasserstein-1
 to exact samples (with its noise floor), mode-weight total variation, misfit; cost: network VJPs (and
@@ -25,13 +25,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from hydra import compose, initialize_config_dir
 
-from dps_map.run import run
+from dps_map.config import compose
+from dps_map.runner import run
 from experiments.common import pyplot, save_figure, write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "dps_map" / "conf"
 RESULTS = ROOT / "experiments" / "results"
 GRID = ([("dps", s, None) for s in (50, 100, 250, 1000)] + [("dsg", s, None) for s in (50, 100, 250, 1000)]
         + [("dmap", s, k) for k in (1, 3) for s in (25, 50, 100, 250)] + [("exact", None, None)])
@@ -45,8 +44,7 @@ def setting_rows(seeds, n: int, work: Path) -> list[dict]:
         for seed in seeds:
             over = ["task=gmm_linear", f"sampler={sampler}", f"seed={seed}", f"num_samples={n}", "progress=false"]
             over += [f"sampler.respacing={steps}"] * (steps is not None) + [f"sampler.num_inner={k}"] * (k is not None)
-            with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-                cfg = compose("config", overrides=over)
+            cfg = compose(*over)
             summary = run(cfg, work / f"{sampler}_{steps}_{k}" / f"seed{seed}")
             per.append({**{key: summary["metrics"].get(key, np.nan) for key in KEYS},
                         "vjp": summary["cost"]["vjp"], "forward": summary["cost"]["forward"]})

@@ -1,12 +1,12 @@
-"""The cost-quality frontier on the shipped tiny prior (issue 20, part 2): what a VJP buys on images.
+"""The cost-quality frontier on the shipped tiny prior: what a VJP buys on images.
 
     python -m experiments.frontier_tiny [--per-photo 1] [--tasks sr4 inpaint_box gaussian_deblur]   # make frontier
 
 The grid of the GMM half (experiments/frontier.py): DPS and DSG at 50/100/250/1000 steps, DMAP at
 25/50/100/250 steps with K (sampler.num_inner) = 1 and 3, for SR x4, box inpainting and Gaussian
-deblurring, each through the runner (dps_map.run.run; prior=tiny, data=demo, metrics=fast,
+deblurring, each through the runner (dps_map.runner.run; prior=tiny, data=demo, metrics=fast,
 num_samples=1, measurement_batch=4 so every crop of a setting shares one batched sampler call) with the
-step sizes dps_map/conf/tuned/ resolves (README "Default step sizes"; DSG w 0.08), constant per
+step sizes dps_map/conf/tuned/ resolves (docs/tiny-prior.md "Default step sizes"; DSG w 0.08), constant per
 step, so more steps also means more total guidance. To keep `make frontier` well under 30 minutes on
 2 CPU cores, the default takes **one crop per held-out photograph** (data.per_photo=1: chelsea_0 and
 coffee_0, so the batch holds 2 measurements, not 4) and one sample per crop: means and standard errors
@@ -31,14 +31,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
 
-from dps_map.run import run
+from dps_map.config import compose
+from dps_map.runner import run
 from experiments.common import default_workers, pyplot, run_parallel, save_figure, write_csv
 from experiments.frontier import GRID as GMM_GRID
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "dps_map" / "conf"
 RESULTS = ROOT / "experiments" / "results"
 GRID = [g for g in GMM_GRID if g[0] != "exact"]  # the same (sampler, steps, K) settings as the GMM half
 TASKS = ("sr4", "inpaint_box", "gaussian_deblur")
@@ -55,8 +54,7 @@ def run_setting(task: str, sampler: str, steps: int, k, args) -> dict:
             f"sampler.respacing={steps}", f"seed={args.seed}", "num_samples=1", "metrics=fast",
             f"measurement_batch={args.measurement_batch}", "progress=false"]
     over += [f"sampler.num_inner={k}"] * (k is not None)
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=over)
+    cfg = compose(*over)
     started = time.perf_counter()
     s = run(cfg, args.work / task / f"{sampler}_{steps}_{k}")
     wall = time.perf_counter() - started

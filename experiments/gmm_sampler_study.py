@@ -1,6 +1,6 @@
 """DPS vs DSG vs DMAP variants on the exact Gaussian-mixture benchmark (task=gmm_linear, d=8).
 
-For each variant and each problem seed, draws samples through the normal runner (dps_map.run.run)
+For each variant and each problem seed, draws samples through the normal runner (dps_map.runner.run)
 and reports, against the exact posterior: mean log posterior density, measurement misfit
 ||y - A x||, sliced Wasserstein-1 to exact posterior samples (and its noise floor), covariance
 trace ratio, total variation between recovered and exact mode weights, and cost (VJPs per sample).
@@ -16,12 +16,10 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from hydra import compose, initialize_config_dir
 
-from dps_map.run import run
+from dps_map.config import compose
+from dps_map.runner import run
 from experiments.common import write_csv
-
-CONF = Path(__file__).resolve().parents[1] / "dps_map" / "conf"
 
 #: variant name -> overrides
 VARIANTS = {
@@ -46,10 +44,9 @@ def study(seeds, num_samples: int, out: Path, extra=()) -> list[dict]:
     for name, overrides in VARIANTS.items():
         per_seed = []
         for seed in seeds:
-            with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-                cfg = compose("config", overrides=["task=gmm_linear", "prior=gmm", "data=gmm", f"seed={seed}",
-                                                   f"num_samples={num_samples}", "progress=false", *overrides,
-                                                   *extra])
+            cfg = compose("task=gmm_linear", "prior=gmm", "data=gmm", f"seed={seed}",
+                                               f"num_samples={num_samples}", "progress=false", *overrides,
+                                               *extra)
             slug = name.replace(" ", "_").replace("(", "").replace(")", "").replace("=", "")
             summary = run(cfg, out / "runs" / slug / f"seed{seed}")
             per_seed.append({**summary["metrics"], "vjp": summary["cost"]["vjp"], "nfe": summary["cost"]["nfe"]})

@@ -36,6 +36,8 @@ import sys
 import time
 from pathlib import Path
 
+from dps_map.config import compose
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # -- the scale-down a user would type --------------------------------------------------------------------
@@ -57,11 +59,6 @@ SD2_TASKS = ("sr8", "gaussian_deblur", "motion_deblur")
 
 
 # -- 1. stand-ins ------------------------------------------------------------------------------------------
-def compose(overrides: list[str]):
-    from dps_map.sweep import compose_job, without_hydra
-
-    return without_hydra(compose_job(overrides))
-
 
 def build_adm_checkpoints(ckpt: Path) -> dict:
     """The ADM files (adm512, the 128->512 upsampler, adm256_uncond): state dicts of seeded random networks with
@@ -72,8 +69,8 @@ def build_adm_checkpoints(ckpt: Path) -> dict:
     from dps_map.priors.adm import build_unet, random_network
     from dps_map.priors.upsampler import build_sr_unet
 
-    paper = compose(["prior=adm512", *ADM_TOY, "+prior@reference=adm128_512_upsampler", *UPSAMPLER_TOY])
-    uncond = compose(["prior=adm256_uncond", *ADM_TOY])
+    paper = compose("prior=adm512", *ADM_TOY, "+prior@reference=adm128_512_upsampler", *UPSAMPLER_TOY)
+    uncond = compose("prior=adm256_uncond", *ADM_TOY)
     ckpt.mkdir(parents=True, exist_ok=True)
     out = {}
     for name, build, flags in (("512x512_diffusion.pt", build_unet, paper.prior.unet),

@@ -35,47 +35,30 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
 
+from dps_map.config import compose
+from dps_map.config.targets import build_prior, build_sampler
 from dps_map.io import atomic_write_json
 from dps_map.metrics.score import score_error, score_mean
 from dps_map.operators import GaussianNoise, MatrixOperator
-from dps_map.priors import build_prior
-from dps_map.run import gmm_problem
-from dps_map.samplers import build_sampler
+from dps_map.runner import gmm_problem
 from experiments.common import pyplot, save_figure, write_csv
+from experiments.score_common import dps_scores, step_indices
 
-CONF = Path(__file__).resolve().parents[1] / "dps_map" / "conf"
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
 REFERENCES = ("exact", "reference")  # the score every other one is compared with
 
 
-def compose_config(overrides):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
 
 
-def step_indices(num_steps: int, count: int = 20) -> list[int]:
-    """~count step indices, log-spaced in t so that both ends of the chain are seen."""
-    idx = np.unique(np.geomspace(1, num_steps, count).round().astype(int) - 1)
-    return [int(i) for i in idx]
-
-
-def dps_scores(sampler, prior, operator, noise, y, x_t, i, generator):
-    """(unconditional score, DPS-implied score) at states x_t, through the DPS sampler's own step."""
-    captured = []
-    sampler.transition(prior, operator, noise, y, x_t, i, generator, hooks=[captured.append])
-    step = captured[0]
-    diffusion = sampler.diffusion(prior)
-    return diffusion.score_from_eps(x_t, i, step.eps), diffusion.score_from_eps(x_t, i, sampler.implied_eps(diffusion, step))
 
 
 # -- GMM ------------------------------------------------------------------------------------------
 def gmm_rows(seeds, num: int) -> list[dict]:
     rows = []
     for seed in seeds:
-        cfg = compose_config(["task=gmm_linear", "sampler=dps", f"seed={seed}"])
+        cfg = compose("task=gmm_linear", "sampler=dps", f"seed={seed}")
         prior = build_prior(cfg.prior)
         A, x0, y, posterior, _ = gmm_problem(cfg, prior)
         reference = prior.condition(A, y, cfg.task.sigma_y)  # exact p(x0 | y) as a prior: exact conditional eps

@@ -18,26 +18,24 @@ from pathlib import Path
 import torch
 
 from dps_map.adapters.controlnet import load_adapter
-from dps_map.config import adapter_training_command, check_data, check_prior_checkpoint, resolve_device
+from dps_map.config import adapter_training_command, check_data, check_prior_checkpoint, compose, resolve_device
+from dps_map.config.targets import build_noise, build_prior, build_sampler
 from dps_map.errors import MissingFileError, UserError
 from dps_map.io import absolute_path
 from dps_map.metrics.score import score_error, score_mean
-from dps_map.operators import build_noise
-from dps_map.priors import build_prior
 from dps_map.priors.conditional import ConditionalPrior
-from dps_map.run import bind_class_label, load_items, measure
-from dps_map.samplers import build_sampler
+from dps_map.runner import bind_class_label, load_items, measure
+from experiments.score_common import dps_scores, step_indices
 
 
 def image_config(args):
     """The config of the image scales: SR x4, DPS, the prior, its data and the reference as ``reference``."""
-    from experiments.score_diagnostics import compose_config
 
     if args.scale == "tiny":
         over = ["prior=tiny", "data=demo", f"data.per_photo={args.crops // 2}", "+prior@reference=tiny_sr4_reference"]
     else:  # the paper's setting
         over = ["prior=adm512", "data=imagenet_val", f"data.max_images={args.crops}", "+prior@reference=adm128_512_upsampler"]
-    return compose_config(["task=sr4", "sampler=dps", *over, *args.overrides])
+    return compose("task=sr4", "sampler=dps", *over, *args.overrides)
 
 
 def adapter_path(args, cfg) -> Path:
@@ -69,7 +67,6 @@ def check(args) -> list[str]:
 
 
 def image_rows(args) -> list[dict]:
-    from experiments.score_diagnostics import dps_scores, step_indices
 
     cfg = image_config(args)
     device = resolve_device(cfg.device)

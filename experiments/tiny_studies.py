@@ -1,4 +1,4 @@
-"""Follow-up measurements on the shipped tiny prior (issue 30's open questions), each a result with its command.
+"""Follow-up measurements on the shipped tiny prior, each a result with its command.
 
     python -m experiments.tiny_studies deblur   [--old-prior PATH] [--per-photo 8]   # -> deblur_priors.*
     python -m experiments.tiny_studies adapter  [--per-photo 16]                     # -> adapter_sr.*
@@ -29,9 +29,9 @@
   crops x 8 states, the same states for both (paired); the score study trusts a reference where its x0 error
   is below the other models' (experiments/results/README.md).
 - `demo`: the runs `make demo` makes (4 held-out crops, DPS and DMAP on its three tasks), with the shipped
-  prior at today's tuned step sizes and the earlier prior at its own: the README's demo table.
+  prior at today's tuned step sizes and the earlier prior at its own: the demo table of docs/tiny-prior.md.
 
-Every run goes through the runner (dps_map.run.run) except `clipping` (the package's DDPMSampler on the prior,
+Every run goes through the runner (dps_map.runner.run) except `clipping` (the package's DDPMSampler on the prior,
 as dps_map.train_prior.ddpm_samples draws them); runs are kept and resumed in --work. Results in experiments/results/.
 """
 
@@ -46,10 +46,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
+
+from dps_map.config import compose
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "dps_map" / "conf"
 RESULTS = ROOT / "experiments" / "results"
 SHIPPED_PRIOR = ROOT / "dps_map" / "assets" / "tiny_prior.pt"
 OLD_PRIOR = ROOT / "outputs" / "old_prior" / "tiny_prior_2200.pt"  # git show dce69f7^:dps_map/assets/tiny_prior.pt
@@ -79,10 +79,9 @@ def sha(path: Path) -> str:
 def run_one(overrides: list[str], work: Path) -> dict:
     """One configuration through the runner; its per-crop records {id: record} and the summary."""
     from dps_map.io import read_jsonl
-    from dps_map.run import run
+    from dps_map.runner import run
 
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=overrides + ["num_samples=1", "metrics=fast", "progress=false"])
+    cfg = compose(*overrides + ["num_samples=1", "metrics=fast", "progress=false"])
     started = time.perf_counter()
     summary = run(cfg, work)
     records = {r["id"]: r for r in read_jsonl(work / "metrics.jsonl")}
@@ -405,16 +404,14 @@ def reference(args) -> tuple[list[dict], tuple]:
     """E||x0_hat(x_t, y) - x0||^2/d of each reference (clipped to [-1, 1], as score_diagnostics tiny) on the
     held-out crops, at the t of score_diagnostics tiny, on the same states (x_t, y) for both: paired."""
     from dps_map.config import resolve_device
-    from dps_map.operators import build_noise
-    from dps_map.priors import build_prior
-    from dps_map.run import load_items, measure
-    from dps_map.samplers import build_sampler
-    from experiments.score_diagnostics import compose_config, step_indices
+    from dps_map.config.targets import build_noise, build_prior, build_sampler
+    from dps_map.runner import load_items, measure
+    from experiments.score_common import step_indices
 
     if args.candidate is None or not args.candidate.is_file():
         raise SystemExit(f"reference: --candidate {args.candidate}: no such file")
-    cfg = compose_config(["task=sr4", "sampler=dps", "prior=tiny", "data=demo", f"data.per_photo={args.per_photo}",
-                          "+prior@reference=tiny_sr4_reference"])
+    cfg = compose("task=sr4", "sampler=dps", "prior=tiny", "data=demo", f"data.per_photo={args.per_photo}",
+                          "+prior@reference=tiny_sr4_reference")
     device = resolve_device("cpu")
     prior = build_prior(cfg.prior, device)  # the chain's diffusion (50 steps), as score_diagnostics tiny
     diffusion = build_sampler(cfg.sampler).diffusion(prior)

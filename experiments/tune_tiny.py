@@ -4,7 +4,7 @@
 
 For each demo task (SR x4, box inpainting, Gaussian deblurring) and sampler, every step size of its grid
 (DPS zeta 1/3/10/30, DMAP zeta 1/3/10/30, DMAP-Adam lr 0.01/0.02/0.05/0.1/0.2) runs through the runner
-(dps_map.run.run; prior=tiny, data=demo on the validation photographs astronaut, rocket and
+(dps_map.runner.run; prior=tiny, data=demo on the validation photographs astronaut, rocket and
 motorcycle_left, one sample per crop, metrics=fast, the sampler's own number of steps and K). The held-out
 demo crops (chelsea, coffee) are the test set and are not used. Per (task, sampler) the table gives the
 mean PSNR/SSIM of each step size, and the chosen one (highest mean PSNR) beside the paired PSNR
@@ -24,15 +24,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-from hydra import compose, initialize_config_dir
 
+from dps_map.config import compose
 from dps_map.io import read_jsonl, sha256_file
-from dps_map.run import run
+from dps_map.runner import run
 from experiments.common import default_workers, run_parallel, write_csv
 from experiments.compare_priors import VALIDATION_PHOTOS
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "dps_map" / "conf"
 RESULTS = ROOT / "experiments" / "results"
 TASKS = ("sr4", "inpaint_box", "gaussian_deblur")
 #: sampler -> (its step-size key, the grid searched)
@@ -49,8 +48,7 @@ def run_setting(task: str, sampler: str, value: float, args) -> dict:
             "progress=false"]
     over += [f"prior.checkpoint={args.prior_checkpoint}"] if args.prior_checkpoint else []
     over += [f"sampler.respacing={args.steps}"] if args.steps else []
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=over)
+    cfg = compose(*over)
     out = args.work / task / f"{sampler}_{value:g}"
     started = time.perf_counter()
     s = run(cfg, out)

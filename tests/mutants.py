@@ -153,7 +153,7 @@ MUTANTS = [
            (G + "test_dmap_inner_steps_use_the_denoiser_at_t_minus_1_on_the_current_iterate",
             "tests/test_diffusion.py::test_reverse_step_matches_adm_p_mean_variance"),
            "learned variance: v used as the interpolation fraction instead of (v + 1) / 2 (ADM eq. 15)"),
-    # -- issue 28: the authors' units, PSLD's gluing, FreeDoM's window and re-noise ------------------------
+    # -- the authors' units, PSLD's gluing, FreeDoM's window and re-noise ------------------------
     Mutant("euler_factor_dropped", "dps_map/samplers/dps.py",
            "x_prev = x_sampled - self.zeta * self.step_factor(diffusion, i, x) * grad", "x_prev = x_sampled - self.zeta * grad",
            (STEP + "[dps]", F + "test_vp_and_euler_units_differ_by_the_derived_factor",
@@ -206,7 +206,7 @@ MUTANTS = [
            (G + "test_freedom_adaptive_step_is_yus_face_gd_rule",),
            "FreeDoM's adaptive rho without Yu's sqrt(1 - abar_t) / sqrt(abar_t)"),
 
-    # -- issue 29: every function that carries a formula -----------------------------------------------------
+    # -- every function that carries a formula -----------------------------------------------------
     # operators: forward, adjoint, naive, restrict
     Mutant("sr_naive_bilinear", "dps_map/operators/super_resolution.py",
            'return F.interpolate(y, scale_factor=self.factor, mode="bicubic", align_corners=False).clamp(-1, 1)',
@@ -402,13 +402,13 @@ MUTANTS = [
            "x = ((images.float() + 1) / 2).clamp(0, 1)", (M + "test_inception_loads_state_dict_file",),
            "Inception fed [0, 1] images where the FID weights expect [-1, 1]"),
     # the runner's measurement
-    Mutant("measure_without_restrict", "dps_map/run.py", "operator.restrict(noise.sample(operator(x0), gen))",
+    Mutant("measure_without_restrict", "dps_map/runner/execute.py", "operator.restrict(noise.sample(operator(x0), gen))",
            "noise.sample(operator(x0), gen)", (R + "[inpaint_box]",),
            "the runner's y keeps noise on the hidden pixels (restrict skipped)"),
-    Mutant("measure_one_stream", "dps_map/run.py", "gen = generator(device, item_seed(cfg.seed, item.id))",
+    Mutant("measure_one_stream", "dps_map/runner/execute.py", "gen = generator(device, item_seed(cfg.seed, item.id))",
            "gen = generator(device, cfg.seed)", (R + "[inpaint_box]",),
            "every measurement drawn from the run's seed (same mask and noise for every image, shard-dependent)"),
-    Mutant("measure_noise_before_operator", "dps_map/run.py", "operator.restrict(noise.sample(operator(x0), gen))",
+    Mutant("measure_noise_before_operator", "dps_map/runner/execute.py", "operator.restrict(noise.sample(operator(x0), gen))",
            "operator.restrict(operator(noise.sample(x0, gen)))", (R + "[sr4]",),
            "noise added to x0 before A (SR: the noise is averaged down, sigma_y no longer the measurement's)"),
 ]

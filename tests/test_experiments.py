@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dps_map.config import compose
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -53,7 +55,7 @@ def test_score_diagnostics_paper_path_on_a_toy_adm512(tmp_path):
 
     from dps_map.adapters import Adapter, adapter_checkpoint
     from dps_map.priors.adm import build_unet
-    from experiments.score_diagnostics import compose_config, main
+    from experiments.score_diagnostics import main
 
     images = tmp_path / "val"
     rng = np.random.default_rng(0)
@@ -66,7 +68,7 @@ def test_score_diagnostics_paper_path_on_a_toy_adm512(tmp_path):
            "reference.unet.num_channels=32", "reference.unet.num_res_blocks=1",
            "reference.unet.attention_resolutions='8'", "reference.unet.num_head_channels=32",
            f"paths.imagenet_val={images}", "sampler.respacing=20"]
-    cfg = compose_config(["task=sr4", "prior=adm512", "+prior@reference=adm128_512_upsampler", *toy[:6]])
+    cfg = compose("task=sr4", "prior=adm512", "+prior@reference=adm128_512_upsampler", *toy[:6])
     torch.manual_seed(0)
     adapter = Adapter(build_unet(cfg.prior.unet), hint_channels=4)
     torch.save(adapter_checkpoint(adapter), tmp_path / "adapter.pt")

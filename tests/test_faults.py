@@ -17,8 +17,8 @@ from PIL import Image
 
 from dps_map.errors import UserError
 from dps_map.io import read_jsonl
-from dps_map.lock import LOCK_FILE, OWNER_FILE, RunDirLocked, lock_holder, run_lock
-from dps_map.run import run
+from dps_map.runner import run
+from dps_map.runner.lock import LOCK_FILE, OWNER_FILE, RunDirLocked, lock_holder, run_lock
 
 from support import CONF, compose
 
@@ -59,7 +59,7 @@ def snapshot(out: Path) -> dict:
 
 
 def test_two_concurrent_runs_one_writes_the_other_stops_with_one_line(tmp_path):
-    """The command of issue 22, twice at once: 4 records, n_samples 4, the loser exits 2 with one line."""
+    """One run command, twice at once: 4 records, n_samples 4, the loser exits 2 with one line."""
     out = tmp_path / "conc"
     args = ["prior=tiny", "task=sr4", "sampler=dps", "data=demo", "data.per_photo=2", "sampler.respacing=8",
             "metrics=fast", "progress=false", f"hydra.run.dir={out}"]  # the issue's, with 8 steps not 20
@@ -79,7 +79,7 @@ def test_two_concurrent_runs_one_writes_the_other_stops_with_one_line(tmp_path):
 
 HOLD = textwrap.dedent("""
     import sys, time
-    from dps_map.lock import run_lock
+    from dps_map.runner.lock import run_lock
     with run_lock(sys.argv[1]):
         print("held", flush=True)
         time.sleep(120)
@@ -114,7 +114,7 @@ def test_locked_dir_writes_nothing_and_a_killed_holders_lock_is_taken_over(tmp_p
 
 def test_fallback_lock_where_flock_is_unsupported(tmp_path, monkeypatch, caplog):
     """Lustre without -o flock: flock fails with ENOSYS; the O_EXCL owner file takes its place."""
-    import dps_map.lock as lock
+    import dps_map.runner.lock as lock
 
     def no_flock(fd, op):
         raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
@@ -148,7 +148,7 @@ KILL_IN_WRITE = textwrap.dedent("""
     import os, signal, sys
     import dps_map.io as io
     from hydra import compose, initialize_config_dir
-    from dps_map.run import run
+    from dps_map.runner import run
 
     real_replace, renamed = os.replace, []
 
@@ -286,7 +286,7 @@ def _main(monkeypatch, capsys, *args):
     from dps_map.run import main
 
     monkeypatch.setattr(sys, "argv", ["dps-map", *args])
-    monkeypatch.setattr("dps_map.run.build_prior", lambda *a, **k: pytest.fail("a model was built"))
+    monkeypatch.setattr("dps_map.runner.execute.build_prior", lambda *a, **k: pytest.fail("a model was built"))
     with pytest.raises(SystemExit) as stop:
         main()
     return stop.value.code, capsys.readouterr().err

@@ -20,15 +20,15 @@ import torch
 from diffusers import DDPMScheduler, EulerAncestralDiscreteScheduler  # the `latent` extra (make install installs it)
 from omegaconf import OmegaConf
 
+from dps_map.config.targets import build_prior  # noqa: E402
 from dps_map.diffusion import Diffusion, alphas_cumprod, eps_from_v, make_betas, v_from_eps, velocity  # noqa: E402
 from dps_map.errors import MissingFileError  # noqa: E402
 from dps_map.io import read_jsonl  # noqa: E402
 from dps_map.operators import GaussianNoise, SuperResolution  # noqa: E402
-from dps_map.priors.latent import DecodedOperator, build_latent_prior, check_folder  # noqa: E402
-from dps_map.run import run  # noqa: E402
-from dps_map.samplers import build_sampler  # noqa: E402
+from dps_map.priors.latent import DecodedOperator, check_folder  # noqa: E402
+from dps_map.runner import run  # noqa: E402
 
-from support import CONF, compose
+from support import CONF, built_sampler, compose, shipped_prior
 
 SD = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
 
@@ -39,7 +39,7 @@ def config(*overrides):
 
 @pytest.fixture(scope="module")
 def tiny():
-    return build_latent_prior(OmegaConf.load(CONF / "prior" / "sd2_tiny.yaml"))
+    return shipped_prior("sd2_tiny")
 
 
 # -- the schedule against diffusers -----------------------------------------------------------------
@@ -151,7 +151,7 @@ def test_dps_gradient_goes_through_the_decoder_and_is_counted(tiny):
         g = torch.Generator().manual_seed(3)
         x0 = torch.rand(1, 3, 32, 32, generator=g, dtype=torch.float64) * 2 - 1
         y = op.operator(x0)
-        sampler = build_sampler(OmegaConf.create({"name": "dps", "method": "dps", "respacing": "4", "zeta": 1.0}))
+        sampler = built_sampler({"name": "dps", "method": "dps", "respacing": "4", "zeta": 1.0})
         diffusion = sampler.diffusion(prior)
         z = torch.randn(1, *prior.sample_shape, generator=g, dtype=torch.float64)
         grad = sampler.measurement_gradient(prior, diffusion, z, 2, op, noise, y)[0]
@@ -174,7 +174,7 @@ def test_dps_gradient_goes_through_the_decoder_and_is_counted(tiny):
 
 # -- PSLD and FreeDoM against references ------------------------------------------------------------------
 def _sample(prior, method, op, y, seed=0, **kw):
-    sampler = build_sampler(OmegaConf.create({"name": method, "method": method, "respacing": "4", "clip_x0": False, **kw}))
+    sampler = built_sampler({"name": method, "method": method, "respacing": "4", "clip_x0": False, **kw})
     steps = []
     z = sampler.sample(prior, op, GaussianNoise(0.05), y, (1, *prior.sample_shape), torch.Generator().manual_seed(seed),
                        hooks=[steps.append])
@@ -200,9 +200,9 @@ def test_freedom_time_travel_is_a_dps_step_renoised_one_step_forward(tiny):
     y = op.operator(torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1)
     noise, i = GaussianNoise(0.05), 2  # 2 / 4 lies in the window [0.3, 0.7)
     x_t = torch.randn(1, *tiny.sample_shape, generator=torch.Generator().manual_seed(5))
-    freedom = build_sampler(OmegaConf.create({"name": "freedom", "method": "freedom", "respacing": "4", "zeta": 2.0,
-                                              "repeat": 2}))
-    dps = build_sampler(OmegaConf.create({"name": "dps", "method": "dps", "respacing": "4", "zeta": 2.0}))
+    freedom = built_sampler({"name": "freedom", "method": "freedom", "respacing": "4", "zeta": 2.0,
+                                              "repeat": 2})
+    dps = built_sampler({"name": "dps", "method": "dps", "respacing": "4", "zeta": 2.0})
     ours = freedom.transition(tiny, op, noise, y, x_t, i, torch.Generator().manual_seed(6))
     g = torch.Generator().manual_seed(6)
     beta = float(Diffusion(tiny.betas, "4").betas[i])
@@ -305,11 +305,12 @@ def test_folder_loads_caches_the_embedding_and_refuses_missing_files(tiny, tmp_p
     root = tmp_path / "sd2"
     save_folder(tiny, root, state)
     cache = tmp_path / "cache" / "empty.safetensors"
-    folder_cfg = OmegaConf.create({"name": "sd2_folder", "kind": "latent", "source": "folder", "path": str(root),
+    folder_cfg = OmegaConf.create({"name": "sd2_folder", "kind": "latent", "_target_": "dps_map.priors.latent.latent_prior",
+                                   "source": "folder", "path": str(root),
                                    "embedding_cache": str(cache), "image_size": 32, "noise_schedule": "scaled_linear",
                                    "beta_start": 0.00085, "beta_end": 0.012, "diffusion_steps": 1000,
                                    "prediction_type": None})
-    loaded = build_latent_prior(folder_cfg)
+    loaded = build_prior(folder_cfg)
     assert cache.is_file()
     torch.testing.assert_close(loaded.text_embedding, tiny.text_embedding)
     z = torch.randn(1, *tiny.sample_shape, generator=torch.Generator().manual_seed(0))
@@ -321,7 +322,7 @@ def test_folder_loads_caches_the_embedding_and_refuses_missing_files(tiny, tmp_p
 
     shutil.rmtree(root / "text_encoder")
     check_folder(root, cache)
-    torch.testing.assert_close(build_latent_prior(folder_cfg).text_embedding, tiny.text_embedding)
+    torch.testing.assert_close(build_prior(folder_cfg).text_embedding, tiny.text_embedding)
     with pytest.raises(MissingFileError, match="text_encoder/config.json"):  # needed while nothing is cached
         check_folder(root, None)
     # an incomplete folder names the missing file and the override
@@ -360,8 +361,8 @@ def test_controlnet_at_zero_init_is_the_prior_and_drives_the_adapter_samplers(ti
 
 
 def test_train_adapter_trains_resumes_and_exports_a_controlnet(tmp_path):
-    from dps_map.train_adapter import run as train_run
-    from dps_map.train_controlnet import augment
+    from dps_map.training.adapter import run as train_run
+    from dps_map.training.controlnet import augment
 
     def cfg(*extra):
         return compose("prior=sd2_tiny", "task=sr4", "device=cpu", "batch_size=2", "data.n_images=4", "warmup=0",
@@ -453,7 +454,7 @@ def test_perf_knobs_gradient_checkpointing_keeps_the_gradient_and_bf16_stays_clo
     op, noise = DecodedOperator(SuperResolution(4), tiny), GaussianNoise(0.05)
     y = op.operator(torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1)
     z = torch.randn(1, *tiny.sample_shape, generator=torch.Generator().manual_seed(1))
-    sampler = build_sampler(OmegaConf.create({"name": "dps", "method": "dps", "respacing": "4", "zeta": 1.0}))
+    sampler = built_sampler({"name": "dps", "method": "dps", "respacing": "4", "zeta": 1.0})
     diffusion = sampler.diffusion(tiny)
     plain = sampler.measurement_gradient(tiny, diffusion, z, 2, op, noise, y)[0]
     try:

@@ -1,5 +1,5 @@
-"""measurement_batch: measurements stacked into one sampler call give the samples they give alone
-(issue 20). Each row keeps its own operator parameters, y and random stream."""
+"""measurement_batch: measurements stacked into one sampler call give the samples they give alone. Each row
+keeps its own operator parameters, y and random stream."""
 
 import json
 import shutil
@@ -13,7 +13,7 @@ from PIL import Image
 from dps_map.errors import ConfigError
 from dps_map.io import read_jsonl
 from dps_map.operators import Blur, Inpainting, StackedOperator, SuperResolution, box_mask, gaussian_kernel
-from dps_map.run import run
+from dps_map.runner import run
 from dps_map.samplers.base import GeneratorStack, randn
 
 from support import compose
@@ -102,7 +102,7 @@ def test_measurement_batch_refused_where_a_model_is_bound_to_one_measurement(tmp
 def test_stacked_units_bind_one_class_label_per_row():
     """ADM class-conditional priors: a batch of stacked measurements gets a labels tensor with each row's label."""
     from dps_map.operators import GaussianNoise, Identity
-    from dps_map.run import _Unit, sample_units
+    from dps_map.runner import MeasurementUnit, sample_units
     from dps_map.samplers.ddpm import DDPMSampler
 
     class LabelledPrior:  # eps = 0 with the labels recorded at every call; enough for the runner's path
@@ -124,12 +124,12 @@ def test_stacked_units_bind_one_class_label_per_row():
             return x
 
     prior = LabelledPrior()
-    units = [_Unit(None, Identity(), None, torch.zeros(1, 1, 2, 2), label, None, None, prior, ks, ks,
+    units = [MeasurementUnit(None, Identity(), None, torch.zeros(1, 1, 2, 2), label, None, None, prior, ks, ks,
                    torch.Generator().manual_seed(i)) for i, (label, ks) in enumerate(((7, [0, 1]), (3, [0])))]
     x, failed = sample_units(prior, DDPMSampler(respacing="5"), GaussianNoise(0.05), units)
     assert prior.labels.tolist() == [7, 7, 3] and x.shape == (3, 1, 2, 2) and not failed
     alone, _ = sample_units(prior, DDPMSampler(respacing="5"), GaussianNoise(0.05),
-                            [_Unit(None, Identity(), None, torch.zeros(1, 1, 2, 2), 3, None, None, prior, [0], [0],
+                            [MeasurementUnit(None, Identity(), None, torch.zeros(1, 1, 2, 2), 3, None, None, prior, [0], [0],
                                    torch.Generator().manual_seed(1))])
     assert prior.labels.tolist() == [3] and torch.allclose(alone, x[2:])  # the row equals its unit run alone
 
@@ -161,11 +161,11 @@ def test_preflight_prices_the_stacked_calls(mb, num_samples, batch_size, tmp_pat
     stacked mb at a time (at most all of them), give ceil(chains / mb) sampler calls; the trial runs the
     network at the batch of one call (mb x chain samples, seen by the network itself) and the hours are
     calls x steps x s/step. The forwards and VJPs per step stay those of one call (DPS: 1 VJP)."""
-    import dps_map.run
+    import dps_map.runner.execute
     from dps_map.preflight import main as preflight_main
 
     seen = []
-    build = dps_map.run.make_prior
+    build = dps_map.runner.execute.make_prior
 
     def spying_prior(cfg, device):  # records the batch of every network call of the trial
         prior = build(cfg, device)
@@ -173,7 +173,7 @@ def test_preflight_prices_the_stacked_calls(mb, num_samples, batch_size, tmp_pat
         prior.predict = lambda x, *a, **k: (seen.append(x.shape[0]), predict(x, *a, **k))[1]
         return prior
 
-    monkeypatch.setattr(dps_map.run, "make_prior", spying_prior)
+    monkeypatch.setattr(dps_map.runner, "make_prior", spying_prior)  # where preflight looks it up
     with pytest.raises(SystemExit) as stop:
         preflight_main(["--steps", "1", "--out", str(tmp_path / "pf"), *SMALL, "task=sr4", "sampler=dps",
                         f"measurement_batch={mb}", f"num_samples={num_samples}", f"batch_size={batch_size}"])

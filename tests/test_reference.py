@@ -13,12 +13,10 @@ from PIL import Image
 
 from dps_map import ASSETS
 from dps_map.config import validate
+from dps_map.config.targets import build_noise, build_prior, build_sampler
 from dps_map.errors import ConfigError
 from dps_map.io import save_png, sha256_file
-from dps_map.operators import build_noise
-from dps_map.priors import build_prior
-from dps_map.run import generator, item_seed, load_items, measure, run
-from dps_map.samplers import build_sampler
+from dps_map.runner import generator, item_seed, load_items, measure, run
 
 from support import compose
 
@@ -35,8 +33,8 @@ def _train_cfg(out_dir, *overrides):
 
 
 def test_trainer_resumes_and_exports_a_loadable_reference(tmp_path):
-    from dps_map.train_reference import run as train_and_export
-    from dps_map.train_reference import train
+    from dps_map.training.reference import run as train_and_export
+    from dps_map.training.reference import train
 
     state = train(_train_cfg(tmp_path, "steps=2"))
     assert state["step"] == 2 and len(state["losses"]) == 2

@@ -24,7 +24,8 @@ from dps_map.io import (
     to_uint8,
     write_section,
 )
-from dps_map.run import main, run
+from dps_map.run import main
+from dps_map.runner import run
 
 from support import compose
 
@@ -63,8 +64,8 @@ def _no_model(*args, **kwargs):
 ])
 def test_bad_command_line_is_one_line_exit_2_before_any_model(args, expected, monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(sys, "argv", ["dps-map", *args, f"hydra.run.dir={tmp_path / 'run'}"])
-    monkeypatch.setattr("dps_map.run.build_prior", _no_model)
-    monkeypatch.setattr("dps_map.run.Evaluator", _no_model)
+    monkeypatch.setattr("dps_map.runner.execute.build_prior", _no_model)
+    monkeypatch.setattr("dps_map.runner.execute.Evaluator", _no_model)
     with pytest.raises(SystemExit) as stop:
         main()
     err = capsys.readouterr().err

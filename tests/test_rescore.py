@@ -9,7 +9,7 @@ import textwrap
 import numpy as np
 from PIL import Image
 
-from dps_map.run import run
+from dps_map.runner import run
 
 from support import compose
 
@@ -59,7 +59,7 @@ def test_evaluate_adds_diversity_then_changes_nothing(tmp_path):
     assert snapshot(out) == after_first
 
     # per-sample LPIPS (random networks: tests only; in-process to keep the test fast), then aggregated
-    from dps_map.evaluate import rescore
+    from dps_map.runner.evaluate import rescore
 
     lp = ["metrics=default", "metrics.random_weights=true", "metrics.names=[psnr,ssim,lpips,diversity]"]
     assert rescore(out, lp)[str(out)].startswith("updated metrics.jsonl (lpips, naive_lpips)")
@@ -84,7 +84,7 @@ def test_evaluate_refuses_other_overrides_and_missing_dirs(tmp_path):
     import pytest
 
     from dps_map.errors import UserError
-    from dps_map.evaluate import rescore
+    from dps_map.runner.evaluate import rescore
 
     with pytest.raises(UserError, match="no dps-map run directories"):
         rescore(tmp_path, [])
@@ -101,7 +101,7 @@ def test_rescored_lpips_and_naive_lpips_match_a_run_scored_with_lpips_from_the_s
     run scored with LPIPS from the start writes it, and summary.json's naive.lpips with it."""
     import torch
 
-    from dps_map.evaluate import rescore
+    from dps_map.runner.evaluate import rescore
 
     fast, scored = tmp_path / "fast", tmp_path / "scored"
     tiny_run(fast)
@@ -124,7 +124,7 @@ def test_rescored_lpips_and_naive_lpips_match_a_run_scored_with_lpips_from_the_s
 
 HOLD = textwrap.dedent("""
     import sys, time
-    from dps_map.lock import run_lock
+    from dps_map.runner.lock import run_lock
     with run_lock(sys.argv[1]):
         print("held", flush=True)
         time.sleep(120)
@@ -138,8 +138,8 @@ def tree(path):
 def test_evaluate_skips_a_run_directory_another_process_holds(tmp_path, caplog):
     """A run directory whose run.lock another process holds is skipped with a logged message naming the
     holder, and not one of its files changes; the free run beside it is re-scored."""
-    from dps_map.evaluate import rescore
-    from dps_map.lock import lock_holder
+    from dps_map.runner.evaluate import rescore
+    from dps_map.runner.lock import lock_holder
 
     busy, free = tmp_path / "sweep" / "busy", tmp_path / "sweep" / "free"
     tiny_run(busy)
@@ -148,7 +148,7 @@ def test_evaluate_skips_a_run_directory_another_process_holds(tmp_path, caplog):
     try:
         assert holder.stdout.readline().strip() == "held" and lock_holder(busy)["pid"] == holder.pid
         before = tree(busy)
-        with caplog.at_level("WARNING", logger="dps_map.evaluate"):
+        with caplog.at_level("WARNING", logger="dps_map.runner.evaluate"):
             result = rescore(tmp_path / "sweep", ["metrics.names=[psnr,ssim,diversity]"])
         assert result[str(busy)].startswith("skipped: run dir") and f"(pid {holder.pid} on host" in result[str(busy)]
         assert f"{busy} skipped (not re-scored)" in caplog.text and f"pid {holder.pid}" in caplog.text

@@ -10,7 +10,7 @@ from PIL import Image
 
 from dps_map.errors import ConfigError
 from dps_map.io import read_jsonl
-from dps_map.run import run
+from dps_map.runner import run
 
 from support import compose
 
@@ -178,7 +178,7 @@ def test_perf_knobs_reach_the_runner(tmp_path):
 def test_demo_crops_of_other_photographs_for_validation():
     """+data.photos swaps the held-out photographs for others (a validation set); bad values are refused."""
     from dps_map.config import check_keys, config_digest, validate
-    from dps_map.run import load_items
+    from dps_map.runner import load_items
 
     plain = config("data=demo", "data.per_photo=2")
     cfg = config("data=demo", "data.per_photo=2", "+data.photos=[astronaut,rocket]")
@@ -225,8 +225,8 @@ def test_a_run_dir_is_not_resumed_with_other_weights_at_the_same_path(tmp_path, 
                "data=folder", f"data.path={image_folder}", "data.max_images=1", "sampler.respacing=2", "num_samples=1",
                "overwrite=true"), out)
     assert json.loads((out / "run.json").read_text())["weights"]["prior"] == "sha256:" + sha256_file(weights)
-    # a directory written before weights were recorded is accepted and gets them recorded
-    (out / "run.json").write_text(json.dumps({"digest": marker["digest"], "version": "old"}))
+    # a weight unknown on one side (no file when the directory was claimed) is not compared, and gets recorded
+    (out / "run.json").write_text(json.dumps({"schema": 2, "digest": marker["digest"], "version": "0.2.0"}))
     run(cfg, out)
     assert "weights" in json.loads((out / "run.json").read_text())
 
@@ -235,7 +235,7 @@ def test_the_printed_summary_of_a_diversity_run():
     """A run with several samples and diversity (the paper's diversity sweep) prints its summary line: the
     diversity statistics each, KID's mean; a nested metric without a mean once crashed the job after its
     samples were written, and with it the rest of the sweep."""
-    from dps_map.run import format_summary
+    from dps_map.runner import format_summary
 
     line = format_summary({"task": "sr4", "prior": "adm512", "sampler": "dps", "n_samples": 8,
                            "metrics": {"psnr": {"mean": 21.5, "sem": 0.1}, "fid": 3.25,

@@ -1,6 +1,6 @@
 """The runner's measurement, from the files a run writes: `input/<id>.png` must be restrict(A x0 + sigma_y n),
 recomputed here from the saved ground truth `label/<id>.png` and the id's own random stream, with every piece
-written out rather than called: the stream's seed (sha256 of "<seed>/<id>", README "Sweeps: GPUs, SLURM, shards, resume, aggregation"), the box mask drawn
+written out rather than called: the stream's seed (sha256 of "<seed>/<id>", docs/sweeps.md "Sweeps: GPUs, SLURM, shards, resume, aggregation"), the box mask drawn
 from it (a randint of the top-left corner, then the noise), PIL's bicubic downsampling for SR x4.
 
 Both PNGs are 8-bit. The demo crops are 8-bit images already, so the saved ground truth is x0 itself and the
@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dps_map.run import run
+from dps_map.runner import run
 
 from support import compose
 

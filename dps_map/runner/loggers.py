@@ -57,19 +57,19 @@ class WandbLogger(NullLogger):
         self.run.log({key: self.wandb.Image(str(image_path))}, step=self._step)
 
     def log_summary(self, summary: dict) -> None:
-        for key, value in _flatten(summary).items():
+        for key, value in flatten(summary).items():
             self.run.summary[key] = value
 
     def finish(self) -> None:
         self.run.finish()
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
+def flatten(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
-            out.update(_flatten(v, key + "/"))
+            out.update(flatten(v, key + "/"))
         elif isinstance(v, (int, float, str, bool)) or v is None:
             out[key] = v
     return out

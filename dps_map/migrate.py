@@ -1,0 +1,102 @@
+"""Migrate run directories written by dps-map 0.1 to the run.json of this version (schema 2).
+
+    python -m dps_map.migrate DIR [DIR ...] [--dry-run] [--force]
+
+A run directory holds run.json (its config digest) beside the outputs; dps-map 0.2 computes the digest
+another way (help text, paths and the tuned table left out; dps_map/config/digest.py), so it refuses an
+0.1 directory instead of mixing or redoing its outputs. For every run directory at or below DIR this
+command reads the config Hydra saved (.hydra/config.yaml), checks that it gives the 0.1 digest recorded in
+run.json (so the outputs are known to come from that config), and rewrites run.json with the new digest,
+keeping the recorded weights. A directory whose saved config does not give its recorded digest (edited,
+or composed on another machine: the 0.1 digest held absolute install paths) is reported and left alone;
+--force migrates it anyway, trusting the saved config. A directory without .hydra/ (a run made from
+Python) cannot be migrated: rerun it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from .config import config_digest, resolved
+from .config.tuned import table_value
+from .errors import UserError
+from .io import atomic_write_json
+from .runner.rundir import RUN_FILE, SCHEMA, run_dirs, write_marker
+
+#: what the 0.1 digest left out: these top-level keys, data.shard/num_shards, and `_target_`s starting with
+#: "dps_map."; and it put the tuned step sizes of the built-in samplers back in as task.zeta / task.w
+V1_NON_OUTPUT = ("hydra", "logger", "progress", "device", "overwrite", "metrics", "tuned", "measurement_batch")
+V1_TASK_KEYS = {"zeta": ("dps", "dmap", "dmap_adam", "adapter_dps", "adapter_dmap"), "w": ("dsg",)}
+
+
+def _strip_builtin_targets(plain: dict) -> dict:
+    return {k: (_strip_builtin_targets(v) if isinstance(v, dict) else v) for k, v in plain.items()
+            if not (k == "_target_" and isinstance(v, str) and v.startswith("dps_map."))}
+
+
+def v1_digest(cfg) -> str:
+    """The config digest of dps-map 0.1."""
+    plain = {k: v for k, v in _strip_builtin_targets(resolved(cfg)).items() if k not in V1_NON_OUTPUT}
+    legacy = {}
+    for key, samplers in V1_TASK_KEYS.items():
+        values = {s: v for s in samplers if (v := table_value(cfg, key, s)) is not None}
+        if values:
+            legacy[key] = values
+    plain["task"] = {**legacy, **plain.get("task", {})}
+    plain["data"] = {k: v for k, v in plain.get("data", {}).items() if k not in ("num_shards", "shard")}
+    blob = OmegaConf.to_yaml(OmegaConf.create(plain), sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def migrate(run_dir: Path, force: bool = False, dry_run: bool = False) -> str:
+    """Migrate one run directory; returns what was done (one line)."""
+    marker = json.loads((run_dir / RUN_FILE).read_text())
+    if marker.get("schema") == SCHEMA:
+        return f"{run_dir}: already schema {SCHEMA}"
+    saved = run_dir / ".hydra" / "config.yaml"
+    if not saved.is_file():
+        return f"{run_dir}: NOT migrated: no .hydra/config.yaml to recompute its digest from (rerun it)"
+    cfg = OmegaConf.load(saved)
+    old = v1_digest(cfg)
+    if old != marker.get("digest") and not force:
+        return (f"{run_dir}: NOT migrated: its saved config gives digest {old}, run.json records "
+                f"{marker.get('digest')} (config edited, or composed with other install paths); --force trusts it")
+    new = config_digest(cfg)
+    if not dry_run:
+        write_marker(run_dir, new, marker.get("weights") or {})
+        summary = run_dir / "summary.json"
+        if summary.is_file():  # the summary names the digest too
+            data = json.loads(summary.read_text())
+            data["digest"] = new
+            atomic_write_json(summary, data)
+    return f"{run_dir}: {'would migrate' if dry_run else 'migrated'} {marker.get('digest')} -> {new}"
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m dps_map.migrate", description=__doc__.split("\n\n")[0])
+    p.add_argument("dirs", nargs="+", type=Path, help="run directories, or folders (a sweep) holding them")
+    p.add_argument("--force", action="store_true", help="migrate even where the saved config does not give the "
+                   "recorded 0.1 digest")
+    p.add_argument("--dry-run", action="store_true", help="report only")
+    args = p.parse_args(argv)
+    try:
+        found = [d for root in args.dirs for d in run_dirs(root)]
+        if not found:
+            raise UserError(f"no run directories (with {RUN_FILE}) at or below {' '.join(map(str, args.dirs))}")
+        lines = [migrate(d, args.force, args.dry_run) for d in found]
+    except UserError as err:
+        print(f"dps-map: error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    print("\n".join(lines))
+    if any("NOT migrated" in line for line in lines):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""A run directory's marker, run.json: which config (digest) and which weight files (by content) made the
+outputs beside it. One config per directory: outputs of another are refused, never mixed or re-run.
+
+run.json is ``{"schema": 2, "digest": ..., "version": ..., "weights": {...}}``. A directory written by
+dps-map 0.1 (no "schema": its digest was computed another way) is refused with one line that names
+``python -m dps_map.migrate``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from ..config.digest import SCHEMA
+from ..config.keys import DIRNAME_EXCLUDED
+from ..errors import ConfigError
+from ..io import atomic_write_json, prior_weights, weights_id
+from .lock import RunDirLocked, lock_holder, locked_message
+
+log = logging.getLogger(__name__)
+RUN_FILE = "run.json"
+#: the files of a run that belong to one config (removed when overwrite=true replaces the config)
+OUTPUT_FILES = ("metrics.jsonl", "summary.json", "samples.npy", "problem.npz")
+
+
+def run_dirs(root) -> list[Path]:
+    """The run directories at or below root (those holding run.json), sorted."""
+    root = Path(root)
+    if (root / RUN_FILE).is_file():
+        return [root]
+    return sorted(p.parent for p in root.rglob(RUN_FILE) if ".submitit" not in p.parts)
+
+
+def old_schema_message(out: Path) -> str:
+    return (f"run dir '{out}' was written by dps-map 0.1 (another config digest): migrate it with "
+            f"`python -m dps_map.migrate {out}`, or pass overwrite=true to replace its outputs")
+
+
+def read_marker(out: Path) -> dict | None:
+    """The run.json of a run directory (None if there is none); a schema-1 marker raises ConfigError."""
+    marker = Path(out) / RUN_FILE
+    if not marker.exists():
+        return None
+    saved = json.loads(marker.read_text())
+    if saved.get("schema") != SCHEMA:
+        raise ConfigError(old_schema_message(Path(out)))
+    return saved
+
+
+def run_weights(cfg) -> dict:
+    """The weights a run's outputs depend on, by content (io.weights_id): the prior's checkpoint and an
+    adapter sampler's adapter. The digest leaves their paths out: a path keeps its name when the file changes
+    (a retrained prior, a re-downloaded checkpoint), and a moved checkout changes the path of the same file."""
+    return {"prior": prior_weights(cfg.prior), "adapter": weights_id(cfg.sampler.get("adapter"))}
+
+
+def write_marker(out: Path, digest: str, weights: dict) -> None:
+    from .. import __version__
+
+    atomic_write_json(Path(out) / RUN_FILE, {"schema": SCHEMA, "digest": digest, "version": __version__,
+                                             **({"weights": weights} if weights else {})})
+
+
+def claim_run_dir(out: Path, digest: str, overwrite: bool, weights: dict | None = None) -> None:
+    """Refuse to mix outputs of two configs, or of one config with other weights, in one directory (unless
+    overwrite=true, which removes the old outputs). A weight unknown on either side (None: no file) is not
+    compared."""
+    weights = {k: v for k, v in (weights or {}).items() if v is not None}
+    try:
+        saved = read_marker(out)
+    except ConfigError:
+        if not overwrite:
+            raise
+        saved = {"digest": None, "weights": {}}
+    if saved is not None:
+        old, old_weights = saved.get("digest"), saved.get("weights") or {}
+        changed = {k: (old_weights[k], v) for k, v in weights.items() if old_weights.get(k) not in (None, v)}
+        if old != digest and not overwrite:
+            raise ConfigError(f"run dir '{out}' holds outputs of another config (digest {old}, this one {digest});"
+                              " choose another hydra.run.dir or pass overwrite=true")
+        if changed and not overwrite:
+            what = "; ".join(f"{k} {a[:19]}... now {b[:19]}..." for k, (a, b) in changed.items())
+            raise ConfigError(f"run dir '{out}' holds outputs made with other weights ({what}): the file at the "
+                              "configured path changed; choose another hydra.run.dir or pass overwrite=true")
+        if old != digest or changed:
+            log.warning("overwrite=true: discarding outputs of config %s (weights %s) in %s", old, old_weights, out)
+            for name in OUTPUT_FILES:
+                (Path(out) / name).unlink(missing_ok=True)
+        else:
+            weights = {**old_weights, **weights}
+    write_marker(out, digest, weights)
+
+
+def check_job_dirs(jobs) -> None:
+    """Before any job of a sweep is submitted: refuse jobs that would share one output directory (they
+    would write into each other's run), and job directories another process is writing (a second
+    sweep into the same hydra.sweep.dir, or a job of this one still running). Raises UserError."""
+    seen = {}
+    for job in jobs:
+        key = os.path.realpath(job.run_dir)
+        if key in seen:
+            raise ConfigError(
+                f"jobs '{' '.join(seen[key].overrides)}' and '{' '.join(job.overrides)}' would both write to "
+                f"'{job.run_dir}': their overrides differ only in keys left out of the directory name "
+                f"({', '.join(DIRNAME_EXCLUDED)}), or hydra.sweep.subdir does not use ${{hydra.job.override_dirname}}")
+        seen[key] = job
+    for job in jobs:
+        holder = lock_holder(job.run_dir)
+        if holder is not None:
+            raise RunDirLocked(f"job '{' '.join(job.overrides)}': {locked_message(job.run_dir, holder)}")

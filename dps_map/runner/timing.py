@@ -1,0 +1,140 @@
+"""Timing and peak memory of samplers and networks, one implementation for `python -m dps_map.bench` and
+`python -m dps_map.preflight`: device-synchronised clocks, a per-step hook, and the peak memory of a
+measurement (CUDA's allocator, or the CPU's resident-set high-water mark)."""
+
+from __future__ import annotations
+
+import re
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+
+def stats3(values) -> dict:
+    """min / median / max of a series of timings."""
+    values = [float(v) for v in values]
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+def sync(device) -> None:
+    """Wait for the device's queued work (a clock read without it times the launch, not the work)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class PeakMemory:
+    """Peak memory of one measurement: CUDA max_memory_allocated, or on the CPU the resident set's
+    high-water mark (VmHWM, reset through /proc/self/clear_refs when the kernel allows, else the
+    process-lifetime ru_maxrss, which only grows)."""
+
+    def __init__(self, device):
+        self.device = torch.device(device)
+        if self.device.type == "cuda":
+            self.kind = "CUDA max_memory_allocated"
+        elif self._reset_hwm():
+            self.kind = "peak RSS (VmHWM, reset per measurement)"
+        else:
+            self.kind = "process peak RSS so far (ru_maxrss; cannot be reset here)"
+
+    @staticmethod
+    def _reset_hwm() -> bool:
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+            return Path("/proc/self/status").exists()
+        except OSError:
+            return False
+
+    def reset(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        elif self.kind.startswith("peak RSS"):
+            self._reset_hwm()
+
+    def peak_bytes(self) -> int:
+        if self.device.type == "cuda":
+            return int(torch.cuda.max_memory_allocated(self.device))
+        if self.kind.startswith("peak RSS"):
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # kB on Linux
+
+    def peak_mb(self) -> float:
+        return self.peak_bytes() / 2**20
+
+
+def device_memory_bytes(device) -> int:
+    """Memory of the device: the GPU's, or the machine's RAM (0 if unknown)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        return int(re.search(r"MemTotal:\s+(\d+) kB", Path("/proc/meminfo").read_text()).group(1)) * 1024
+    except (OSError, AttributeError):
+        return 0
+
+
+class Enough(Exception):
+    """Raised by a StepTimer once it has timed its steps (stops the sampler's loop)."""
+
+
+class StepTimer:
+    """A sampler hook that marks (time, forward calls, VJP calls) after every step and stops the chain with
+    :class:`Enough` after `steps` + 1 of them; :meth:`per_step` leaves the first step (allocation, kernel
+    selection) out when there is another."""
+
+    def __init__(self, sampler, device, steps: int):
+        self.sampler, self.device, self.steps = sampler, torch.device(device), steps
+        self.marks = [(time.perf_counter(), 0, 0)]
+
+    def __call__(self, _step) -> None:
+        sync(self.device)
+        self.marks.append((time.perf_counter(), self.sampler.stats["forward"], self.sampler.stats["vjp"]))
+        if len(self.marks) > self.steps + 1:
+            raise Enough
+
+    def per_step(self) -> dict:
+        """Median seconds, and mean forward and VJP calls, per timed step."""
+        marks = self.marks
+        timed = marks[2:] if len(marks) > 2 else marks[1:]
+        base = marks[1] if len(marks) > 2 else marks[0]
+        n = len(timed)
+        seconds = [b[0] - a[0] for a, b in zip([base] + timed[:-1], timed)]
+        return {"seconds_per_step": statistics.median(seconds), "forward_per_step": (timed[-1][1] - base[1]) / n,
+                "vjp_per_step": (timed[-1][2] - base[2]) / n, "steps_timed": n}
+
+
+# -- the network ------------------------------------------------------------------------------------
+def time_network(prior, batch: int, device, calls: int, t_index: int = 500) -> tuple[float, float]:
+    """Median seconds of one forward pass and of one forward pass + VJP at this batch size."""
+    g = torch.Generator(device="cpu").manual_seed(batch)
+    x = torch.randn(batch, *prior.sample_shape, generator=g).to(device)
+    v = torch.randn(batch, *prior.sample_shape, generator=g).to(device)
+    t = torch.full((batch,), t_index, dtype=torch.long, device=device)
+
+    def forward():
+        with torch.no_grad():
+            return prior.predict(x, t)[0]
+
+    def vjp():
+        with torch.enable_grad():
+            x_in = x.detach().requires_grad_(True)
+            eps = prior.predict(x_in, t)[0]
+            return torch.autograd.grad(eps, x_in, v)[0]
+
+    out = []
+    for fn in (forward, vjp):
+        fn()  # warm-up (allocator, caches, compilation)
+        times = []
+        for _ in range(calls):
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times.append(time.perf_counter() - start)
+        out.append(statistics.median(times))
+    return out[0], out[1]

@@ -1,0 +1,128 @@
+"""The import layers of docs/architecture.md, and no import cycles (module-level and function-level imports
+alike), checked on the source with the ast module."""
+
+import ast
+from pathlib import Path
+
+from support import ROOT
+
+#: the command-line modules (python -m dps_map.NAME); nothing in dps_map imports them
+CLI = {"run", "evaluate", "preflight", "bench", "demo", "migrate", "weights", "train_prior", "train_adapter",
+       "train_reference", "fid_stats"}
+CORE = {"errors", "io", "diffusion", "data"}
+LIBRARY = {"operators", "priors", "samplers", "adapters", "metrics"}
+#: layer -> the layers it may import (besides itself)
+ALLOWED = {"core": {"core"}, "library": {"core", "library"}, "config": {"core", "library", "config"},
+           "runner": {"core", "library", "config", "runner"}, "training": {"core", "library", "config", "training"},
+           "api": {"core", "library", "config"}, "cli": {"core", "library", "config", "runner", "training", "cli"}}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path) -> set[str]:
+    """Every dps_map / experiments module this file imports, at any depth of its code."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(up + ([base] if base else []))
+            out.add(base)
+            out |= {f"{base}.{a.name}" for a in node.names}  # `from pkg import module`
+    return {m for m in out if m.split(".")[0] in ("dps_map", "experiments")}
+
+
+def modules() -> dict[str, Path]:
+    files = [*(ROOT / "dps_map").rglob("*.py"), *(ROOT / "experiments").glob("*.py")]
+    return {module_name(p): p for p in files}
+
+
+def layer(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] != "dps_map" or len(parts) == 1:
+        return None
+    top = parts[1]
+    if top in CLI or parts[-1] == "fid_stats":
+        return "cli"
+    if top in CORE:
+        return "core"
+    if top in LIBRARY:
+        return "library"
+    return {"config": "config", "runner": "runner", "training": "training", "api": "api", "conf": None}.get(top)
+
+
+def graph() -> dict[str, set[str]]:
+    mods = modules()
+    edges = {}
+    for name, path in mods.items():
+        targets = set()
+        for m in imports(path):
+            while m and m not in mods:  # `from pkg import name`: a name, not a module
+                m = m.rsplit(".", 1)[0] if "." in m else ""
+            if m and m != name and not name.startswith(m + "."):  # a package's own __init__ is not an edge
+                targets.add(m)
+        edges[name] = targets
+    return edges
+
+
+def test_layers_import_downwards_only():
+    bad = []
+    for src, targets in graph().items():
+        for dst in targets:
+            a, b = layer(src), layer(dst)
+            if a and b and b not in ALLOWED[a]:
+                bad.append(f"{src} ({a}) imports {dst} ({b})")
+    assert not bad, "\n".join(sorted(bad))
+
+
+def test_no_import_cycles():
+    edges = graph()
+    index, low, stack, on, cycles, counter = {}, {}, [], set(), [], [0]
+
+    def strong(v):  # Tarjan
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in edges.get(v, ()):
+            if w not in index:
+                strong(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                cycles.append(sorted(comp))
+
+    for v in list(edges):
+        if v not in index:
+            strong(v)
+    assert not cycles, cycles
+
+
+def test_the_checker_sees_a_layer_violation(tmp_path):
+    """The walk resolves relative imports inside functions (so a violation there is caught)."""
+    path = ROOT / "dps_map" / "samplers" / "dps.py"
+    assert layer(module_name(path)) == "library"
+    code = "def f():\n    from ..config.targets import build\n"
+    fake = tmp_path / "dps_map" / "samplers" / "x.py"
+    fake.parent.mkdir(parents=True)
+    fake.write_text(code)
+    tree = ast.parse(code)
+    node = next(n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom))
+    assert node.level == 2 and layer("dps_map.config.targets") == "config" not in ALLOWED["library"]

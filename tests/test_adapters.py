@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 
 from dps_map import ASSETS
 from dps_map.adapters import Adapter, adapter_checkpoint, load_adapter, measurement_hint
+from dps_map.config.targets import build_prior, build_sampler
 from dps_map.diffusion import Diffusion, make_betas
 from dps_map.errors import ConfigError, MissingFileError, UnsafeCheckpointError, UserError
 from dps_map.io import sha256_file
@@ -29,10 +30,9 @@ from dps_map.samplers import (
     DMAPSampler,
     DPSSampler,
     DSGSampler,
-    build_sampler,
 )
 
-from support import CONF, compose
+from support import CONF, built_sampler, compose
 
 SMALL_UNET = dict(image_size=16, num_channels=32, num_res_blocks=1, channel_mult="1,2",
                   attention_resolutions="8", num_head_channels=32, learn_sigma=True,
@@ -273,9 +273,9 @@ def test_adapter_for_another_operator_is_refused(prior, problem, tmp_path):
 
 def test_build_sampler_adapter_key():
     with pytest.raises(ConfigError, match="needs an adapter"):
-        build_sampler(OmegaConf.create({"name": "adapter", "method": "adapter", "adapter": None}))
+        built_sampler({"name": "adapter", "method": "adapter", "adapter": None})
     with pytest.raises(ConfigError, match="does not use an adapter"):
-        build_sampler(OmegaConf.create({"name": "dps", "method": "dps", "adapter": "x.pt"}))
+        built_sampler({"name": "dps", "method": "dps", "adapter": "x.pt"})
     for name in ("adapter", "adapter_dps", "adapter_dmap"):
         cfg = compose(f"sampler={name}", "task=sr4", "prior=tiny")
         assert cfg.sampler.adapter.endswith("adapters/sr4_tiny.pt")
@@ -291,7 +291,7 @@ def _train_cfg(out_dir, *overrides):
 
 
 def test_trainer_resumes_and_exports_a_loadable_adapter(tmp_path):
-    from dps_map.train_adapter import run, train
+    from dps_map.training.adapter import run, train
 
     state = train(_train_cfg(tmp_path, "steps=2"))
     assert state["step"] == 2 and len(state["losses"]) == 2
@@ -308,26 +308,27 @@ def test_trainer_resumes_and_exports_a_loadable_adapter(tmp_path):
 def test_resume_is_refused_onto_other_prior_weights_of_the_same_name(tmp_path):
     """A retrained prior keeps its name (prior=tiny): an adapter checkpoint trained on the old weights must
     not be resumed (and re-exported with the new prior's sha256 on its card) once the weights change."""
-    from dps_map.train_adapter import _signature, prior_weights_id, signature_mismatch
+    from dps_map.training.adapter import signature
+    from dps_map.training.common import prior_weights_id, signature_mismatch
 
     a, b = tmp_path / "a.pt", tmp_path / "b.pt"
     a.write_bytes(b"weights A")
     b.write_bytes(b"weights B")
-    sig = {p: _signature(_train_cfg(tmp_path, "prior.random_init=false", f"prior.checkpoint={p}")) for p in (a, b)}
+    sig = {p: signature(_train_cfg(tmp_path, "prior.random_init=false", f"prior.checkpoint={p}")) for p in (a, b)}
     assert sig[a]["prior"] == sig[b]["prior"] == "tiny" and sig[a]["prior_weights"] != sig[b]["prior_weights"]
     assert prior_weights_id(_train_cfg(tmp_path, "prior.random_init=false", f"prior.checkpoint={a}").prior) == \
         "sha256:" + sha256_file(a)
     assert signature_mismatch(sig[a], sig[a]) is None
     why = signature_mismatch(sig[a], sig[b])
     assert why.startswith("another prior_weights (sha256:") and sha256_file(b) in why
-    assert "another task" in signature_mismatch(sig[a], _signature(_train_cfg(
+    assert "another task" in signature_mismatch(sig[a], signature(_train_cfg(
         tmp_path, "prior.random_init=false", f"prior.checkpoint={a}", "task=sr8")))
     old = {k: v for k, v in sig[a].items() if k != "prior_weights"}  # a checkpoint from before this check
     assert signature_mismatch(old, sig[a]).startswith("another prior_weights (None;")
 
 
 def test_trainer_refuses_heldout_photos(tmp_path):
-    from dps_map.train_adapter import train
+    from dps_map.training.adapter import train
 
     with pytest.raises(ConfigError, match="held-out"):
         train(_train_cfg(tmp_path, "steps=1", "data.photos=[astronaut,chelsea]"))
@@ -347,13 +348,11 @@ def test_adm512_adapter_builds_on_cpu():
 
 # -- the reference conditional model at 512: openai's SR upsampler ---------------------------------
 def test_upsampler_reference_conditions_on_sr_measurements():
-    from dps_map.priors.upsampler import build_upsampler_prior
-
     cfg = OmegaConf.load(CONF / "prior" / "adm128_512_upsampler.yaml")
     cfg.unet.update(large_size=64, small_size=16, num_channels=32, num_res_blocks=1, attention_resolutions="8",
                     num_head_channels=32)
     cfg.random_init, cfg.class_label = True, 3  # (class_label: data is bound per image by the runner)
-    ref = build_upsampler_prior(cfg, None)
+    ref = build_prior(OmegaConf.merge(cfg, {"checkpoint": None}))
     assert ref.sample_shape == (3, 64, 64) and ref.class_cond
     g = torch.Generator().manual_seed(0)
     op, noise = SuperResolution(4), GaussianNoise(0.05)
@@ -401,7 +400,7 @@ def test_gradient_checkpointing_reaches_the_adapter_copy(prior, problem):
 
 def test_v_loss_weight_is_the_v_prediction_loss():
     """loss_weight=v: ||eps_hat - eps||^2 / abar_t equals ||v_hat - v||^2 with v = sqrt(abar) eps - sqrt(1-abar) x0."""
-    from dps_map.train_adapter import loss_fn
+    from dps_map.training.common import loss_fn
 
     diffusion = Diffusion(make_betas())
     g = torch.Generator().manual_seed(0)
@@ -428,9 +427,8 @@ def test_shipped_adapters_match_their_cards_and_load(name):
     """dps_map/assets/adapters/<task>_tiny.pt: sha256 as in its card, trained on training photographs only,
     loads into the shipped tiny prior for its task's operator, and predicts the noise of held-out images better
     than the prior alone."""
+    from dps_map.config.targets import build_noise, build_operator
     from dps_map.data import HELDOUT_PHOTOS
-    from dps_map.operators import build_noise, build_operator
-    from dps_map.priors import build_prior
 
     assert sorted(p.stem for p in (ASSETS / "adapters").glob("*.pt")) == sorted(SHIPPED)
     path = ASSETS / "adapters" / f"{name}.pt"
@@ -469,7 +467,7 @@ def test_shipped_adapters_match_their_cards_and_load(name):
 
 def test_trainer_gradient_accumulation(tmp_path):
     """accumulate=k: k micro-batches per optimiser step (the effective batch of the adm512 recipe)."""
-    from dps_map.train_adapter import train
+    from dps_map.training.adapter import train
 
     state = train(_train_cfg(tmp_path, "steps=2", "accumulate=2", "batch_size=1"))
     assert state["step"] == 2 and all(np.isfinite(state["losses"]))
@@ -480,7 +478,7 @@ def test_trainer_gradient_accumulation(tmp_path):
 def test_box_mask_adapter_is_refused_on_random_masks(prior, tmp_path):
     """The inpainting operator's signature names its mask pattern, so a box-mask adapter is not used
     for random masks (its hint would be out of distribution) but is accepted on any box mask."""
-    from dps_map.operators import build_operator
+    from dps_map.config.targets import build_operator
 
     path = tmp_path / "box.pt"
     torch.save(adapter_checkpoint(Adapter(prior.model, hint_channels=4),
@@ -489,9 +487,11 @@ def test_box_mask_adapter_is_refused_on_random_masks(prior, tmp_path):
     sampler.conditional(prior)
     g = torch.Generator().manual_seed(0)
     for location in ("center", "random"):
-        box = build_operator(OmegaConf.create({"operator": "inpaint_box", "box_fraction": 0.5, "location": location}), 16, g)
+        box = build_operator(OmegaConf.create({"name": "box", "_target_": "dps_map.operators.box_inpainting",
+                                                "box_fraction": 0.5, "location": location}), 16, g)
         sampler.check_operator(box)
-    rand = build_operator(OmegaConf.create({"operator": "inpaint_random", "drop_ratio": 0.7}), 16, g)
+    rand = build_operator(OmegaConf.create({"name": "random", "_target_": "dps_map.operators.random_inpainting",
+                                           "drop_ratio": 0.7}), 16, g)
     assert rand.describe() == {"pattern": "random"}
     with pytest.raises(ConfigError, match="trained for operator"):
         sampler.check_operator(rand)
@@ -503,7 +503,7 @@ def test_class_conditional_training_binds_each_images_label_and_checks_them_at_s
     from PIL import Image
 
     from dps_map.priors.adm import ADMPrior
-    from dps_map.train_adapter import run
+    from dps_map.training.adapter import run
 
     root = tmp_path / "train"
     wnids = {"n01440764": 0, "n09472597": 980, "n15075141": 999}

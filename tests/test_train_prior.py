@@ -14,20 +14,9 @@ from dps_map import ASSETS
 from dps_map.data import HELDOUT_PHOTOS, PHOTOS, TRAIN_PHOTOS
 from dps_map.errors import ConfigError
 from dps_map.priors.adm import build_unet
-from dps_map.train_prior import (
-    CARD,
-    CHECKPOINT,
-    REFERENCE,
-    REFERENCE_T,
-    SAMPLES,
-    WEIGHTS,
-    CropSampler,
-    export,
-    loss_summary,
-    lr_at,
-    train,
-    training_photos,
-)
+from dps_map.training.common import CropSampler, loss_summary, training_photos
+from dps_map.training.prior import CARD, REFERENCE, REFERENCE_T, SAMPLES, WEIGHTS, export, train
+from dps_map.training.trainer import CHECKPOINT, lr_at
 
 from support import CONF, compose
 

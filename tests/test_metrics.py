@@ -13,6 +13,7 @@ import pytest
 import scipy.linalg
 import torch
 
+from dps_map import fid_stats as fid_stats_cli
 from dps_map.errors import MissingFileError
 from dps_map.metrics import (
     LPIPS,
@@ -30,7 +31,6 @@ from dps_map.metrics import (
     save_stats,
     ssim,
 )
-from dps_map.metrics import fid_stats as fid_stats_cli
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHT_ENVS = ("DPS_MAP_LPIPS_BACKBONE", "DPS_MAP_FID_INCEPTION", "DPS_MAP_LPIPS_LINEAR")
@@ -469,7 +469,7 @@ def test_fid_stats_cli_missing_weights_exits_2(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in WEIGHT_ENVS}
     env["TORCH_HOME"] = str(tmp_path / "empty_torch_home")
     r = subprocess.run(
-        [sys.executable, "-m", "dps_map.metrics.fid_stats", str(tmp_path / "imgs"), str(tmp_path / "out.npz")],
+        [sys.executable, "-m", "dps_map.fid_stats", str(tmp_path / "imgs"), str(tmp_path / "out.npz")],
         cwd=REPO,
         env=env,
         capture_output=True,

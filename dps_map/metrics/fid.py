@@ -150,11 +150,11 @@ def save_stats(path, mu, sigma, feats=None) -> None:
 
 
 def load_stats(path, override: str = "paths.fid_stats"):
-    """Read (mu, sigma, feats or None) from an .npz written by save_stats / dps_map.metrics.fid_stats."""
+    """Read (mu, sigma, feats or None) from an .npz written by save_stats / dps_map.fid_stats."""
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(
-            path, "FID reference statistics", "python -m dps_map.metrics.fid_stats GT_FOLDER OUT.npz", f"{override}=..."
+            path, "FID reference statistics", "python -m dps_map.fid_stats GT_FOLDER OUT.npz", f"{override}=..."
         )
     with np.load(path, allow_pickle=False) as z:
         if "mu" not in z or "sigma" not in z:

@@ -1,6 +1,6 @@
 """Reference FID/KID statistics from a folder of ground-truth images.
 
-    python -m dps_map.metrics.fid_stats FOLDER OUT.npz [--image-size N] [--batch-size B]
+    python -m dps_map.fid_stats FOLDER OUT.npz [--image-size N] [--batch-size B]
                                         [--inception PATH] [--device auto] [--limit K]
 
 Images (all files with an image extension under FOLDER, recursively, in sorted path order) are
@@ -71,7 +71,7 @@ def _device(name: str) -> torch.device:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m dps_map.metrics.fid_stats", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m dps_map.fid_stats", description=__doc__.splitlines()[0])
     ap.add_argument("folder")
     ap.add_argument("out")
     ap.add_argument("--image-size", type=int, default=256, help="square size after centre crop (default 256)")

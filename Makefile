@@ -23,7 +23,7 @@ test: install   # everything, the slow full-size 512 test included (what CI runs
 test-fast: install   # everything but the tests marked slow (the real-size 512 network)
 	$(PY) -m pytest -q -m "not slow"
 
-# performance (README "Performance"): `make bench` also installs the optional `bench` extra (deepinv,
+# performance (docs/performance.md): `make bench` also installs the optional `bench` extra (deepinv,
 # the peer DPS) without touching the torch pins; `make bench-quick` takes < 1 minute on 2 CPU cores
 BENCH_STAMP := $(VENV)/.installed-bench
 
@@ -60,7 +60,7 @@ frontier: install
 dps-regime: install   # DPS vs the exact GMM posterior over d x zeta x m; experiments/results/dps_regime.*
 	OMP_NUM_THREADS=1 $(PY) -m experiments.dps_regime --zetas 0.01 0.1 0.3 1 3 --seeds 0 --num-samples 300
 
-# -- sweeps (README "Sweeps"): 2 samplers x 3 tasks x 2 shards on the tiny prior, then the aggregate ------
+# -- sweeps (docs/sweeps.md): 2 samplers x 3 tasks x 2 shards on the tiny prior, then the aggregate ------
 SWEEP_DIR ?= outputs/sweep
 SWEEP_LAUNCHER ?= local
 sweep: install   # a few minutes on 2 CPU cores; rerun to resume (finished samples are skipped)
@@ -69,7 +69,7 @@ sweep: install   # a few minutes on 2 CPU cores; rerun to resume (finished sampl
 		data.num_shards=2 'data.shard=range(2)' progress=false hydra.sweep.dir=$(SWEEP_DIR) $(ARGS)
 	$(PY) -m experiments.aggregate $(SWEEP_DIR)
 
-# -- conditional adapters (README "Conditional adapters") --------------------------------------------
+# -- conditional adapters (docs/adapters.md) ------------------------------------------------------------
 ADAPTER_RECIPE := prior=tiny steps=1000 batch_size=8
 ADAPTER_TASKS ?= sr4 inpaint_box
 train-adapter: $(ADAPTER_TASKS:%=train-adapter-%)   # the shipped adapters, one per task (100 crops of the training photographs each); make -j2 trains them side by side
@@ -82,7 +82,7 @@ adapter-ablation: install   # adapters on 25/50/100 crops, then their table
 	for n in 25 50 100; do $(PY) -m dps_map.train_adapter $(ADAPTER_RECIPE) task=sr4 data.n_images=$$n || exit 1; done
 	$(PY) -m experiments.adapter_ablation
 
-# -- the paper's analysis (README "Reproducing the paper") -------------------------------------------
+# -- the paper's analysis (docs/paper.md "Reproducing the paper") ---------------------------------------
 SMALL := outputs/paper_small
 # GMM + tiny prior on this CPU; results in experiments/results/ (the steps' provenance records add up to 34 min at
 # load 3-5 on 2 CPU cores, one thread each)
@@ -99,7 +99,7 @@ reproduce-paper-small: install
 		progress=false hydra.sweep.dir=$(SMALL)/restoration
 	$(PY) -m experiments.restoration_table $(SMALL)/restoration --name restoration_tiny
 
-# Variables a user sets (README "Reproducing the paper"): ARGS = Hydra overrides for every step of a target
+# Variables a user sets (docs/paper.md "Reproducing the paper"): ARGS = Hydra overrides for every step of a target
 # (paths.*, prior.*, device, perf.*, data.max_images, ...; never a sweep: SHARDS is the one sharding knob),
 # SCORE_ARGS = options of the score-diagnostics step only (--crops, --num, reference.*), LAUNCHER, SHARDS,
 # PAPER / PAPER_SD2 = output folders. Checkpoints and data come from paths.* or the DPS_MAP_* variables.
@@ -138,7 +138,7 @@ preflight-paper: install   # before the GPU run: check every job and file of rep
 train-adapter-paper: install   # the adapter reproduce-paper needs (GPU; the paper reports ~8 GPU-hours)
 	$(PY) -m dps_map.train_adapter $(PAPER_TRAIN_ADAPTER) $(ARGS)
 
-reproduce-paper: install   # the paper's setting on GPUs (checkpoints and data from paths.*; README); needs make train-adapter-paper
+reproduce-paper: install   # the paper's setting on GPUs (checkpoints and data from paths.*; docs/paper.md); needs make train-adapter-paper
 	$(PY) -m dps_map.run -m $(PAPER_RESTORATION) $(ARGS)
 	$(PY) -m dps_map.run -m $(PAPER_ADAPTERS) $(ARGS)
 	$(PY) -m experiments.restoration_table $(PAPER)/restoration --out $(PAPER)/results --name restoration_adm512 \
@@ -147,7 +147,7 @@ reproduce-paper: install   # the paper's setting on GPUs (checkpoints and data f
 	$(PY) -m experiments.aggregate $(PAPER)/diversity
 	$(PY) -m experiments.score_diagnostics $(PAPER_SCORES) $(ARGS) $(SCORE_ARGS)
 
-# -- the paper's own setting: Stable Diffusion 2-base latents (README "Stable Diffusion 2 (latent) prior") -----
+# -- the paper's own setting: Stable Diffusion 2-base latents (docs/latent.md) -----
 # needs paths.sd2_base, paths.imagenet_val, the LPIPS/Inception weights and, for adapter_*, the ControlNet folders
 # <paths.checkpoints>/adapters/<task>_sd2_base that make train-adapter-paper-sd2 writes
 PAPER_SD2 ?= outputs/paper_sd2
@@ -184,7 +184,7 @@ reproduce-paper-sd2: install   # needs make train-adapter-paper-sd2 (or PAPER_SD
 rehearse-paper: install   # the targets above run for real at toy scale on stand-in files (CPU, ~10 min): experiments/rehearse_paper.py
 	OMP_NUM_THREADS=1 $(PY) -m experiments.rehearse_paper $(ARGS)
 
-# every published number traceable (README "Results and their provenance"): each file under
+# every published number traceable (docs/testing.md "Results and their provenance"): each file under
 # experiments/results/ has its provenance record and the shipped assets' sha256, and every number README.md,
 # docs/ and experiments/results/README.md quote from a run is in the file they cite; seconds, no network; CI runs it
 lint: install   # ruff (pyproject.toml [tool.ruff]): pyflakes, statement errors, import order; seconds
@@ -196,7 +196,7 @@ check-results: install
 clean:
 	rm -rf outputs multirun .pytest_cache
 
-# deliberate bugs, each in a temporary copy against the tests written for it (README "Checking the tests");
+# deliberate bugs, each in a temporary copy against the tests written for it (docs/testing.md "Checking the tests");
 # 90 mutants in about 2.5 minutes on 2 CPU cores (148 s measured at load ~4.5); CI runs it (.ci/run).
 # One or more by name: make mutants ARGS="dsg_sign dmap_denoiser_at_t"
 mutants: install

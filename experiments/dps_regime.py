@@ -1,4 +1,4 @@
-"""When does DPS collapse below the posterior, and when does it over-disperse? (issue 20, part 3)
+"""When does DPS collapse below the posterior, and when does it over-disperse?
 
 On the exact Gaussian-mixture benchmark (prior=gmm: 25 isotropic components, std 0.1, means on a
 lattice; y = A x + 0.05 n with A an m x d Gaussian matrix), DPS (1000 steps) is run for every

@@ -52,7 +52,7 @@ class Excuse:
 
 
 COMMANDS: dict[str, Run | Excuse] = {
-    # -- README: two commands, running experiments -------------------------------------------------------
+    # -- README.md (install, demo, one run, development); docs/sweeps.md (make sweep, re-scoring) ----------
     "make demo": Excuse("about 4 minutes; tests/test_demo.py runs the demo's image and mixture parts", "make"),
     "make test": Excuse("the test suite itself (this test is part of it)", "make"),
     "make test-fast": Excuse("the test suite without the tests marked slow", "make"),
@@ -65,7 +65,7 @@ COMMANDS: dict[str, Run | Excuse] = {
     "make sweep": Run(make_vars="SWEEP_DIR={work}/outputs/sweep 'ARGS=sampler.respacing=2 data.per_photo=1'"),
     "python -m dps_map.evaluate outputs/sweep metrics=default": Run(),
     "python -m experiments.aggregate SWEEP_DIR [--wandb]": Run(subst={"SWEEP_DIR": "outputs/sweep", "[--wandb]": ""}),
-    # -- README: sweeps on GPUs and SLURM, preflight ---------------------------------------------------------------
+    # -- docs/sweeps.md (GPUs, SLURM, preflight), docs/data-and-weights.md, docs/paper.md ---------------------------
     "python -m dps_map.run -m hydra/launcher=gpus +experiment=paper task=sr4,sr8,gaussian_deblur,motion_deblur,"
     "inpaint_box sampler=dps,dsg,dmap data.num_shards=8 'data.shard=range(8)' hydra.sweep.dir=outputs/paper/restoration":
         Excuse("the paper's sweep on GPUs; " + REHEARSED, "compose"),
@@ -74,7 +74,7 @@ COMMANDS: dict[str, Run | Excuse] = {
     "+experiment=paper task=sr4,sr8,gaussian_deblur,motion_deblur,inpaint_box sampler=dps,dsg,dmap "
     "data.num_shards=20 'data.shard=range(20)' hydra.sweep.dir=outputs/paper/restoration":
         Excuse("needs a SLURM cluster", "compose"),
-    "python -m dps_map.metrics.fid_stats FOLDER out.npz --image-size 512": Run(subst={"FOLDER": "{val_flat}"}),
+    "python -m dps_map.fid_stats FOLDER out.npz --image-size 512": Run(subst={"FOLDER": "{val_flat}"}),
     'make preflight-paper ARGS="paths.adm512=/data/512x512_diffusion.pt paths.imagenet_val=/data/val"':
         Excuse(REHEARSED, "make"),
     "python -m dps_map.preflight -m +experiment=paper task=sr4,sr8 sampler=dps,dmap data.num_shards=8 "
@@ -85,6 +85,8 @@ COMMANDS: dict[str, Run | Excuse] = {
     "make preflight-paper-sd2": Excuse(REHEARSED, "make"),
     "make train-adapter-paper-sd2": Excuse("trains three ControlNets on GPUs; " + REHEARSED, "make"),
     "make reproduce-paper-sd2": Excuse("the SD2 table on GPUs; " + REHEARSED, "make"),
+    "python -m dps_map.migrate DIR": Excuse("tests/test_digest.py refuses, then migrates, a run directory of "
+                                           "dps-map 0.1 with it", "help"),
     "python -m dps_map.weights": Excuse("the module's name; its command lines are run or excused here", "help"),
     "dps-map ...": Excuse("a schematic of the console script", None),
     "python -m dps_map.weights paper": Run(),  # every stand-in is in place: exit 0
@@ -96,7 +98,7 @@ COMMANDS: dict[str, Run | Excuse] = {
     "python -m dps_map.preflight --steps 1 prior=adm512 prior.random_init=true prior.class_label=random task=sr8 "
     "sampler=dps,dmap data=folder data.path=<a folder with one 512x512 photo>":
         Run(TOY, {"<a folder with one 512x512 photo>": "{one_photo}"}),
-    # -- README: step sizes, the tiny prior, adapters ---------------------------------------------------------------
+    # -- docs/tiny-prior.md (step sizes, the tiny prior), docs/testing.md, docs/adapters.md ------------------------
     "make gmm-study": Excuse("a study of several minutes; tests/test_experiments.py runs its driver small", "make"),
     "make tune-tiny": Excuse("about 90 minutes of CPU with one worker; tests/test_experiments.py runs its driver small", "make"),
     "python -m experiments.tune_tiny": Excuse("as make tune-tiny", "help"),
@@ -129,7 +131,7 @@ COMMANDS: dict[str, Run | Excuse] = {
     "data.n_images=100 batch_size=8 accumulate=8 steps=5000 lr=1e-5 weight_decay=1e-2 warmup=0 "
     "lr_schedule=constant 'augment.crop_scale=[0.9,1.0]' augment.jitter=0.1 export_path=checkpoints/adapters/sr8_sd2_base":
         Run(f"{' '.join(SD2_TOY)} steps=2 batch_size=2 accumulate=1 data.n_images=4", {"/data/train100": "{train}"}),
-    # -- README: Stable Diffusion 2, reproducing the paper ---------------------------------------------------------
+    # -- docs/latent.md (Stable Diffusion 2), docs/paper.md (reproducing the paper) --------------------------------
     "python -m dps_map.run prior=sd2_tiny task=sr4 sampler=dmap data=demo data.per_photo=1 sampler.respacing=5 "
     "metrics=fast": Run(),
     'make preflight-paper-sd2 ARGS="paths.sd2_base=/models/stable-diffusion-2-base paths.imagenet_val=/data/val"':
@@ -152,7 +154,7 @@ COMMANDS: dict[str, Run | Excuse] = {
     "make dps-regime": Excuse("about 7 minutes; tests/test_experiments.py runs its driver small", "make"),
     "python -m experiments.dps_regime": Excuse("as make dps-regime", "help"),
     "make rehearse-paper": Excuse("tests/test_rehearse_paper.py runs it", "make"),
-    # -- README: performance, mutants --------------------------------------------------------------------------------
+    # -- docs/performance.md, docs/testing.md (mutants) ------------------------------------------------------------
     "make bench-quick": Excuse("installs the bench extra (deepinv); tests/test_bench.py runs the bench", "make"),
     "make bench": Excuse("minutes; installs the bench extra; tests/test_bench.py runs the bench", "make"),
     "python -m dps_map.bench prior=adm512 prior.random_init=true device=cuda perf.autocast=bf16 batch_sizes=[1,4]":

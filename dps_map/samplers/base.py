@@ -4,7 +4,7 @@ Contract (docs/architecture.md): ``sample(prior, operator, noise, y, shape, gene
 Hooks are called once per diffusion step with a :class:`Step` (t, x_t, x0_hat, guidance gradient, ...)
 so diagnostics read the very code path that produces samples.
 
-Cost discipline (issue 9; measured by ``python -m dps_map.bench``): a step costs its network calls and
+Cost discipline (measured by ``python -m dps_map.bench``): a step costs its network calls and
 a few element-wise operations. The step loop never synchronises host and device (no ``.item()``,
 ``bool()`` or ``.to(device)`` of host tensors: the timestep indices live on the device, divergence
 bookkeeping is done with ``torch.where``), keeps no autograd graph from one step to the next (every VJP

@@ -67,7 +67,7 @@ sweep: install   # a few minutes on 2 CPU cores; rerun to resume (finished sampl
 	OMP_NUM_THREADS=1 $(PY) -m dps_map.run -m hydra/launcher=$(SWEEP_LAUNCHER) task=sr4,inpaint_box,gaussian_deblur \
 		sampler=dps,dmap prior=tiny data=demo data.per_photo=2 num_samples=2 sampler.respacing=20 \
 		data.num_shards=2 'data.shard=range(2)' progress=false hydra.sweep.dir=$(SWEEP_DIR) $(ARGS)
-	$(PY) -m experiments.aggregate $(SWEEP_DIR)
+	$(PY) -m dps_map.aggregate $(SWEEP_DIR)
 
 # -- conditional adapters (docs/adapters.md) ------------------------------------------------------------
 ADAPTER_RECIPE := prior=tiny steps=1000 batch_size=8
@@ -144,7 +144,7 @@ reproduce-paper: install   # the paper's setting on GPUs (checkpoints and data f
 	$(PY) -m experiments.restoration_table $(PAPER)/restoration --out $(PAPER)/results --name restoration_adm512 \
 		--title "Restoration, ADM 512, ImageNet val (noiseless, 1000 steps)"
 	$(PY) -m dps_map.run -m $(PAPER_DIVERSITY) $(ARGS)
-	$(PY) -m experiments.aggregate $(PAPER)/diversity
+	$(PY) -m dps_map.aggregate $(PAPER)/diversity
 	$(PY) -m experiments.score_diagnostics $(PAPER_SCORES) $(ARGS) $(SCORE_ARGS)
 
 # -- the paper's own setting: Stable Diffusion 2-base latents (docs/latent.md) -----

@@ -2,7 +2,7 @@
 
     python -m experiments.restoration_table SWEEP_DIR [--out DIR] [--name restoration_tiny]
 
-Aggregates the sweep (experiments.aggregate: shards merged, FID/KID over all samples of a config where
+Aggregates the sweep (dps_map.runner.aggregate: shards merged, FID/KID over all samples of a config where
 the Inception weights exist; every number comes from the merged group, never from one shard), then pivots it into one row per (task, sampler) with the naive baseline
 (the measurement resized to the image) beside it, and writes <name>.{csv,md,png}.
 """
@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from experiments.aggregate import aggregate
+from dps_map.runner.aggregate import aggregate
 from experiments.common import pyplot, save_figure, write_csv
 
 SAMPLER_ORDER = ("ddpm", "dps", "dsg", "dmap", "dmap_adam", "adapter", "adapter_dps", "adapter_dmap")

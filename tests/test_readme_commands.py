@@ -64,12 +64,12 @@ COMMANDS: dict[str, Run | Excuse] = {
         Run(ADM_FAST, {"/my/images": "{val_flat}"}),
     "make sweep": Run(make_vars="SWEEP_DIR={work}/outputs/sweep 'ARGS=sampler.respacing=2 data.per_photo=1'"),
     "python -m dps_map.evaluate outputs/sweep metrics=default": Run(),
-    "python -m experiments.aggregate SWEEP_DIR [--wandb]": Run(subst={"SWEEP_DIR": "outputs/sweep", "[--wandb]": ""}),
+    "python -m dps_map.aggregate SWEEP_DIR [--wandb]": Run(subst={"SWEEP_DIR": "outputs/sweep", "[--wandb]": ""}),
     # -- docs/sweeps.md (GPUs, SLURM, preflight), docs/data-and-weights.md, docs/paper.md ---------------------------
     "python -m dps_map.run -m hydra/launcher=gpus +experiment=paper task=sr4,sr8,gaussian_deblur,motion_deblur,"
     "inpaint_box sampler=dps,dsg,dmap data.num_shards=8 'data.shard=range(8)' hydra.sweep.dir=outputs/paper/restoration":
         Excuse("the paper's sweep on GPUs; " + REHEARSED, "compose"),
-    "python -m experiments.aggregate outputs/paper/restoration": Excuse("after the paper's sweep; " + REHEARSED, "help"),
+    "python -m dps_map.aggregate outputs/paper/restoration": Excuse("after the paper's sweep; " + REHEARSED, "help"),
     "DPS_MAP_SLURM_PARTITION=gpu DPS_MAP_SLURM_TIME_MIN=1440 python -m dps_map.run -m hydra/launcher=slurm "
     "+experiment=paper task=sr4,sr8,gaussian_deblur,motion_deblur,inpaint_box sampler=dps,dsg,dmap "
     "data.num_shards=20 'data.shard=range(20)' hydra.sweep.dir=outputs/paper/restoration":
@@ -181,7 +181,7 @@ COMMANDS: dict[str, Run | Excuse] = {
     "python -m dps_map.evaluate outputs/sweep metrics.names=[psnr,ssim,diversity]": Run(),
     "python -m dps_map.run -m ... hydra.sweep.dir=DIR": Excuse("a schematic", None),
     "python -m dps_map.preflight [-m] <overrides>": Excuse("a schematic", None),
-    "python -m experiments.aggregate DIR": Excuse("a schematic", None),
+    "python -m dps_map.aggregate DIR": Excuse("a schematic", None),
 }
 
 

@@ -71,7 +71,7 @@ def test_evaluate_adds_diversity_then_changes_nothing(tmp_path):
     after_lpips = snapshot(out)
     assert rescore(out, lp) == {str(out): "unchanged"} and snapshot(out) == after_lpips
 
-    from experiments.aggregate import aggregate
+    from dps_map.runner.aggregate import aggregate
 
     group = next(iter(aggregate(tmp_path / "sweep")["groups"].values()))
     assert group["metrics"]["lpips"]["mean"] == summary["metrics"]["lpips"]["mean"]

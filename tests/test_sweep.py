@@ -150,7 +150,8 @@ def test_two_shard_multirun_equals_one_run_resumes_and_aggregates(tmp_path, monk
     assert json.loads((shards[0] / "run.json").read_text())["digest"] == summary["digest"]
 
     # aggregation: the two shards form one group with all 8 samples; a second config is its own group
-    from experiments.aggregate import aggregate, main
+    from dps_map.aggregate import main
+    from dps_map.runner.aggregate import aggregate
 
     other = sweep / "other"
     other_cfg = compose_cfg(*SMALL, "sampler=ddpm", "sampler.respacing=2", "data.per_photo=1")
@@ -180,7 +181,7 @@ def test_two_shard_multirun_equals_one_run_resumes_and_aggregates(tmp_path, monk
 
 
 def test_aggregate_of_a_folder_without_runs_is_a_user_error(tmp_path, capsys):
-    from experiments.aggregate import main
+    from dps_map.aggregate import main
 
     assert main([str(tmp_path)]) == 2
     assert "no dps-map run directories" in capsys.readouterr().err
@@ -211,7 +212,7 @@ def test_long_overrides_give_short_unique_job_directories():
 def test_aggregate_merges_the_shards_diversity_over_all_measurements(tmp_path):
     """A diversity sweep's shards each hold the means over their own measurements; the group's diversity is the
     mean over all the group's measurements (weighted by each shard's count), not the mean of the shard means."""
-    from experiments.aggregate import diversity
+    from dps_map.runner.aggregate import diversity
 
     jobs = []
     for k, (n, std, l2) in enumerate([(3, 0.10, 0.5), (1, 0.30, 0.9)]):

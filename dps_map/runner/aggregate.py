@@ -2,7 +2,7 @@
 metrics.jsonl, compute FID/KID over all samples of a group (when the Inception weights exist), and
 write aggregate.json and aggregate.md into the sweep directory.
 
-    python -m experiments.aggregate outputs/multirun/2026-01-01_00-00-00 [--wandb] [--random-weights]
+    python -m dps_map.aggregate outputs/multirun/2026-01-01_00-00-00 [--wandb] [--random-weights]
 
 A job is any directory below SWEEP_DIR holding run.json (written by dps_map.run); its config digest
 (run.json) ignores the settings that do not change the samples (dps_map.config.keys.NON_OUTPUT, the
@@ -13,24 +13,23 @@ n_expected), is incomplete: named with its jobs' counts in both files, never ave
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 from omegaconf import OmegaConf
 
-from dps_map.config import prior_image_size, resolve_device
-from dps_map.config.keys import LABEL_EXCLUDED
-from dps_map.errors import UserError
-from dps_map.io import atomic_write_bytes, atomic_write_json, load_image, read_jsonl, unique_records
-from dps_map.runner import RUN_FILE, mean_sem, read_marker
-from dps_map.runner.lock import lock_holder
+from ..config import prior_image_size, resolve_device
+from ..config.keys import LABEL_EXCLUDED
+from ..errors import UserError
+from ..io import atomic_write_bytes, atomic_write_json, load_image, read_jsonl, unique_records
+from .lock import lock_holder
+from .rundir import RUN_FILE, read_marker
+from .summary import mean_sem
 
-log = logging.getLogger("aggregate")
+log = logging.getLogger(__name__)
 
 PER_SAMPLE = ("psnr", "ssim", "lpips", "misfit", "naive_psnr", "naive_ssim")  # naive: the no-prior baseline
 
@@ -78,7 +77,7 @@ def _label(job: dict) -> str:
 def _fid_kid(jobs: list[dict], records: list[dict], random_weights: bool) -> dict:
     """FID and KID of all reconstructions of the group against all its ground truths (records: the
     group's unique records, each with `_dir`, its job directory)."""
-    from dps_map.metrics import InceptionFeatures, check_weights, fid_from_features, kid
+    from ..metrics import InceptionFeatures, check_weights, fid_from_features, kid
 
     cfg = jobs[0]["cfg"]
     if cfg is None or cfg.data.get("kind") == "gmm":
@@ -301,7 +300,7 @@ def log_wandb(result: dict, root: Path, project: str) -> None:
     """One wandb run (offline unless WANDB_MODE says otherwise) with the table and the summary."""
     import wandb
 
-    from dps_map.runner.loggers import flatten
+    from .loggers import flatten
 
     run = wandb.init(project=project, mode=os.environ.get("WANDB_MODE", "offline"), dir=str(root),
                      name=f"aggregate/{root.name}", job_type="aggregate", reinit="finish_previous")
@@ -316,27 +315,3 @@ def log_wandb(result: dict, root: Path, project: str) -> None:
                                 **{g["label"]: g["metrics"] for g in result["groups"].values()}}).items():
         run.summary[key] = value
     run.finish()
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("sweep_dir", type=Path)
-    parser.add_argument("--wandb", action="store_true", help="also log the table to wandb")
-    parser.add_argument("--wandb-project", default="dps-map")
-    parser.add_argument("--random-weights", action="store_true",
-                        help="tests only: FID/KID with a random Inception network (meaningless numbers)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
-        result = aggregate(args.sweep_dir, args.random_weights)
-    except UserError as err:
-        print(f"aggregate: error: {err}", file=sys.stderr)
-        return 2
-    if args.wandb:
-        log_wandb(result, args.sweep_dir, args.wandb_project)
-    print((args.sweep_dir / "aggregate.md").read_text(), end="")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -17,14 +17,14 @@ ALLOWED = {"core": {"core"}, "library": {"core", "library"}, "config": {"core", 
            "api": {"core", "library", "config"}, "cli": {"core", "library", "config", "runner", "training", "cli"}}
 
 
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+def module_name(path: Path, root: Path = ROOT) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports(path: Path) -> set[str]:
+def imports(path: Path, root: Path = ROOT) -> set[str]:
     """Every dps_map / experiments module this file imports, at any depth of its code."""
-    name = module_name(path)
+    name = module_name(path, root)
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     out = set()
     for node in ast.walk(ast.parse(path.read_text())):
@@ -73,21 +73,21 @@ def graph() -> dict[str, set[str]]:
     return edges
 
 
-def test_layers_import_downwards_only():
+def violations(edges: dict[str, set[str]]) -> list[str]:
     bad = []
-    for src, targets in graph().items():
+    for src, targets in edges.items():
         for dst in targets:
             a, b = layer(src), layer(dst)
             if a and b and b not in ALLOWED[a]:
                 bad.append(f"{src} ({a}) imports {dst} ({b})")
-    assert not bad, "\n".join(sorted(bad))
+    return sorted(bad)
 
 
-def test_no_import_cycles():
-    edges = graph()
-    index, low, stack, on, cycles, counter = {}, {}, [], set(), [], [0]
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on, found, counter = {}, {}, [], set(), [], [0]
 
-    def strong(v):  # Tarjan
+    def strong(v):
         index[v] = low[v] = counter[0]
         counter[0] += 1
         stack.append(v)
@@ -107,22 +107,30 @@ def test_no_import_cycles():
                 if w == v:
                     break
             if len(comp) > 1:
-                cycles.append(sorted(comp))
+                found.append(sorted(comp))
 
     for v in list(edges):
         if v not in index:
             strong(v)
-    assert not cycles, cycles
+    return found
 
 
-def test_the_checker_sees_a_layer_violation(tmp_path):
-    """The walk resolves relative imports inside functions (so a violation there is caught)."""
-    path = ROOT / "dps_map" / "samplers" / "dps.py"
-    assert layer(module_name(path)) == "library"
-    code = "def f():\n    from ..config.targets import build\n"
+def test_layers_import_downwards_only():
+    bad = violations(graph())
+    assert not bad, "\n".join(bad)
+
+
+def test_no_import_cycles():
+    assert not cycles(graph())
+
+
+def test_the_checks_see_an_import_inside_a_function_and_a_cycle(tmp_path):
     fake = tmp_path / "dps_map" / "samplers" / "x.py"
     fake.parent.mkdir(parents=True)
-    fake.write_text(code)
-    tree = ast.parse(code)
-    node = next(n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom))
-    assert node.level == 2 and layer("dps_map.config.targets") == "config" not in ALLOWED["library"]
+    fake.write_text("def f():\n    from ..config.targets import build\n")
+    found = imports(fake, root=tmp_path)
+    assert "dps_map.config.targets" in found
+    assert violations({"dps_map.samplers.x": {"dps_map.config.targets"}}) == \
+        ["dps_map.samplers.x (library) imports dps_map.config.targets (config)"]
+    assert violations({"dps_map.run": {"dps_map.config.targets"}}) == []  # the command line may
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

@@ -26,6 +26,9 @@ from .runner.rundir import check_job_dirs
 from .runner.summary import format_summary
 
 log = logging.getLogger(__name__)
+#: set by main() once every job of the command line has passed its start-up checks: a job Hydra then runs in
+#: this process is not checked twice (a job submitit runs in another process imports this module afresh)
+_checked_here = False
 
 # -- command line -------------------------------------------------------------------------------------
 def pin_local_gpu(job_num: int | None) -> None:
@@ -39,7 +42,6 @@ def pin_local_gpu(job_num: int | None) -> None:
     log.info("job %d pinned to GPU %s", job_num, visible[job_num % len(visible)])
 
 
-
 def _job_num() -> int | None:
     from hydra.core.hydra_config import HydraConfig
 
@@ -47,12 +49,11 @@ def _job_num() -> int | None:
     return None if num is None else int(num)
 
 
-
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
     pin_local_gpu(_job_num())
     try:
-        summary = run(cfg)
+        summary = run(cfg, validated=_checked_here)
     except UserError as err:  # one clear line, no traceback (Hydra would print one)
         print(f"dps-map: error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
@@ -62,7 +63,6 @@ def _hydra_main(cfg: DictConfig) -> None:
               "resume", file=sys.stderr)
         sys.exit(128 + stop.signum)
     print(format_summary(summary))
-
 
 
 def check_command_line(args: list[str], multirun: bool = False) -> list:
@@ -83,7 +83,6 @@ def check_command_line(args: list[str], multirun: bool = False) -> list:
     return jobs
 
 
-
 def main() -> None:
     """Console script `dps-map` (user errors print one line and exit 2, no traceback)."""
     args = sys.argv[1:]
@@ -94,6 +93,8 @@ def main() -> None:
         return
     try:
         jobs = check_command_line(overrides, multirun=multirun)
+        global _checked_here
+        _checked_here = True
         if multirun:
             check_job_dirs(jobs)
         run_dir = None if multirun else lockable_dir(jobs[0])
@@ -106,15 +107,12 @@ def main() -> None:
         sys.exit(err.exit_code)
 
 
-
 def lockable_dir(job) -> Path | None:
     """A single run's directory as Hydra will set it, or None when it holds a time stamp (Hydra's own
     would differ): then run() alone takes the lock."""
     if "now:" in str(job.cfg.hydra.run._get_node("dir")._value()):
         return None
     return Path(job.run_dir).absolute()
-
-
 
 
 if __name__ == "__main__":

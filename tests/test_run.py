@@ -242,3 +242,23 @@ def test_the_printed_summary_of_a_diversity_run():
                                        "kid": {"mean": 0.01, "std": 0.002},
                                        "diversity": {"pixel_std": 0.0451, "pairwise_l2": 0.12, "n_measurements": 2}}})
     assert line == "sr4/adm512/dps: 8 samples  psnr=21.5  fid=3.25  kid=0.01  pixel_std=0.0451  pairwise_l2=0.12"
+
+
+def test_the_command_line_checks_a_run_once(tmp_path, monkeypatch):
+    """python -m dps_map.run validates every job before Hydra starts; the job it then runs in the same process
+    is not validated again (a job in another process, e.g. submitit's, validates itself: run() by default)."""
+    import dps_map.run as cli
+    import dps_map.runner.execute as execute
+
+    calls = []
+    real = execute.validate
+    monkeypatch.setattr(cli, "validate", lambda cfg: (calls.append("launcher"), real(cfg))[1])
+    monkeypatch.setattr(execute, "validate", lambda cfg: (calls.append("job"), real(cfg))[1])
+    monkeypatch.setattr(cli, "_checked_here", False)
+    monkeypatch.setattr(sys, "argv", ["dps-map", "task=gmm_linear", "sampler=exact", "num_samples=10", "progress=false",
+                                      f"hydra.run.dir={tmp_path / 'run'}"])
+    cli.main()
+    assert calls == ["launcher"] and (tmp_path / "run" / "summary.json").exists()
+    calls.clear()
+    run(config("task=gmm_linear", "sampler=exact", "num_samples=10"), tmp_path / "direct")
+    assert calls == ["job"]

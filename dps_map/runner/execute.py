@@ -49,20 +49,18 @@ def item_seed(seed: int, key: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}/{key}".encode()).digest()[:8], "little") >> 1
 
 
-
 def generator(device: torch.device, seed: int) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
 
 
-
-def run(cfg: DictConfig, out_dir=None) -> dict:
-    """Run one config end to end and return its summary (also written to summary.json).
+def run(cfg: DictConfig, out_dir=None, validated: bool = False) -> dict:
+    """Run one config end to end and return its summary (also written to summary.json). `validated`: the
+    caller has run config.validate on this config already (the command line checks every job first).
 
     SIGINT/SIGTERM/SIGUSR2 stop the run between writes (raising io.Interrupted): every sample whose record
     is in metrics.jsonl is complete on disk, no temp file is left, and a rerun resumes from there."""
     with stop_on_signals():
-        return _run(cfg, out_dir)
-
+        return _run(cfg, out_dir, validated)
 
 
 def checked_sampler(cfg: DictConfig):
@@ -72,9 +70,9 @@ def checked_sampler(cfg: DictConfig):
     return make_sampler(cfg)
 
 
-
-def _run(cfg: DictConfig, out_dir=None) -> dict:
-    sampler = checked_sampler(cfg)  # cheap, so first: a bad value stops the run before anything is written
+def _run(cfg: DictConfig, out_dir=None, validated: bool = False) -> dict:
+    # the sampler is cheap, so first: a bad value stops the run before anything is written
+    sampler = make_sampler(cfg) if validated else checked_sampler(cfg)
     if out_dir is None:
         from hydra.core.hydra_config import HydraConfig
 
@@ -82,7 +80,6 @@ def _run(cfg: DictConfig, out_dir=None) -> dict:
     out = Path(out_dir)
     with run_lock(out):  # one writer per run directory (dps_map/lock.py)
         return _run_locked(cfg, sampler, out)
-
 
 
 def _run_locked(cfg: DictConfig, sampler, out: Path) -> dict:
@@ -109,14 +106,12 @@ def _run_locked(cfg: DictConfig, sampler, out: Path) -> dict:
     return summary
 
 
-
 def make_sampler(cfg):
     """The sampler of a config (a bad value: ConfigError naming the sampler)."""
     try:
         return build_sampler(cfg.sampler)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"sampler={cfg.sampler.name}: {err}") from err
-
 
 
 def make_prior(cfg, device):
@@ -138,12 +133,10 @@ def load_items(data_cfg, size: int):
     return shard(items, data_cfg.get("num_shards", 1), data_cfg.get("shard", 0))
 
 
-
 def sample_chunks(num_samples: int, batch_size: int | None):
     """Sample indices in the batches they are drawn in (the chunking fixes the random streams)."""
     step = batch_size or num_samples
     return [list(range(s, min(num_samples, s + step))) for s in range(0, num_samples, step)]
-
 
 
 def measure(cfg, item, size: int, noise, device):
@@ -153,7 +146,6 @@ def measure(cfg, item, size: int, noise, device):
     operator = build_operator(cfg.task, size, gen).to(device)
     x0 = item.image[None].to(device)
     return gen, operator, x0, operator.restrict(noise.sample(operator(x0), gen))
-
 
 
 def bind_class_label(cfg, prior, item, gen) -> int | None:
@@ -175,7 +167,6 @@ def bind_class_label(cfg, prior, item, gen) -> int | None:
     return label
 
 
-
 def check_measurement_batch(cfg, prior, sampler) -> int:
     """measurement_batch (docs/performance.md "Measurement batching"), checked before any sample is drawn: a prior bound
     to one measurement (`condition(operator, y)`: the SR reference models) or a sampler whose conditional
@@ -190,14 +181,12 @@ def check_measurement_batch(cfg, prior, sampler) -> int:
     return mb
 
 
-
 class MeasurementUnit:
     """One sampler chunk of one measurement, waiting to be stacked with others (measurement_batch)."""
 
     def __init__(self, item, operator, x0, y, label, naive, base, model, ks, todo, cgen):
         self.item, self.operator, self.x0, self.y, self.label = item, operator, x0, y, label
         self.naive, self.base, self.model, self.ks, self.todo, self.cgen = naive, base, model, ks, todo, cgen
-
 
 
 def sample_units(prior, sampler, noise, units: list, hooks=None) -> tuple[torch.Tensor, dict]:
@@ -223,7 +212,6 @@ def sample_units(prior, sampler, noise, units: list, hooks=None) -> tuple[torch.
     with torch.no_grad():
         x = prior.decode(z)
     return x, {f["index"]: f for f in sampler.failures()}
-
 
 
 def run_images(cfg, prior, sampler, noise, out: Path, device, logger, evaluator) -> dict:
@@ -263,7 +251,6 @@ def run_images(cfg, prior, sampler, noise, out: Path, device, logger, evaluator)
     summary["image_ids"] = sorted(it.id for it in items)  # the exact images, so a table can be redone on them
     summary["preprocessing"] = preprocessing(cfg.data, items, size)
     return summary
-
 
 
 def write_units(cfg, prior, sampler, noise, units: list, out: Path, logger, evaluator, done: set) -> int:
@@ -320,7 +307,6 @@ def gmm_problem(cfg, prior):
     return find_multimodal_problem(prior.mixture, cfg.task.m, cfg.task.sigma_y,
                                    torch.Generator().manual_seed(int(cfg.seed)),
                                    cfg.task.min_modes, cfg.task.min_weight)
-
 
 
 def run_gmm(cfg, prior, sampler, noise, out: Path, device, logger) -> dict:

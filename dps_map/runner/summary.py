@@ -14,7 +14,6 @@ from ..io import atomic_write_bytes, load_image, unique_records
 GRID_PADDING = 2  # pixels around each tile of grids/<id>.png (evaluate.stored_naive reads the first tile)
 
 
-
 def save_grid(out: Path, ident: str, naive: torch.Tensor, size: int) -> Path:
     """grids/<id>.png: the measurement mapped to image space (operator.naive(y)), every sample on disk,
     the ground truth; one row of size x size tiles, GRID_PADDING pixels apart."""
@@ -30,7 +29,6 @@ def save_grid(out: Path, ident: str, naive: torch.Tensor, size: int) -> Path:
     return path
 
 
-
 def mean_sem(values) -> dict:
     """Mean, sample standard deviation (ddof=1), standard error std/sqrt(n) and count of the finite values
     (None where undefined)."""
@@ -40,7 +38,6 @@ def mean_sem(values) -> dict:
     std = float(v.std(ddof=1)) if v.size > 1 else None
     return {"mean": float(v.mean()), "std": std, "sem": None if std is None else std / float(np.sqrt(v.size)),
             "n": int(v.size)}
-
 
 
 def summarize_images(records: list[dict], ids: set) -> dict:
@@ -69,7 +66,6 @@ def summarize_images(records: list[dict], ids: set) -> dict:
     }
 
 
-
 def preprocessing(data_cfg, items, size: int) -> dict:
     """How the images were made from their sources: the crop and resize policy and, per id, the original
     size (width, height) of the source (demo crops: the photograph and the crop box [top, left, side])."""
@@ -83,7 +79,6 @@ def preprocessing(data_cfg, items, size: int) -> dict:
         sources = {it.id: {"file": it.info.get("file"), "orig_mode": it.info.get("orig_mode")} for it in items}
     return {"policy": policy, "image_size": size,
             "original_sizes": {it.id: it.info.get("orig_size") for it in items}, "sources": sources}
-
 
 
 def format_summary(summary: dict) -> str:

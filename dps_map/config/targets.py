@@ -10,7 +10,9 @@ This is Hydra's ``instantiate`` with three differences, which is why the project
 a config node also holds keys that are not arguments (a sampler's name, a prior's respacing and help text),
 which instantiate would pass on; some arguments come from the run, not the YAML (an operator's image size
 and random generator); and every failure must be one line naming the config group, not a traceback.
-KINDS is the one table of the four kinds; :func:`build` is the one way to build any of them.
+KINDS is the table of the three kinds a node names with `_target_` (sampler, operator, prior) and :func:`build`
+the one way to build them; a task's noise model, named by the task key `noise`, goes through the same
+:func:`locate` and :func:`call_target` (:func:`build_noise`).
 """
 
 from __future__ import annotations

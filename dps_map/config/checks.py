@@ -191,13 +191,9 @@ def validate(cfg: DictConfig) -> None:
     check_adapter(cfg.sampler, cfg.prior, cfg.task)
     check_prior_checkpoint(cfg.prior)
     check_keys(cfg)
-    check_types(plain)  # wrong types and ranges of scalar keys (dps_map/config/types.py)
+    check_types(plain)  # types and ranges of every scalar key, the one place for them (dps_map/config/types.py)
     build_noise(cfg.task)  # cheap: a noise class's own checks (and its sample/misfit methods) at start-up too
     task, prior, data = cfg.task, cfg.prior, cfg.data
-    if cfg.num_samples < 1:
-        raise ConfigError(f"num_samples must be >= 1, got {cfg.num_samples}")
-    if cfg.get("batch_size") is not None and cfg.batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1 (or null for all samples at once), got {cfg.batch_size}")
     is_gmm_task = task.operator == "matrix"
     if is_gmm_task != (prior.kind == "gmm") or is_gmm_task != (data.kind == "gmm"):
         raise ConfigError(f"task={task.name}, prior={prior.name} and data={data.name} do not fit together: "
@@ -205,8 +201,6 @@ def validate(cfg: DictConfig) -> None:
     if cfg.sampler.method in ("exact", "oracle") and not is_gmm_task:
         raise ConfigError(f"sampler={cfg.sampler.name} needs the exact posterior: use it with task=gmm_linear")
     if is_gmm_task:
-        if not 1 <= task.m:
-            raise ConfigError(f"task.m must be >= 1, got {task.m}")
         return
     size = prior_image_size(prior)
     if prior.kind == "adm_upsampler":  # a conditional SR model: only its own SR factor

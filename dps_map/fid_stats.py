@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dps_map.config import resolve_device
 from dps_map.errors import UserError
+from dps_map.io import load_image as io_load_image
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
 
@@ -35,23 +37,9 @@ def list_images(folder) -> list[Path]:
 
 
 def load_image(path, image_size: int) -> torch.Tensor:
-    """Centre crop to the short side, resize to image_size (PIL bicubic, antialiased), RGB (transparent
-    pixels composited on white), [-1, 1], (3, N, N). Same convention as the run's ground-truth loading."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        if im.mode in ("RGBA", "LA", "P"):
-            im = im.convert("RGBA")
-            im = Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im)
-        im = im.convert("RGB")
-        w, h = im.size
-        s = min(w, h)
-        left, top = (w - s) // 2, (h - s) // 2
-        im = im.crop((left, top, left + s, top + s))
-        if s != image_size:
-            im = im.resize((image_size, image_size), Image.Resampling.BICUBIC)
-        a = np.asarray(im, dtype=np.float32) / 127.5 - 1.0
-    return torch.from_numpy(a).permute(2, 0, 1).contiguous()
+    """A (3, N, N) image in [-1, 1], loaded exactly as a run loads its ground truths (dps_map.io.load_image:
+    centre crop, PIL bicubic resize, transparency on white); an unreadable file is a one-line error."""
+    return io_load_image(path, image_size)[0]
 
 
 def compute_folder_features(files, image_size: int, batch_size: int, model, device, progress: bool = True) -> np.ndarray:
@@ -62,12 +50,6 @@ def compute_folder_features(files, image_size: int, batch_size: int, model, devi
         x = torch.stack([load_image(f, image_size) for f in files[b : b + batch_size]]).to(device)
         feats.append(model(x).cpu().numpy().astype(np.float64))
     return np.concatenate(feats, 0)
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def main(argv=None) -> int:
@@ -91,7 +73,7 @@ def main(argv=None) -> int:
             files = files[: args.limit]
         if len(files) < 2:
             raise UserError(f"need at least 2 images for statistics, found {len(files)} under '{args.folder}'")
-        device = _device(args.device)
+        device = resolve_device(args.device)
         model.to(device)
         feats = compute_folder_features(files, args.image_size, args.batch_size, model, device)
         mu, sigma = feature_stats(feats)

@@ -34,11 +34,6 @@ DIRNAME_EXCLUDED = ("overwrite", "progress", "device", "logger", "hydra/launcher
 LABEL_EXCLUDED = tuple(k for k in NON_OUTPUT if k != "hydra") + ("hydra/launcher",)
 
 
-def non_output_text() -> str:
-    """The non-output keys, for messages."""
-    return ", ".join(k for k in NON_OUTPUT if k != "hydra")
-
-
 #: the keys each config group may hold (a key outside these is a typo: refused at start-up).
 #: Sampler, operator, noise and prior keys come from the signatures of the callables their `_target_`s name
 #: (dps_map/config/targets.py); `paths` is free-form.

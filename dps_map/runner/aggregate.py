@@ -8,7 +8,8 @@ A job is any directory below SWEEP_DIR holding run.json (written by dps_map.run)
 (run.json) ignores the settings that do not change the samples (dps_map.config.keys.NON_OUTPUT, the
 shard among them), so the shards of one config share a digest. Each (id, k) is counted once. A group with a missing shard, or with a job
 that is running (its run.lock is held) or unfinished (no summary.json, or fewer records than its
-n_expected), is incomplete: named with its jobs' counts in both files, never averaged into `metrics`.
+n_expected), is incomplete: named with its jobs' counts in both files, never averaged into `metrics`. A group
+whose jobs ran on different devices (device type, device_name or precision in their summary.json) is flagged.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from .summary import mean_sem
 log = logging.getLogger(__name__)
 
 PER_SAMPLE = ("psnr", "ssim", "lpips", "misfit", "naive_psnr", "naive_ssim")  # naive: the no-prior baseline
+#: the summary.json fields that say what a job computed on; a group whose jobs differ in one is flagged
+DEVICE_FIELDS = ("device", "device_name", "precision")
 
 
 def find_jobs(root: Path) -> list[dict]:
@@ -138,6 +141,24 @@ def diversity(jobs: list[dict]) -> dict | None:
     return {**{k: float(sum(p[k] * p["n_measurements"] for p in parts) / n) for k in keys}, "n_measurements": n}
 
 
+def devices(jobs: list[dict]) -> dict:
+    """What a group's finished jobs ran on: {"devices": {field: {value: [job dirs]}}, "mixed_devices": the
+    fields with more than one value}, from each summary.json's device (its type: cuda:0 and cuda:1 are one
+    kind), device_name and precision. A field a summary lacks (older runs wrote neither device_name nor
+    precision) is unknown, not a difference."""
+    seen: dict[str, dict[str, list[str]]] = {field: {} for field in DEVICE_FIELDS}
+    for job in sorted(jobs, key=lambda j: str(j["dir"])):
+        path = job["dir"] / "summary.json"
+        summary = json.loads(path.read_text()) if path.exists() else {}
+        for field in DEVICE_FIELDS:
+            value = summary.get(field)
+            if value is None:
+                continue
+            value = str(value).split(":")[0] if field == "device" else str(value)
+            seen[field].setdefault(value, []).append(str(job["dir"]))
+    return {"devices": seen, "mixed_devices": [field for field in DEVICE_FIELDS if len(seen[field]) > 1]}
+
+
 def job_status(job: dict) -> dict:
     """Whether a job has finished: 'running' (a live process holds its run.lock), 'unfinished' (no
     summary.json: stopped before the end, or still queued to resume) or 'complete' (its summary
@@ -179,6 +200,10 @@ def aggregate_group(jobs: list[dict], random_weights: bool = False) -> dict:
                     "nfe_per_sample": mean_sem(r.get("nfe") for r in records)["mean"],
                     "vjp_per_sample": mean_sem(r.get("vjp") for r in records)["mean"]}}
     out.update(image_ids_and_preprocessing(jobs, records))
+    out.update(devices(jobs))
+    for field in out["mixed_devices"]:
+        log.warning("group %s: its jobs ran on different devices: %s %s", label, field,
+                    ", ".join(sorted(out["devices"][field])))
     if out["shards"]["missing"]:
         log.warning("group %s: shards %s of %d missing (incomplete)", out["label"], out["shards"]["missing"],
                     out["shards"]["num_shards"])
@@ -253,10 +278,11 @@ def to_markdown(result: dict) -> str:
         if not g.get("complete", True):
             vals = ["INCOMPLETE"] + [""] * (len(cols) - 1)
         shards = g["shards"]
+        flag = " **MIXED DEVICES**" if g.get("mixed_devices") else ""
         shard_txt = f"{len(shards['present'])}/{shards['num_shards']}"
         cost = g["cost"]
         div = m.get("diversity") or {}
-        lines.append(f"| {g['label']} | {g['n_samples']} | {g['n_failed']} | {shard_txt} | " + " | ".join(vals)
+        lines.append(f"| {g['label']}{flag} | {g['n_samples']} | {g['n_failed']} | {shard_txt} | " + " | ".join(vals)
                      + f" | {_fmt(cost.get('seconds_per_sample'))} | {_fmt(cost.get('nfe_per_sample'))} |"
                      + ("".join(f" {_fmt(div.get(k))} |" for k in ("pixel_std", "pairwise_l2", "pairwise_lpips"))
                         if spread else ""))
@@ -270,6 +296,15 @@ def to_markdown(result: dict) -> str:
             for s in g.get("incomplete_jobs", []):
                 expected = s["n_expected"] if s["n_expected"] is not None else "?"
                 lines.append(f"- {g['label']}: `{s['dir']}` {s['status']}, {s['n_records']} of {expected} records")
+    mixed = [g for g in sorted(result["groups"].values(), key=lambda g: g["label"]) if g.get("mixed_devices")]
+    if mixed:
+        lines += ["", "Groups whose jobs ran on different devices (marked MIXED DEVICES: their timings differ and "
+                  "their samples may; the jobs of each value are under `devices` in aggregate.json):", ""]
+        for g in mixed:
+            parts = [f"{field} " + ", ".join(f"{value} ({len(dirs)} job{'s' if len(dirs) > 1 else ''})"
+                                             for value, dirs in sorted(g["devices"][field].items()))
+                     for field in g["mixed_devices"]]
+            lines.append(f"- {g['label']}: " + "; ".join(parts))
     dupes = sum(g.get("n_duplicate_records", 0) for g in result["groups"].values())
     if dupes:
         lines += ["", f"{dupes} duplicate records of the same (id, k) ignored (each sample counted once)."]
@@ -290,7 +325,8 @@ def aggregate(root, random_weights: bool = False) -> dict:
               "total": {"n_groups": len(groups), "n_jobs": len(jobs),
                         "n_samples": sum(g["n_samples"] for g in groups.values()),
                         "n_failed": sum(g["n_failed"] for g in groups.values())},
-              "incomplete_groups": sorted(g["label"] for g in groups.values() if not g["complete"])}
+              "incomplete_groups": sorted(g["label"] for g in groups.values() if not g["complete"]),
+              "mixed_device_groups": sorted(g["label"] for g in groups.values() if g["mixed_devices"])}
     atomic_write_json(root / "aggregate.json", result)
     atomic_write_bytes(root / "aggregate.md", to_markdown(result).encode())
     return result

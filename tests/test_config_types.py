@@ -48,7 +48,7 @@ ACCEPTED = {
        ("task.sigma_y", "sampler.zeta", *ZETAS, "task.blur_sigma", "prior.grid_scale", "prior.cov_std",
         "sampler.gamma")},
     **{(k, "null"): "null is allowed (all samples at once / no cap / labels from the folder layout / default)" for k in
-       ("batch_size", "data.max_images", "data.labels", "logger.entity", "logger.group", "perf.autocast",
+       ("batch_size", "data.max_images", "data.labels", "logger.entity", "logger.group",
         "perf.compile_mode", "prior.checkpoint", "prior.prediction_type")},
 }
 

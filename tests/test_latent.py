@@ -462,7 +462,7 @@ def test_perf_knobs_gradient_checkpointing_keeps_the_gradient_and_bf16_stays_clo
         assert tiny.unet.is_gradient_checkpointing and tiny.vae.is_gradient_checkpointing
         torch.testing.assert_close(sampler.measurement_gradient(tiny, diffusion, z, 2, op, noise, y)[0], plain,
                                    rtol=1e-5, atol=1e-6)
-        tiny.configure_perf(autocast="bf16")
+        tiny.configure_perf(precision="bf16")
         assert not tiny.unet.is_gradient_checkpointing
         with torch.no_grad():
             low, full = tiny.predict(z, torch.tensor([500]))[0], None

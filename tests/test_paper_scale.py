@@ -189,10 +189,12 @@ def test_the_class_label_reaches_the_network(imagefolder, tmp_path):
 
 # -- +experiment=paper ----------------------------------------------------------------------------------
 def test_paper_preset_composes_and_runs_scaled_down(imagefolder, tmp_path):
-    """The preset itself: adm512 class-conditional with labels from the data, ADM's fp16 UNet, noiseless,
-    1000 steps and every metric (random metric networks here: the weights are not on this machine)."""
+    """The preset itself: adm512 class-conditional with labels from the data, precision auto (fp16 on a GPU,
+    fp32 here), noiseless, 1000 steps and every metric (random metric networks here: the weights are not on
+    this machine)."""
     cfg = compose("+experiment=paper", "task=sr4", "sampler=dps")
-    assert (cfg.prior.name, cfg.prior.class_label, cfg.prior.unet.use_fp16) == ("adm512", "data", True)
+    assert (cfg.prior.name, cfg.prior.class_label, cfg.prior.unet.use_fp16) == ("adm512", "data", False)
+    assert cfg.perf.precision == "auto"
     assert (cfg.data.name, cfg.data.max_images, cfg.task.sigma_y, cfg.sampler.respacing) == \
         ("imagenet_val", 1000, 0.0, "1000")
     assert set(cfg.metrics.names) >= {"psnr", "ssim", "lpips", "fid", "kid"}
@@ -200,6 +202,7 @@ def test_paper_preset_composes_and_runs_scaled_down(imagefolder, tmp_path):
     summary = run(compose("+experiment=paper", *small, "task=sr4", "sampler=dps", "sampler.respacing=2",
                           f"paths.imagenet_val={imagefolder}", "metrics.random_weights=true"), tmp_path / "paper")
     assert summary["n_samples"] == 3 and summary["n_failed"] == 0
+    assert (summary["precision"], summary["device_type"]) == ("fp32", "cpu")  # auto never computes fp16 on a CPU
     assert {r["class_label"] for r in read_jsonl(tmp_path / "paper" / "metrics.jsonl")} == {980, 1}
     assert {"lpips", "fid", "kid"} <= set(summary["metrics"])
 
@@ -229,7 +232,8 @@ def test_use_fp16_converts_the_torso_and_returns_float32(imagefolder):
     assert rel < 2e-2, rel
 
 
-@pytest.mark.parametrize("precision", [["prior.unet.use_fp16=true"], ["perf.autocast=bf16"]])
+@pytest.mark.parametrize("precision", [["prior.unet.use_fp16=true", "perf.precision=fp16"], ["perf.precision=bf16"],
+                                       ["perf.precision=fp16"]])
 @pytest.mark.parametrize("method", ["dps", "dmap"])
 def test_sampler_state_stays_float32_under_half_precision_networks(precision, method):
     from dps_map.config.targets import build_sampler

@@ -9,6 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from dps_map.config import prepare_perf
 from dps_map.diffusion import Diffusion, make_betas
 from dps_map.errors import ConfigError
 from dps_map.operators import GaussianNoise, SuperResolution
@@ -92,10 +93,10 @@ def test_channels_last_is_numerically_the_same(prior, inputs):
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
-def test_autocast_is_close_and_returns_fp32(prior, inputs, dtype):
+def test_low_precision_is_close_and_returns_fp32(prior, inputs, dtype):
     x, t, v = inputs
     eps0, g0 = vjp(prior, x, t, v)
-    prior.configure_perf(autocast=dtype)
+    prior.configure_perf(precision=dtype)
     eps1, g1 = vjp(prior, x, t, v)
     assert eps1.dtype == g1.dtype == torch.float32
     assert not torch.equal(eps1, eps0)  # the network really ran in low precision
@@ -162,14 +163,16 @@ def test_default_perf_config_is_the_plain_network(prior, inputs):
     x, t, _ = inputs
     with torch.no_grad():
         ref = prior.predict(x, t)[0]
-        prior.configure_perf(**OmegaConf.to_container(OmegaConf.load("dps_map/conf/perf/default.yaml")))
+        prepare_perf(OmegaConf.to_container(OmegaConf.load("dps_map/conf/perf/default.yaml")), "cpu", prior)
         assert torch.equal(prior.predict(x, t)[0], ref)
-    assert prior.perf == {"autocast": None, "channels_last": False, "compile": False, "grad_checkpoint": False}
+    assert prior.perf == {"precision": "fp32", "channels_last": False, "compile": False, "grad_checkpoint": False}
 
 
 def test_bad_perf_settings_are_config_errors(prior):
-    with pytest.raises(ConfigError, match="autocast"):
-        prior.configure_perf(autocast="int8")
+    with pytest.raises(ConfigError, match="precision"):
+        prior.configure_perf(precision="int8")
+    with pytest.raises(ConfigError, match="perf.autocast is now perf.precision"):
+        prepare_perf({"autocast": "bf16"}, "cpu", prior)
     with pytest.raises(ConfigError, match="unknown perf keys"):
         prior.configure_perf(channel_last=True)
 
@@ -177,8 +180,8 @@ def test_bad_perf_settings_are_config_errors(prior):
 def test_gmm_prior_ignores_knobs_with_a_warning(caplog):
     gmm = shipped_prior("gmm")
     with caplog.at_level(logging.WARNING):
-        assert gmm.configure_perf(autocast="bf16", channels_last=False) is gmm
-    assert "autocast" in caplog.text
+        assert gmm.configure_perf(precision="bf16", channels_last=False) is gmm
+    assert "precision" in caplog.text
 
 
 # -- the step loop ------------------------------------------------------------------------------------
@@ -253,3 +256,24 @@ def test_divergence_check_syncs_once_every_check_every_steps(problem, monkeypatc
     monkeypatch.undo()
     assert torch.isfinite(x).all() and sampler.stats["steps"] == 25
     assert calls == [torch.Size([])] * (24 // sampler.CHECK_EVERY)  # at steps 10 and 20, never at the last
+
+
+def test_compile_makes_one_graph_per_kind_of_call_with_a_dynamic_batch(prior):
+    """A DMAP chain at batch 2, 2, 1, 4: the no-grad forward and the VJP each compile once for batch 1 and once
+    for any other batch (dynamo specialises size 1), never per step or per batch size: at most 4 graphs, so
+    dynamo's recompile limit (after which it would run uncompiled, silently) is never reached."""
+    from torch._dynamo.testing import CompileCounter
+
+    counter = CompileCounter()  # a dynamo backend that counts the graphs it is handed, then runs them eagerly
+    prior.configure_perf(compile=True, compile_backend=counter)
+    sampler = DMAPSampler(zeta=0.3, num_inner=2, respacing="3")
+    op, noise = SuperResolution(4), GaussianNoise(0.05)
+    try:
+        for batch in (2, 2, 1, 4):
+            y = torch.zeros(batch, 3, 4, 4)
+            x = sampler.sample(prior, op, noise, y, (batch, 3, 16, 16), torch.Generator().manual_seed(batch))
+            assert torch.isfinite(x).all()
+    finally:
+        torch._dynamo.reset()
+    assert counter.frame_count <= 4, counter.frame_count
+    assert counter.frame_count >= 2  # the forward and the VJP were compiled at all

@@ -19,6 +19,7 @@ from .checks import (
     resolved,
     validate,
 )
+from .device import device_record, perf_record, prepare_perf, resolve_precision
 from .digest import SCHEMA, config_digest
 from .sweep import CONF_DIR, compose_job, without_hydra
 
@@ -26,7 +27,8 @@ _resolvers.register()
 
 __all__ = ["CONF_DIR", "SCHEMA", "PAPER_ADAPTER_TARGETS", "adapter_training_command", "check_adapter",
            "check_class_label", "check_data", "check_keys", "check_prior_checkpoint", "compose", "config_digest",
-           "prior_image_size", "resolve_device", "resolved", "validate"]
+           "device_record", "perf_record", "prepare_perf", "prior_image_size", "resolve_device", "resolve_precision", "resolved",
+           "validate"]
 
 
 def compose(*overrides: str):

@@ -73,6 +73,8 @@ def check_keys(cfg: DictConfig) -> None:
     _check_keys(f"sampler={sampler.get('name')}", sampler, target_keys("sampler", sampler) | {"adapter"})
     _check_keys(f"metrics={cfg.metrics.get('name')}", cfg.metrics, METRICS_KEYS)
     if cfg.get("perf") is not None:
+        if "autocast" in cfg.perf:  # the key of dps-map 0.2
+            raise ConfigError("perf.autocast is now perf.precision (fp32, bf16, fp16 or auto; docs/performance.md)")
         _check_keys("perf", cfg.perf, PERF_KEYS)
     if cfg.logger.get("name") not in LOGGER_KEYS:
         raise ConfigError(f"logger={cfg.logger.get('name')}: unknown logger (known: {', '.join(LOGGER_KEYS)})")
@@ -182,6 +184,18 @@ def prior_image_size(prior) -> int | None:
     return prior.get("image_size")
 
 
+def check_perf(plain: dict) -> None:
+    """Settings that contradict each other: one precision per run (dps_map/config/device.py)."""
+    perf = plain.get("perf") or {}
+    precision = perf.get("precision") or "fp32"
+    if (plain["prior"].get("unet") or {}).get("use_fp16") and precision != "fp16":
+        raise ConfigError(f"prior.unet.use_fp16=true (fp16 weights) contradicts perf.precision={precision}: "
+                          "set perf.precision=fp16, or use_fp16=false")
+    if perf.get("deterministic") and perf.get("cudnn_benchmark"):
+        raise ConfigError("perf.deterministic=true contradicts perf.cudnn_benchmark=true (the benchmark picks "
+                          "algorithms by timing); set one of them false")
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError for an impossible configuration (before anything is built)."""
     plain = resolved(cfg)
@@ -192,6 +206,7 @@ def validate(cfg: DictConfig) -> None:
     check_prior_checkpoint(cfg.prior)
     check_keys(cfg)
     check_types(plain)  # types and ranges of every scalar key, the one place for them (dps_map/config/types.py)
+    check_perf(plain)
     build_noise(cfg.task)  # cheap: a noise class's own checks (and its sample/misfit methods) at start-up too
     task, prior, data = cfg.task, cfg.prior, cfg.data
     is_gmm_task = task.operator == "matrix"

@@ -45,7 +45,8 @@ DATA_KEYS = {"demo": {"name", "kind", "per_photo", "num_shards", "shard", "photo
              "folder": {"name", "kind", "path", "max_images", "labels", "num_shards", "shard"},
              "gmm": {"name", "kind"}}
 METRICS_KEYS = {"name", "names", "lpips_net", "kid_subsets", "kid_subset_size", "random_weights"}
-PERF_KEYS = {"autocast", "channels_last", "compile", "compile_mode", "compile_backend", "grad_checkpoint"}
+PERF_KEYS = {"precision", "tf32", "cudnn_benchmark", "deterministic", "channels_last", "compile", "compile_mode",
+             "compile_backend", "grad_checkpoint"}
 LOGGER_KEYS = {"none": {"name"}, "wandb": {"name", "project", "entity", "mode", "group", "tags"}}
 #: prior config keys that are not arguments of its builder: read by the runner, the checks and the sampler
 #: YAMLs (name, kind, respacing, variance), or help text (HELP_KEYS)

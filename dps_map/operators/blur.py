@@ -12,9 +12,20 @@ from ..errors import ConfigError
 from .base import LinearOperator
 
 
+def reflect_index(n: int, pad: int, device=None) -> torch.Tensor:
+    """Indices of a reflect-padded axis of length n (numpy's 'reflect': the edge pixel not repeated), so
+    x[..., reflect_index(n, p)] equals F.pad(x, (p, p), mode="reflect") along that axis."""
+    i = torch.arange(-pad, n + pad, device=device).abs()
+    return torch.where(i > n - 1, 2 * (n - 1) - i, i)
+
+
 class Blur(LinearOperator):
     """Convolution with a fixed (k, k) kernel, reflect-padded so the output has the input size.
-    The adjoint (correlation with the flipped kernel, folded back through the padding) is the VJP."""
+    The adjoint (correlation with the flipped kernel, folded back through the padding) is the VJP.
+
+    The padding gathers reflected indices rather than calling F.pad(mode="reflect"): same values, but its
+    backward (an index_put with accumulation) has a deterministic CUDA kernel under perf.deterministic,
+    where reflection_pad2d's backward has none."""
 
     def __init__(self, kernel: torch.Tensor):
         if kernel.dim() != 2 or kernel.shape[0] != kernel.shape[1] or kernel.shape[0] % 2 == 0:
@@ -27,9 +38,10 @@ class Blur(LinearOperator):
         if pad >= min(x.shape[-2:]):
             raise ConfigError(f"a {k}x{k} blur kernel needs images larger than {pad} px (got {tuple(x.shape[-2:])});"
                               f" set task.kernel_size smaller")
-        c = x.shape[1]
+        c, (h, w) = x.shape[1], x.shape[-2:]
         weight = self.kernel.to(x.dtype)[None, None].expand(c, 1, k, k)
-        return F.conv2d(F.pad(x, (pad, pad, pad, pad), mode="reflect"), weight, groups=c)
+        padded = x[..., reflect_index(h, pad, x.device), :][..., reflect_index(w, pad, x.device)]
+        return F.conv2d(padded, weight, groups=c)
 
     def transpose(self, y):
         """The identity: the "transpose" of the PSLD code's blur operators (LituRout/PSLD measurements.py:107-108,

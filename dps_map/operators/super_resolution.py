@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
 from .base import LinearOperator
 
 
+def bicubic_matrix(n: int, factor: int) -> torch.Tensor:
+    """The (n / factor, n) matrix W of torch's antialiased bicubic downsampling along one axis, in float64: the
+    resize is separable, so resizing an image X is W X W^T. Read off torch's own resize of the identity."""
+    eye = torch.eye(n, dtype=torch.float64)[None, None]
+    return F.interpolate(eye, size=(n // factor, n), mode="bicubic", antialias=True, align_corners=False)[0, 0]
+
+
 class SuperResolution(LinearOperator):
     """Downsampling by an integer factor ('bicubic': antialiased bicubic, as PIL/torch resize;
-    'avgpool': mean over factor x factor blocks, whose adjoint is block replication / factor^2)."""
+    'avgpool': mean over factor x factor blocks, whose adjoint is block replication / factor^2).
+
+    Bicubic is applied as two matrix products with :func:`bicubic_matrix` (equal to F.interpolate within
+    float rounding): their backward is a matmul, deterministic on CUDA under perf.deterministic, where
+    the antialiased resize's backward has no deterministic kernel."""
 
     def __init__(self, factor: int, method: str = "bicubic"):
         if factor < 1:
@@ -18,14 +30,20 @@ class SuperResolution(LinearOperator):
         if method not in ("bicubic", "avgpool"):
             raise ConfigError(f"super-resolution method must be 'bicubic' or 'avgpool', got '{method}'")
         self.factor, self.method = int(factor), method
+        self._matrices: dict = {}  # (n, device, dtype) -> bicubic_matrix, made once per run
 
     def forward(self, x):
         if x.shape[-1] % self.factor or x.shape[-2] % self.factor:
             raise ConfigError(f"SR factor {self.factor} does not divide the image size {tuple(x.shape[-2:])}")
         if self.method == "avgpool":
             return F.avg_pool2d(x, self.factor)
-        return F.interpolate(x, scale_factor=1 / self.factor, mode="bicubic", antialias=True,
-                             align_corners=False)
+        return self._matrix(x.shape[-2], x) @ x @ self._matrix(x.shape[-1], x).T
+
+    def _matrix(self, n: int, like: torch.Tensor) -> torch.Tensor:
+        key = (n, like.device, like.dtype)
+        if key not in self._matrices:
+            self._matrices[key] = bicubic_matrix(n, self.factor).to(like.device, like.dtype)
+        return self._matrices[key]
 
     def input_shape(self, y):
         return (*y.shape[:-2], y.shape[-2] * self.factor, y.shape[-1] * self.factor)

@@ -6,8 +6,8 @@ checkpoints (dps_map/conf/prior/adm512.yaml, adm256_uncond.yaml) or of our small
 interpolation values (usable by the DDPM step, never for guidance).
 
 Performance knobs (all off by default; dps_map/conf/perf/default.yaml, docs/performance.md "GPU knobs"):
-:meth:`ADMPrior.configure_perf` sets mixed precision (autocast bf16/fp16: the network runs in low
-precision, its output and all the diffusion maths stay in the caller's dtype), channels_last memory
+:meth:`ADMPrior.configure_perf` sets the precision (bf16/fp16: the network runs under torch.autocast, its
+output and all the diffusion maths stay in the caller's dtype), channels_last memory
 format, torch.compile of the network, and gradient checkpointing of the UNet's residual and attention
 blocks (recomputed in the VJP's backward pass instead of stored; also what ``unet.use_checkpoint``
 selects). The network call itself never synchronises host and device: the class labels and the
@@ -38,9 +38,8 @@ log = logging.getLogger(__name__)
 #: flags accepted by guided_diffusion.script_util.create_model
 UNET_FLAGS = tuple(inspect.signature(create_model).parameters)
 NUM_CLASSES = 1000
-#: autocast dtypes accepted by ADMPrior.configure_perf
-AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
-                   "float16": torch.float16}
+#: the autocast dtype of each resolved precision (dps_map/config/device.py)
+PRECISION_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def comma_lists(flags: dict) -> dict:
@@ -87,7 +86,8 @@ class ADMPrior(Prior):
         self.image_size = model.image_size
         self._labels = None if class_label is None else torch.tensor([int(class_label)])
         self._device_cache: dict = {}  # per-device copies of labels and time-embedding frequencies
-        self.perf = {"autocast": None, "channels_last": False, "compile": False, "grad_checkpoint": False}
+        self.perf = {"precision": "fp16" if self.fp16_weights else "fp32", "channels_last": False, "compile": False,
+                     "grad_checkpoint": False}
         self._autocast_dtype = None
         self._network = self._unet_forward
         if getattr(model, "use_checkpoint", False):  # unet.use_checkpoint: route through torch's checkpoint
@@ -129,8 +129,12 @@ class ADMPrior(Prior):
     def predict(self, x_t, t):
         labels = self.labels_for(x_t) if self.class_cond else None
         x_in = x_t.contiguous(memory_format=torch.channels_last) if self.perf["channels_last"] else x_t
+        if self.perf["compile"]:
+            # t is a view into the sampler's step table: a fresh tensor, so the compiled graph does not guard on
+            # its storage offset (one graph per step otherwise)
+            t = t.clone()
         with self.autocast(x_t.device):
-            out = self._network(x_in, t, labels)
+            out = self._network(x_in, t, self._time_frequencies(t.device), labels)
         if out.dtype != x_t.dtype:
             out = out.to(x_t.dtype)
         if self.perf["channels_last"]:
@@ -148,10 +152,11 @@ class ADMPrior(Prior):
             freqs = self._device_cache[key] = freqs.to(device)
         return freqs
 
-    def _unet_forward(self, x, t, labels=None):
-        """UNetModel.forward (guided_diffusion/unet.py) with the embedding frequencies cached on the device."""
+    def _unet_forward(self, x, t, freqs, labels=None):
+        """UNetModel.forward (guided_diffusion/unet.py) with the embedding frequencies given (cached on the
+        device by the caller, outside any compiled graph)."""
         model = self.model
-        args = t[:, None].float() * self._time_frequencies(t.device)[None]
+        args = t[:, None].float() * freqs[None]
         emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
         if model.model_channels % 2:
             emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
@@ -168,40 +173,50 @@ class ADMPrior(Prior):
         return model.out(h.type(x.dtype))
 
     # -- performance knobs ------------------------------------------------------------------------
+    @property
+    def fp16_weights(self) -> bool:
+        """Built with ``unet.use_fp16``: guided_diffusion's fp16 UNet (its torso's weights are fp16)."""
+        return getattr(self.model, "dtype", torch.float32) == torch.float16
+
     def autocast(self, device) -> contextlib.AbstractContextManager:
-        """The mixed-precision context of the network call (a no-op unless perf.autocast is set)."""
+        """The mixed-precision context of the network call (a no-op in fp32 and for fp16 weights)."""
         if self._autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=torch.device(device).type, dtype=self._autocast_dtype)
 
-    def configure_perf(self, autocast: str | None = None, channels_last: bool = False, compile: bool = False,
-                       compile_mode: str | None = None, compile_backend: str = "inductor",
+    def configure_perf(self, precision: str = "fp32", channels_last: bool = False, compile: bool = False,
+                       compile_mode: str | None = None, compile_backend="inductor",
                        grad_checkpoint: bool = False, **unknown) -> "ADMPrior":
-        """Switch the performance knobs (dps_map/conf/perf/default.yaml). Off (the defaults) is the plain network.
+        """Switch the performance knobs (dps_map/conf/perf/default.yaml). The defaults are the plain fp32 network.
 
-        autocast: None, 'bf16' or 'fp16': run the UNet under torch.autocast; eps comes back in x_t's dtype.
+        precision: 'fp32', 'bf16' or 'fp16' (resolved: dps_map.config.prepare_perf). bf16/fp16 run the UNet
+            under torch.autocast, eps comes back in x_t's dtype; a network built with unet.use_fp16
+            (guided_diffusion's fp16 weights) runs as it is and accepts only 'fp16'.
         channels_last: NHWC weights and inputs (faster convolutions on tensor-core GPUs).
-        compile: torch.compile the network call (compile_mode e.g. 'max-autotune', compile_backend
-            e.g. 'inductor' or 'eager'; the first calls are slow while it compiles).
+        compile: torch.compile the network call with a dynamic batch: one graph per kind of call (no-grad
+            forward, VJP) and per batch of 1 or more (compile_mode e.g. 'max-autotune', compile_backend e.g.
+            'inductor' or 'eager'; the first call of each kind is slow while it compiles).
         grad_checkpoint: recompute the residual/attention blocks' activations in the backward pass
             (torch.utils.checkpoint), so a VJP keeps far fewer activations; also set by unet.use_checkpoint.
         """
         if unknown:
-            raise ConfigError(f"unknown perf keys {sorted(unknown)} (autocast, channels_last, compile, "
+            raise ConfigError(f"unknown perf keys {sorted(unknown)} (precision, channels_last, compile, "
                               "compile_mode, compile_backend, grad_checkpoint)")
-        if autocast not in (None, False, "none", "off", *AUTOCAST_DTYPES):
-            raise ConfigError(f"perf.autocast must be null, 'bf16' or 'fp16', got '{autocast}'")
-        self._autocast_dtype = AUTOCAST_DTYPES.get(autocast) if autocast else None
+        if precision not in PRECISION_DTYPES:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISION_DTYPES)}, got '{precision}'")
+        if self.fp16_weights and precision != "fp16":
+            raise ConfigError(f"prior.unet.use_fp16=true (fp16 weights) contradicts perf.precision={precision}")
+        self._autocast_dtype = None if self.fp16_weights else PRECISION_DTYPES[precision]
         self.model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-        self._set_grad_checkpoint(bool(grad_checkpoint) or bool(getattr(self.model, "use_checkpoint", False)))
+        checkpointing = bool(grad_checkpoint) or bool(getattr(self.model, "use_checkpoint", False))
+        self._set_grad_checkpoint(checkpointing)
         if compile:
-            kwargs = {"backend": compile_backend} | ({"mode": compile_mode} if compile_mode else {})
+            kwargs = {"backend": compile_backend, "dynamic": True} | ({"mode": compile_mode} if compile_mode else {})
             self._network = torch.compile(self._unet_forward, **kwargs)
         else:
             self._network = self._unet_forward
-        self.perf = {"autocast": None if self._autocast_dtype is None else str(autocast),
-                     "channels_last": bool(channels_last), "compile": bool(compile),
-                     "grad_checkpoint": bool(grad_checkpoint) or bool(getattr(self.model, "use_checkpoint", False))}
+        self.perf = {"precision": precision, "channels_last": bool(channels_last), "compile": bool(compile),
+                     "grad_checkpoint": checkpointing}
         return self
 
     def _set_grad_checkpoint(self, on: bool) -> None:

@@ -43,7 +43,7 @@ class ConditionalPrior(Prior):
         if hint.shape[0] != x_t.shape[0]:
             hint = hint.expand(x_t.shape[0], *hint.shape[1:])
         labels = self.prior.labels_for(x_t) if self.prior.class_cond else None
-        with self.prior.autocast(x_t.device):  # the prior's perf.autocast applies to both networks
+        with self.prior.autocast(x_t.device):  # the prior's precision applies to both networks
             residuals, middle = self.adapter(x_t, t, hint, labels)
             out = controlled_forward(self.prior.model, x_t, t, residuals, middle, labels)
         return self.prior.split_output(out.to(x_t.dtype))

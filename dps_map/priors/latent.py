@@ -82,7 +82,7 @@ class LatentPrior(Prior):
         if image_size % self.downscale:
             raise ConfigError(f"latent prior: image_size {image_size} is not a multiple of the VAE's factor {self.downscale}")
         self.image_size = int(image_size)
-        self.perf = {"autocast": None, "grad_checkpoint": False}
+        self.perf = {"precision": "fp32", "grad_checkpoint": False}
         self._autocast_dtype = None
 
     @property
@@ -90,28 +90,34 @@ class LatentPrior(Prior):
         side = self.image_size // self.downscale
         return (self.latent_channels, side, side)
 
-    def configure_perf(self, autocast=None, grad_checkpoint=False, **others) -> "LatentPrior":
-        """GPU knobs (dps_map/conf/perf/default.yaml): ``autocast`` (bf16/fp16: UNet and VAE under torch.autocast, the
-        diffusion maths stay fp32) and ``grad_checkpoint`` (diffusers' gradient checkpointing of the UNet and
-        the VAE: a 512x512 VJP through the decoder keeps far fewer activations). Other knobs are ignored,
-        with a warning."""
-        from .adm import AUTOCAST_DTYPES
+    def configure_perf(self, precision="fp32", grad_checkpoint=False, **others) -> "LatentPrior":
+        """GPU knobs (dps_map/conf/perf/default.yaml): ``precision`` (bf16/fp16: the UNet under torch.autocast;
+        the VAE always runs in fp32, as diffusers upcasts it, and the diffusion maths stay fp32) and
+        ``grad_checkpoint`` (diffusers' gradient checkpointing of the UNet and the VAE: a 512x512 VJP through
+        the decoder keeps far fewer activations). Other knobs are ignored, with a warning."""
+        from .adm import PRECISION_DTYPES
 
         ignored = sorted(k for k, v in others.items() if v and k not in ("compile_mode", "compile_backend"))
         if ignored:
-            log.warning("latent priors support perf.autocast and perf.grad_checkpoint only: %s ignored", ignored)
-        if autocast and autocast not in AUTOCAST_DTYPES:
-            raise ConfigError(f"perf.autocast must be one of {sorted(AUTOCAST_DTYPES)} or null, got '{autocast}'")
-        self._autocast_dtype = AUTOCAST_DTYPES[autocast] if autocast else None
+            log.warning("latent priors support perf.precision and perf.grad_checkpoint only: %s ignored", ignored)
+        if precision not in PRECISION_DTYPES:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISION_DTYPES)}, got '{precision}'")
+        self._autocast_dtype = PRECISION_DTYPES[precision]
         for module in (self.unet, self.vae):
             module.enable_gradient_checkpointing() if grad_checkpoint else module.disable_gradient_checkpointing()
-        self.perf = {"autocast": autocast or None, "grad_checkpoint": bool(grad_checkpoint)}
+        self.perf = {"precision": precision, "grad_checkpoint": bool(grad_checkpoint)}
         return self
 
     def autocast(self, device):
+        """The UNet's mixed-precision context (the VAE runs outside it: :meth:`full_precision`)."""
         if self._autocast_dtype is None:
             return super().autocast(device)
         return torch.autocast(device_type=torch.device(device).type, dtype=self._autocast_dtype)
+
+    @staticmethod
+    def full_precision(device):
+        """Autocast off: the VAE decodes and encodes in fp32 whatever the UNet's precision (diffusers' upcast_vae)."""
+        return torch.autocast(device_type=torch.device(device).type, enabled=False)
 
     def predict(self, z, t):
         context = self.text_embedding.to(z.dtype).expand(z.shape[0], -1, -1)
@@ -122,17 +128,22 @@ class LatentPrior(Prior):
         return out, None
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Images in [-1, 1] (not clamped) from latents: D(z / s)."""
-        with self.autocast(z.device):
-            return self.vae.decode(z / self.scaling_factor).sample.to(z.dtype)
+        """Images in [-1, 1] (not clamped) from latents: D(z / s), in fp32."""
+        with self.full_precision(z.device):
+            return self.vae.decode(_at_least_fp32(z) / self.scaling_factor).sample.to(z.dtype)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Latents of images in [-1, 1]: s E(x) (the mean of the encoder's Gaussian)."""
-        return self.vae.encode(x).latent_dist.mean.to(x.dtype) * self.scaling_factor
+        """Latents of images in [-1, 1]: s E(x) (the mean of the encoder's Gaussian), in fp32."""
+        with self.full_precision(x.device):
+            return self.vae.encode(_at_least_fp32(x)).latent_dist.mean.to(x.dtype) * self.scaling_factor
 
     def sampling_operator(self, operator: Operator) -> "DecodedOperator":
         """The operator the samplers see: z -> A(D(z))."""
         return DecodedOperator(operator, self)
+
+
+def _at_least_fp32(v: torch.Tensor) -> torch.Tensor:
+    return v.float() if v.dtype in (torch.float16, torch.bfloat16) else v
 
 
 class DecodedOperator(Operator):
@@ -373,7 +384,7 @@ class LatentControlNetPrior(Prior):
         if hint.shape[0] != z.shape[0]:
             hint = hint.expand(z.shape[0], *hint.shape[1:])
         context = self.prior.text_embedding.to(z.dtype).expand(z.shape[0], -1, -1)
-        with self.prior.autocast(z.device):  # the prior's perf.autocast applies to both networks
+        with self.prior.autocast(z.device):  # the prior's precision applies to both networks
             down, mid = self.controlnet(z, t, encoder_hidden_states=context, controlnet_cond=hint, return_dict=False)
             out = self.prior.unet(z, t, encoder_hidden_states=context, down_block_additional_residuals=down,
                                   mid_block_additional_residual=mid).sample.to(z.dtype)

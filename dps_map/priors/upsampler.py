@@ -59,7 +59,9 @@ class UpsamplerPrior(ADMPrior):
         if low.shape[0] != x_t.shape[0]:
             low = low.expand(x_t.shape[0], *low.shape[1:])
         kwargs = {"y": self.labels_for(x_t)} if self.class_cond else {}
-        return self.split_output(self.model(x_t, t, low_res=low, **kwargs))
+        with self.autocast(x_t.device):
+            out = self.model(x_t, t, low_res=low, **kwargs)
+        return self.split_output(out.to(x_t.dtype))
 
 
 def upsampler_prior(unet: dict, checkpoint: str | None = None, random_init: bool = False,

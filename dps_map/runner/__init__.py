@@ -8,6 +8,7 @@ from .execute import (
     bind_class_label,
     check_measurement_batch,
     checked_sampler,
+    draw_measurement,
     generator,
     gmm_problem,
     item_seed,
@@ -23,6 +24,6 @@ from .rundir import RUN_FILE, check_job_dirs, claim_run_dir, read_marker, run_di
 from .summary import format_summary, mean_sem, summarize_images
 
 __all__ = ["MeasurementUnit", "RUN_FILE", "bind_class_label", "check_measurement_batch", "check_job_dirs", "checked_sampler",
-           "claim_run_dir", "format_summary", "generator", "gmm_problem", "item_seed", "load_items", "make_prior",
+           "claim_run_dir", "draw_measurement", "format_summary", "generator", "gmm_problem", "item_seed", "load_items", "make_prior",
            "make_sampler", "mean_sem", "measure", "read_marker", "run", "run_dirs", "sample_chunks", "sample_units",
            "summarize_images"]

@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from ..config import config_digest, resolve_device, resolved, validate
+from ..config import config_digest, device_record, perf_record, prepare_perf, resolve_device, resolved, validate
 from ..config.targets import build_noise, build_operator, build_prior, build_sampler
 from ..data import demo_crops, demo_photos, folder_items, shard
 from ..errors import ConfigError
@@ -50,6 +50,7 @@ def item_seed(seed: int, key: str) -> int:
 
 
 def generator(device: torch.device, seed: int) -> torch.Generator:
+    """The sampler's stream of one chunk of samples, on the run's device (its draws never leave it)."""
     return torch.Generator(device=device).manual_seed(seed)
 
 
@@ -86,8 +87,9 @@ def _run_locked(cfg: DictConfig, sampler, out: Path) -> dict:
     if remove_temp_files(out):
         log.warning("removed temp files a killed run left in %s", out)
     digest = config_digest(cfg)
-    claim_run_dir(out, digest, cfg.get("overwrite", False), run_weights(cfg))
     device = resolve_device(cfg.device)
+    compute = {**device_record(device), **perf_record(perf_settings(cfg), device)}
+    claim_run_dir(out, digest, cfg.get("overwrite", False), run_weights(cfg), compute)
     evaluator = Evaluator(cfg.metrics, cfg.paths, device) if cfg.data.kind != "gmm" else None  # checks weights
     prior = make_prior(cfg, device)
     noise = build_noise(cfg.task)
@@ -98,7 +100,7 @@ def _run_locked(cfg: DictConfig, sampler, out: Path) -> dict:
         else:
             summary = run_images(cfg, prior, sampler, noise, out, device, logger, evaluator)
         summary.update(task=cfg.task.name, prior=cfg.prior.name, sampler=cfg.sampler.name, seed=cfg.seed,
-                       digest=digest, device=str(device), config=resolved(cfg).get("sampler"))
+                       digest=digest, **compute, config=resolved(cfg).get("sampler"))
         atomic_write_json(out / "summary.json", summary)
         logger.log_summary(summary)
     finally:
@@ -114,11 +116,15 @@ def make_sampler(cfg):
         raise ConfigError(f"sampler={cfg.sampler.name}: {err}") from err
 
 
+def perf_settings(cfg) -> dict:
+    return OmegaConf.to_container(cfg.perf, resolve=True) if cfg.get("perf") is not None else {}
+
+
 def make_prior(cfg, device):
-    """The prior of a config on `device`, with the perf knobs applied (docs/performance.md "GPU knobs")."""
+    """The prior of a config on `device`, in the run's precision with the backend switches and perf knobs
+    applied (dps_map.config.prepare_perf; docs/performance.md "Precision" and "GPU knobs")."""
     prior = build_prior(cfg.prior, device)
-    if cfg.get("perf") is not None and hasattr(prior, "configure_perf"):
-        prior.configure_perf(**OmegaConf.to_container(cfg.perf, resolve=True))
+    prepare_perf(perf_settings(cfg), device, prior if hasattr(prior, "configure_perf") else None)
     return prior
 
 
@@ -139,13 +145,27 @@ def sample_chunks(num_samples: int, batch_size: int | None):
     return [list(range(s, min(num_samples, s + step))) for s in range(0, num_samples, step)]
 
 
-def measure(cfg, item, size: int, noise, device):
-    """The measurement of one item as every run draws it (from the stream seeded by (seed, id)):
-    returns (that generator, operator, x0 of shape (1, C, S, S), y)."""
-    gen = generator(device, item_seed(cfg.seed, item.id))
-    operator = build_operator(cfg.task, size, gen).to(device)
-    x0 = item.image[None].to(device)
+def draw_measurement(cfg, item, size: int, noise):
+    """The problem of one item, drawn on the CPU from the stream seeded by (seed, id) whatever the run's
+    device: its operator (mask, kernel), x0 of shape (1, C, S, S) and y = restrict(A x0 + noise). Every device
+    solves exactly the problems a CPU run solves (the same y, bit for bit). Returns (the CPU generator,
+    operator, x0, y), all on the CPU."""
+    gen = torch.Generator().manual_seed(item_seed(cfg.seed, item.id))
+    operator = build_operator(cfg.task, size, gen)
+    x0 = item.image[None]
     return gen, operator, x0, operator.restrict(noise.sample(operator(x0), gen))
+
+
+def measure(cfg, item, size: int, noise, device):
+    """:func:`draw_measurement` on the CPU, then moved to `device` (:func:`to_device`)."""
+    return to_device(draw_measurement(cfg, item, size, noise), device)
+
+
+def to_device(measurement, device):
+    """(generator, operator, x0, y) with the operator, x0 and y on `device`; the generator, whose stream also
+    draws a random class label, stays on the CPU."""
+    gen, operator, x0, y = measurement
+    return gen, operator.to(device), x0.to(device), y.to(device)
 
 
 def bind_class_label(cfg, prior, item, gen) -> int | None:
@@ -207,8 +227,14 @@ def sample_units(prior, sampler, noise, units: list, hooks=None) -> tuple[torch.
         gen = GeneratorStack([(u.cgen, len(u.ks)) for u in units])
         y = torch.cat([u.y.expand(len(u.ks), *u.y.shape[1:]) for u in units])
     # latent priors: the samplers see A(D(z)) and the runner decodes z (identity otherwise)
-    z = sampler.sample(units[0].model, prior.sampling_operator(operator), noise, y,
-                       (y.shape[0], *prior.sample_shape), gen, hooks=hooks)
+    try:
+        z = sampler.sample(units[0].model, prior.sampling_operator(operator), noise, y,
+                           (y.shape[0], *prior.sample_shape), gen, hooks=hooks)
+    except RuntimeError as err:
+        if "does not have a deterministic implementation" not in str(err):
+            raise
+        raise ConfigError(f"perf.deterministic=true: {str(err).splitlines()[0]} (this prior or operator cannot run "
+                          "deterministically on this device; set perf.deterministic=false)") from err
     with torch.no_grad():
         x = prior.decode(z)
     return x, {f["index"]: f for f in sampler.failures()}
@@ -222,6 +248,7 @@ def run_images(cfg, prior, sampler, noise, out: Path, device, logger, evaluator)
     done = {(r["id"], r["k"]) for r in read_jsonl(metrics_path)
             if r.get("failed") or (out / "recon" / f"{r['id']}_{r['k']}.png").exists()}
     chunks = sample_chunks(cfg.num_samples, cfg.get("batch_size"))
+    max_rows = cfg.get("batch_size") or float("inf")  # batch_size caps the rows of stacked measurements too
     n_new, pending = 0, []
     bar = tqdm(items, desc=f"{cfg.task.name}/{cfg.sampler.name}", disable=not cfg.progress, unit="meas")
     for item in bar:
@@ -238,6 +265,9 @@ def run_images(cfg, prior, sampler, noise, out: Path, device, logger, evaluator)
             if not todo:
                 continue
             cgen = generator(device, item_seed(cfg.seed, f"{item.id}/samples{ks[0]}"))
+            if pending and sum(len(u.ks) for u in pending) + len(ks) > max_rows:
+                n_new += write_units(cfg, prior, sampler, noise, pending, out, logger, evaluator, done)
+                pending = []
             pending.append(MeasurementUnit(item, operator, x0, y, label, naive, base, model, ks, todo, cgen))
             if len(pending) == mbatch:
                 n_new += write_units(cfg, prior, sampler, noise, pending, out, logger, evaluator, done)

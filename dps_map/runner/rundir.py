@@ -1,7 +1,8 @@
 """A run directory's marker, run.json: which config (digest) and which weight files (by content) made the
 outputs beside it. One config per directory: outputs of another are refused, never mixed or re-run.
 
-run.json is ``{"schema": 2, "digest": ..., "version": ..., "weights": {...}}``. A directory written by
+run.json is ``{"schema": 2, "digest": ..., "version": ..., "weights": {...}, "compute": {...}}`` (compute: the
+device, its name and the resolved precision, dps_map.config.device). A directory written by
 dps-map 0.1 (no "schema": its digest was computed another way) is refused with one line that names
 ``python -m dps_map.migrate``.
 """
@@ -56,17 +57,19 @@ def run_weights(cfg) -> dict:
     return {"prior": prior_weights(cfg.prior), "adapter": weights_id(cfg.sampler.get("adapter"))}
 
 
-def write_marker(out: Path, digest: str, weights: dict) -> None:
+def write_marker(out: Path, digest: str, weights: dict, compute: dict | None = None) -> None:
     from .. import __version__
 
     atomic_write_json(Path(out) / RUN_FILE, {"schema": SCHEMA, "digest": digest, "version": __version__,
-                                             **({"weights": weights} if weights else {})})
+                                             **({"weights": weights} if weights else {}),
+                                             **({"compute": compute} if compute else {})})
 
 
-def claim_run_dir(out: Path, digest: str, overwrite: bool, weights: dict | None = None) -> None:
-    """Refuse to mix outputs of two configs, or of one config with other weights, in one directory (unless
-    overwrite=true, which removes the old outputs). A weight unknown on either side (None: no file) is not
-    compared."""
+def claim_run_dir(out: Path, digest: str, overwrite: bool, weights: dict | None = None,
+                  compute: dict | None = None) -> None:
+    """Refuse to mix outputs of two configs, of one config with other weights, or of two precisions (perf.precision
+    =auto resumed on another kind of device) in one directory (unless overwrite=true, which removes the old
+    outputs). A weight unknown on either side (None: no file) is not compared."""
     weights = {k: v for k, v in (weights or {}).items() if v is not None}
     try:
         saved = read_marker(out)
@@ -77,6 +80,12 @@ def claim_run_dir(out: Path, digest: str, overwrite: bool, weights: dict | None 
     if saved is not None:
         old, old_weights = saved.get("digest"), saved.get("weights") or {}
         changed = {k: (old_weights[k], v) for k, v in weights.items() if old_weights.get(k) not in (None, v)}
+        old_precision = (saved.get("compute") or {}).get("precision")
+        if compute and old_precision not in (None, compute["precision"]) and not overwrite and old == digest:
+            raise ConfigError(f"run dir '{out}' holds samples computed in {old_precision} "
+                              f"({saved['compute'].get('device_name')}); this run computes in {compute['precision']} "
+                              f"on {compute['device_name']}: resume it where perf.precision gives {old_precision}, "
+                              "or pass overwrite=true")
         if old != digest and not overwrite:
             raise ConfigError(f"run dir '{out}' holds outputs of another config (digest {old}, this one {digest});"
                               " choose another hydra.run.dir or pass overwrite=true")
@@ -84,13 +93,13 @@ def claim_run_dir(out: Path, digest: str, overwrite: bool, weights: dict | None 
             what = "; ".join(f"{k} {a[:19]}... now {b[:19]}..." for k, (a, b) in changed.items())
             raise ConfigError(f"run dir '{out}' holds outputs made with other weights ({what}): the file at the "
                               "configured path changed; choose another hydra.run.dir or pass overwrite=true")
-        if old != digest or changed:
+        if old != digest or changed or (compute and old_precision not in (None, compute["precision"])):
             log.warning("overwrite=true: discarding outputs of config %s (weights %s) in %s", old, old_weights, out)
             for name in OUTPUT_FILES:
                 (Path(out) / name).unlink(missing_ok=True)
         else:
             weights = {**old_weights, **weights}
-    write_marker(out, digest, weights)
+    write_marker(out, digest, weights, compute)
 
 
 def check_job_dirs(jobs) -> None:

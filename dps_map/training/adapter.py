@@ -22,7 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..adapters.controlnet import Adapter, adapter_checkpoint, load_adapter, measurement_hint
-from ..config import check_class_label, resolve_device
+from ..config import check_class_label, prepare_perf, resolve_device
 from ..config.targets import build_noise, build_prior
 from ..data import HELDOUT_PHOTOS
 from ..diffusion import Diffusion
@@ -96,11 +96,14 @@ class ClassLabels:
 
 # -- training -----------------------------------------------------------------------------------
 def frozen_prior(cfg):
-    """The prior the adapter conditions, on cfg.device, with its perf knobs (autocast / checkpointing)."""
-    prior = build_prior(cfg.prior, resolve_device(cfg.device))
+    """The prior the adapter conditions, on cfg.device, with its perf knobs (precision / checkpointing)."""
+    device = resolve_device(cfg.device)
+    prior = build_prior(cfg.prior, device)
     if prior.kind != "image":
         raise ConfigError("adapters condition image priors (prior=tiny, adm512, adm256_uncond)")
-    return prior.configure_perf(**cfg.get("perf", {}))
+    perf = OmegaConf.to_container(cfg.perf, resolve=True) if cfg.get("perf") is not None else {}
+    prepare_perf(perf, device, prior)
+    return prior
 
 
 def signature(cfg) -> dict:

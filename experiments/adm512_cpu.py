@@ -13,7 +13,7 @@ runs the project's own commands in a child process, so its peak RSS is that proc
   `prior.unet.use_checkpoint=false` and `true`, each under `/usr/bin/time -v`: the whole run's wall time, the
   sampler's seconds (summary.json) and the peak RSS.
 - `vjp128`: the adm512 network (the same 559M parameters) on a 128x128 input, batch 1: the peak RSS above the
-  resident weights during one VJP of eps (`perf` off, `perf.grad_checkpoint=true`, `perf.autocast=bf16`), one
+  resident weights during one VJP of eps (`perf` off, `perf.grad_checkpoint=true`, `perf.precision=bf16`), one
   child process each; VmHWM reset after the weights are built.
 - `controlnet`: `python -m dps_map.train_adapter prior=sd2_tiny task=sr4 batch_size=8` (one thread), 20 steps:
   seconds per training step from the exported card.
@@ -147,7 +147,7 @@ def _vjp128_child(mode: str) -> None:
     torch.set_num_threads(2)
     cfg = compose_job(["prior=adm512"]).prior
     prior = adm_prior(unet=dict(cfg.unet), random_init=True, class_label=0)
-    prior.configure_perf(autocast="bf16" if mode == "bf16" else None, grad_checkpoint=mode == "grad_checkpoint")
+    prior.configure_perf(precision="bf16" if mode == "bf16" else "fp32", grad_checkpoint=mode == "grad_checkpoint")
     x = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(0), requires_grad=True)
     t = torch.tensor([500])
     peak = PeakMemory("cpu")  # resets VmHWM to the current RSS (the built weights)
@@ -174,7 +174,7 @@ def vjp128(work: Path, rows: list) -> list[str]:
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         above = r["peak"] - r["resident"]
         rows.append({"section": "vjp128", "setting": mode, "resident_bytes": r["resident"], "peak_above_bytes": above})
-        label = {"fp32": "fp32", "grad_checkpoint": "`perf.grad_checkpoint=true`", "bf16": "`perf.autocast=bf16`"}[mode]
+        label = {"fp32": "fp32", "grad_checkpoint": "`perf.grad_checkpoint=true`", "bf16": "`perf.precision=bf16`"}[mode]
         lines.append(f"| {label} | {r['resident'] / 1e9:.2f} GB | {above / 1e9:.2f} GB |")
     return lines + ["", f"1-min load average at the end {load()}.", ""]
 

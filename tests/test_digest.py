@@ -25,9 +25,24 @@ V1_DIGESTS = {("prior=tiny", "task=sr4", "sampler=dps"): "d009fda2cc3d2e2b",
               ("+experiment=paper", "task=sr8", "sampler=dmap", "prior.random_init=true"): "75cb49248cdaa774"}
 
 
+#: the perf node every dps-map 0.1 and 0.2 config had (perf.precision and the backend switches came later)
+V1_PERF = {"autocast": None, "channels_last": False, "compile": False, "compile_mode": None,
+           "compile_backend": "inductor", "grad_checkpoint": False}
+
+
+def as_saved_by_0_1(overrides):
+    """The .hydra/config.yaml dps-map 0.1 saved for these overrides: today's config with 0.1's perf node, and the
+    paper preset's ADM fp16 UNet (now perf.precision=auto)."""
+    cfg = compose(*overrides, *FIXED_PATHS)
+    cfg.perf = V1_PERF
+    if "+experiment=paper" in overrides:
+        cfg.prior.unet.use_fp16 = True
+    return cfg
+
+
 @pytest.mark.parametrize("overrides", list(V1_DIGESTS))
 def test_migrate_recomputes_the_digests_of_dps_map_0_1(overrides):
-    assert v1_digest(compose(*overrides, *FIXED_PATHS)) == V1_DIGESTS[overrides]
+    assert v1_digest(as_saved_by_0_1(overrides)) == V1_DIGESTS[overrides]
 
 
 def test_help_text_paths_and_tuned_table_do_not_change_the_digest():

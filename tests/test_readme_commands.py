@@ -124,7 +124,7 @@ COMMANDS: dict[str, Run | Excuse] = {
     "python -m dps_map.run task=sr4 prior=tiny sampler=adapter": Run(FAST),
     "python -m dps_map.run task=sr4 prior=tiny sampler=adapter_dmap": Run(FAST),
     "python -m dps_map.train_adapter task=sr4 prior=adm512 data.kind=folder data.root=/data/train100 "
-    "data.n_images=100 batch_size=4 accumulate=16 steps=5000 lr=1e-5 weight_decay=1e-2 perf.autocast=bf16 "
+    "data.n_images=100 batch_size=4 accumulate=16 steps=5000 lr=1e-5 weight_decay=1e-2 perf.precision=bf16 "
     "perf.grad_checkpoint=true export_path=checkpoints/adapters/sr4_adm512.pt":
         Run(f"{TOY} steps=2 batch_size=2 accumulate=1 data.n_images=4", {"/data/train100": "{train}"}),
     "python -m dps_map.train_adapter prior=sd2_base task=sr8 data.kind=folder data.root=/data/train100 "
@@ -157,11 +157,11 @@ COMMANDS: dict[str, Run | Excuse] = {
     # -- docs/performance.md, docs/testing.md (mutants) ------------------------------------------------------------
     "make bench-quick": Excuse("installs the bench extra (deepinv); tests/test_bench.py runs the bench", "make"),
     "make bench": Excuse("minutes; installs the bench extra; tests/test_bench.py runs the bench", "make"),
-    "python -m dps_map.bench prior=adm512 prior.random_init=true device=cuda perf.autocast=bf16 batch_sizes=[1,4]":
+    "python -m dps_map.bench prior=adm512 prior.random_init=true device=cuda perf.precision=bf16 batch_sizes=[1,4]":
         Run(f"{TOY} device=cpu quick=true steps=2 repeats=1 net_calls=1 peer=false measurement_batches=[] "
             "samplers=[dps]"),  # the GPU example, on this CPU
     "python -m dps_map.bench": Excuse("make bench-quick; tests/test_bench.py", "compose", "bench"),
-    "python -m dps_map.run prior=adm512 prior.class_label=random perf.autocast=bf16 perf.grad_checkpoint=true":
+    "python -m dps_map.run prior=adm512 prior.class_label=random perf.precision=bf16 perf.grad_checkpoint=true":
         Run(f"{TOY} sampler.respacing=2 data.per_photo=1 progress=false"),
     "python -m dps_map.run prior=tiny task=sr4 sampler=dps data=demo measurement_batch=8":
         Run("sampler.respacing=2 progress=false"),

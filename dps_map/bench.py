@@ -17,8 +17,12 @@ For the prior and task of dps_map/conf/bench.yaml (tiny, sr4 by default) it meas
 * deepinv's DPS (``deepinv.sampling.DPS``, optional extra ``bench``) driving the same network on the
   same measurement with the same number of guided steps, and the time ratio to ours.
 
-Every timing is repeated (``repeats``) and reported as min/median/max. The table goes to stdout and the
-last line is one JSON object (``overhead_ratio``: the per-sampler median at its worst batch size).
+Every timing is repeated (``repeats``) and reported as min/median/max. Each row of the table goes to
+stdout (flushed) as soon as it is measured, and the last line is one JSON object (``overhead_ratio``: the
+per-sampler median at its worst batch size). A configuration that runs out of memory (a 512x512 network
+at a large batch) is a row "out of memory at batch N", a row ``{"error": "out of memory"}`` in the JSON and
+an entry of its ``out_of_memory`` list; its memory is given back and the bench goes on with the next one.
+The problem (operator, y) is drawn from a CPU generator, so it is the same on every device.
 Timings are not asserted anywhere: a shared CPU makes them noisy, so the load average is printed too.
 """
 
@@ -38,10 +42,10 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .config import CONF_DIR, resolve_device
+from .config import CONF_DIR, device_record, prepare_perf, resolve_device
 from .config.targets import build_noise, build_operator, build_prior
 from .errors import ConfigError, UserError
-from .runner.timing import PeakMemory, stats3, sync, time_network
+from .runner.timing import PeakMemory, free_memory, is_out_of_memory, stats3, sync, time_network
 
 log = logging.getLogger(__name__)
 
@@ -199,37 +203,57 @@ def peer_dps(prior, operator, noise, y, batch: int, steps: int, zeta: float, dev
             "note": PEER_NOTE}
 
 
+# -- the problem -------------------------------------------------------------------------------------
+def draw_problem(cfg, prior, noise, gen: torch.Generator, device):
+    """(operator, y) of one measurement drawn from the CPU generator `gen`, so the problem (mask, kernel,
+    noise) is the same on every device, as in dps_map.runner.execute.measure; then moved to `device`."""
+    operator = build_operator(cfg.task, prior.image_size, gen)
+    x0 = torch.rand(1, *prior.sample_shape, generator=gen) * 2 - 1
+    y = operator.restrict(noise.sample(operator(x0), gen))
+    return operator.to(device), y.to(device)
+
+
+# -- out of memory --------------------------------------------------------------------------------------
+def guarded(measure, device):
+    """(measure(), None), or (None, the first line of the error) when it runs out of memory; any other
+    error propagates. The memory the failed measurement held is given back before returning."""
+    try:
+        return measure(), None
+    except Exception as err:  # noqa: BLE001 - only out-of-memory is caught; the rest is raised again
+        if not is_out_of_memory(err):
+            raise
+        message = (str(err).splitlines() or [type(err).__name__])[0]
+    free_memory(device)  # after the except block: its traceback no longer holds the failed tensors
+    return None, message
+
+
+def oom_entry(batch: int, message: str) -> dict:
+    return {"batch": batch, "error": "out of memory", "message": message}
+
+
 # -- measurement batching ------------------------------------------------------------------------------
-def measurement_batch_runs(cfg, prior, sampler, noise, device, sizes, repeats: int) -> dict:
-    """Samples per second of one sampler when `mb` measurements (each its own operator, y and random
-    stream, num_samples=1) share one sampler call, through the runner's own path (run.sample_units).
-    Returns {str(mb): {seconds, samples_per_s, forward, vjp, speedup}} (speedup: vs measurement_batch 1)."""
+def measurement_batch_run(cfg, prior, sampler, noise, device, mb: int, repeats: int) -> dict:
+    """Seconds per sampler call when `mb` measurements (each its own operator, y and random stream,
+    num_samples=1) share one sampler call, through the runner's own path (runner.sample_units):
+    {seconds, samples_per_s, forward, vjp}."""
     from .runner import MeasurementUnit, sample_units
 
-    def units(mb, rep):
+    def units(rep):
         out = []
         for j in range(mb):
-            gen = torch.Generator(device=device).manual_seed(int(cfg.seed) + 1000 * j + 1)
-            op = build_operator(cfg.task, prior.image_size, gen).to(device)
-            x0 = torch.rand(1, *prior.sample_shape, generator=gen, device=device) * 2 - 1
-            y = op.restrict(noise.sample(op(x0), gen))
+            op, y = draw_problem(cfg, prior, noise, torch.Generator().manual_seed(int(cfg.seed) + 1000 * j + 1),
+                                 device)
             cgen = torch.Generator(device=device).manual_seed(int(cfg.seed) + 1000 * j + rep)
-            out.append(MeasurementUnit(None, op, x0, y, None, None, None, prior, [0], [0], cgen))
+            out.append(MeasurementUnit(None, op, None, y, None, None, None, prior, [0], [0], cgen))
         return out
 
-    result = {}
-    for mb in sizes:
-        sample_units(prior, sampler, noise, units(mb, 0))  # warm-up at this batch
-        times = []
-        for rep in range(repeats):
-            sample_units(prior, sampler, noise, units(mb, rep + 1))
-            times.append(sampler.stats["seconds"])
-        result[str(mb)] = {"seconds": stats3(times), "samples_per_s": mb / statistics.median(times),
-                           "forward": sampler.stats["forward"], "vjp": sampler.stats["vjp"]}
-    base = result.get("1", {}).get("samples_per_s")
-    for entry in result.values():
-        entry["speedup"] = entry["samples_per_s"] / base if base else None
-    return result
+    sample_units(prior, sampler, noise, units(0))  # warm-up at this batch
+    times = []
+    for rep in range(repeats):
+        sample_units(prior, sampler, noise, units(rep + 1))
+        times.append(sampler.stats["seconds"])
+    return {"batch": mb, "seconds": stats3(times), "samples_per_s": mb / statistics.median(times),
+            "forward": sampler.stats["forward"], "vjp": sampler.stats["vjp"]}
 
 
 # -- the whole benchmark ------------------------------------------------------------------------------
@@ -249,8 +273,54 @@ def effective_params(cfg) -> dict:
     return params
 
 
-def run_bench(cfg: DictConfig, out=print) -> dict:
-    """Measure, print the table through `out`, and return the summary (the JSON line's content)."""
+def measure_network(prior, batch: int, device, calls: int, repeats: int) -> dict:
+    """The network table's row: ms of one forward and of one forward + VJP, min/median/max over repeats."""
+    costs = [time_network(prior, batch, device, calls) for _ in range(repeats)]
+    return {"forward": stats3(1000 * f for f, _ in costs), "vjp": stats3(1000 * v for _, v in costs)}
+
+
+def measure_sampler(sampler, note: str, prior, null, operator, noise, y, batch: int, device, calls: int,
+                    repeats: int, seed: int, memory: PeakMemory) -> dict:
+    """One sampler at one batch size: a warm-up run, then `repeats` runs, each right after the cost of its
+    network's calls is measured (a shared machine drifts), and the same run on the free network."""
+    run_sampler(sampler, prior, operator, noise, y, batch, seed)  # warm-up: allocation, caches
+    net = network_of(sampler, prior, operator, y.expand(batch, *y.shape[1:]))
+    results, null_times, cond = [], [], {"forward": [], "vjp": []}
+    for rep in range(repeats):
+        f, v = time_network(net, batch, device, calls)
+        if net is not prior:  # the conditional prior's own cost (frozen UNet + adapter)
+            cond["forward"].append(f)
+            cond["vjp"].append(v)
+        memory.reset()
+        r = run_sampler(sampler, prior, operator, noise, y, batch, seed + rep)
+        r["peak_mb"] = memory.peak_mb()
+        r["floor"] = r["forward"] * f + r["vjp"] * v
+        results.append(r)
+        if net is prior:  # the same sampler with a free network: what the sampler alone costs
+            null_times.append(run_sampler(sampler, null, operator, noise, y, batch, seed + rep)["seconds"])
+    entry = {"batch": batch, "forward": results[0]["forward"], "vjp": results[0]["vjp"],
+             "steps": results[0]["steps"], "seconds": stats3(r["seconds"] for r in results),
+             "step_ms": stats3(1000 * r["seconds"] / r["steps"] for r in results),
+             "overhead_ratio": stats3(r["seconds"] / r["floor"] for r in results),
+             "samples_per_s": batch / statistics.median(r["seconds"] for r in results),
+             "peak_mb": max(r["peak_mb"] for r in results), "note": note}
+    if null_times:
+        alone = min(null_times)
+        entry["null_network_ms_per_step"] = 1000 * alone / entry["steps"]
+        entry["overhead_ratio_null_network"] = 1 + alone / statistics.median(r["floor"] for r in results)
+    if cond["forward"]:
+        entry["network_ms"] = {k: stats3(1000 * x for x in v) for k, v in cond.items()}
+    return entry
+
+
+def _print_now(line: str) -> None:
+    print(line, flush=True)  # each row as it is measured: a later configuration may never finish
+
+
+def run_bench(cfg: DictConfig, out=_print_now) -> dict:
+    """Measure and print each row of the table through `out` as soon as it is measured; return the summary
+    (the JSON line's content). A configuration that runs out of memory is a row saying so (in the table and
+    in the summary); the bench goes on with the next one."""
     quick = bool(cfg.get("quick", False))
     params = effective_params(cfg)
     cfg = OmegaConf.merge(_loose(cfg), {"steps": params["steps"]})  # what the sampler configs get as respacing
@@ -258,179 +328,192 @@ def run_bench(cfg: DictConfig, out=print) -> dict:
     torch.set_num_threads(int(threads))
     device = resolve_device(cfg.get("device", "auto"))
     load_before = os.getloadavg()
+    seed, repeats, calls = int(cfg.seed), int(params["repeats"]), int(params["net_calls"])
 
     prior = build_prior(cfg.prior, device)
     if prior.kind != "image":
         raise ConfigError(f"the benchmark needs an image prior with a network, not prior={cfg.prior.name}")
     perf = OmegaConf.to_container(cfg.perf, resolve=True) if cfg.get("perf") is not None else {}
-    prior.configure_perf(**perf)
-    gen = torch.Generator(device=device).manual_seed(int(cfg.seed))
+    perf_record = prepare_perf(perf, device, prior)
+    gen = torch.Generator().manual_seed(seed)  # on the CPU: the same problem on every device
     if getattr(prior, "class_cond", False):  # no dataset here: prior.class_label data/random take one drawn
         label = cfg.prior.get("class_label")  # class (the cost does not depend on it); an index is used as given
-        prior.set_class_labels(label if isinstance(label, int) else int(torch.randint(0, 1000, (1,), generator=gen,
-                                                                                      device=device)))
-    size = prior.image_size
-    operator = build_operator(cfg.task, size, gen).to(device)
+        prior.set_class_labels(label if isinstance(label, int) else int(torch.randint(0, 1000, (1,), generator=gen)))
     noise = build_noise(cfg.task)
-    x0 = torch.rand(1, *prior.sample_shape, generator=gen, device=device) * 2 - 1
-    y = operator.restrict(noise.sample(operator(x0), gen))
+    operator, y = draw_problem(cfg, prior, noise, gen, device)
     memory = PeakMemory(device)
 
+    summary = {
+        "prior": cfg.prior.name, "task": cfg.task.name, **device_record(device), "threads": int(threads),
+        "quick": quick, "steps": int(params["steps"]), "repeats": repeats,
+        "perf": {**perf_record, **getattr(prior, "perf", {})}, "memory_kind": memory.kind,
+        "load_average": {"before": [round(v, 2) for v in load_before], "after": None},
+        "network_ms": {}, "samplers": {}, "skipped": {}, "overhead_ratio": {}, "overhead_ratio_null_network": {},
+        "peer": {"skipped": "peer=false"}, "measurement_batch": {}, "out_of_memory": [],
+    }
+    for line in header_lines(summary):
+        out(line)
+
     net_batches = sorted(set(params["batch_sizes"]) | set(params["sampler_batch_sizes"]))
+    for b in net_batches:
+        entry, oom = guarded(lambda: measure_network(prior, b, device, calls, repeats), device)
+        if oom:
+            entry = oom_entry(b, oom)
+            summary["out_of_memory"].append({"part": "network", "batch": b})
+        summary["network_ms"][str(b)] = entry
+        out(network_row(b, entry))
+
+    out("")
+    for line in SAMPLER_HEADER:
+        out(line)
     tmp = Path(tempfile.mkdtemp(prefix="dps_map_bench_"))
-    samplers, skipped = {}, {}
-    for name in cfg.samplers:
-        s, note = make_sampler(cfg, name, prior, operator, y, tmp)
-        if s is None:
-            skipped[name] = note
-        else:
-            samplers[name] = (s, note)
-
-    # warm-up: every sampler once per batch size (first calls allocate and fill caches)
-    nets = {}
-    for name, (s, _) in list(samplers.items()):
-        try:
-            for b in params["sampler_batch_sizes"]:
-                run_sampler(s, prior, operator, noise, y, b, int(cfg.seed))
-                nets[(name, b)] = network_of(s, prior, operator, y.expand(b, *y.shape[1:]))
-        except Exception as err:
-            if not name.startswith("adapter"):
-                raise
-            skipped[name] = f"adapter sampler failed to run: {type(err).__name__}: {err}"
-            del samplers[name]
-
-    costs = {b: {"forward": [], "vjp": []} for b in net_batches}
-    cond_costs: dict = {}
-    runs = {(name, b): [] for name in samplers for b in params["sampler_batch_sizes"]}
-    null_runs = {key: [] for key in runs}
     null = NullNetwork(prior)
-    calls = int(params["net_calls"])
-    for rep in range(int(params["repeats"])):
-        for b in net_batches:  # the network table
-            f, v = time_network(prior, b, device, calls)
-            costs[b]["forward"].append(f)
-            costs[b]["vjp"].append(v)
-        for (name, b), results in runs.items():
-            # the costs this run is compared with are measured right before it (a shared machine drifts)
-            net = nets[(name, b)]
-            f, v = time_network(net, b, device, calls)
-            if net is not prior:  # the conditional prior's own cost (frozen UNet + adapter)
-                cond_costs.setdefault((name, b), {"forward": [], "vjp": []})
-                cond_costs[(name, b)]["forward"].append(f)
-                cond_costs[(name, b)]["vjp"].append(v)
-            memory.reset()
-            r = run_sampler(samplers[name][0], prior, operator, noise, y, b, int(cfg.seed) + rep)
-            r["peak_mb"] = memory.peak_mb()
-            r["floor"] = r["forward"] * f + r["vjp"] * v
-            results.append(r)
-            if net is prior:  # the same sampler with a free network: what the sampler alone costs
-                null_runs[(name, b)].append(run_sampler(samplers[name][0], null, operator, noise, y, b,
-                                                        int(cfg.seed) + rep)["seconds"])
+    samplers = {}
+    for name in cfg.samplers:
+        sampler, note = make_sampler(cfg, name, prior, operator, y, tmp)
+        if sampler is None:
+            summary["skipped"][name] = note
+            out(skipped_row(name, note))
+            continue
+        samplers[name] = sampler
+        for b in params["sampler_batch_sizes"]:
+            try:
+                entry, oom = guarded(lambda: measure_sampler(sampler, note, prior, null, operator, noise, y, b, device,
+                                                             calls, repeats, seed, memory), device)
+            except Exception as err:  # noqa: BLE001 - an adapter sampler is optional here; any other error is fatal
+                if not name.startswith("adapter"):
+                    raise
+                summary["skipped"][name] = f"adapter sampler failed to run at batch {b}: {type(err).__name__}: {err}"
+                out(skipped_row(name, summary["skipped"][name]))
+                break
+            if oom:
+                entry = oom_entry(b, oom)
+                summary["out_of_memory"].append({"part": "sampler", "name": name, "batch": b})
+            summary["samplers"].setdefault(name, {})[str(b)] = entry
+            out(sampler_row(name, b, entry))
+            if "overhead_ratio_null_network" in entry:
+                prev = summary["overhead_ratio_null_network"].get(name, 0)
+                summary["overhead_ratio_null_network"][name] = max(prev, entry["overhead_ratio_null_network"])
+            if "overhead_ratio" in entry:  # the headline: the median at the worst batch size
+                worst = summary["overhead_ratio"].get(name)
+                if worst is None or entry["overhead_ratio"]["median"] > worst:
+                    summary["overhead_ratio"][name] = entry["overhead_ratio"]["median"]
+    out(f"peak memory: {memory.kind}")
 
-    # peer comparison: deepinv's DPS vs ours, batch 1 (or the smallest), same steps, runs alternated
-    peer = {"skipped": "peer=false"}
-    if cfg.get("peer", True):
-        b = params["sampler_batch_sizes"][0]
-        med = (statistics.median(costs[b]["forward"]), statistics.median(costs[b]["vjp"]))
-        ours = samplers["dps"][0] if "dps" in samplers else build_sampler_named(cfg, "dps")
-        peer = peer_dps(prior, operator, noise, y, b, int(params["steps"]), float(ours.zeta), device,
-                        int(params["repeats"]), list(med), ours, int(cfg.seed))
-
-    mbatch = {}
     if cfg.get("measurement_batches"):
         name = cfg.get("measurement_batch_sampler", "dps")
-        mb_sampler = samplers[name][0] if name in samplers else build_sampler_named(cfg, name)
-        mbatch = {"sampler": name, "runs": measurement_batch_runs(cfg, prior, mb_sampler, noise, device,
-                                                                  [int(b) for b in cfg.measurement_batches],
-                                                                  int(params["repeats"]))}
+        mb_sampler = samplers.get(name) or build_sampler_named(cfg, name)
+        summary["measurement_batch"] = mbatch = {"sampler": name, "runs": {}}
+        out("")
+        for line in measurement_batch_header(name):
+            out(line)
+        for mb in sorted(int(b) for b in cfg.measurement_batches):
+            entry, oom = guarded(lambda: measurement_batch_run(cfg, prior, mb_sampler, noise, device, mb, repeats),
+                                 device)
+            if oom:
+                entry = oom_entry(mb, oom)
+                summary["out_of_memory"].append({"part": "measurement_batch", "batch": mb})
+            mbatch["runs"][str(mb)] = entry
+            if "error" not in entry:  # speed-up against one measurement per call, when that one was measured
+                base = mbatch["runs"].get("1", {}).get("samples_per_s")
+                entry["speedup"] = entry["samples_per_s"] / base if base else None
+            out(measurement_batch_row(mb, entry))
 
-    summary = {
-        "prior": cfg.prior.name, "task": cfg.task.name, "device": str(device), "threads": int(threads),
-        "quick": quick, "steps": int(params["steps"]), "repeats": int(params["repeats"]),
-        "perf": prior.perf if hasattr(prior, "perf") else perf, "memory_kind": memory.kind,
-        "load_average": {"before": [round(v, 2) for v in load_before],
-                         "after": [round(v, 2) for v in os.getloadavg()]},
-        "network_ms": {str(b): {k: stats3(1000 * x for x in v) for k, v in c.items()} for b, c in costs.items()},
-        "samplers": {}, "skipped": skipped, "overhead_ratio": {}, "overhead_ratio_null_network": {},
-        "peer": peer, "measurement_batch": mbatch,
-    }
-    for (name, b), results in runs.items():
-        ratios = [r["seconds"] / r["floor"] for r in results]
-        entry = {"batch": b, "forward": results[0]["forward"], "vjp": results[0]["vjp"],
-                 "steps": results[0]["steps"], "seconds": stats3(r["seconds"] for r in results),
-                 "step_ms": stats3(1000 * r["seconds"] / r["steps"] for r in results),
-                 "overhead_ratio": stats3(ratios),
-                 "samples_per_s": b / statistics.median(r["seconds"] for r in results),
-                 "peak_mb": max(r["peak_mb"] for r in results), "note": samplers[name][1]}
-        if null_runs[(name, b)]:
-            alone = min(null_runs[(name, b)])
-            floor = statistics.median(r["floor"] for r in results)
-            entry["null_network_ms_per_step"] = 1000 * alone / entry["steps"]
-            entry["overhead_ratio_null_network"] = 1 + alone / floor
-        if (name, b) in cond_costs:
-            entry["network_ms"] = {k: stats3(1000 * x for x in v) for k, v in cond_costs[(name, b)].items()}
-        summary["samplers"].setdefault(name, {})[str(b)] = entry
-        if "overhead_ratio_null_network" in entry:
-            prev = summary["overhead_ratio_null_network"].get(name, 0)
-            summary["overhead_ratio_null_network"][name] = max(prev, entry["overhead_ratio_null_network"])
-        worst = summary["overhead_ratio"].get(name)
-        if worst is None or entry["overhead_ratio"]["median"] > worst:
-            summary["overhead_ratio"][name] = entry["overhead_ratio"]["median"]
-    out(format_table(summary))
+    # peer comparison: deepinv's DPS vs ours, batch 1 (or the smallest), same steps, runs alternated
+    if cfg.get("peer", True):
+        b = params["sampler_batch_sizes"][0]
+        net = summary["network_ms"][str(b)]
+        if "error" in net:
+            summary["peer"] = {"skipped": f"the network ran out of memory at batch {b}"}
+        else:
+            med = [net["forward"]["median"] / 1000, net["vjp"]["median"] / 1000]
+            ours = samplers["dps"] if "dps" in samplers else build_sampler_named(cfg, "dps")
+            peer, oom = guarded(lambda: peer_dps(prior, operator, noise, y, b, int(params["steps"]), float(ours.zeta),
+                                                 device, repeats, med, ours, seed), device)
+            if oom:
+                peer = {"skipped": f"out of memory at batch {b}: {oom}"}
+                summary["out_of_memory"].append({"part": "peer", "batch": b})
+            summary["peer"] = peer
+    out("")
+    for line in peer_lines(summary["peer"]):
+        out(line)
+    summary["load_average"]["after"] = [round(v, 2) for v in os.getloadavg()]
+    out(f"load average after: {summary['load_average']['after']}")
     return summary
 
 
+# -- the table, row by row ------------------------------------------------------------------------------
 def _mmm(s: dict, fmt: str = "{:.3f}") -> str:
     return "/".join(fmt.format(s[k]) for k in ("min", "median", "max"))
 
 
-def format_table(summary: dict) -> str:
-    lines = [f"dps-map bench: prior={summary['prior']} task={summary['task']} device={summary['device']} "
-             f"threads={summary['threads']} steps={summary['steps']} repeats={summary['repeats']} "
-             f"perf={summary['perf']}",
-             f"load average before/after: {summary['load_average']['before']} / {summary['load_average']['after']}"
-             " (other jobs on the machine inflate and scatter every timing)", "",
-             "network (ms, min/median/max)", f"{'batch':>5}  {'forward':>24}  {'forward+VJP':>24}"]
-    for b, c in summary["network_ms"].items():
-        lines.append(f"{b:>5}  {_mmm(c['forward'], '{:.1f}'):>24}  {_mmm(c['vjp'], '{:.1f}'):>24}")
-    lines += ["", "samplers (min/median/max over repeats). overhead ratio = sampler time / (its forward and VJP "
-              "calls x their cost measured just before);", "'alone' = ms/step of the same sampler on a free network "
-              "(eps = w x), and 1 + alone/floor the overhead ratio it implies (insensitive to machine load)",
-              f"{'sampler':<13}{'batch':>5}{'fwd':>5}{'vjp':>5}  {'ms/step':>20}  {'overhead ratio':>20}  "
-              f"{'alone':>6}  {'implied':>7}  {'samples/s':>9}  {'peak MB':>8}"]
-    for name, per_b in summary["samplers"].items():
-        for b, e in per_b.items():
-            alone = f"{e['null_network_ms_per_step']:.2f}" if "null_network_ms_per_step" in e else "n/a"
-            implied = f"{e['overhead_ratio_null_network']:.3f}" if "overhead_ratio_null_network" in e else "n/a"
-            lines.append(f"{name:<13}{b:>5}{e['forward']:>5}{e['vjp']:>5}  {_mmm(e['step_ms'], '{:.1f}'):>20}  "
-                         f"{_mmm(e['overhead_ratio']):>20}  {alone:>6}  {implied:>7}  {e['samples_per_s']:>9.3f}  "
-                         f"{e['peak_mb']:>8.0f}" + (f"  ({e['note']})" if e["note"] else ""))
-    for name, why in summary["skipped"].items():
-        lines.append(f"{name:<13} skipped: {why}")
-    lines.append(f"peak memory: {summary['memory_kind']}")
-    mb = summary.get("measurement_batch") or {}
-    if mb:
-        lines += ["", f"measurement_batch ({mb['sampler']}, num_samples=1: measurements with their own operator, y and "
-                  "random stream stacked into one sampler call, as the runner does)",
-                  f"{'measurement_batch':>17}  {'seconds/call':>20}  {'samples/s':>9}  {'speedup':>7}"]
-        for b, e in mb["runs"].items():
-            speed = f"{e['speedup']:.2f}" if e["speedup"] is not None else "n/a"
-            lines.append(f"{b:>17}  {_mmm(e['seconds']):>20}  {e['samples_per_s']:>9.3f}  {speed:>7}")
-    peer = summary["peer"]
-    lines.append("")
+def header_lines(summary: dict) -> list[str]:
+    return [f"dps-map bench: prior={summary['prior']} task={summary['task']} device={summary['device']} "
+            f"({summary['device_name']}) threads={summary['threads']} steps={summary['steps']} "
+            f"repeats={summary['repeats']} perf={summary['perf']}",
+            f"load average before: {summary['load_average']['before']} (other jobs on the machine inflate and "
+            "scatter every timing)", "",
+            "network (ms, min/median/max)", f"{'batch':>5}  {'forward':>24}  {'forward+VJP':>24}"]
+
+
+def _oom(batch, entry: dict) -> str:
+    return f"out of memory at batch {batch} ({entry['message']})"
+
+
+def network_row(batch: int, entry: dict) -> str:
+    if "error" in entry:
+        return f"{batch:>5}  {_oom(batch, entry)}"
+    return f"{batch:>5}  {_mmm(entry['forward'], '{:.1f}'):>24}  {_mmm(entry['vjp'], '{:.1f}'):>24}"
+
+
+SAMPLER_HEADER = [
+    "samplers (min/median/max over repeats). overhead ratio = sampler time / (its forward and VJP calls x their "
+    "cost measured just before);",
+    "'alone' = ms/step of the same sampler on a free network (eps = w x), and 1 + alone/floor the overhead ratio "
+    "it implies (insensitive to machine load)",
+    f"{'sampler':<13}{'batch':>5}{'fwd':>5}{'vjp':>5}  {'ms/step':>20}  {'overhead ratio':>20}  "
+    f"{'alone':>6}  {'implied':>7}  {'samples/s':>9}  {'peak MB':>8}"]
+
+
+def sampler_row(name: str, batch: int, e: dict) -> str:
+    if "error" in e:
+        return f"{name:<13}{batch:>5}  {_oom(batch, e)}"
+    alone = f"{e['null_network_ms_per_step']:.2f}" if "null_network_ms_per_step" in e else "n/a"
+    implied = f"{e['overhead_ratio_null_network']:.3f}" if "overhead_ratio_null_network" in e else "n/a"
+    return (f"{name:<13}{batch:>5}{e['forward']:>5}{e['vjp']:>5}  {_mmm(e['step_ms'], '{:.1f}'):>20}  "
+            f"{_mmm(e['overhead_ratio']):>20}  {alone:>6}  {implied:>7}  {e['samples_per_s']:>9.3f}  "
+            f"{e['peak_mb']:>8.0f}" + (f"  ({e['note']})" if e["note"] else ""))
+
+
+def skipped_row(name: str, why: str) -> str:
+    return f"{name:<13} skipped: {why}"
+
+
+def measurement_batch_header(sampler: str) -> list[str]:
+    return [f"measurement_batch ({sampler}, num_samples=1: measurements with their own operator, y and random "
+            "stream stacked into one sampler call, as the runner does)",
+            f"{'measurement_batch':>17}  {'seconds/call':>20}  {'samples/s':>9}  {'speedup':>7}"]
+
+
+def measurement_batch_row(mb: int, e: dict) -> str:
+    if "error" in e:
+        return f"{mb:>17}  {_oom(mb, e)}"
+    speed = f"{e['speedup']:.2f}" if e["speedup"] is not None else "n/a"
+    return f"{mb:>17}  {_mmm(e['seconds']):>20}  {e['samples_per_s']:>9.3f}  {speed:>7}"
+
+
+def peer_lines(peer: dict) -> list[str]:
     if "skipped" in peer:
-        lines.append(f"peer (deepinv DPS): skipped: {peer['skipped']}")
-    elif "time_ratio" in peer:
-        lines.append(f"peer: deepinv {peer['version']} DPS, batch {peer['batch']}, {peer['steps']} guided steps: "
-                     f"{_mmm(peer['seconds'])} s (forward {peer['forward']}, VJP {peer['vjp']}; overhead ratio "
-                     f"{_mmm(peer['overhead_ratio'])}) vs ours {_mmm(peer['ours_seconds'])} s (forward "
-                     f"{peer['ours_forward']}, VJP {peer['ours_vjp']}), alternated: "
-                     f"deepinv/ours time ratio {peer['time_ratio']:.2f} of medians, {peer['time_ratio_min']:.2f} of "
-                     f"minima (per network call {peer['time_ratio_per_network_call']:.2f})")
-        lines.append(f"peer alignment: {peer['note']}")
-    else:
-        lines.append(f"peer: {peer}")
-    return "\n".join(lines)
+        return [f"peer (deepinv DPS): skipped: {peer['skipped']}"]
+    if "time_ratio" not in peer:
+        return [f"peer: {peer}"]
+    return [f"peer: deepinv {peer['version']} DPS, batch {peer['batch']}, {peer['steps']} guided steps: "
+            f"{_mmm(peer['seconds'])} s (forward {peer['forward']}, VJP {peer['vjp']}; overhead ratio "
+            f"{_mmm(peer['overhead_ratio'])}) vs ours {_mmm(peer['ours_seconds'])} s (forward "
+            f"{peer['ours_forward']}, VJP {peer['ours_vjp']}), alternated: "
+            f"deepinv/ours time ratio {peer['time_ratio']:.2f} of medians, {peer['time_ratio_min']:.2f} of "
+            f"minima (per network call {peer['time_ratio_per_network_call']:.2f})",
+            f"peer alignment: {peer['note']}"]
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="bench")

@@ -107,3 +107,63 @@ def test_measurement_batch_table_counts_one_chain_per_call():
         assert entry["samples_per_s"] > 0
     assert mb["runs"]["1"]["speedup"] == 1.0
     assert "measurement_batch (dps" in "\n".join(lines)
+
+
+def test_out_of_memory_is_a_row_and_the_bench_goes_on(monkeypatch):
+    """A network that cannot allocate at batch >= 4 (as adm512 at 512 px on a small GPU): every row before the
+    first failure is already printed, each failing configuration is a row saying 'out of memory' with its
+    batch (table and JSON), its memory is given back, and the configurations after it are still measured."""
+    import torch
+
+    lines, freed = [], []
+    build = bench.build_prior
+
+    def small_memory_prior(cfg, device):
+        prior = build(cfg, device)
+        predict = prior.predict
+
+        def limited(x, t):
+            if x.shape[0] >= 4:
+                lines.append("<out of memory raised>")
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+            return predict(x, t)
+
+        prior.predict = limited
+        return prior
+
+    monkeypatch.setattr(bench, "build_prior", small_memory_prior)
+    monkeypatch.setattr(bench, "free_memory", lambda device: freed.append(str(device)))
+    cfg = config("samplers=[dps,ddpm]", "batch_sizes=[1,4]", "peer=false", "measurement_batches=[1,4]", "repeats=1")
+    result = bench.run_bench(cfg, out=lines.append)
+
+    first_failure = lines.index("<out of memory raised>")
+    network_1 = next(i for i, line in enumerate(lines) if line.split()[:1] == ["1"] and "/" in line)
+    assert network_1 < first_failure  # printed when measured, not at the end
+    oom_rows = [line for line in lines if "out of memory at batch 4" in line]
+    assert [line.split()[0] for line in oom_rows] == ["4", "dps", "ddpm", "4"]  # network, samplers, measurement_batch
+    assert result["network_ms"]["4"]["error"] == "out of memory" and result["network_ms"]["4"]["batch"] == 4
+    assert "CUDA out of memory" in result["network_ms"]["4"]["message"]
+    for name in ("dps", "ddpm"):
+        assert result["samplers"][name]["4"] == {"batch": 4, "error": "out of memory",
+                                                 "message": "CUDA out of memory. Tried to allocate 20.00 GiB"}
+        assert result["samplers"][name]["1"]["steps"] == 3  # batch 1 measured before and after the failures
+        assert result["overhead_ratio"][name] == result["samplers"][name]["1"]["overhead_ratio"]["median"]
+    ddpm_row = next(i for i, line in enumerate(lines) if line.startswith("ddpm") and line.split()[1] == "1")
+    assert ddpm_row > lines.index(oom_rows[1])  # the sampler after the failing one still ran
+    assert result["measurement_batch"]["runs"]["4"]["error"] == "out of memory"
+    assert result["measurement_batch"]["runs"]["1"]["speedup"] == 1.0
+    assert result["out_of_memory"] == [{"part": "network", "batch": 4}, {"part": "sampler", "name": "dps", "batch": 4},
+                                       {"part": "sampler", "name": "ddpm", "batch": 4},
+                                       {"part": "measurement_batch", "batch": 4}]
+    assert freed == ["cpu"] * 4
+    json.dumps(result)
+
+
+def test_an_error_that_is_not_out_of_memory_stops_the_bench(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(bench, "time_network", broken)
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        bench.run_bench(config("samplers=[dps]", "peer=false"), out=lambda s: None)
+

@@ -1,9 +1,11 @@
 """Timing and peak memory of samplers and networks, one implementation for `python -m dps_map.bench` and
-`python -m dps_map.preflight`: device-synchronised clocks, a per-step hook, and the peak memory of a
-measurement (CUDA's allocator, or the CPU's resident-set high-water mark)."""
+`python -m dps_map.preflight`: device-synchronised clocks, a per-step hook, the peak memory of a
+measurement (CUDA's allocator, or the CPU's resident-set high-water mark), and what to do when a
+measurement runs out of memory."""
 
 from __future__ import annotations
 
+import gc
 import re
 import resource
 import statistics
@@ -78,6 +80,23 @@ def device_memory_bytes(device) -> int:
         return 0
 
 
+def is_out_of_memory(err: BaseException) -> bool:
+    """An allocation that failed: torch.OutOfMemoryError (CUDA), or a RuntimeError saying so (other
+    backends; the CPU allocator says "can't allocate memory")."""
+    if isinstance(err, torch.OutOfMemoryError):
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def free_memory(device) -> None:
+    """Give back what a failed measurement left: call it after the except block that caught the error
+    has ended (the exception's traceback holds the failed frames, and their tensors, until then)."""
+    gc.collect()
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
+
+
 class Enough(Exception):
     """Raised by a StepTimer once it has timed its steps (stops the sampler's loop)."""
 
@@ -109,12 +128,15 @@ class StepTimer:
 
 
 # -- the network ------------------------------------------------------------------------------------
-def time_network(prior, batch: int, device, calls: int, t_index: int = 500) -> tuple[float, float]:
-    """Median seconds of one forward pass and of one forward pass + VJP at this batch size."""
+def network_calls(prior, t: torch.Tensor):
+    """The two kinds of network call a sampler makes, at t's batch: (forward, vjp), each a function of no
+    arguments. forward: one pass without a graph (Sampler.denoise); vjp: one pass and its vector-Jacobian
+    product (Sampler.measurement_gradient). Compiled networks compile once per kind, so calling both warms
+    them up."""
+    batch, device = t.shape[0], t.device
     g = torch.Generator(device="cpu").manual_seed(batch)
     x = torch.randn(batch, *prior.sample_shape, generator=g).to(device)
     v = torch.randn(batch, *prior.sample_shape, generator=g).to(device)
-    t = torch.full((batch,), t_index, dtype=torch.long, device=device)
 
     def forward():
         with torch.no_grad():
@@ -126,8 +148,14 @@ def time_network(prior, batch: int, device, calls: int, t_index: int = 500) -> t
             eps = prior.predict(x_in, t)[0]
             return torch.autograd.grad(eps, x_in, v)[0]
 
+    return forward, vjp
+
+
+def time_network(prior, batch: int, device, calls: int, t_index: int = 500) -> tuple[float, float]:
+    """Median seconds of one forward pass and of one forward pass + VJP at this batch size."""
+    t = torch.full((batch,), t_index, dtype=torch.long, device=device)
     out = []
-    for fn in (forward, vjp):
+    for fn in network_calls(prior, t):
         fn()  # warm-up (allocator, caches, compilation)
         times = []
         for _ in range(calls):

@@ -98,7 +98,7 @@ def preflight(work: Path, rows: list) -> list[str]:
     for job in result["jobs"]:
         rows.append({"section": "preflight", "setting": job["sampler"], "seconds_per_step": job["seconds_per_step"],
                      "forward_per_step": job["forward_per_step"], "vjp_per_step": job["vjp_per_step"],
-                     "peak_memory_bytes": job["peak_memory_bytes"], "projected_hours": job["projected_hours"]})
+                     "peak_memory_bytes": job["peak_memory_bytes"], "measured_hours": job["measured_hours"]})
     table = [line for line in r["stdout"].splitlines() if line.startswith("|")]
     return ["## Preflight of the paper's setting (sr8, DPS and DMAP, 1000 steps)", "",
             "`python -m dps_map.preflight --steps 1 prior=adm512 prior.random_init=true prior.class_label=random "

@@ -240,7 +240,7 @@ def check_preflight(r: Rehearsal, folder: Path, n_jobs: int) -> None:
     data = _json(folder / "preflight.json")
     r.check(f"{folder.relative_to(r.work)}/preflight.json: {n_jobs} valid jobs, each timed",
             data is not None and data["n_jobs"] == n_jobs and data["n_invalid"] == 0
-            and all(j.get("projected_hours") is not None for j in data["jobs"]), f"got {data and {k: data[k] for k in ('n_jobs', 'n_invalid')}}")
+            and all(j.get("measured_hours") is not None for j in data["jobs"]), f"got {data and {k: data[k] for k in ('n_jobs', 'n_invalid')}}")
 
 
 def check_sweep(r: Rehearsal, sweep: Path, n_configs: int, samples_per_image: int = 1) -> None:

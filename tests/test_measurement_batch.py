@@ -187,7 +187,8 @@ def test_preflight_prices_the_stacked_calls(mb, num_samples, batch_size, tmp_pat
         (3, units, units * chain, calls)
     assert seen and set(seen) == {units * chain}  # the trial's network calls ran at that batch
     assert (job["forward_per_step"], job["vjp_per_step"], job["steps"]) == (0, 1, 10)
-    assert job["projected_hours"] == pytest.approx(calls * 10 * job["seconds_per_step"] / 3600)
+    assert job["measured_hours"] == pytest.approx(calls * 10 * job["seconds_per_step"] / 3600)
+    assert job["projected_hours"] is None  # CPU time: no GPU-hours without --calibration
 
 
 def test_preflight_trial_refuses_measurement_batch_where_the_run_does(tmp_path, capsys):

@@ -272,10 +272,12 @@ def test_preflight_checks_times_and_prices_a_sweep(imagefolder, tmp_path, capsys
         assert j["seconds_per_step"] > 0 and math.isfinite(j["seconds_per_step"]) and j["peak_memory_bytes"] > 0
         assert j["steps"] == 50 and j["steps_timed"] == 2 and j["fits"] is True
         assert (j["forward_per_step"], j["vjp_per_step"]) == ((0, 1) if j["sampler"] == "dps" else (1, 3))
-        assert j["projected_hours"] == pytest.approx(j["n_images"] * 50 * j["seconds_per_step"] / 3600)
-    assert report["total_projected_hours"] == pytest.approx(sum(j["projected_hours"] for j in jobs))
+        assert j["measured_hours"] == pytest.approx(j["n_images"] * 50 * j["seconds_per_step"] / 3600)
+        assert j["projected_hours"] is None  # CPU time is not GPU time
+    assert report["total_measured_hours"] == pytest.approx(sum(j["measured_hours"] for j in jobs))
+    assert report["total_projected_hours"] is None
     out = capsys.readouterr().out
-    assert "device-hours" in out and "| dmap |" in out
+    assert "CPU time" in out and "no GPU-hours projected" in out and "| dmap |" in out
 
 
 def test_preflight_reports_every_problem_of_every_job_and_runs_nothing(tmp_path, capsys, monkeypatch):
@@ -297,14 +299,20 @@ def test_preflight_reports_every_problem_of_every_job_and_runs_nothing(tmp_path,
 def test_preflight_spreads_over_the_slurm_array_and_flags_the_time_limit(imagefolder, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("DPS_MAP_SLURM_TIME_MIN", "1")
     monkeypatch.setenv("DPS_MAP_SLURM_MAX_JOBS", "3")
+    monkeypatch.setattr("dps_map.preflight.CALIBRATED_PRIOR", ("adm512", 64))  # TOY stands in for the 512 px adm512
+    gpu_check = tmp_path / "gpu_check.json"  # GPU-hours (what the time limit is about) from a GPU's s/step
+    gpu_check.write_text(json.dumps({"parts": {"E": {"status": "ok", "device_name": "a GPU",
+                                                     "results": {"ddpm": {"s_per_step": 0.05, "batch": 1}}}}}))
     with pytest.raises(SystemExit) as stop:
-        preflight_main(["--steps", "1", "--out", str(tmp_path / "pf"), "-m", "hydra/launcher=slurm", *TOY, "task=sr4",
-                        "sampler=ddpm", "data=folder", f"data.path={imagefolder}", "sampler.respacing=1000"])
+        preflight_main(["--steps", "1", "--out", str(tmp_path / "pf"), "--calibration", str(gpu_check), "-m",
+                        "hydra/launcher=slurm", *TOY, "task=sr4", "sampler=ddpm", "data=folder",
+                        f"data.path={imagefolder}", "sampler.respacing=1000"])
     err = capsys.readouterr().err
     assert stop.value.code == 0, err
     report = json.loads((tmp_path / "pf" / "preflight.json").read_text())
     (job,) = report["jobs"]
     assert report["devices"] == 3 and job["steps"] == 1000 and job["n_images"] == 3
+    assert job["projected_hours"] == pytest.approx(3 * 1000 * 0.05 / 3600)  # 2.5 min
     expected = math.ceil(job["projected_hours"] * 60) - 1  # 1-minute limit
     assert job["requeues_needed"] == expected >= 1
     assert "over the launcher's time limit" in err and ("will not finish" in err) == (expected > 3)

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: lint check-results rehearse-paper train-adapter-paper train-adapter-paper-sd2 compare-prior tune-tiny reproduce-paper-sd2 preflight-paper-sd2 install demo test test-fast preflight-paper mutants train-tiny-prior gmm-study frontier dps-regime sweep clean train-adapter train-tiny-reference adapter-ablation reproduce-paper-small reproduce-paper bench bench-quick install-bench
+.PHONY: gpu-check gpu-wheels lint check-results rehearse-paper train-adapter-paper train-adapter-paper-sd2 compare-prior tune-tiny reproduce-paper-sd2 preflight-paper-sd2 install demo test test-fast preflight-paper mutants train-tiny-prior gmm-study frontier dps-regime sweep clean train-adapter train-tiny-reference adapter-ablation reproduce-paper-small reproduce-paper bench bench-quick install-bench
 
 install: $(STAMP)
 
@@ -38,6 +38,40 @@ bench: install-bench
 
 bench-quick: install-bench
 	OMP_NUM_THREADS=1 $(PY) -m dps_map.bench quick=true $(BENCH_ARGS)
+
+# -- the GPU check (docs/performance.md "GPU check") ---------------------------------------------------------
+# `make gpu-check` runs python -m dps_map.gpu_check on .venv's python where there is one, else on python3 with
+# its own torch (a GPU machine's: nothing is installed over it, and `install` is not a prerequisite). Where
+# hydra & co. are missing it installs the wheels of `make gpu-wheels` (copy .gpu-wheels/ along) into .gpu-site/,
+# without an index or dependencies (a Python without pip unzips them: a pure-Python wheel is an importable tree).
+# SMOKE=1: every part at toy size on whatever device is present.
+GPU_PYTHON ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+GPU_WHEELS := .gpu-wheels
+GPU_SITE := .gpu-site
+# the versions .venv has (pip freeze); all pure Python, so the py3-none-any wheels install on any CPython 3
+GPU_WHEEL_SPECS := hydra-core==1.3.8 omegaconf==2.3.1 antlr4-python3-runtime==4.9.3 hydra-submitit-launcher==1.2.0 \
+	submitit==1.5.4 cloudpickle==3.1.3 guided-diffusion-sdk==1.0.0 lpips==0.1.4 pytorch-fid==0.3.0 diffusers==0.42.1
+# diffusers imports requests (and checks its metadata), which a machine whose huggingface-hub uses httpx may lack;
+# charset-normalizer (its pure-Python wheel) only spares requests' warning
+GPU_WHEEL_REQUESTS := requests==2.34.2 urllib3==2.8.0 idna==3.21 certifi==2026.10.19.post1
+GPU_IMPORTS := hydra, omegaconf, antlr4, submitit, cloudpickle, hydra_plugins.hydra_submitit_launcher, \
+	guided_diffusion, lpips, pytorch_fid, diffusers
+
+gpu-wheels:   # on a machine with PyPI: the packages a bare GPU machine (torch, no network) lacks, as wheels
+	$(GPU_PYTHON) -m pip wheel --quiet --no-deps -w $(GPU_WHEELS) $(GPU_WHEEL_SPECS) $(GPU_WHEEL_REQUESTS)
+	$(GPU_PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --platform any --implementation py \
+		--python-version 3.12 -d $(GPU_WHEELS) charset-normalizer==3.5.3
+	@ls -l $(GPU_WHEELS)/*.whl && du -sh $(GPU_WHEELS)
+
+gpu-check:   # what to trust before a GPU sweep, ~8 min on one H100; report in outputs/gpu_check/
+	@PYTHONPATH=$(GPU_SITE) $(GPU_PYTHON) -c "import $(GPU_IMPORTS)" 2>/dev/null || { \
+		ls $(GPU_WHEELS)/*.whl >/dev/null 2>&1 || { echo "gpu-check: hydra & co. are missing and \
+$(GPU_WHEELS)/ is empty: run make gpu-wheels where PyPI is reachable, then copy $(GPU_WHEELS)/ here" >&2; exit 2; }; \
+		echo "gpu-check: installing $(GPU_WHEELS)/*.whl into $(GPU_SITE)/"; \
+		$(GPU_PYTHON) -m pip install --quiet --no-deps --no-index --upgrade --target $(GPU_SITE) $(GPU_WHEELS)/*.whl \
+		|| for w in $(GPU_WHEELS)/*.whl; do $(GPU_PYTHON) -m zipfile -e $$w $(GPU_SITE) || exit 2; done; }
+	PYTHONPATH=.:$(GPU_SITE)$${PYTHONPATH:+:$$PYTHONPATH} $(GPU_PYTHON) -m dps_map.gpu_check \
+		$(if $(filter 1 true yes,$(SMOKE)),--smoke) $(GPU_CHECK_ARGS)
 
 train-tiny-prior: install
 	$(PY) -m dps_map.train_prior

@@ -303,6 +303,12 @@ def read_calibration(path: str) -> dict:
         status = part.get("status") if isinstance(part, dict) else None
         return {"path": str(file), "unusable": "no part E with status ok and results" +
                 (f" (part E status: {status})" if status else "")}
+    # what part E timed, where the report says: a smoke run (the tiny prior, or a CPU) is no GPU calibration
+    timed = {"device_type": "cuda", "mode": "full", "prior": CALIBRATED_PRIOR[0]}
+    wrong = [f"{k} {part[k]}" for k, want in timed.items() if part.get(k) not in (None, want)]
+    if wrong:
+        return {"path": str(file), "unusable": f"part E timed {', '.join(wrong)}, not adm512 on a GPU (make gpu-check "
+                "without SMOKE=1, on the GPU machine)"}
     per_sample = {}
     for name, entry in part["results"].items():
         seconds, batch = (entry.get("s_per_step"), entry.get("batch", 1)) if isinstance(entry, dict) else (None, None)

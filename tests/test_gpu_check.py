@@ -68,12 +68,18 @@ def test_make_gpu_check_smoke_runs_every_part(tmp_path):
     assert {r["precision"]: r["unet_output"] for r in parts["J"]["rows"]} == {"fp32": "torch.float32",
                                                                             "fp16": "torch.float16"}
 
-    # part E is the preflight's calibration: its reader takes it (and the part says what it timed)
+    # part E is the preflight's calibration on a GPU; it says what it timed, so the preflight refuses a smoke run's
     assert parts["E"]["dps"]["batch"] == 1 and parts["E"]["dps"]["s_per_step"] > 0
     assert parts["E"]["dmap"]["vjp_per_step"] > parts["E"]["dps"]["vjp_per_step"]
     e = report["parts"]["E"]
     assert (e["prior"], e["image_size"], e["mode"]) == ("tiny", 64, "smoke")
     calibration = read_calibration(str(out / "report.json"))
+    assert "unusable" in calibration and "mode smoke" in calibration["unusable"] and "prior tiny" in \
+        calibration["unusable"]
+    full = json.loads((out / "report.json").read_text())
+    full["parts"]["E"].update(mode="full", prior="adm512", device_type="cuda")  # as the GPU machine writes it
+    (out / "gpu.json").write_text(json.dumps(full))
+    calibration = read_calibration(str(out / "gpu.json"))
     assert set(calibration["per_sample"]) == {"dps", "dmap"} and calibration["device_name"] == head["device_name"]
     print(f"make gpu-check SMOKE=1: {wall:.0f} s")
     assert wall < 600

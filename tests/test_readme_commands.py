@@ -165,6 +165,10 @@ COMMANDS: dict[str, Run | Excuse] = {
         Run(f"{TOY} sampler.respacing=2 data.per_photo=1 progress=false"),
     "python -m dps_map.run prior=tiny task=sr4 sampler=dps data=demo measurement_batch=8":
         Run("sampler.respacing=2 progress=false"),
+    "make gpu-wheels": Excuse("downloads from PyPI; tests/test_gpu_check.py checks its pins", "make"),
+    "make gpu-check": Excuse("needs a GPU: about 8 minutes on one H100", "make"),
+    "make gpu-check SMOKE=1": Excuse("2-3 minutes; tests/test_gpu_check.py runs it (slow)", "make"),
+    "python -m dps_map.gpu_check": Excuse("as make gpu-check", "help"),
     "make mutants": Excuse("CI runs it (.ci/run)", "make"),
     'make mutants ARGS="dsg_sign"': Excuse("as make mutants, one mutant", "make"),
     # -- docs/ -----------------------------------------------------------------------------------------------------

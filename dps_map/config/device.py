@@ -4,9 +4,9 @@ One precision per run, resolved before the prior is built and recorded in run.js
 
 * ``fp32``: every tensor and every kernel in float32; TF32 tensor cores only with ``perf.tf32=true``.
 * ``bf16``: the prior's network under ``torch.autocast(bfloat16)``; eps and all diffusion maths in float32.
-* ``fp16``: ADM runs guided_diffusion's own fp16 UNet (``convert_to_fp16``: fp16 weights, float32 norms and
-  output layer), SD2's UNet runs under ``torch.autocast(float16)``; the SD2 VAE always decodes in float32
-  (diffusers' ``upcast_vae``), and the diffusion maths stay float32.
+* ``fp16``: the network under ``torch.autocast(float16)`` (an ADM built with ``prior.unet.use_fp16=true``,
+  guided_diffusion's fp16 weights, runs as it is and accepts no other precision); the SD2 VAE always decodes
+  and encodes in float32 (diffusers' ``upcast_vae``), and the diffusion maths stay float32.
 * ``auto``: ``fp16`` on a CUDA device and ``fp32`` anywhere else, so a GPU preset never makes a CPU run
   compute in half precision (a CPU without AVX512-FP16 runs fp16 tens of times slower than fp32).
 

@@ -28,6 +28,7 @@ def linear_operators(size=16):
         "inpaint_random": Inpainting(random_mask(size, 0.7, g)),
         "sr4_bicubic": SuperResolution(4, "bicubic"),
         "sr4_avgpool": SuperResolution(4, "avgpool"),
+        "sr4_imresize": SuperResolution(4, "imresize"),
         "sr8_bicubic": SuperResolution(8, "bicubic"),
         "gaussian_blur": Blur(gaussian_kernel(9, 2.0)),
         "motion_blur": Blur(motion_kernel(11, 0.5, g)),
@@ -74,6 +75,9 @@ def test_avgpool_is_block_mean():
 def test_sr_preserves_constants_and_rejects_bad_factor():
     x = torch.full((1, 3, 32, 32), 0.3)
     torch.testing.assert_close(SuperResolution(4)(x), torch.full((1, 3, 8, 8), 0.3))
+    torch.testing.assert_close(SuperResolution(4, "imresize")(x), torch.full((1, 3, 8, 8), 0.3))
+    with pytest.raises(ConfigError):
+        SuperResolution(4, "lanczos")
     with pytest.raises(ConfigError):
         SuperResolution(3)(x)
 

@@ -3,7 +3,8 @@ typed value (`seed=abc`, `sampler.respacing=abc`) or an impossible one (`num_sam
 `task.sigma_y=nan`) stops with one line before any model is built.
 
 A key is looked up by its dotted path (`tuned.*.zeta` is checked as `sampler.zeta`); `paths.*`, list values
-and the keys check_keys already restricts (`kind`, `operator`, `method`, `noise`) are not listed here.
+(but a pair on a key whose spec takes one, `task.drop_ratio=[0.3,0.7]`) and the keys check_keys already
+restricts (`kind`, `operator`, `method`, `noise`) are not listed here.
 """
 
 from __future__ import annotations
@@ -49,10 +50,19 @@ class Int(Kind):
 
 
 class Float(Kind):
-    def __init__(self, lo=None, hi=None, lo_open=False, hi_open=False, nullable=False):
+    """A finite number in a range; pair=True also takes a pair [lo, hi] of them with lo <= hi (a range a value is
+    drawn from, e.g. task.drop_ratio)."""
+
+    def __init__(self, lo=None, hi=None, lo_open=False, hi_open=False, nullable=False, pair=False):
         self.lo, self.hi, self.lo_open, self.hi_open, self.nullable = lo, hi, lo_open, hi_open, nullable
+        self.pair = pair
 
     def ok(self, v):
+        if self.pair and isinstance(v, (list, tuple)):
+            return len(v) == 2 and all(self.ok_number(u) for u in v) and v[0] <= v[1]
+        return self.ok_number(v)
+
+    def ok_number(self, v):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             return False
         if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
@@ -62,7 +72,9 @@ class Float(Kind):
     def expected(self):
         lo = "" if self.lo is None else f"{'>' if self.lo_open else '>='} {self.lo}"
         hi = "" if self.hi is None else f"{'<' if self.hi_open else '<='} {self.hi}"
-        return "a finite number " + " and ".join(r for r in (lo, hi) if r) + (" or null" if self.nullable else "")
+        text = "a finite number " + " and ".join(r for r in (lo, hi) if r)
+        text += " or a pair [lo, hi] of them with lo <= hi" if self.pair else ""
+        return text + (" or null" if self.nullable else "")
 
 
 class Bool(Kind):
@@ -128,10 +140,10 @@ SPEC: dict[str, Kind] = {
     # task
     "task.name": Str(), "task.sigma_y": Float(0),
     "task.poisson_rate": Float(0, lo_open=True),
-    "task.factor": Int(1, 4096), "task.method": Choice("bicubic", "avgpool"),
+    "task.factor": Int(1, 4096), "task.method": Choice("bicubic", "imresize", "avgpool"),
     "task.box_fraction": Float(),  # its range is checked with the image size in config.validate
     "task.location": Choice("random", "center"),
-    "task.drop_ratio": Float(0, 1, hi_open=True), "task.kernel_size": Int(1, 8191),
+    "task.drop_ratio": Float(0, 1, hi_open=True, pair=True), "task.kernel_size": Int(1, 8191),
     "task.blur_sigma": Float(0, lo_open=True), "task.intensity": Float(0, 1),
     "task.m": Int(1, 10**5), "task.min_modes": Int(1, 10**4), "task.min_weight": Float(0, 1, hi_open=True),
     # prior
@@ -205,14 +217,15 @@ def spec_for(key: str) -> Kind | None:
 
 
 def scalar_items(plain: dict, prefix: str = ""):
-    """(dotted key, value) of every scalar leaf of a resolved config (lists are left out)."""
+    """(dotted key, value) of every scalar leaf of a resolved config (lists are left out, except on a key whose
+    spec takes a pair: Float(pair=True))."""
     for key, value in plain.items():
         path = f"{prefix}{key}"
         if path in NOT_SCALAR or path.split(".")[0] in NOT_SCALAR:
             continue
         if isinstance(value, dict):
             yield from scalar_items(value, path + ".")
-        elif not isinstance(value, (list, tuple)):
+        elif not isinstance(value, (list, tuple)) or getattr(spec_for(path), "pair", False):
             yield path, value
 
 

@@ -61,3 +61,17 @@ def random_mask(size: int, drop_ratio: float, generator: torch.Generator) -> tor
     if not 0 <= drop_ratio < 1:
         raise ConfigError(f"inpaint_random: drop_ratio must lie in [0, 1), got {drop_ratio}")
     return (torch.rand(1, 1, size, size, generator=generator) >= drop_ratio).float()
+
+
+def random_range_mask(size: int, lo: float, hi: float, generator: torch.Generator) -> torch.Tensor:
+    """DPS2022's random mask (util/img_utils.py:204-216, mask_prob_range (0.3, 0.7) in configs/inpainting_config.yaml):
+    a drop fraction p ~ U(lo, hi) drawn for this image (:208), then exactly int(size^2 p) pixels, chosen without
+    replacement, hidden in every channel (:210-213). Both draws come from generator (theirs: numpy's global stream)."""
+    if not (0 <= lo <= hi < 1):
+        raise ConfigError(f"inpaint_random: drop_ratio [lo, hi] must have 0 <= lo <= hi < 1, got [{lo}, {hi}]")
+    p = lo + (hi - lo) * float(torch.rand((), generator=generator, dtype=torch.float64))
+    total = size * size
+    hidden = torch.randperm(total, generator=generator)[:int(total * p)]
+    mask = torch.ones(total)
+    mask[hidden] = 0
+    return mask.reshape(1, 1, size, size)

@@ -68,6 +68,7 @@ from .config.sweep import expand_jobs, without_hydra
 from .data import demo_crops, demo_photos, folder_files, folder_items
 from .errors import UserError
 from .io import absolute_path, atomic_write_json
+from .runner.rundir import class_label_policy
 from .runner.timing import (
     Enough,
     PeakMemory,
@@ -389,7 +390,7 @@ def preflight(args: list[str], multirun: bool, steps: int = 3, out: str | None =
             invalid[" ".join(job.overrides)] = problems
         rows.append({"job": n, "overrides": job.overrides, "run_dir": str(job.run_dir),
                      "task": cfg.task.name, "prior": cfg.prior.name, "sampler": cfg.sampler.name,
-                     "problems": problems})
+                     "class_label_policy": class_label_policy(cfg.prior), "problems": problems})
     by_problem: dict[str, list[int]] = {}
     for row in rows:
         for problem in row["problems"]:

@@ -36,14 +36,36 @@ def table_rows(root: Path) -> list[dict]:
                      "kid": kid.get("mean") if isinstance(kid, dict) else None,
                      "naive_psnr": _mean(m.get("naive_psnr")), "naive_ssim": _mean(m.get("naive_ssim")),
                      "nfe": cost.get("nfe_per_sample"), "vjp": cost.get("vjp_per_sample"),
-                     "s_per_sample": cost.get("seconds_per_sample")})
+                     "s_per_sample": cost.get("seconds_per_sample"),
+                     "class_label_policy": group.get("class_label_policy")})
     priors = [r["prior"] for r in rows]
     main = max(set(priors), key=priors.count) if priors else None
     for r in rows:  # e.g. the reference conditional model: `ddpm [tiny_sr4_reference]`
         if r["prior"] != main:
             r["sampler"] = f"{r['sampler']} [{r['prior']}]"
+    if not any(r["class_label_policy"] for r in rows):  # unconditional priors: the table as before
+        for r in rows:
+            del r["class_label_policy"]
     order = {s: k for k, s in enumerate(SAMPLER_ORDER)}
     return sorted(rows, key=lambda r: (r["task"], order.get(r["sampler"], 99), r["sampler"]))
+
+
+#: what each class label policy tells a class-conditional prior (dps_map.runner.rundir.class_label_policy)
+POLICY_MEANING = {"data": "each image's own ImageNet class, information about x0 that the authors' SD2 prior "
+                          "(empty prompt) and DPS2022's unconditional prior do not have",
+                  "random": "a class drawn at random per measurement, independent of the image"}
+
+
+def class_policy_lines(rows: list[dict]) -> list[str]:
+    """A line naming the class labels the prior was given, when it is class-conditional (none otherwise)."""
+    policies = sorted({r["class_label_policy"] for r in rows if r.get("class_label_policy")})
+    if not policies:
+        return []
+    says = "; ".join(f"`{p}`: " + POLICY_MEANING.get(p, f"class {p.split(':')[-1]} for every image")
+                     + (" (rows " + ", ".join(f"{r['task']} {r['sampler']}" for r in rows
+                                             if r.get("class_label_policy") == p) + ")" if len(policies) > 1 else "")
+                     for p in policies)
+    return ["", f"Class labels given to the class-conditional prior (`class_label_policy`): {says}."]
 
 
 def write(rows: list[dict], out: Path, name: str, title: str) -> Path:
@@ -61,6 +83,7 @@ def write(rows: list[dict], out: Path, name: str, title: str) -> Path:
                      f"{fmt(r['lpips'], '.3f')} | {fmt(r['fid'], '.1f')} | {fmt(r['kid'], '.4f')} | "
                      f"{fmt(r['naive_psnr'])} | {fmt(r['naive_ssim'], '.3f')} | {fmt(r['nfe'], '.0f')} | "
                      f"{fmt(r['vjp'], '.0f')} | {fmt(r['s_per_sample'], '.1f')} |")
+    lines += class_policy_lines(rows)
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.6), squeeze=False)

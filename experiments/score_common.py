@@ -13,7 +13,9 @@ def step_indices(num_steps: int, count: int = 20) -> list[int]:
 
 
 def dps_scores(sampler, prior, operator, noise, y, x_t, i, generator):
-    """(unconditional score, DPS-implied score) at states x_t, through the DPS sampler's own step."""
+    """(unconditional score, DPS conditional score) at states x_t, through the DPS sampler's own step: s from the
+    network's eps_hat and s_DPS = s - zeta_t g (DPSSampler.implied_eps), both from the same eps_hat, so they
+    differ by the guidance term alone (at zeta = 0 they are equal, whatever clip_x0 does to the transition)."""
     captured = []
     sampler.transition(prior, operator, noise, y, x_t, i, generator, hooks=[captured.append])
     step = captured[0]

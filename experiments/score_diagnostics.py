@@ -9,10 +9,12 @@ At each of ~20 diffusion steps t, states x_t ~ p_t(x_t | y) are drawn and every 
 score s(x_t, y) is compared with the reference s_ref(x_t, y):
 
   unconditional  s(x_t): the prior's score (ignores y)
-  dps            the score implied by the DPS update at the task's zeta (DPSSampler.implied_eps):
+  dps            the paper's DPS conditional score at the task's zeta (DPSSampler.implied_eps), with the
+                 likelihood weight of the sampler's own step (unclipped, VP units):
                  x_{t-1} = mu_t(x_t, eps) - zeta g + sigma_t z  =  mu_t(x_t, eps_DPS) + sigma_t z,
                  eps_DPS = eps + zeta g / c_t, c_t = beta_t / (sqrt(alpha_t) sqrt(1 - abar_t)),
-                 s_DPS = -eps_DPS / sqrt(1 - abar_t) = s - zeta sqrt(alpha_t) g / beta_t
+                 s_DPS = -eps_DPS / sqrt(1 - abar_t) = s - zeta sqrt(alpha_t) g / beta_t;
+                 built from eps_hat, so clip_x0 (a change of the transition mean) does not enter it
   adapter        the conditional prior (prior + trained adapter), tiny scale only
 
 GMM: x_t is drawn exactly from the diffused exact posterior, and s_ref is its exact score.

@@ -10,6 +10,7 @@ shard among them), so the shards of one config share a digest. Each (id, k) is c
 that is running (its run.lock is held) or unfinished (no summary.json, or fewer records than its
 n_expected), is incomplete: named with its jobs' counts in both files, never averaged into `metrics`. A group
 whose jobs ran on different devices (device type, device_name or precision in their summary.json) is flagged.
+Each group names the class labels its class-conditional prior was given (`class_label_policy`, from run.json).
 """
 
 from __future__ import annotations
@@ -159,6 +160,20 @@ def devices(jobs: list[dict]) -> dict:
     return {"devices": seen, "mixed_devices": [field for field in DEVICE_FIELDS if len(seen[field]) > 1]}
 
 
+def class_policy(jobs: list[dict]) -> str | None:
+    """The class label policy of a group (dps_map.runner.rundir.class_label_policy; None: an unconditional
+    prior), from its jobs' run.json (summary.json where run.json predates the field). The policy is part of
+    the config, hence of the digest, so a group has one."""
+    for job in sorted(jobs, key=lambda j: str(j["dir"])):
+        marker = read_marker(job["dir"]) or {}
+        if marker.get("class_label_policy"):
+            return marker["class_label_policy"]
+        path = job["dir"] / "summary.json"
+        if path.exists() and json.loads(path.read_text()).get("class_label_policy"):
+            return json.loads(path.read_text())["class_label_policy"]
+    return None
+
+
 def job_status(job: dict) -> dict:
     """Whether a job has finished: 'running' (a live process holds its run.lock), 'unfinished' (no
     summary.json: stopped before the end, or still queued to resume) or 'complete' (its summary
@@ -200,6 +215,7 @@ def aggregate_group(jobs: list[dict], random_weights: bool = False) -> dict:
                     "nfe_per_sample": mean_sem(r.get("nfe") for r in records)["mean"],
                     "vjp_per_sample": mean_sem(r.get("vjp") for r in records)["mean"]}}
     out.update(image_ids_and_preprocessing(jobs, records))
+    out["class_label_policy"] = class_policy(jobs)
     out.update(devices(jobs))
     for field in out["mixed_devices"]:
         log.warning("group %s: its jobs ran on different devices: %s %s", label, field,
@@ -305,6 +321,14 @@ def to_markdown(result: dict) -> str:
                                              for value, dirs in sorted(g["devices"][field].items()))
                      for field in g["mixed_devices"]]
             lines.append(f"- {g['label']}: " + "; ".join(parts))
+    policies: dict[str, list[str]] = {}
+    for g in sorted(result["groups"].values(), key=lambda g: g["label"]):
+        if g.get("class_label_policy"):
+            policies.setdefault(g["class_label_policy"], []).append(g["label"])
+    if policies:  # the class a class-conditional prior was told: "data" is the image's own (docs/paper.md)
+        lines += ["", "Class labels given to the class-conditional prior (`class_label_policy`): "
+                  + "; ".join(f"`{p}` ({len(ls)} config{'s' if len(ls) > 1 else ''})"
+                              for p, ls in sorted(policies.items())) + "."]
     dupes = sum(g.get("n_duplicate_records", 0) for g in result["groups"].values())
     if dupes:
         lines += ["", f"{dupes} duplicate records of the same (id, k) ignored (each sample counted once)."]

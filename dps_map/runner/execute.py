@@ -39,7 +39,7 @@ from ..samplers.base import GeneratorStack
 from .evaluate import Evaluator
 from .lock import run_lock
 from .loggers import make_logger
-from .rundir import claim_run_dir, run_weights
+from .rundir import claim_run_dir, class_label_policy, run_weights
 from .summary import preprocessing, save_grid, summarize_images
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,8 @@ def _run_locked(cfg: DictConfig, sampler, out: Path) -> dict:
     digest = config_digest(cfg)
     device = resolve_device(cfg.device)
     compute = {**device_record(device), **perf_record(perf_settings(cfg), device)}
-    claim_run_dir(out, digest, cfg.get("overwrite", False), run_weights(cfg), compute)
+    policy = class_label_policy(cfg.prior)  # the class a class-conditional prior is told (None: unconditional)
+    claim_run_dir(out, digest, cfg.get("overwrite", False), run_weights(cfg), compute, policy)
     evaluator = Evaluator(cfg.metrics, cfg.paths, device) if cfg.data.kind != "gmm" else None  # checks weights
     prior = make_prior(cfg, device)
     noise = build_noise(cfg.task)
@@ -100,7 +101,7 @@ def _run_locked(cfg: DictConfig, sampler, out: Path) -> dict:
         else:
             summary = run_images(cfg, prior, sampler, noise, out, device, logger, evaluator)
         summary.update(task=cfg.task.name, prior=cfg.prior.name, sampler=cfg.sampler.name, seed=cfg.seed,
-                       digest=digest, **compute, config=resolved(cfg).get("sampler"))
+                       digest=digest, class_label_policy=policy, **compute, config=resolved(cfg).get("sampler"))
         atomic_write_json(out / "summary.json", summary)
         logger.log_summary(summary)
     finally:

@@ -1,8 +1,9 @@
 """A run directory's marker, run.json: which config (digest) and which weight files (by content) made the
 outputs beside it. One config per directory: outputs of another are refused, never mixed or re-run.
 
-run.json is ``{"schema": 2, "digest": ..., "version": ..., "weights": {...}, "compute": {...}}`` (compute: the
-device, its name and the resolved precision, dps_map.config.device). A directory written by
+run.json is ``{"schema": 2, "digest": ..., "version": ..., "weights": {...}, "compute": {...},
+"class_label_policy": ...}`` (compute: the device, its name and the resolved precision, dps_map.config.device;
+class_label_policy: :func:`class_label_policy`, absent for an unconditional prior). A directory written by
 dps-map 0.1 (no "schema": its digest was computed another way) is refused with one line that names
 ``python -m dps_map.migrate``.
 """
@@ -57,16 +58,32 @@ def run_weights(cfg) -> dict:
     return {"prior": prior_weights(cfg.prior), "adapter": weights_id(cfg.sampler.get("adapter"))}
 
 
-def write_marker(out: Path, digest: str, weights: dict, compute: dict | None = None) -> None:
+def class_label_policy(prior_cfg) -> str | None:
+    """Which class a class-conditional prior is given: "data" (each image's own ImageNet class: information
+    about x0 that neither the authors' SD2 prior, given the empty prompt, nor DPS2022's unconditional model
+    has), "random" (one drawn from the measurement's stream), "fixed:N"; None for an unconditional prior.
+    Recorded in run.json, summary.json, the aggregate and the restoration table, so a table says which."""
+    unet = prior_cfg.get("unet") if prior_cfg is not None else None
+    if not (unet is not None and unet.get("class_cond", False)):
+        return None
+    choice = prior_cfg.get("class_label")
+    if choice is None or choice in ("data", "random"):  # None: validate() refuses it before a run starts
+        return None if choice is None else str(choice)
+    return f"fixed:{int(choice)}"
+
+
+def write_marker(out: Path, digest: str, weights: dict, compute: dict | None = None,
+                 class_policy: str | None = None) -> None:
     from .. import __version__
 
     atomic_write_json(Path(out) / RUN_FILE, {"schema": SCHEMA, "digest": digest, "version": __version__,
                                              **({"weights": weights} if weights else {}),
-                                             **({"compute": compute} if compute else {})})
+                                             **({"compute": compute} if compute else {}),
+                                             **({"class_label_policy": class_policy} if class_policy else {})})
 
 
 def claim_run_dir(out: Path, digest: str, overwrite: bool, weights: dict | None = None,
-                  compute: dict | None = None) -> None:
+                  compute: dict | None = None, class_policy: str | None = None) -> None:
     """Refuse to mix outputs of two configs, of one config with other weights, or of two precisions (perf.precision
     =auto resumed on another kind of device) in one directory (unless overwrite=true, which removes the old
     outputs). A weight unknown on either side (None: no file) is not compared."""
@@ -99,7 +116,7 @@ def claim_run_dir(out: Path, digest: str, overwrite: bool, weights: dict | None 
                 (Path(out) / name).unlink(missing_ok=True)
         else:
             weights = {**old_weights, **weights}
-    write_marker(out, digest, weights, compute)
+    write_marker(out, digest, weights, compute, class_policy)
 
 
 def check_job_dirs(jobs) -> None:

@@ -31,14 +31,27 @@ class DPSSampler(Sampler):
                              mean=mean, std=std, x_prev=x_prev)
         return x_prev
 
+    def likelihood_weight(self, diffusion, i, x):
+        """zeta_t of the paper's DPS score, grad log p(y | x_t) ~ -zeta_t g, in the sampler's own step.
+
+        The DDPM mean is mu_t = (x_t + beta_t s) / sqrt(alpha_t) (Ho eq. 11 with eps = -sqrt(1 - abar_t) s), so a
+        score shifted by delta_s moves the mean by beta_t delta_s / sqrt(alpha_t). DPS moves the draw by
+        -zeta factor_t g (factor_t: 1 in VP units, sqrt(abar_t abar_{t-1}) in Euler units, Diffusion.guidance_factor),
+        i.e. delta_s = -zeta factor_t sqrt(alpha_t) g / beta_t: zeta_t = zeta factor_t sqrt(alpha_t) / beta_t."""
+        beta = diffusion._at("betas", i, x)
+        return self.zeta * self.step_factor(diffusion, i, x) * (1 - beta).sqrt() / beta
+
     def implied_eps(self, diffusion, step):
-        """The noise prediction this DPS update implies (the paper's 'DPS conditional score'):
+        """Xu et al. 2025's "DPS conditional score": the DPS approximation (Chung et al. 2023, Alg. 1 and Thm. 1)
+        grad log p_t(x_t | y) ~ grad log p_t(x_t) + grad log p(y | x0_hat(x_t)) with grad log p(y | .) = -zeta_t g,
+        in eps units (eps = -sqrt(1 - abar_t) s):
 
-            x_{t-1} = mu_t(x_t, eps) - zeta g + sigma_t z = mu_t(x_t, eps_DPS) + sigma_t z
-            eps_DPS = eps + zeta g / c_t,  c_t = beta_t / (sqrt(alpha_t) sqrt(1 - abar_t))
-            s_DPS   = -eps_DPS / sqrt(1 - abar_t) = s - zeta sqrt(alpha_t) g / beta_t
+            s_DPS   = s - zeta_t g,   zeta_t = zeta factor_t sqrt(alpha_t) / beta_t   (:meth:`likelihood_weight`)
+            eps_DPS = eps_hat + sqrt(1 - abar_t) zeta_t g
 
-        computed from a hook's Step (x_t, the mean actually used, g) via Diffusion.eps_from_mean (zeta times
-        the units' factor, Diffusion.guidance_factor)."""
-        step_size = self.zeta * self.step_factor(diffusion, step.i, step.x_t)
-        return diffusion.eps_from_mean(step.x_t, step.i, step.mean - step_size * step.grad)
+        built from the network's eps_hat (step.eps), not from the transition mean: with clip_x0 the mean
+        uses the clamped x0_hat, which is a change of the sampler's transition, not of its score, so a
+        score read off that mean would differ from eps_hat even at zeta = 0. Without clipping the DDPM
+        transition with eps_DPS is exactly the DPS update (mean shifted by -zeta factor_t g)."""
+        abar = diffusion._at("alphas_cumprod", step.i, step.x_t)
+        return step.eps + (1 - abar).sqrt() * self.likelihood_weight(diffusion, step.i, step.x_t) * step.grad

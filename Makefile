@@ -120,7 +120,7 @@ PAPER_SCORES := adm512 --crops 100 --out $(PAPER)/results
 # the adm512 SR x4 adapter (the authors' recipe: 100 training images, AdamW lr 1e-5, weight decay 1e-2, effective
 # batch 64, 5000 steps); class labels from <paths.train_images>/<wnid>/<file>
 PAPER_TRAIN_ADAPTER := task=sr4 prior=adm512 data.kind=folder 'data.root=$${paths.train_images}' data.n_images=100 \
-	batch_size=4 accumulate=16 steps=5000 lr=1e-5 weight_decay=1e-2 perf.autocast=bf16 perf.grad_checkpoint=true \
+	batch_size=4 accumulate=16 steps=5000 lr=1e-5 weight_decay=1e-2 perf.precision=bf16 perf.grad_checkpoint=true \
 	'export_path=$${paths.checkpoints}/adapters/sr4_adm512.pt' 'out_dir=$(PAPER)/train_adapter/sr4_adm512'
 
 # after a command of a preflight: keep the worst exit status and go on, so every problem is reported at once

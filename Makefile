@@ -172,22 +172,27 @@ preflight-paper: install   # before the GPU run: check every job and file of rep
 train-adapter-paper: install   # the adapter reproduce-paper needs (GPU; the paper reports ~8 GPU-hours)
 	$(PY) -m dps_map.train_adapter $(PAPER_TRAIN_ADAPTER) $(ARGS)
 
-reproduce-paper: install   # the paper's setting on GPUs (checkpoints and data from paths.*; docs/paper.md); needs make train-adapter-paper
+reproduce-paper: install   # the ADM-512 pixel setting (this project's; DPS2022's protocol) on GPUs (checkpoints and data from paths.*; docs/paper.md); needs make train-adapter-paper
 	$(PY) -m dps_map.run -m $(PAPER_RESTORATION) $(ARGS)
 	$(PY) -m dps_map.run -m $(PAPER_ADAPTERS) $(ARGS)
 	$(PY) -m experiments.restoration_table $(PAPER)/restoration --out $(PAPER)/results --name restoration_adm512 \
-		--title "Restoration, ADM 512, ImageNet val (noiseless, 1000 steps)"
+		--title "Restoration, ADM-512 pixel setting (this project's; DPS2022's protocol), ImageNet val (noiseless, 1000 steps)"
 	$(PY) -m dps_map.run -m $(PAPER_DIVERSITY) $(ARGS)
 	$(PY) -m dps_map.aggregate $(PAPER)/diversity
 	$(PY) -m experiments.score_diagnostics $(PAPER_SCORES) $(ARGS) $(SCORE_ARGS)
 
-# -- the paper's own setting: Stable Diffusion 2-base latents (docs/latent.md) -----
+# -- the authors' published tables: the SD2-base latent setting (docs/latent.md) -----
 # needs paths.sd2_base, paths.imagenet_val, the LPIPS/Inception weights and, for adapter_*, the ControlNet folders
-# <paths.checkpoints>/adapters/<task>_sd2_base that make train-adapter-paper-sd2 writes
+# <paths.checkpoints>/adapters/<task>_sd2_base that make train-adapter-paper-sd2 writes (adapter_dps and
+# adapter_dmap read the same folder, as main_sd2cn.py's --mode dps and --mode max take the same --cnmodel)
 PAPER_SD2 ?= outputs/paper_sd2
-PAPER_SD2_SAMPLERS ?= dps,psld,freedom,dsg,adapter_dps
+# DMAP is the authors' --mode max (main_sd2.py:135-143; runs Record.md:489, 495) and adapter_dmap their --mode max on
+# the ControlNet (main_sd2cn.py:149-158; Record.md:491, 497)
+PAPER_SD2_SAMPLERS ?= dps,dmap,psld,freedom,dsg,adapter_dps,adapter_dmap
+# motion_deblur: the authors' SD2 scripts build srx8, gdb, pr and nlb only (main_sd2.py:57-64, main_sd2cn.py:65-68);
+# the row their paper publishes is run here with our motion kernel and their deblurring guidance (docs/latent.md)
 PAPER_SD2_TASKS := sr8 gaussian_deblur motion_deblur
-# SR x8 with the authors' zeta 4.8, the two deblurring tasks with 0.6 (both in the preset's tuned: table)
+# the step sizes: the preset's tuned: table (dps_map/conf/experiment/paper_sd2.yaml), each from a Record.md run
 PAPER_SD2_SR := +experiment=paper_sd2 hydra/launcher=$(LAUNCHER) task=sr8 sampler=$(PAPER_SD2_SAMPLERS) \
 	$(SHARDING) hydra.sweep.dir=$(PAPER_SD2)/restoration
 PAPER_SD2_DEBLUR := +experiment=paper_sd2 hydra/launcher=$(LAUNCHER) task=gaussian_deblur,motion_deblur \
@@ -204,16 +209,16 @@ preflight-paper-sd2: install   # before the GPU run: check every job and file of
 	$(PY) -m dps_map.preflight --out $(PAPER_SD2)/preflight/deblur -m $(PAPER_SD2_DEBLUR) $(ARGS) $(WORST); \
 	exit $$status
 
-train-adapter-paper-sd2: $(PAPER_SD2_TASKS:%=train-adapter-paper-sd2-%)   # the three ControlNets adapter_dps needs (GPU)
+train-adapter-paper-sd2: $(PAPER_SD2_TASKS:%=train-adapter-paper-sd2-%)   # the three ControlNets adapter_dps and adapter_dmap need (GPU)
 train-adapter-paper-sd2-%: install
 	$(PY) -m dps_map.train_adapter task=$* $(PAPER_TRAIN_CONTROLNET) 'export_path=$${paths.checkpoints}/adapters/$*_sd2_base' \
 		'out_dir=$(PAPER_SD2)/train_adapter/$*_sd2_base' $(ARGS)
 
-reproduce-paper-sd2: install   # needs make train-adapter-paper-sd2 (or PAPER_SD2_SAMPLERS without adapter_dps)
+reproduce-paper-sd2: install   # the authors' published tables (SD2-base latents); needs make train-adapter-paper-sd2 (or PAPER_SD2_SAMPLERS without adapter_*)
 	$(PY) -m dps_map.run -m $(PAPER_SD2_SR) $(ARGS)
 	$(PY) -m dps_map.run -m $(PAPER_SD2_DEBLUR) $(ARGS)
 	$(PY) -m experiments.restoration_table $(PAPER_SD2)/restoration --out $(PAPER_SD2)/results --name restoration_sd2 \
-		--title "Restoration, Stable Diffusion 2-base, ImageNet val (noiseless, 500 steps)"
+		--title "Restoration, SD2-base latent setting (the authors' published tables), ImageNet val (noiseless, 500 steps)"
 
 rehearse-paper: install   # the targets above run for real at toy scale on stand-in files (CPU, ~10 min): experiments/rehearse_paper.py
 	OMP_NUM_THREADS=1 $(PY) -m experiments.rehearse_paper $(ARGS)

@@ -15,13 +15,16 @@ types them, so the first GPU-days are not spent on a typo.
 2. Runs the targets a user runs, through the variables a user sets (``DPS_MAP_*`` paths, ``TORCH_HOME``,
    ``ARGS``, ``SCORE_ARGS``, ``SHARDS``, ``LAUNCHER=local``, ``PAPER``/``PAPER_SD2`` output folders):
    ``preflight-paper`` (which must stop and name the adapter training), ``train-adapter-paper``,
-   ``preflight-paper`` again, ``reproduce-paper``, then the same for SD2 (``preflight-paper-sd2``,
-   ``train-adapter-paper-sd2``, ``reproduce-paper-sd2``). Scale comes down only through overrides a user
-   could type (image size and width of the stand-ins, steps, images); no code path exists for the
-   rehearsal alone.
+   ``preflight-paper`` again, ``reproduce-paper`` (the ADM-512 pixel setting, this project's), then the same
+   for the SD2-base latent setting of the authors' published tables (``preflight-paper-sd2``,
+   ``train-adapter-paper-sd2``, ``reproduce-paper-sd2``: every sampler of ``PAPER_SD2_SAMPLERS``, DMAP and
+   DMAP + estimator included, both estimator samplers on the ControlNets it trains). Scale comes down only
+   through overrides a user could type (image size and width of the stand-ins, steps, images); no code path
+   exists for the rehearsal alone.
 3. Checks the artefact of every stage (preflight.json, adapter checkpoint and ControlNet folders, every
    shard of every sweep, the evaluated metrics, aggregate.json, the restoration tables, the diversity
-   aggregate and the score diagnostics) and prints one line per check. Exit code 1 if one fails.
+   aggregate and the score diagnostics; each table's rows and the setting its title names) and prints one line
+   per check. Exit code 1 if one fails.
 """
 
 from __future__ import annotations
@@ -56,6 +59,12 @@ TRAIN_SCALE = ["steps=2", "batch_size=2", "accumulate=1", f"data.n_images={IMAGE
 #: wnids of the stand-in images (real ILSVRC-2012 classes)
 WNIDS = ("n01440764", "n02123045", "n03063599", "n04254680")
 SD2_TASKS = ("sr8", "gaussian_deblur", "motion_deblur")
+#: the samplers make reproduce-paper-sd2 sweeps by default (Makefile PAPER_SD2_SAMPLERS): the baselines, DMAP (the
+#: authors' --mode max) and both estimator samplers, which read the same ControlNet folder per task
+SD2_SAMPLERS = ("dps", "dmap", "psld", "freedom", "dsg", "adapter_dps", "adapter_dmap")
+#: the title line of each restoration table names its setting
+TITLES = {"adm512": "ADM-512 pixel setting (this project's; DPS2022's protocol)",
+          "sd2": "SD2-base latent setting (the authors' published tables)"}
 
 
 # -- 1. stand-ins ------------------------------------------------------------------------------------------
@@ -264,13 +273,20 @@ def check_sweep(r: Rehearsal, sweep: Path, n_configs: int, samples_per_image: in
             f"{agg and [(g.get('label'), g['n_samples'], g.get('incomplete')) for g in agg['groups'].values()]}")
 
 
-def check_table(r: Rehearsal, stem: Path, n_rows: int) -> None:
+def check_table(r: Rehearsal, stem: Path, n_rows: int, setting: str, samplers: tuple = ()) -> None:
     files = [stem.with_suffix(s) for s in (".md", ".csv", ".png")]
     rows = list(csv.DictReader(open(files[1]))) if files[1].is_file() else []
     r.check(f"{stem.relative_to(r.work)}.{{md,csv,png}}: {n_rows} rows, each with PSNR over {IMAGES} samples",
             all(f.is_file() for f in files) and len(rows) == n_rows
             and all(row["psnr"] and int(row["n_samples"]) == IMAGES for row in rows),
             f"{len(rows)} rows; files {[f.name for f in files if f.is_file()]}")
+    title = files[0].read_text().splitlines()[0] if files[0].is_file() else ""
+    r.check(f"{stem.name}.md's title names its setting: {TITLES[setting]}", TITLES[setting] in title, title)
+    if samplers:
+        got = {(row["task"], row["sampler"]) for row in rows}
+        want = {(t, s) for t in SD2_TASKS for s in samplers}
+        r.check(f"{stem.name}: a row for every task x {', '.join(samplers)}", got == want,
+                f"missing {sorted(want - got)}, extra {sorted(got - want)}")
 
 
 def rehearse_adm512(r: Rehearsal) -> None:
@@ -296,7 +312,7 @@ def rehearse_adm512(r: Rehearsal) -> None:
             scores is not None and scores["n_invalid"] == 0, f"{scores}")
     r.make("reproduce-paper", **common)
     check_sweep(r, paper / "restoration", 18)
-    check_table(r, paper / "results" / "restoration_adm512", 18)
+    check_table(r, paper / "results" / "restoration_adm512", 18, "adm512")
     check_sweep(r, paper / "diversity", 4, samples_per_image=8)
     agg = _json(paper / "diversity" / "aggregate.json") or {"groups": {}}
     r.check("diversity aggregate: per-pixel std and pairwise LPIPS in every group",
@@ -323,11 +339,12 @@ def rehearse_sd2(r: Rehearsal) -> None:
             all((f / "config.json").is_file() and (f / "diffusion_pytorch_model.safetensors").is_file()
                 and (f / "dps_map_card.json").is_file() for f in folders), f"{[f.name for f in folders if not f.is_dir()]}")
     r.make("preflight-paper-sd2", env=env, **common)
-    check_preflight(r, paper / "preflight" / "sr8", 5 * SHARDS)
-    check_preflight(r, paper / "preflight" / "deblur", 10 * SHARDS)
+    n = len(SD2_SAMPLERS)
+    check_preflight(r, paper / "preflight" / "sr8", n * SHARDS)
+    check_preflight(r, paper / "preflight" / "deblur", 2 * n * SHARDS)
     r.make("reproduce-paper-sd2", env=env, **common)
-    check_sweep(r, paper / "restoration", 15)
-    check_table(r, paper / "results" / "restoration_sd2", 15)
+    check_sweep(r, paper / "restoration", len(SD2_TASKS) * n)
+    check_table(r, paper / "results" / "restoration_sd2", len(SD2_TASKS) * n, "sd2", SD2_SAMPLERS)
 
 
 def main(argv=None) -> int:

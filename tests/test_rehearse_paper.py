@@ -1,6 +1,7 @@
 """make rehearse-paper: the paper's make targets (preflight, adapter and ControlNet training, reproduce-paper for
-ADM 512 and for SD2) run for real at toy scale on stand-in files, each stage's artefact checked
-(experiments/rehearse_paper.py). Minutes of CPU: marked slow, run by `make test` and CI."""
+the ADM-512 pixel setting and for the SD2-base latent setting, DMAP and DMAP + estimator included) run for real
+at toy scale on stand-in files, each stage's artefact checked (experiments/rehearse_paper.py). Minutes of CPU:
+marked slow, run by `make test` and CI."""
 
 import json
 import subprocess
@@ -28,5 +29,10 @@ def test_make_rehearse_paper_passes_every_check(tmp_path):
                   "make preflight-paper-sd2 exits 2", "make train-adapter-paper-sd2 exits 0",
                   "make reproduce-paper-sd2 exits 0"):
         assert stage in checks, stage
+    # the SD2 half sweeps the paper's own method (DMAP, DMAP + estimator) beside the baselines, and each table's
+    # title names its setting
+    rows = [c for c in checks if c.startswith("restoration_sd2: a row for every task x ")]
+    assert len(rows) == 1 and {"dmap", "adapter_dmap", "adapter_dps"} <= set(rows[0].split(" x ", 1)[1].split(", "))
+    assert sum("title names its setting" in c for c in checks) == 2
     assert len(checks) >= 30
     print(f"rehearsal: {len(checks)} checks in {report['total_seconds']:.0f} s: {report['seconds']}", file=sys.stderr)

@@ -513,3 +513,76 @@ def test_named_presets_of_rout_and_yu():
     timesteps = Diffusion(make_betas("scaled_linear"), freedom.respacing).timesteps.tolist()
     assert timesteps == list(range(0, 1000, 10))  # Face-GD's seq = range(0, 1000, 1000 // 100)
     assert [t for i, t in enumerate(timesteps) if freedom.repeats(i, 100) == 10] == list(range(500, 801, 10))
+
+
+# The step size of every (task, sampler) of the SD2 sweep, and the run of the authors' log it is taken from
+# (Record.md at 0e8ea62; on the ControlNet, the runs of the 100-image estimators sd2cn_srx8_100 / sd2cn_gdb_100).
+AUTHORS_SD2_STEPS = {
+    ("sr8", "dps"): ("zeta", 4.8),             # Record.md:52, main_sd2.py's default --scale
+    ("sr8", "dmap"): ("zeta", 4.8),            # Record.md:489, --mode max --scale 4.8
+    ("sr8", "dsg"): ("w", 0.08),               # Record.md:344, --mode dsg --scale 0.08
+    ("sr8", "adapter_dps"): ("zeta", 4.8),     # Record.md:159, dpscn_100_500s_4.8
+    ("sr8", "adapter_dmap"): ("zeta", 3.6),    # Record.md:491, maxcn_100_500s_3.6
+    ("sr8", "adapter_dsg"): ("w", 0.08),       # Record.md:346, dsgcn_100_500s_0.08
+    ("gaussian_deblur", "dps"): ("zeta", 0.6),           # Record.md:400
+    ("gaussian_deblur", "dmap"): ("zeta", 0.6),          # Record.md:495
+    ("gaussian_deblur", "dsg"): ("w", 0.08),             # Record.md:410
+    ("gaussian_deblur", "adapter_dps"): ("zeta", 0.6),   # Record.md:407, dpscn_100_500s
+    ("gaussian_deblur", "adapter_dmap"): ("zeta", 0.6),  # Record.md:497, maxcn_100_500s
+    ("gaussian_deblur", "adapter_dsg"): ("w", 0.02),     # Record.md:412, dsgcn_100_500s
+}
+# no motion-blur run in Record.md (main_sd2.py:57-64 builds no motion operator): the Gaussian deblurring values
+AUTHORS_SD2_STEPS |= {("motion_deblur", s): v for (t, s), v in list(AUTHORS_SD2_STEPS.items()) if t == "gaussian_deblur"}
+
+
+@pytest.mark.parametrize("task, sampler", sorted(AUTHORS_SD2_STEPS))
+def test_paper_sd2_step_sizes_are_the_authors_runs(task, sampler):
+    """Each sampler of +experiment=paper_sd2 gets the step size of the authors' run of that method and task, from
+    the preset's own tuned: entry (not a sampler YAML's fallback), in their Euler units."""
+    key, value = AUTHORS_SD2_STEPS[task, sampler]
+    cfg, node = compose_sampler("+experiment=paper_sd2", f"task={task}", f"sampler={sampler}")
+    assert node["guidance_units"] == "euler"
+    assert node[key] == pytest.approx(value)
+    assert cfg.tuned.priors.sd2_base[task][sampler][key] == pytest.approx(value)
+
+
+def _make_dry_run(*targets):
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(["make", "-n", "--no-print-directory", "-C", str(root), *targets], capture_output=True,
+                          text=True, env={k: v for k, v in __import__("os").environ.items()
+                                          if k not in ("MAKEFLAGS", "MFLAGS")})
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_paper_sd2_sweep_runs_the_papers_method_with_the_authors_step_sizes():
+    """make reproduce-paper-sd2 and preflight-paper-sd2 sweep DMAP and DMAP + estimator (the paper's method) beside
+    the baselines, on every task; and every (task, sampler) they run has its step size in the preset's table."""
+    import re
+
+    out = _make_dry_run("reproduce-paper-sd2", "preflight-paper-sd2")
+    sweeps = [line for line in out.splitlines() if "+experiment=paper_sd2" in line]
+    assert len(sweeps) == 4  # two sweeps run, the same two preflighted
+    covered = set()
+    for line in sweeps:
+        opts = dict(re.findall(r"(?:^|\s)(task|sampler)=(\S+)", line))
+        samplers, tasks = opts["sampler"].split(","), opts["task"].split(",")
+        assert {"dmap", "adapter_dmap", "dps", "adapter_dps", "dsg", "psld", "freedom"} <= set(samplers), samplers
+        covered |= {(t, s) for t in tasks for s in samplers}
+    assert {t for t, _ in covered} == {"sr8", "gaussian_deblur", "motion_deblur"}
+    cfg = compose("+experiment=paper_sd2")
+    missing = [(t, s) for t, s in covered if s not in cfg.tuned.priors.sd2_base[t]]
+    assert not missing, f"no step size in paper_sd2.yaml for {missing}: the sampler's fallback would run"
+
+
+def test_each_paper_table_names_its_setting():
+    """The SD2 table is the authors' published setting, the ADM-512 one this project's: each title says which."""
+    out = _make_dry_run("reproduce-paper-sd2", "reproduce-paper")
+    titles = [line for line in out.splitlines() if "--title" in line]
+    assert len(titles) == 2, titles
+    sd2, adm = sorted(titles, key=lambda line: "SD2" not in line)
+    assert "SD2-base latent setting (the authors' published tables)" in sd2
+    assert "ADM-512 pixel setting (this project's; DPS2022's protocol)" in adm

@@ -50,12 +50,13 @@ GPU_WHEELS := .gpu-wheels
 GPU_SITE := .gpu-site
 # the versions .venv has (pip freeze); all pure Python, so the py3-none-any wheels install on any CPython 3
 GPU_WHEEL_SPECS := hydra-core==1.3.8 omegaconf==2.3.1 antlr4-python3-runtime==4.9.3 hydra-submitit-launcher==1.2.0 \
-	submitit==1.5.4 cloudpickle==3.1.3 guided-diffusion-sdk==1.0.0 lpips==0.1.4 pytorch-fid==0.3.0 diffusers==0.42.1
+	submitit==1.5.4 cloudpickle==3.1.3 guided-diffusion-sdk==1.0.0 lpips==0.1.4 pytorch-fid==0.3.0 diffusers==0.42.1 \
+	resize-right==0.0.2
 # diffusers imports requests (and checks its metadata), which a machine whose huggingface-hub uses httpx may lack;
 # charset-normalizer (its pure-Python wheel) only spares requests' warning
 GPU_WHEEL_REQUESTS := requests==2.34.2 urllib3==2.8.0 idna==3.21 certifi==2026.10.19.post1
 GPU_IMPORTS := hydra, omegaconf, antlr4, submitit, cloudpickle, hydra_plugins.hydra_submitit_launcher, \
-	guided_diffusion, lpips, pytorch_fid, diffusers
+	guided_diffusion, lpips, pytorch_fid, diffusers, resize_right
 
 gpu-wheels:   # on a machine with PyPI: the packages a bare GPU machine (torch, no network) lacks, as wheels
 	$(GPU_PYTHON) -m pip wheel --quiet --no-deps -w $(GPU_WHEELS) $(GPU_WHEEL_SPECS) $(GPU_WHEEL_REQUESTS)

@@ -100,7 +100,7 @@ def preflight(work: Path, rows: list) -> list[str]:
                      "forward_per_step": job["forward_per_step"], "vjp_per_step": job["vjp_per_step"],
                      "peak_memory_bytes": job["peak_memory_bytes"], "measured_hours": job["measured_hours"]})
     table = [line for line in r["stdout"].splitlines() if line.startswith("|")]
-    return ["## Preflight of the paper's setting (sr8, DPS and DMAP, 1000 steps)", "",
+    return ["## Preflight of the ADM-512 pixel setting (sr8, DPS and DMAP, 1000 steps)", "",
             "`python -m dps_map.preflight --steps 1 prior=adm512 prior.random_init=true prior.class_label=random "
             "task=sr8 sampler=dps,dmap data=folder data.path=<one 512x512 image>`: random adm512 weights, one warm-up "
             "and one timed step per sampler, all threads.", "", *table, "",

@@ -1,5 +1,5 @@
 """Image part of experiments/score_diagnostics.py: SR x4 with the tiny prior (held-out demo crops) or
-with adm512 (the paper's setting: ImageNet validation images, a GPU). Each scale's task is the one its
+with adm512 (the ADM-512 pixel setting: ImageNet validation images, a GPU). Each scale's task is the one its
 reference was trained on: tiny, `task=sr4` (bicubic, sigma_y = 0.05, as `make train-tiny-reference`);
 adm512, SR x4 by avgpool with sigma_y = 0 (openai's upsampler saw area-downsampled clean inputs).
 
@@ -35,7 +35,7 @@ def image_config(args):
 
     if args.scale == "tiny":
         over = ["prior=tiny", "data=demo", f"data.per_photo={args.crops // 2}", "+prior@reference=tiny_sr4_reference"]
-    else:  # the paper's setting
+    else:  # the ADM-512 pixel setting
         # openai's 128->512 upsampler was trained on area-downsampled (block-averaged), clean low-resolution
         # inputs: its score is the reference of p(x | y) only for that y, so the comparison uses SR x4 by
         # avgpool without noise (bicubic y with sigma_y = 0.05 would compare every score with a reference

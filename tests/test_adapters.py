@@ -335,7 +335,7 @@ def test_trainer_refuses_heldout_photos(tmp_path):
 
 
 def test_adm512_adapter_builds_on_cpu():
-    """The paper's setting: an adapter on openai's 512x512 class-conditional ADM (trainable count reported)."""
+    """The ADM-512 pixel setting: an adapter on openai's 512x512 class-conditional ADM (trainable count reported)."""
     unet = build_unet(OmegaConf.load(CONF / "prior" / "adm512.yaml").unet)
     adapter = Adapter(unet, hint_channels=4)
     n = sum(p.numel() for p in adapter.parameters() if p.requires_grad)

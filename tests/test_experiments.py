@@ -46,7 +46,7 @@ def test_restoration_table_from_a_sweep(tmp_path):
 
 
 def test_score_diagnostics_paper_path_on_a_toy_adm512(tmp_path):
-    """`score_diagnostics adm512` (the paper's setting: adm512 + the 128->512 upsampler as reference + an
+    """`score_diagnostics adm512` (the ADM-512 pixel setting: adm512 + the 128->512 upsampler as reference + an
     ImageNet folder) runs end to end on the CPU with both networks shrunk to 64px and randomly initialised:
     every method is scored against the upsampler, whose own error is zero."""
     import numpy as np

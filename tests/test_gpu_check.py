@@ -185,7 +185,7 @@ def test_gpu_wheels_pin_what_venv_runs():
     specs += re.search(r"^GPU_WHEEL_REQUESTS := (.*)$", text, re.M).group(1).split()
     pins = dict(spec.split("==") for spec in specs)
     assert {"hydra-core", "omegaconf", "antlr4-python3-runtime", "hydra-submitit-launcher", "submitit", "cloudpickle",
-            "guided-diffusion-sdk", "lpips", "pytorch-fid", "diffusers"} <= set(pins)
+            "guided-diffusion-sdk", "lpips", "pytorch-fid", "diffusers", "resize-right"} <= set(pins)
     assert {name: importlib.metadata.version(name) for name in pins} == pins
     for name in pins:  # no compiled extension: a py3-none-any wheel installs on the GPU machine's Python
         files = importlib.metadata.distribution(name).files or []

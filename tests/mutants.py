@@ -50,6 +50,7 @@ L = "tests/test_latent.py::"
 AD = "tests/test_adapters.py::"
 GM = "tests/test_gmm.py::"
 M = "tests/test_metrics.py::"
+D = "tests/test_device.py::"
 R = "tests/test_runner_measurement.py::test_saved_measurement_is_restrict_of_A_x0_plus_noise_from_the_ids_stream"
 
 
@@ -413,6 +414,40 @@ MUTANTS = [
     Mutant("measure_noise_before_operator", "dps_map/runner/execute.py", "operator.restrict(noise.sample(operator(x0), gen))",
            "operator.restrict(operator(noise.sample(x0, gen)))", (R + "[sr4]",),
            "noise added to x0 before A (SR: the noise is averaged down, sigma_y no longer the measurement's)"),
+    # precision, devices and the deterministic operator paths
+    Mutant("precision_auto_fp16_everywhere", "dps_map/config/device.py",
+           'return "fp16" if torch.device(device).type == "cuda" else "fp32"', 'return "fp16"',
+           (D + "test_precision_auto_is_fp16_on_cuda_and_fp32_elsewhere",
+            "tests/test_paper_scale.py::test_paper_preset_composes_and_runs_scaled_down"),
+           "perf.precision=auto computes fp16 on a CPU (40x slower on an AMD EPYC, and another precision)"),
+    Mutant("vae_under_autocast", "dps_map/priors/latent.py",
+           "with self.full_precision(z.device):\n            return self.vae.decode(",
+           "with self.autocast(z.device):\n            return self.vae.decode(",
+           (D + "test_sd2_vae_decodes_in_fp32_under_a_low_precision_unet",),
+           "the SD2 VAE decodes under the UNet's half-precision autocast (diffusers upcasts it)"),
+    Mutant("compile_static_batch", "dps_map/priors/adm.py", '"dynamic": True', '"dynamic": False',
+           ("tests/test_perf_knobs.py::test_compile_makes_one_graph_per_kind_of_call_with_a_dynamic_batch",),
+           "torch.compile specialises every batch size (graphs pile up to dynamo's recompile limit)"),
+    Mutant("blur_symmetric_padding", "dps_map/operators/blur.py", "return torch.where(i > n - 1, 2 * (n - 1) - i, i)",
+           "return torch.where(i > n - 1, 2 * n - 1 - i, i)",
+           (D + "test_blur_padding_gathers_exactly_what_reflect_padding_gives",
+            OPS + "test_blur_matches_scipy_correlate_with_mirror_boundary"),
+           "the blur's padding repeats the edge pixel (symmetric) where the authors' code reflects"),
+    Mutant("stacked_rows_uncapped", "dps_map/runner/execute.py",
+           "if pending and sum(len(u.ks) for u in pending) + len(ks) > max_rows:", "if False:",
+           (D + "test_batch_size_caps_the_rows_of_stacked_measurements",),
+           "measurement_batch stacks past batch_size (out of memory on a GPU)"),
+    Mutant("imresize_zero_padding", "dps_map/operators/super_resolution.py", 'pad_mode="symmetric"', 'pad_mode="constant"',
+           ("tests/test_operator_papers.py::test_imresize_matrix_is_matlabs_algorithm",),
+           "imresize with resize-right's default zero padding, not MATLAB's symmetric border"),
+    Mutant("drop_range_fixed", "dps_map/operators/inpainting.py",
+           "p = lo + (hi - lo) * float(torch.rand((), generator=generator, dtype=torch.float64))", "p = hi",
+           ("tests/test_operator_papers.py::test_a_drop_range_draws_each_images_fraction_uniformly",),
+           "a drop range [lo, hi] hides a fixed fraction instead of one drawn per image"),
+    Mutant("dps_score_without_guidance", "dps_map/samplers/dps.py",
+           "return step.eps + (1 - abar).sqrt() * self.likelihood_weight(diffusion, step.i, step.x_t) * step.grad",
+           "return step.eps", ("tests/test_implied_score.py::test_dps_score_against_the_closed_form",),
+           "the DPS conditional score without its likelihood term (s_DPS - s_uncond would be 0 at every zeta)"),
 ]
 
 

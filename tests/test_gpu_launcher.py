@@ -29,7 +29,8 @@ def machine(monkeypatch):
     given); restores the environment the launcher and the jobs change."""
     for var in (SWEEP_GPUS_ENV, "CUDA_VISIBLE_DEVICES", "DPS_MAP_GPUS", "SUBMITIT_EXECUTOR", "OMP_NUM_THREADS",
                 "MKL_NUM_THREADS"):
-        monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv(var, "")  # recorded, so the value the launcher or a job sets is undone after the test
+        monkeypatch.delenv(var)
 
     def gpus(count: int, visible: str | None = None):
         monkeypatch.setattr(torch.cuda, "device_count", lambda: count)

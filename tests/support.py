@@ -6,6 +6,7 @@
     cfg = compose("hydra/launcher=slurm", hydra=True)              # with Hydra's own node (launchers, sweeps)
     sampler = built_sampler({"method": "dps", "zeta": 0.5})        # a sampler from a config node, as a run builds it
     prior = shipped_prior("gmm")                                  # a shipped prior YAML, built (gmm, sd2_tiny)
+    prior = small_adm()                                           # a 16x16 ADM with random, non-zero weights
 
 (pytest puts tests/ on sys.path, so `import support` works from every test file.)
 """
@@ -45,3 +46,17 @@ def shipped_prior(name: str, **overrides):
     """The prior of dps_map/conf/prior/NAME.yaml (its own keys; `overrides` replace some), built on the CPU. For
     priors whose YAML needs no `${paths.*}` (gmm, sd2_tiny); the tiny prior: dps_map.load_prior("tiny")."""
     return build_prior(OmegaConf.merge(OmegaConf.load(CONF / "prior" / f"{name}.yaml"), overrides))
+
+
+#: a 16x16 ADM UNet (create_model flags) small enough for unit tests of the samplers and adapters
+SMALL_UNET = dict(image_size=16, num_channels=32, num_res_blocks=1, channel_mult="1,2", attention_resolutions="8",
+                  num_head_channels=32, learn_sigma=True, use_scale_shift_norm=True, resblock_updown=True)
+
+
+def small_adm():
+    """An unconditional ADMPrior around SMALL_UNET with seeded random weights (priors.adm.random_network: the
+    zero-initialised layers re-drawn, so eps depends on x_t and t)."""
+    from dps_map.diffusion import make_betas
+    from dps_map.priors.adm import ADMPrior, build_unet, random_network
+
+    return ADMPrior(random_network(build_unet, SMALL_UNET), make_betas(), learn_sigma=True)

@@ -32,11 +32,7 @@ from dps_map.samplers import (
     DSGSampler,
 )
 
-from support import CONF, built_sampler, compose
-
-SMALL_UNET = dict(image_size=16, num_channels=32, num_res_blocks=1, channel_mult="1,2",
-                  attention_resolutions="8", num_head_channels=32, learn_sigma=True,
-                  use_scale_shift_norm=True, resblock_updown=True)
+from support import CONF, SMALL_UNET, built_sampler, compose
 
 
 @pytest.fixture()

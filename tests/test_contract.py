@@ -14,18 +14,14 @@ import pytest
 import torch
 
 from dps_map.adapters import Adapter, adapter_checkpoint
-from dps_map.diffusion import Diffusion, make_betas
+from dps_map.diffusion import Diffusion
 from dps_map.errors import ConfigError
 from dps_map.operators import GaussianNoise, MatrixOperator, SuperResolution
-from dps_map.priors.adm import ADMPrior, build_unet, random_network
 from dps_map.priors.gmm import find_multimodal_problem
 from dps_map.samplers import SAMPLERS
 
-from support import built_sampler, shipped_prior
+from support import built_sampler, shipped_prior, small_adm
 
-SMALL_UNET = dict(image_size=16, num_channels=32, num_res_blocks=1, channel_mult="1,2",
-                  attention_resolutions="8", num_head_channels=32, learn_sigma=True,
-                  use_scale_shift_norm=True, resblock_updown=True)
 S, K = 5, 2
 #: (config, expected (forward, vjp)) per case; every method of SAMPLERS appears (checked below)
 CASES = {
@@ -75,7 +71,7 @@ def test_unknown_ddpm_transition_is_refused():
 
 @pytest.fixture(scope="module")
 def image(tmp_path_factory):
-    prior = ADMPrior(random_network(build_unet, SMALL_UNET), make_betas(), learn_sigma=True)
+    prior = small_adm()
     g = torch.Generator().manual_seed(0)
     x0 = torch.rand(1, 3, 16, 16, generator=g) * 2 - 1
     op, noise = SuperResolution(4), GaussianNoise(0.05)

@@ -18,16 +18,12 @@ import torch
 
 from dps_map.diffusion import Diffusion, alphas_cumprod, make_betas
 from dps_map.operators import GaussianNoise, MatrixOperator, SuperResolution
-from dps_map.priors.adm import ADMPrior, build_unet, random_network
 from dps_map.priors.base import Prior
 from dps_map.priors.gmm import find_multimodal_problem
 from dps_map.samplers import DDPMSampler, DMAPSampler, DPSSampler, DSGSampler
 
-from support import shipped_prior
+from support import shipped_prior, small_adm
 
-SMALL_UNET = dict(image_size=16, num_channels=32, num_res_blocks=1, channel_mult="1,2",
-                  attention_resolutions="8", num_head_channels=32, learn_sigma=True,
-                  use_scale_shift_norm=True, resblock_updown=True)
 TRAIN_ABAR = alphas_cumprod(make_betas("linear", 1000))
 #: space_timesteps(1000, "10") written out: round(j * 999 / 9), j = 0..9 (ADM's respacing)
 KEPT_10 = [0, 111, 222, 333, 444, 555, 666, 777, 888, 999]
@@ -65,7 +61,7 @@ class UnevenVariance(Prior):
 
 @pytest.fixture(scope="module")
 def unet():
-    return ADMPrior(random_network(build_unet, SMALL_UNET), make_betas(), learn_sigma=True)
+    return small_adm()
 
 
 @pytest.fixture(scope="module")

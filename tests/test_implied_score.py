@@ -15,14 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from dps_map.diffusion import make_betas
 from dps_map.operators import GaussianNoise, SuperResolution
-from dps_map.priors.adm import ADMPrior, build_unet, random_network
 from dps_map.samplers import DPSSampler
 
-SMALL_UNET = dict(image_size=16, num_channels=32, num_res_blocks=1, channel_mult="1,2",
-                  attention_resolutions="8", num_head_channels=32, learn_sigma=True,
-                  use_scale_shift_norm=True, resblock_updown=True)
+from support import small_adm
+
 TRAIN_ABAR = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))  # ADM's linear schedule, written out
 #: space_timesteps(1000, "10"): round(j * 999 / 9), j = 0..9
 KEPT_10 = [0, 111, 222, 333, 444, 555, 666, 777, 888, 999]
@@ -30,7 +27,7 @@ KEPT_10 = [0, 111, 222, 333, 444, 555, 666, 777, 888, 999]
 
 @pytest.fixture(scope="module")
 def unet():
-    return ADMPrior(random_network(build_unet, SMALL_UNET), make_betas(), learn_sigma=True)
+    return small_adm()
 
 
 @pytest.fixture(scope="module")

@@ -5,24 +5,18 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from dps_map.diffusion import make_betas
 from dps_map.operators import GaussianNoise, MatrixOperator, SuperResolution
-from dps_map.priors.adm import ADMPrior, build_unet, random_network
 from dps_map.priors.gmm import find_multimodal_problem
 from dps_map.samplers import DDPMSampler, DMAPSampler, DPSSampler, DSGSampler
 
-from support import shipped_prior
-
-SMALL_UNET = dict(image_size=16, num_channels=32, num_res_blocks=1, channel_mult="1,2",
-                  attention_resolutions="8", num_head_channels=32, learn_sigma=True,
-                  use_scale_shift_norm=True, resblock_updown=True)
+from support import shipped_prior, small_adm
 
 
 @pytest.fixture(scope="module")
 def adm():
     """A seeded random network with non-zero output: eps and the learned variance depend on x_t and t
     (guided_diffusion's zero-initialised layers would give eps = 0 and hide what the samplers pass)."""
-    return ADMPrior(random_network(build_unet, SMALL_UNET), make_betas(), learn_sigma=True)
+    return small_adm()
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from omegaconf.errors import OmegaConfBaseException
 from ..data import IMAGENET_WHERE, check_class_labels, demo_photos
 from ..errors import ConfigError, MissingFileError
 from ..io import absolute_path
+from .device import check_perf_settings
 from .keys import DATA_KEYS, LOGGER_KEYS, METRICS_KEYS, PERF_KEYS, TOP_KEYS
 from .targets import build_noise, noise_keys
 from .targets import keys as target_keys
@@ -73,8 +74,7 @@ def check_keys(cfg: DictConfig) -> None:
     _check_keys(f"sampler={sampler.get('name')}", sampler, target_keys("sampler", sampler) | {"adapter"})
     _check_keys(f"metrics={cfg.metrics.get('name')}", cfg.metrics, METRICS_KEYS)
     if cfg.get("perf") is not None:
-        if "autocast" in cfg.perf:  # the key of dps-map 0.2
-            raise ConfigError("perf.autocast is now perf.precision (fp32, bf16, fp16 or auto; docs/performance.md)")
+        check_perf_settings(cfg.perf)  # before the key check: the 0.2 key gets its own message
         _check_keys("perf", cfg.perf, PERF_KEYS)
     if cfg.logger.get("name") not in LOGGER_KEYS:
         raise ConfigError(f"logger={cfg.logger.get('name')}: unknown logger (known: {', '.join(LOGGER_KEYS)})")
@@ -191,9 +191,6 @@ def check_perf(plain: dict) -> None:
     if (plain["prior"].get("unet") or {}).get("use_fp16") and precision != "fp16":
         raise ConfigError(f"prior.unet.use_fp16=true (fp16 weights) contradicts perf.precision={precision}: "
                           "set perf.precision=fp16, or use_fp16=false")
-    if perf.get("deterministic") and perf.get("cudnn_benchmark"):
-        raise ConfigError("perf.deterministic=true contradicts perf.cudnn_benchmark=true (the benchmark picks "
-                          "algorithms by timing); set one of them false")
 
 
 def validate(cfg: DictConfig) -> None:

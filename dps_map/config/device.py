@@ -43,11 +43,19 @@ def resolve_precision(precision: str | None, device) -> str:
     return precision
 
 
-def apply_backends(tf32: bool = False, cudnn_benchmark: bool = False, deterministic: bool = False) -> None:
-    """Set torch's process-wide switches to exactly these values (every run sets all of them)."""
-    if deterministic and cudnn_benchmark:
+def check_perf_settings(perf: dict) -> None:
+    """Perf settings that cannot hold together (ConfigError): the key of dps-map 0.2, and determinism asked
+    of cuDNN's timing-based choice. config.validate calls it at start-up, perf_record again at run time."""
+    if "autocast" in perf:
+        raise ConfigError("perf.autocast is now perf.precision (fp32, bf16, fp16 or auto; docs/performance.md)")
+    if perf.get("deterministic") and perf.get("cudnn_benchmark"):
         raise ConfigError("perf.deterministic=true contradicts perf.cudnn_benchmark=true (the benchmark picks "
                           "algorithms by timing); set one of them false")
+
+
+def apply_backends(tf32: bool = False, cudnn_benchmark: bool = False, deterministic: bool = False) -> None:
+    """Set torch's process-wide switches to exactly these values (every run sets all of them; checked
+    together by :func:`check_perf_settings`)."""
     torch.backends.cuda.matmul.allow_tf32 = bool(tf32)
     torch.backends.cudnn.allow_tf32 = bool(tf32)
     torch.backends.cudnn.benchmark = bool(cudnn_benchmark)
@@ -62,8 +70,7 @@ def perf_record(perf: dict | None, device) -> dict:
     """What a run's perf settings mean on this device: {precision (resolved), tf32, cudnn_benchmark,
     deterministic}, the record run.json and summary.json keep."""
     perf = dict(perf or {})
-    if "autocast" in perf:  # the key of dps-map 0.2
-        raise ConfigError("perf.autocast is now perf.precision (fp32, bf16, fp16 or auto)")
+    check_perf_settings(perf)
     return {"precision": resolve_precision(perf.get("precision"), device),
             **{k: bool(perf.get(k, False)) for k in BACKEND_KEYS[1:]}}
 

@@ -448,6 +448,9 @@ MUTANTS = [
            "return step.eps + (1 - abar).sqrt() * self.likelihood_weight(diffusion, step.i, step.x_t) * step.grad",
            "return step.eps", ("tests/test_implied_score.py::test_dps_score_against_the_closed_form",),
            "the DPS conditional score without its likelihood term (s_DPS - s_uncond would be 0 at every zeta)"),
+    # -- the runner, io, aggregate and migrate: resume, summaries, crops, completeness -------------------
+    # -- metrics beyond the formulas: sliced Wasserstein, KID subsets, diversity, LPIPS ------------------
+    # -- config, data and training: validation, datasets, the trainer's accumulation ----------------------
 ]
 
 

@@ -126,7 +126,13 @@ def test_frechet_distance_singular_covariance():
     assert abs(frechet_distance(mu, s, mu, s)) < 1e-8
     b = rng.normal(size=(10, 40)) + 1.0
     mu2, s2 = feature_stats(b)
-    assert frechet_distance(mu, s, mu2, s2) > 0
+    # reference: S_i = A_i^T A_i with A_i the centred features / sqrt(N_i - 1), so Tr((S1 S2)^{1/2}) is the nuclear
+    # norm of A1 A2^T (numpy's SVD), written here without dps_map; scipy's sqrtm of the singular product agrees
+    a1, a2 = (a - a.mean(0)) / 3.0, (b - b.mean(0)) / 3.0
+    expected = np.sum((mu - mu2) ** 2) + np.sum(a1**2) + np.sum(a2**2) - 2 * np.linalg.norm(a1 @ a2.T, "nuc")
+    assert frechet_distance(mu, s, mu2, s2) == pytest.approx(expected, rel=1e-10)
+    via_sqrtm = np.sum((mu - mu2) ** 2) + np.trace(s + s2) - 2 * np.trace(scipy.linalg.sqrtm(s @ s2).real)
+    assert frechet_distance(mu, s, mu2, s2) == pytest.approx(via_sqrtm, rel=1e-5)
 
 
 # ----------------------------------------------------------------------------- KID
@@ -150,21 +156,52 @@ def test_kid_matches_double_loop():
     )
 
 
-def test_kid_subsets():
+def _subset_draws(n1, n2, subsets, size, seed):
+    """The index draws of kid(..., generator=torch.Generator().manual_seed(seed)): per subset, the first `size`
+    entries of a random permutation of the first set, then of the second (torch.randperm, as torchmetrics)."""
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randperm(n1, generator=g)[:size].numpy(), torch.randperm(n2, generator=g)[:size].numpy())
+            for _ in range(subsets)]
+
+
+def test_kid_subsets_mean_and_population_std_of_the_subset_estimates():
+    """kid(subsets=S) = (mean, std) of the S unbiased MMD^2 estimates on random subsets, the std with ddof 0 as
+    torchmetrics (std(unbiased=False)) and torch-fidelity (np.std) report it; clean-fid reports the mean only.
+    Against torchmetrics' KernelInceptionDistance on the same features and the same torch.randperm draws, and
+    against the numpy formula on the subsets drawn here (measured: 4e-16 relative)."""
+    import warnings
+
+    from np_reference import poly_mmd2_unbiased
+    from torchmetrics.image.kid import KernelInceptionDistance
+
     rng = np.random.default_rng(4)
-    x, y = rng.normal(size=(300, 8)), rng.normal(size=(300, 8)) + 0.5
-    full = kid(x, y)
-    assert full > 0
-    g = torch.Generator().manual_seed(0)
-    mean, std = kid(x, y, subsets=50, subset_size=100, generator=g)
-    assert std > 0
-    assert mean == pytest.approx(full, rel=0.1)
-    # seeded: reproducible
-    again = kid(x, y, subsets=50, subset_size=100, generator=torch.Generator().manual_seed(0))
-    assert again == (mean, std)
-    # subset_size >= set size: every subset is the full set (clamped), so mean = full value, std = 0
-    mean2, std2 = kid(x, y, subsets=3, subset_size=1000)
-    assert mean2 == pytest.approx(full, rel=1e-10) and std2 == pytest.approx(0, abs=1e-12)
+    x, y = rng.normal(size=(120, 8)), rng.normal(size=(100, 8)) + 0.5
+    assert kid(x, y) == pytest.approx(poly_mmd2_unbiased(x, y), rel=1e-12)
+    subsets, size = 6, 40  # few subsets: ddof 1 would be sqrt(6/5) = 1.095 times larger
+    mean, std = kid(x, y, subsets=subsets, subset_size=size, generator=torch.Generator().manual_seed(3))
+    vals = np.array([poly_mmd2_unbiased(x[i], y[j]) for i, j in _subset_draws(120, 100, subsets, size, 3)])
+    assert mean == pytest.approx(vals.mean(), rel=1e-12)
+    assert std == pytest.approx(vals.std(ddof=0), rel=1e-12)
+    assert abs(vals.std(ddof=1) - std) > 0.05 * std  # the test sees the ddof
+
+    class Features(torch.nn.Module):  # the features are given: the identity feature extractor
+        def forward(self, f):
+            return f
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "will save all extracted features in buffer"
+        ref = KernelInceptionDistance(feature=Features(), subsets=subsets, subset_size=size)
+    ref.update(torch.from_numpy(x), real=True)
+    ref.update(torch.from_numpy(y), real=False)
+    torch.manual_seed(3)  # torchmetrics draws with the global generator, first set first
+    ref_mean, ref_std = (float(v) for v in ref.compute())
+    assert mean == pytest.approx(ref_mean, rel=1e-12) and std == pytest.approx(ref_std, rel=1e-12)
+    # seeded: reproducible; another seed draws other subsets
+    assert kid(x, y, subsets=subsets, subset_size=size, generator=torch.Generator().manual_seed(3)) == (mean, std)
+    assert kid(x, y, subsets=subsets, subset_size=size, generator=torch.Generator().manual_seed(4))[0] != mean
+    # subset_size >= the sets' (equal) size: every subset is the full set (clamped), so mean = full value, std = 0
+    mean2, std2 = kid(x[:100], y, subsets=3, subset_size=1000)
+    assert mean2 == pytest.approx(poly_mmd2_unbiased(x[:100], y), rel=1e-10) and std2 == pytest.approx(0, abs=1e-12)
 
 
 # ----------------------------------------------------------------------------- stats files
@@ -279,7 +316,13 @@ def test_lpips_random_backbone(lpips_random):
     assert torch.allclose(d0, torch.zeros(3), atol=1e-7)
     dxy, dyx = lpips_random(x, y), lpips_random(y, x)
     assert torch.allclose(dxy, dyx, rtol=1e-5, atol=1e-7)
-    assert (dxy > 0).all()
+    # the value: torchmetrics' own LPIPS implementation with the same backbone tensors and its own copy of the
+    # v0.1 linear weights (test_lpips_matches_torchmetrics_from_a_torchvision_backbone_file checks more)
+    reference = _torchmetrics_lpips(lpips_random.model.net.state_dict(), prefix="")
+    with torch.no_grad():
+        expected = reference(x, y).flatten()
+    assert float(expected.min()) > 1e-3
+    torch.testing.assert_close(dxy, expected, rtol=1e-5, atol=1e-7)
     # gray images are accepted (repeated to 3 channels)
     assert lpips_random(x[:, :1], y[:, :1]).shape == (3,)
 
@@ -298,6 +341,48 @@ def test_lpips_matches_lpips_package(lpips_random):
     with torch.no_grad():
         expected = ref(x, y).flatten()
     assert torch.allclose(lpips_random(x, y), expected, rtol=1e-5, atol=1e-7)
+
+
+def _torchmetrics_lpips(backbone_state: dict, prefix: str = "features."):
+    """torchmetrics' LPIPS (its own port of Zhang et al.'s network: scaling layer, unit-normalised AlexNet features,
+    the v0.1 linear weights shipped in torchmetrics), its backbone loaded from `backbone_state`: torchvision keys
+    'features.<i>.<p>' (prefix "features.") or lpips' 'slice<k>.<i>.<p>' (prefix "")."""
+    import warnings
+
+    from torchmetrics.functional.image.lpips import _LPIPS
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = _LPIPS(pretrained=True, net="alex", pnet_rand=True).eval()  # pnet_rand: no torchvision download
+    if prefix:  # torchmetrics' slices hold torchvision's feature modules under their own indices
+        where = {idx: name for name, sl in ref.net.named_children() for idx, _ in sl.named_children()}
+        backbone_state = {f"{where[k.split('.')[1]]}.{k.split('.', 1)[1]}": v for k, v in backbone_state.items()
+                          if k.startswith(prefix) and k.split(".")[1] in where}
+    ref.net.load_state_dict(backbone_state)
+    return ref
+
+
+def test_lpips_matches_torchmetrics_from_a_torchvision_backbone_file(empty_cache):
+    """An independent implementation: torchmetrics' LPIPS (version pinned in pyproject's dev extra) with a random
+    torchvision AlexNet loaded from the same file, on [-1, 1] images and, with its normalize=True, on the same
+    images in [0, 1]: the same distances (measured: max difference 0 on [-1, 1], 3e-10 through [0, 1], distances
+    4e-4 to 0.1)."""
+    import torchvision
+
+    torch.manual_seed(3)
+    feats = {k: v for k, v in torchvision.models.alexnet(weights=None).state_dict().items() if k.startswith("features.")}
+    torch.save(feats, empty_cache / "alexnet-owt-7be5be79.pth")
+    ours = LPIPS(net="alex")
+    reference = _torchmetrics_lpips(feats)
+    x, y = _images(3, h=64, w=48, seed=21), _images(3, h=64, w=48, seed=22)
+    y[0] = x[0] + 0.05 * (y[0] - x[0])  # one close pair: the distances span an order of magnitude
+    with torch.no_grad():
+        expected = reference(x, y).flatten()
+        expected01 = reference((x + 1) / 2, (y + 1) / 2, normalize=True).flatten()
+    got = ours(x, y)
+    assert float(expected.max()) > 10 * float(expected.min()) > 0
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(got, expected01, rtol=1e-5, atol=1e-7)
 
 
 def test_constructors_never_download(empty_cache, monkeypatch):
@@ -359,20 +444,51 @@ def test_inception_missing_weights(empty_cache):
     assert "github.com/mseitzer/pytorch-fid" in msg
 
 
-def test_inception_loads_state_dict_file(empty_cache):
-    """A file in pytorch-fid's format (torchvision Inception3 keys, 1008 classes, no aux) loads strictly."""
+@pytest.fixture(scope="module")
+def inception_state():
+    """Random weights in pytorch-fid's format (torchvision Inception3 keys, 1008 classes, no aux): the real file is
+    not available offline. Batch-norm statistics of one batch, so the features are O(1) (else they vanish, ~1e-8)."""
     import torchvision
-
-    from dps_map.errors import UserError
 
     torch.manual_seed(2)
     tv = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False, num_classes=1008)
-    for m in tv.modules():  # batch-norm statistics of one batch, so the features are O(1) (else they vanish, ~1e-8)
+    for m in tv.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.momentum = None
     with torch.no_grad():
         tv.train()(torch.rand(4, 3, 299, 299, generator=torch.Generator().manual_seed(0)) * 2 - 1)
-    sd = tv.state_dict()
+    return tv.state_dict()
+
+
+def test_inception_features_match_torch_fidelity_on_the_same_weights(empty_cache, inception_state):
+    """An independent implementation of the FID Inception: torch-fidelity's FeatureExtractorInceptionV3 (its own
+    port of the TF graph; version pinned in pyproject's dev extra), loading the same weight file. It takes uint8
+    images v and computes (v - 128) / 128 after its TF1-style resize, a no-op at 299x299; ours gets those values as
+    its [-1, 1] input. Measured: bit-identical pool3 features (max difference 0, features up to 8). Fed
+    v / 127.5 - 1 instead, ours differs by up to 1.8: the comparison sees the input scaling."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    path = empty_cache / "pt_inception-2015-12-05-6726825d.pth"
+    torch.save(inception_state, path)
+    reference = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path))
+    images = torch.randint(0, 256, (2, 3, 299, 299), generator=torch.Generator().manual_seed(7), dtype=torch.uint8)
+    with torch.no_grad():
+        (expected,) = reference(images)
+    got = InceptionFeatures()((images.float() - 128) / 128)
+    scale = float(expected.abs().max())
+    assert got.shape == expected.shape == (2, 2048)
+    assert float((got - expected).abs().max()) < 1e-5 * scale
+    assert float((expected[0] - expected[1]).abs().max()) > 0.1 * scale  # the features see the image
+
+
+def test_inception_loads_state_dict_file(empty_cache, inception_state):
+    """A file in pytorch-fid's format (torchvision Inception3 keys, 1008 classes, no aux) loads strictly; the
+    features are pytorch-fid's own pipeline on it (a regression pin of the resize and [0, 1] conventions: the
+    network is the class ours builds; test_inception_features_match_torch_fidelity_on_the_same_weights is the
+    independent reference)."""
+    from dps_map.errors import UserError
+
+    sd = dict(inception_state)
     torch.save(sd, empty_cache / "pt_inception-2015-12-05-6726825d.pth")
     loaded = InceptionFeatures()  # found in the (tmp) hub cache
     assert torch.equal(loaded.net.blocks[0][0].conv.weight, sd["Conv2d_1a_3x3.conv.weight"])
@@ -512,3 +628,105 @@ def test_fid_stats_cli_writes_stats(tmp_path, capsys, monkeypatch):
     (tmp_path / "empty").mkdir()
     assert fid_stats_cli.main([str(tmp_path / "empty"), str(out)]) == 2
     assert "no images" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- sliced Wasserstein
+
+
+def _sw_directions(d, num_projections=256, seed=0):
+    """The raw directions sliced_wasserstein draws (torch.randn(d, P) from its seed); the reference normalises them."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(d, num_projections, generator=g, dtype=torch.float64).numpy()
+
+
+def test_sliced_wasserstein_is_the_mean_1d_w1_over_unit_directions():
+    """Equal sizes: the mean over the same unit directions of scipy's exact 1-D W1 (4e-16 relative); unequal
+    sizes: the matched-quantile form in numpy; and, free of the direction draw, a shifted set X + c at 4096
+    directions against the closed form ||c|| Gamma(d/2) / (sqrt(pi) Gamma((d+1)/2)) (0.6% measured, Monte-Carlo
+    error of the directions)."""
+    from np_reference import mean_abs_projection_on_sphere, sliced_w1, sliced_w1_quantiles
+
+    from dps_map.metrics.posterior import sliced_wasserstein
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(300, 6)), rng.standard_t(3, size=(300, 6)) * 0.7 + 0.2
+    got = sliced_wasserstein(torch.from_numpy(a), torch.from_numpy(b))
+    assert got == pytest.approx(sliced_w1(a, b, _sw_directions(6)), rel=1e-12)
+    assert sliced_wasserstein(torch.from_numpy(a), torch.from_numpy(b), seed=5) == pytest.approx(
+        sliced_w1(a, b, _sw_directions(6, seed=5)), rel=1e-12)
+    got = sliced_wasserstein(torch.from_numpy(a), torch.from_numpy(b[:170]), num_projections=64)
+    assert got == pytest.approx(sliced_w1_quantiles(a, b[:170], _sw_directions(6, 64)), rel=1e-12)
+    assert got == pytest.approx(sliced_wasserstein(torch.from_numpy(b[:170]), torch.from_numpy(a), num_projections=64),
+                                rel=1e-12)
+    c = np.array([0.3, -0.2, 0.5, 0.1, 0.0, 0.4])
+    shifted = sliced_wasserstein(torch.from_numpy(a), torch.from_numpy(a + c), num_projections=4096)
+    assert shifted == pytest.approx(np.linalg.norm(c) * mean_abs_projection_on_sphere(6), rel=0.02)
+
+
+# ----------------------------------------------------------------------------- posterior and score diagnostics
+
+
+def test_posterior_report_against_numpy():
+    """Every number of posterior_report against numpy on the same samples, the posterior mixture recomputed from the
+    prior's parameters by Gaussian conditioning (tests/np_reference.py): a sample set with the wrong mode weights and
+    half the within-mode covariance, so no ratio is 1; a non-finite row is dropped."""
+    from np_reference import gmm_log_component_densities, gmm_posterior, gmm_sample, sliced_w1_quantiles
+    from omegaconf import OmegaConf
+    from scipy.special import logsumexp
+
+    from dps_map.config.targets import build_prior
+    from dps_map.metrics.posterior import posterior_report
+    from dps_map.priors.gmm import find_multimodal_problem
+
+    mix = build_prior(OmegaConf.load(REPO / "dps_map/conf/prior/gmm.yaml")).mixture
+    A, _, y, post, _ = find_multimodal_problem(mix, 2, 0.05, torch.Generator().manual_seed(0))
+    w, m, c = gmm_posterior(mix.weights.numpy(), mix.means.numpy(), mix.covs.numpy(), A.numpy(), y.numpy(), 0.05)
+    rng = np.random.default_rng(1)
+    wrong = np.where(w >= 0.1, 1.0, 0.0) + 1e-3  # the big modes equally weighted
+    x = gmm_sample(wrong / wrong.sum(), m, 0.5 * c, 600, rng)
+    reference = gmm_sample(w, m, c, 500, rng)
+    x_nan = np.concatenate([x, np.full((1, x.shape[1]), np.nan)])
+    report = posterior_report(torch.from_numpy(x_nan), post, torch.from_numpy(reference), A, y)
+
+    logp = gmm_log_component_densities(x, w, m, c)
+    freq = np.bincount(logp.argmax(1), minlength=len(w)) / len(x)
+    entropy = lambda p: -np.sum(p[p > 0] * np.log(p[p > 0]))  # noqa: E731
+    mean = w @ m
+    total_cov = np.einsum("k,kij->ij", w, c + m[:, :, None] * m[:, None, :]) - np.outer(mean, mean)
+    # within-mode spread: the sample-weighted mean of each mode's covariance trace, over the modes that hold at
+    # least two samples (a single sample has no covariance)
+    sizes = np.bincount(logp.argmax(1), minlength=len(w))
+    spread = [np.trace(np.cov(x[logp.argmax(1) == k], rowvar=False)) if sizes[k] >= 2 else 0.0 for k in range(len(w))]
+    within = np.sum(sizes * np.array(spread)) / sizes[sizes >= 2].sum()
+    expected = {
+        "n_finite": len(x),
+        "log_posterior": logsumexp(logp, axis=1).mean(),
+        "misfit": np.linalg.norm(x @ A.numpy().T - y.numpy(), axis=1).mean(),
+        "sliced_wasserstein": sliced_w1_quantiles(x, reference, _sw_directions(x.shape[1])),
+        "trace_ratio": np.trace(np.cov(x, rowvar=False)) / np.trace(total_cov),
+        "mode_weight_tv": 0.5 * np.abs(freq - w).sum(),
+        "effective_modes_ratio": np.exp(entropy(freq) - entropy(w)),
+        "within_mode_trace_ratio": within / np.sum(w * np.trace(c, axis1=1, axis2=2)),
+        "mean_error": np.linalg.norm(x.mean(0) - mean),
+    }
+    assert set(report) == set(expected)
+    for key, value in expected.items():
+        assert report[key] == pytest.approx(value, rel=1e-6), key
+    # the sample set was built to be wrong in each respect
+    assert report["mode_weight_tv"] > 0.05 and abs(report["effective_modes_ratio"] - 1) > 0.05
+    assert 0.3 < report["within_mode_trace_ratio"] < 0.7
+
+
+def test_score_error_and_score_mean_against_numpy():
+    """score_error = mean over states and coordinates of the squared difference; score_mean = (||mean_n s_n|| /
+    sqrt(d), sqrt(sum_i Var_i(s) / (N d))) with the sample variance (ddof 1), in numpy on (N, C, H, W) scores."""
+    from dps_map.metrics import score_error, score_mean
+
+    rng = np.random.default_rng(2)
+    s, s_ref = rng.normal(size=(6, 2, 3, 3)) + 0.4, rng.normal(size=(6, 2, 3, 3))
+    flat = s.reshape(6, -1)
+    assert score_error(torch.from_numpy(s), torch.from_numpy(s_ref)) == pytest.approx(np.mean((s - s_ref) ** 2),
+                                                                                      rel=1e-12)
+    value, floor = score_mean(torch.from_numpy(s))
+    assert value == pytest.approx(np.linalg.norm(flat.mean(0)) / np.sqrt(18), rel=1e-12)
+    assert floor == pytest.approx(np.sqrt(flat.var(0, ddof=1).sum() / (6 * 18)), rel=1e-12)

@@ -168,7 +168,8 @@ def test_kid_subsets_mean_and_population_std_of_the_subset_estimates():
     """kid(subsets=S) = (mean, std) of the S unbiased MMD^2 estimates on random subsets, the std with ddof 0 as
     torchmetrics (std(unbiased=False)) and torch-fidelity (np.std) report it; clean-fid reports the mean only.
     Against torchmetrics' KernelInceptionDistance on the same features and the same torch.randperm draws, and
-    against the numpy formula on the subsets drawn here (measured: 4e-16 relative)."""
+    against the numpy formula on the subsets drawn here (measured: relative differences 0 for the mean, at most
+    1.5e-15 for the std)."""
     import warnings
 
     from np_reference import poly_mmd2_unbiased

@@ -106,7 +106,8 @@ def kid(feats1, feats2, subsets: int | None = None, subset_size: int = 1000, gen
     subsets=None: one estimate on all features, returns a float.
     subsets=S: the torchmetrics convention (clean-fid and torch-fidelity do the same): S times draw
     `subset_size` rows without replacement from each set (independently), compute MMD^2; returns
-    (mean, std) over the S estimates with the population std (ddof=0, torchmetrics' std(unbiased=False)).
+    (mean, std) over the S estimates with the population std (ddof=0: torchmetrics' std(unbiased=False) and
+    torch-fidelity's np.std; clean-fid reports the mean only).
     Unlike torchmetrics (which raises), subset_size is clamped to the smaller set size, as clean-fid does.
     `generator` (torch.Generator, numpy Generator or int seed) makes the subset draws reproducible.
     Computed in float64 with numpy (inputs: numpy arrays or tensors on any device)."""

@@ -51,6 +51,7 @@ AD = "tests/test_adapters.py::"
 GM = "tests/test_gmm.py::"
 M = "tests/test_metrics.py::"
 D = "tests/test_device.py::"
+TR = "tests/test_trainer.py::"
 R = "tests/test_runner_measurement.py::test_saved_measurement_is_restrict_of_A_x0_plus_noise_from_the_ids_stream"
 
 
@@ -451,6 +452,51 @@ MUTANTS = [
     # -- the runner, io, aggregate and migrate: resume, summaries, crops, completeness -------------------
     # -- metrics beyond the formulas: sliced Wasserstein, KID subsets, diversity, LPIPS ------------------
     # -- config, data and training: validation, datasets, the trainer's accumulation ----------------------
+    Mutant("accumulate_ignored", "dps_map/training/trainer.py", "for _ in range(self.accumulate):",
+           "for _ in range(1):", (TR + "test_accumulated_gradient_is_the_full_batch_gradient_and_the_adamw_step_follows",),
+           "accumulate=k trains on one micro-batch per step (the effective batch of the adm512 recipe lost)"),
+    Mutant("accumulate_loss_not_divided", "dps_map/training/trainer.py", "micro = batch_loss() / self.accumulate",
+           "micro = batch_loss()", (TR + "test_accumulated_gradient_is_the_full_batch_gradient_and_the_adamw_step_follows",),
+           "the accumulated gradient is the sum of the micro-batch gradients, k times the mean loss's"),
+    Mutant("accumulate_loss_last_micro", "dps_map/training/trainer.py", "loss = loss + micro.detach()",
+           "loss = micro.detach()", (TR + "test_accumulated_gradient_is_the_full_batch_gradient_and_the_adamw_step_follows",),
+           "the recorded loss (the card's loss curve) is the last micro-batch's share, not the step's mean loss"),
+    Mutant("grad_clip_after_step", "dps_map/training/trainer.py",
+           "grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)\n            self.opt.step()",
+           "self.opt.step()\n            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)",
+           (TR + "test_clipped_gradients_have_the_norm_grad_clip_in_two_adamw_steps",),
+           "the gradient is clipped after the optimiser step (clipping has no effect on training)"),
+    Mutant("lr_warmup_from_zero", "dps_map/training/trainer.py", "return cfg.lr * (step + 1) / cfg.warmup",
+           "return cfg.lr * step / cfg.warmup", (TR + "test_learning_rate_schedule_is_linear_warmup_then_constant_or_cosine",),
+           "warmup off by one: the first step has lr 0 and the peak comes one step late"),
+    Mutant("lr_cosine_without_floor", "dps_map/training/trainer.py",
+           "return final + 0.5 * (cfg.lr - final) * (1 + math.cos(math.pi * prog))",
+           "return 0.5 * cfg.lr * (1 + math.cos(math.pi * prog))",
+           (TR + "test_learning_rate_schedule_is_linear_warmup_then_constant_or_cosine",),
+           "the cosine decays to 0 instead of lr * lr_final_frac"),
+    Mutant("lr_cosine_span_with_warmup", "dps_map/training/trainer.py", "span = max(1, cfg.steps - cfg.warmup)",
+           "span = max(1, cfg.steps)", (TR + "test_learning_rate_schedule_is_linear_warmup_then_constant_or_cosine",),
+           "the cosine's span counts the warmup steps: training ends above the floor"),
+    Mutant("ema_weights_swapped", "dps_map/training/trainer.py", "ema[k].mul_(decay).add_(v, alpha=1 - decay)",
+           "ema[k].mul_(1 - decay).add_(v, alpha=decay)",
+           (TR + "test_ema_update_weighs_the_old_average_by_the_decay",
+            TR + "test_ema_follows_its_recurrence_over_the_trainers_steps"),
+           "EMA with decay and 1 - decay swapped (the average is nearly the current weights)"),
+    Mutant("ema_warmup_ignored", "dps_map/training/trainer.py", "    if cfg.ema_warmup:\n", "    if False:\n",
+           (TR + "test_ema_follows_its_recurrence_over_the_trainers_steps",),
+           "ema_warmup=true ignored: the early EMA keeps the random initialisation"),
+    Mutant("resume_without_rng_state", "dps_map/training/trainer.py", "                rng.set_state(state[key])",
+           "                pass", (TR + "test_resume_continues_bit_for_bit",),
+           "a resumed run draws its batches from the seed again (the batches of steps 1, 2, ... seen twice)"),
+    Mutant("resume_without_optimizer_state", "dps_map/training/trainer.py",
+           "            self.opt.load_state_dict(state[\"optimizer\"])\n", "",
+           (TR + "test_resume_continues_bit_for_bit",),
+           "a resumed run restarts Adam's moments (not the uninterrupted run)"),
+    Mutant("resume_ema_reset", "dps_map/training/trainer.py",
+           "self.ema = {k: v.to(self.ema[k].device) for k, v in state[\"ema\"].items()}",
+           "self.ema = {k: v.detach().clone() for k, v in module.state_dict().items()}",
+           (TR + "test_resume_continues_bit_for_bit",),
+           "a resumed run restarts the EMA from the current weights"),
 ]
 
 

@@ -453,10 +453,12 @@ MUTANTS = [
     # -- metrics beyond the formulas: sliced Wasserstein, KID subsets, diversity, LPIPS ------------------
     # -- config, data and training: validation, datasets, the trainer's accumulation ----------------------
     Mutant("accumulate_ignored", "dps_map/training/trainer.py", "for _ in range(self.accumulate):",
-           "for _ in range(1):", (TR + "test_accumulated_gradient_is_the_full_batch_gradient_and_the_adamw_step_follows",),
+           "for _ in range(1):", (TR + "test_accumulated_gradient_is_the_full_batch_gradient_and_the_adamw_step_follows",
+            AD + "test_trainer_gradient_accumulation"),
            "accumulate=k trains on one micro-batch per step (the effective batch of the adm512 recipe lost)"),
     Mutant("accumulate_loss_not_divided", "dps_map/training/trainer.py", "micro = batch_loss() / self.accumulate",
-           "micro = batch_loss()", (TR + "test_accumulated_gradient_is_the_full_batch_gradient_and_the_adamw_step_follows",),
+           "micro = batch_loss()", (TR + "test_accumulated_gradient_is_the_full_batch_gradient_and_the_adamw_step_follows",
+            AD + "test_trainer_gradient_accumulation"),
            "the accumulated gradient is the sum of the micro-batch gradients, k times the mean loss's"),
     Mutant("accumulate_loss_last_micro", "dps_map/training/trainer.py", "loss = loss + micro.detach()",
            "loss = micro.detach()", (TR + "test_accumulated_gradient_is_the_full_batch_gradient_and_the_adamw_step_follows",),

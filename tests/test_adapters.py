@@ -506,6 +506,25 @@ def test_trainer_gradient_accumulation(prior, tmp_path):
                 name="test")
 
 
+def test_class_labels_in_training_are_each_drawn_images_own_or_one_random_per_row(class_prior):
+    """train_adapter's ClassLabels.bind for a batch of image indices idx: 'data' gives row r the label of image
+    idx[r]; 'random' one label per row, uniform over the 1000 classes, from the batch stream; an int the same
+    label for every row. Read back as the labels the prior's UNet gets for the batch."""
+    from dps_map.training.adapter import ClassLabels
+
+    labels = torch.tensor([10, 20, 30, 40])
+    x = torch.zeros(3, 3, 16, 16)
+    idx = torch.tensor([3, 0, 3])
+    ClassLabels(OmegaConf.create({"class_label": "data"}), class_prior, labels).bind(class_prior, idx, None)
+    assert class_prior.labels_for(x).tolist() == [40, 10, 40]
+    ClassLabels(OmegaConf.create({"class_label": "random"}), class_prior, None).bind(
+        class_prior, idx, torch.Generator().manual_seed(4))
+    expected = torch.randint(0, 1000, (3,), generator=torch.Generator().manual_seed(4))
+    assert class_prior.labels_for(x).tolist() == expected.tolist() and len(set(expected.tolist())) == 3
+    ClassLabels(OmegaConf.create({"class_label": 7}), class_prior, None).bind(class_prior, idx, None)
+    assert class_prior.labels_for(x).tolist() == [7, 7, 7]
+
+
 def test_box_mask_adapter_is_refused_on_random_masks(prior, tmp_path):
     """The inpainting operator's signature names its mask pattern, so a box-mask adapter is not used
     for random masks (its hint would be out of distribution) but is accepted on any box mask."""

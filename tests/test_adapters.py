@@ -461,14 +461,68 @@ def test_shipped_adapters_match_their_cards_and_load(name):
     assert max(ratios) < 1 and np.mean(ratios) < 0.85, ratios
 
 
-def test_trainer_gradient_accumulation(tmp_path):
-    """accumulate=k: k micro-batches per optimiser step (the effective batch of the adm512 recipe)."""
-    from dps_map.training.adapter import train
+def test_trainer_gradient_accumulation(prior, tmp_path):
+    """accumulate=k (the effective batch of the adm512 recipe): the trainer's k micro-batches of an adapter's eps
+    loss leave the gradient of the loss over the whole batch, computed here with autograd in one pass (the mean
+    loss over 4 rows; micro-batches of 2 rows, each loss / 2), and the AdamW step that follows moves each
+    weight by lr against the sign of that gradient (Adam's first step: m_hat / sqrt(v_hat) = g / |g|)."""
+    from dps_map.training.trainer import Trainer
 
-    state = train(_train_cfg(tmp_path, "steps=2", "accumulate=2", "batch_size=1"))
-    assert state["step"] == 2 and all(np.isfinite(state["losses"]))
-    with pytest.raises(ConfigError, match="accumulate"):
-        train(_train_cfg(tmp_path / "b", "steps=1", "accumulate=0"))
+    adapter = Adapter(prior.model, hint_channels=4)
+    _perturb(adapter)  # non-zero zero convolutions: every adapter weight gets a gradient
+    cond = ConditionalPrior(prior, adapter)
+    g = torch.Generator().manual_seed(6)
+    op, noise = SuperResolution(4), GaussianNoise(0.05)
+    x0 = torch.rand(4, 3, 16, 16, generator=g) * 2 - 1
+    y, eps, t = noise.sample(op(x0), g), torch.randn(4, 3, 16, 16, generator=g), torch.tensor([20, 300, 650, 980])
+    x_t = Diffusion(prior.betas).q_sample(x0, t, eps)
+
+    def loss(rows):
+        cond.hint = measurement_hint(op, y[rows])
+        return F.mse_loss(cond.predict(x_t[rows], t[rows])[0], eps[rows])
+
+    names = [n for n, p in adapter.named_parameters() if p.requires_grad]
+    params = [p for p in adapter.parameters() if p.requires_grad]
+    before = [p.detach().clone() for p in params]
+    full = torch.autograd.grad(loss(slice(0, 4)), params)
+    micro = iter([slice(0, 2), slice(2, 4)])
+    cfg = OmegaConf.create({"steps": 1, "accumulate": 2, "lr": 1e-3, "lr_schedule": "constant", "lr_final_frac": 1.0,
+                            "warmup": 0, "weight_decay": 0.0, "adam_betas": [0.9, 0.999], "grad_clip": 1e9,
+                            "ema_decay": 0.9, "ema_warmup": False, "resume": False, "save_every": 1, "log_every": 1,
+                            "progress_mininterval": 60.0})
+    Trainer(cfg, adapter, tmp_path, module_key="adapter", rngs={}, meta={}, mismatch=lambda s: None,
+            name="test").fit(lambda: loss(next(micro)))
+    assert next(micro, None) is None  # both micro-batches, no more
+    n_big = 0
+    for name, p, g_full, p0 in zip(names, params, full, before):
+        torch.testing.assert_close(p.grad, g_full, rtol=1e-3, atol=1e-7, msg=name)
+        big = g_full.abs() > 1e-5  # where rounding cannot flip the sign of the gradient
+        n_big += int(big.sum())
+        torch.testing.assert_close((p.detach() - p0)[big], -1e-3 * g_full.sign()[big], rtol=1e-3, atol=1e-6, msg=name)
+    assert n_big > 0.1 * sum(p.numel() for p in params)  # the step check covers a good part of the weights
+    bad = OmegaConf.merge(cfg, {"accumulate": 0})
+    with pytest.raises(ConfigError, match="accumulate must be >= 1"):
+        Trainer(bad, adapter, tmp_path / "b", module_key="adapter", rngs={}, meta={}, mismatch=lambda s: None,
+                name="test")
+
+
+def test_class_labels_in_training_are_each_drawn_images_own_or_one_random_per_row(class_prior):
+    """train_adapter's ClassLabels.bind for a batch of image indices idx: 'data' gives row r the label of image
+    idx[r]; 'random' one label per row, uniform over the 1000 classes, from the batch stream; an int the same
+    label for every row. Read back as the labels the prior's UNet gets for the batch."""
+    from dps_map.training.adapter import ClassLabels
+
+    labels = torch.tensor([10, 20, 30, 40])
+    x = torch.zeros(3, 3, 16, 16)
+    idx = torch.tensor([3, 0, 3])
+    ClassLabels(OmegaConf.create({"class_label": "data"}), class_prior, labels).bind(class_prior, idx, None)
+    assert class_prior.labels_for(x).tolist() == [40, 10, 40]
+    ClassLabels(OmegaConf.create({"class_label": "random"}), class_prior, None).bind(
+        class_prior, idx, torch.Generator().manual_seed(4))
+    expected = torch.randint(0, 1000, (3,), generator=torch.Generator().manual_seed(4))
+    assert class_prior.labels_for(x).tolist() == expected.tolist() and len(set(expected.tolist())) == 3
+    ClassLabels(OmegaConf.create({"class_label": 7}), class_prior, None).bind(class_prior, idx, None)
+    assert class_prior.labels_for(x).tolist() == [7, 7, 7]
 
 
 def test_box_mask_adapter_is_refused_on_random_masks(prior, tmp_path):

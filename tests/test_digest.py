@@ -50,11 +50,12 @@ def test_help_text_paths_and_tuned_table_do_not_change_the_digest():
     digest = config_digest(compose(*base))
     for same in ("prior.what=reworded", "prior.url=elsewhere", "prior.override=another", "paths.fid_stats=/x.npz",
                  "paths.checkpoints=/elsewhere", "paths.tiny_prior=/moved/tiny_prior.pt", "metrics=fast",
-                 "device=cpu", "measurement_batch=4", "data.shard=1", "data.num_shards=2",
-                 "tuned.priors.tiny.sr4.dmap.zeta=3"):  # dmap's value: not this run's sampler
+                 "device=cpu", "measurement_batch=4", "data.shard=1", "data.num_shards=2", "progress=false",
+                 "overwrite=true", "logger=wandb", "tuned.priors.tiny.sr4.dmap.zeta=3"):  # dmap's: not this sampler
         assert config_digest(compose(*base, same)) == digest, same
     for other in ("sampler.zeta=3", "tuned.priors.tiny.sr4.dps.zeta=3", "seed=1", "task.sigma_y=0.1",
-                  "prior.respacing=20", "num_samples=2", "perf.channels_last=true"):
+                  "prior.respacing=20", "num_samples=2", "perf.channels_last=true", "data.per_photo=2",
+                  "+data.photos=[rocket]", "prior.unet.num_channels=48", "task=sr8", "sampler=dmap"):
         assert config_digest(compose(*base, other)) != digest, other
 
 

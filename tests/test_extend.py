@@ -151,7 +151,8 @@ def test_user_sampler_from_own_module_and_config_dir(tmp_path):
     log = (tmp_path / "mine" / "run.log").read_text() if (tmp_path / "mine" / "run.log").exists() else mine.stdout
     assert log.count("sampler=scaled_dps, task=gmm_linear, prior=gmm: zeta=1.0 is the default of the sampler's "
                      "YAML (scaled_dps.yaml), not a value tuned for this prior") == 1
-    assert summary["cost"]["vjp"] > 0  # DPS's code path ran (one VJP per step) ...
+    # DPS's code path ran: one VJP through the network per step, no plain forward (20 respaced steps) ...
+    assert (summary["cost"]["vjp"], summary["cost"]["forward"], summary["cost"]["steps"]) == (20, 0, 20)
     # ... and with scale 0 it is the prior alone: the same draws as DDPM
     np.testing.assert_allclose(np.load(tmp_path / "mine" / "samples.npy"), np.load(tmp_path / "ddpm" / "samples.npy"),
                                atol=1e-4)
@@ -213,7 +214,8 @@ def test_user_noise_model_from_own_module_and_config_dir(tmp_path):
     ref = cli([*gmm, "task=gmm_linear", "sampler.zeta=1.0", f"hydra.run.dir={tmp_path / 'ref'}"], env)
     assert ref.returncode == 0, ref.stderr
     summary = json.loads((tmp_path / "mine" / "summary.json").read_text())
-    assert summary["task"] == "gmm_scaled" and summary["cost"]["vjp"] > 0
+    assert summary["task"] == "gmm_scaled"
+    assert (summary["cost"]["vjp"], summary["cost"]["forward"]) == (20, 0)  # DPS: one VJP per step, 20 steps
     mine_x, ref_x = np.load(tmp_path / "mine" / "samples.npy"), np.load(tmp_path / "ref" / "samples.npy")
     np.testing.assert_allclose(mine_x, ref_x, atol=1e-4)
     # a typo in the noise node is refused at start-up with the keys its constructor takes

@@ -7,11 +7,24 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
+import torch
 from PIL import Image
 
 from dps_map.runner import run
 
 from support import compose
+
+
+def png_tensor(path):
+    """A PNG as a (1, 3, H, W) float tensor in [-1, 1]."""
+    return torch.from_numpy(np.asarray(Image.open(path), dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+
+
+def png_psnr(recon, label) -> float:
+    """PSNR in dB of two 8-bit PNGs on [0, 1]: 10 log10(1 / MSE)."""
+    a, b = (np.asarray(Image.open(p), dtype=np.float64) / 255 for p in (recon, label))
+    return float(10 * np.log10(1 / np.mean((a - b) ** 2)))
 
 
 def tiny_run(out, *extra):
@@ -34,7 +47,13 @@ def test_evaluate_adds_diversity_then_changes_nothing(tmp_path):
     out = tmp_path / "sweep" / "job"
     first = tiny_run(out)
     assert "diversity" not in first["metrics"] and first["n_samples"] == 4
-    assert first["image_ids"] == ["chelsea_0", "coffee_0"] and first["metrics"]["psnr"]["std"] > 0
+    assert first["image_ids"] == ["chelsea_0", "coffee_0"]
+    # the summary's PSNR is over the four samples: recomputed here from the PNGs (10 log10(1 / MSE) on [0, 1]; the run
+    # scores the unrounded samples, so within 0.1 dB), its std the sample std (ddof 1) of the per-sample values
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    from_pngs = [png_psnr(out / "recon" / f"{r['id']}_{r['k']}.png", out / "label" / f"{r['id']}.png") for r in records]
+    np.testing.assert_allclose([r["psnr"] for r in records], from_pngs, atol=0.1)
+    assert first["metrics"]["psnr"]["std"] == pytest.approx(np.std([r["psnr"] for r in records], ddof=1), rel=1e-9)
     before = snapshot(out)
 
     proc = evaluate(tmp_path / "sweep", "metrics.names=[psnr,ssim,diversity]")
@@ -64,10 +83,23 @@ def test_evaluate_adds_diversity_then_changes_nothing(tmp_path):
     lp = ["metrics=default", "metrics.random_weights=true", "metrics.names=[psnr,ssim,lpips,diversity]"]
     assert rescore(out, lp)[str(out)].startswith("updated metrics.jsonl (lpips, naive_lpips)")
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert len(records) == 4 and all(np.isfinite(r["lpips"]) and r["lpips"] >= 0 for r in records)
+    # each record's LPIPS is the distance between its own recon PNG and its id's label PNG: recomputed with the lpips
+    # package's network the run used (random weights), on the PNGs read here
+    from dps_map.runner.evaluate import _NETWORKS
+
+    (net,) = [n for key, n in _NETWORKS.items() if key[0] == "LPIPS"]
+    for r in records:
+        x, ref = (png_tensor(p) for p in (out / "recon" / f"{r['id']}_{r['k']}.png", out / "label" / f"{r['id']}.png"))
+        with torch.no_grad():
+            assert r["lpips"] == pytest.approx(float(net.model(x, ref)), rel=1e-4, abs=1e-6), r
+    assert len(records) == 4 and len({r["lpips"] for r in records}) == 4  # four samples, four distances
     summary = json.loads((out / "summary.json").read_text())
     assert summary["metrics"]["lpips"]["n"] == 4 and "pairwise_lpips" in summary["metrics"]["diversity"]
-    assert summary["naive"]["lpips"]["n"] == 2 and all(np.isfinite(r["naive_lpips"]) for r in records)
+    assert summary["metrics"]["lpips"]["mean"] == pytest.approx(np.mean([r["lpips"] for r in records]), rel=1e-9)
+    # the naive baseline: one score per id (its grid's naive image), the same in both records of the id
+    naive = {r["id"]: r["naive_lpips"] for r in records}
+    assert summary["naive"]["lpips"]["n"] == 2 and all(r["naive_lpips"] == naive[r["id"]] for r in records)
+    assert summary["naive"]["lpips"]["mean"] == pytest.approx(np.mean(list(naive.values())), rel=1e-9)
     after_lpips = snapshot(out)
     assert rescore(out, lp) == {str(out): "unchanged"} and snapshot(out) == after_lpips
 

@@ -148,6 +148,8 @@ def _as_v1(out: Path) -> None:
 
     old = v1_digest(OmegaConf.create(yaml.safe_load((out / ".hydra" / "config.yaml").read_text())))
     (out / "run.json").write_text(json.dumps({"digest": old, "version": "0.1.0"}))
+    summary = json.loads((out / "summary.json").read_text())
+    (out / "summary.json").write_text(json.dumps(dict(summary, digest=old)))  # 0.1 wrote its digest there too
 
 
 @pytest.fixture(scope="module")
@@ -334,3 +336,27 @@ def test_a_corrupt_line_in_the_middle_keeps_the_good_records_around_it(tmp_path)
     append_jsonl(path, [good[2]])  # rewrites the file: the cut line goes, the good ones stay
     assert read_jsonl(path) == good
     assert len(path.read_text().splitlines()) == 3
+
+
+def test_the_run_lock_is_exclusive(tmp_path):
+    from dps_map.runner.lock import RunDirLocked, _flock, lock_holder, run_lock
+
+    with run_lock(tmp_path):
+        assert lock_holder(tmp_path)["pid"] == os.getpid()  # a probe sees the holder
+        with pytest.raises(RunDirLocked, match=str(tmp_path)):
+            _flock(tmp_path)  # a second open file (another process's, or this one's) does not get it
+    assert lock_holder(tmp_path) is None
+
+
+def test_the_restoration_table_refuses_a_partial_sweep_unless_asked(sweep, tmp_path, capsys):
+    from experiments.restoration_table import main
+
+    root = tmp_path / "sweep"
+    shutil.copytree(sweep, root)
+    shutil.rmtree(root / "shard1")
+    with pytest.raises(SystemExit) as stop:
+        main([str(root), "--out", str(tmp_path / "out"), "--name", "t"])
+    assert stop.value.code == 1 and "--partial" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    main([str(root), "--out", str(tmp_path / "out"), "--name", "t", "--partial"])
+    assert (tmp_path / "out" / "t.csv").exists()

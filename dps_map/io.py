@@ -116,6 +116,9 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
         if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
             raise UserError(f"cannot write '{path}': {os.strerror(err.errno)} (no partial file was kept); free some "
                             "space and rerun the same command to resume") from err
+        if isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise UserError(f"cannot write '{path}': {os.strerror(err.errno)} (no partial file was kept); make "
+                            f"'{path.parent}' writable and rerun the same command to resume") from err
         raise
 
 
@@ -155,6 +158,28 @@ def append_jsonl(path, records: list[dict]) -> None:
     with write_section():
         old = b"".join(line.encode() + b"\n" for line, _ in iter_jsonl(path) if _ is not None)
         atomic_write_bytes(path, old + new)
+
+
+def read_json(path, fix: str):
+    """The JSON object in a file; one that is not (truncated by a crash, or edited) raises UserError naming the
+    file and `fix`, what the user can do about it."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise UserError(f"'{path}' is not valid JSON (truncated or corrupt: {first_line(err)}): {fix}") from err
+    if not isinstance(data, dict):
+        raise UserError(f"'{path}' holds a JSON {type(data).__name__}, not an object (corrupt): {fix}")
+    return data
+
+
+def first_line(err) -> str:
+    """The first non-blank line of an exception's message (or of a text); an empty one gives the exception's type
+    (torch.load of a truncated file can raise EOFError(''))."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if lines:
+        return lines[0]
+    return type(err).__name__ if isinstance(err, BaseException) else "no message"
 
 
 def iter_jsonl(path: Path):
@@ -313,11 +338,14 @@ def load_checkpoint(path, what: str, where: str, override: str) -> dict:
     """torch.load(path, weights_only=True) with clear errors for a missing, corrupt or unsafe file."""
     if path is None or not Path(path).is_file():
         raise MissingFileError(path, what, where, override)
+    if Path(path).stat().st_size == 0:
+        raise UserError(f"unreadable {what} '{path}' (an empty file, 0 bytes: an interrupted download?); "
+                        f"get a fresh copy from {where}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         detail = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
-        detail = detail.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()[0].strip()
+        detail = first_line(detail.split("WeightsUnpickler error:", 1)[-1])
         glob = re.search(r"Unsupported global: GLOBAL (\S+)", detail)
         if glob:
             raise UnsafeCheckpointError(
@@ -327,5 +355,5 @@ def load_checkpoint(path, what: str, where: str, override: str) -> dict:
         raise UserError(f"unreadable {what} '{path}' (not a valid torch checkpoint: {detail}); "
                         f"get a fresh copy from {where}") from err
     except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise UserError(f"unreadable {what} '{path}' ({type(err).__name__}: {str(err).splitlines()[0]}); "
+        raise UserError(f"unreadable {what} '{path}' ({type(err).__name__}: {first_line(err)}); "
                         f"get a fresh copy from {where}") from err

@@ -11,13 +11,17 @@ keeping the recorded weights. A directory whose saved config does not give its r
 or composed on another machine: the 0.1 digest held absolute install paths) is reported and left alone;
 --force migrates it anyway, trusting the saved config. A directory without .hydra/ (a run made from
 Python) cannot be migrated: rerun it.
+
+Each directory is reported on its own line as it is done (a file that cannot be read: "DIR: FAILED: ..." on
+stderr, that directory left as it was, the others still migrated), then one summary line. Exit code 0 if every
+directory is migrated (or already was), 1 if some were left alone (digest mismatch, no saved config), 2 if some
+failed or no run directory was found.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import sys
 from pathlib import Path
 
@@ -26,7 +30,7 @@ from omegaconf import OmegaConf
 from .config import config_digest, resolved
 from .config.tuned import table_value
 from .errors import UserError
-from .io import atomic_write_json
+from .io import atomic_write_json, first_line, read_json
 from .runner.rundir import RUN_FILE, SCHEMA, run_dirs, write_marker
 
 #: what the 0.1 digest left out: these top-level keys, data.shard/num_shards, and `_target_`s starting with
@@ -55,26 +59,32 @@ def v1_digest(cfg) -> str:
 
 
 def migrate(run_dir: Path, force: bool = False, dry_run: bool = False) -> str:
-    """Migrate one run directory; returns what was done (one line)."""
-    marker = json.loads((run_dir / RUN_FILE).read_text())
+    """Migrate one run directory; returns what was done (one line). A file that cannot be read raises UserError
+    naming it, before anything is written (every file is read, and the new digest computed, first)."""
+    marker = read_json(run_dir / RUN_FILE, "restore it from a backup, or rerun this directory's config")
     if marker.get("schema") == SCHEMA:
         return f"{run_dir}: already schema {SCHEMA}"
     saved = run_dir / ".hydra" / "config.yaml"
     if not saved.is_file():
         return f"{run_dir}: NOT migrated: no .hydra/config.yaml to recompute its digest from (rerun it)"
-    cfg = OmegaConf.load(saved)
-    old = v1_digest(cfg)
+    try:
+        cfg = OmegaConf.load(saved)
+        old = v1_digest(cfg)
+        new = config_digest(cfg)
+    except Exception as err:  # noqa: BLE001 - yaml's, OmegaConf's and a resolver's errors share no other base
+        raise UserError(f"'{saved}' is not a usable config (corrupt or edited: {first_line(err)}): restore it, or "
+                        "rerun this directory's config") from err
+    summary = run_dir / "summary.json"
+    data = read_json(summary, "rerun this directory's config, or move summary.json away and migrate again") \
+        if summary.is_file() else None
     if old != marker.get("digest") and not force:
         return (f"{run_dir}: NOT migrated: its saved config gives digest {old}, run.json records "
                 f"{marker.get('digest')} (config edited, or composed with other install paths); --force trusts it")
-    new = config_digest(cfg)
     if not dry_run:
-        write_marker(run_dir, new, marker.get("weights") or {})
-        summary = run_dir / "summary.json"
-        if summary.is_file():  # the summary names the digest too
-            data = json.loads(summary.read_text())
+        if data is not None:  # the summary names the digest too; written first, so run.json is the commit point
             data["digest"] = new
             atomic_write_json(summary, data)
+        write_marker(run_dir, new, marker.get("weights") or {})
     return f"{run_dir}: {'would migrate' if dry_run else 'migrated'} {marker.get('digest')} -> {new}"
 
 
@@ -85,16 +95,27 @@ def main(argv=None) -> None:
                    "recorded 0.1 digest")
     p.add_argument("--dry-run", action="store_true", help="report only")
     args = p.parse_args(argv)
-    try:
-        found = [d for root in args.dirs for d in run_dirs(root)]
-        if not found:
-            raise UserError(f"no run directories (with {RUN_FILE}) at or below {' '.join(map(str, args.dirs))}")
-        lines = [migrate(d, args.force, args.dry_run) for d in found]
-    except UserError as err:
-        print(f"dps-map: error: {err}", file=sys.stderr)
-        sys.exit(err.exit_code)
-    print("\n".join(lines))
-    if any("NOT migrated" in line for line in lines):
+    found = [d for root in args.dirs for d in run_dirs(root)]
+    if not found:
+        print(f"dps-map: error: no run directories (with {RUN_FILE}) at or below {' '.join(map(str, args.dirs))}",
+              file=sys.stderr)
+        sys.exit(2)
+    counts = {"migrated": 0, "left alone": 0, "failed": 0}
+    for run_dir in found:  # each reported as it is done: a later failure never hides an earlier rewrite
+        try:
+            line = migrate(run_dir, args.force, args.dry_run)
+        except (UserError, OSError) as err:
+            counts["failed"] += 1
+            print(f"dps-map: error: {run_dir}: FAILED, left as it was: {first_line(err)}", file=sys.stderr, flush=True)
+            continue
+        counts["left alone" if "NOT migrated" in line else "migrated"] += 1
+        print(line, flush=True)
+    print(f"{len(found)} run director{'y' if len(found) == 1 else 'ies'}: {counts['migrated']} "
+          f"{'would be ' if args.dry_run else ''}migrated or already current, {counts['left alone']} left alone, "
+          f"{counts['failed']} failed", flush=True)
+    if counts["failed"]:
+        sys.exit(2)
+    if counts["left alone"]:
         sys.exit(1)
 
 

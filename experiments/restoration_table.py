@@ -1,18 +1,21 @@
 """Restoration table: tasks x samplers with PSNR, SSIM, LPIPS, FID, KID and cost, from a sweep directory.
 
-    python -m experiments.restoration_table SWEEP_DIR [--out DIR] [--name restoration_tiny]
+    python -m experiments.restoration_table SWEEP_DIR [--out DIR] [--name restoration_tiny] [--partial]
 
 Aggregates the sweep (dps_map.runner.aggregate: shards merged, FID/KID over all samples of a config where
 the Inception weights exist; every number comes from the merged group, never from one shard), then pivots it into one row per (task, sampler) with the naive baseline
-(the measurement resized to the image) beside it, and writes <name>.{csv,md,png}.
+(the measurement resized to the image) beside it, and writes <name>.{csv,md,png}. A sweep with an incomplete
+group or a broken job (dps_map.runner.aggregate) writes no table and exits 1, unless --partial.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
+from dps_map.errors import UserError
 from dps_map.runner.aggregate import aggregate
 from experiments.common import pyplot, save_figure, write_csv
 
@@ -23,8 +26,13 @@ def _mean(stat):
     return stat.get("mean") if isinstance(stat, dict) else stat
 
 
-def table_rows(root: Path) -> list[dict]:
+def table_rows(root: Path, partial: bool = True) -> list[dict]:
+    """The table's rows; partial=False refuses (UserError) a sweep with an incomplete group or a broken job."""
     result = aggregate(root)
+    if not partial and (result["incomplete_groups"] or result["broken_jobs"]):
+        raise UserError(f"'{root}' is a partial sweep ({len(result['incomplete_groups'])} incomplete group(s), "
+                        f"{len(result['broken_jobs'])} broken job(s), listed in {Path(root) / 'aggregate.md'}): "
+                        "finish it and rerun, or pass --partial to tabulate what is there")
     rows = []
     for group in result["groups"].values():
         names = json.loads((Path(group["jobs"][0]) / "summary.json").read_text())  # the same in every shard
@@ -108,8 +116,15 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=Path("experiments/results"))
     parser.add_argument("--name", default="restoration_tiny")
     parser.add_argument("--title", default="Restoration at tiny scale (prior=tiny, 64x64 held-out crops, 50 steps)")
+    parser.add_argument("--partial", action="store_true", help="tabulate a sweep with incomplete groups (their "
+                        "cells stay empty)")
     args = parser.parse_args(argv)
-    path = write(table_rows(args.sweep_dir), args.out, args.name, args.title)
+    try:
+        rows = table_rows(args.sweep_dir, partial=args.partial)
+    except UserError as err:
+        print(f"restoration_table: error: {err}", file=sys.stderr)
+        sys.exit(1)
+    path = write(rows, args.out, args.name, args.title)
     print(f"wrote {path} and its .csv/.md")
 
 

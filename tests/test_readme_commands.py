@@ -64,7 +64,8 @@ COMMANDS: dict[str, Run | Excuse] = {
         Run(ADM_FAST, {"/my/images": "{val_flat}"}),
     "make sweep": Run(make_vars="SWEEP_DIR={work}/outputs/sweep 'ARGS=sampler.respacing=2 data.per_photo=1'"),
     "python -m dps_map.evaluate outputs/sweep metrics=default": Run(),
-    "python -m dps_map.aggregate SWEEP_DIR [--wandb]": Run(subst={"SWEEP_DIR": "outputs/sweep", "[--wandb]": ""}),
+    "python -m dps_map.aggregate SWEEP_DIR [--partial] [--wandb]":
+        Run(subst={"SWEEP_DIR": "outputs/sweep", "[--partial]": "", "[--wandb]": ""}),
     # -- docs/sweeps.md (GPUs, SLURM, preflight), docs/data-and-weights.md, docs/paper.md ---------------------------
     "python -m dps_map.run -m hydra/launcher=gpus +experiment=paper task=sr4,sr8,gaussian_deblur,motion_deblur,"
     "inpaint_box sampler=dps,dsg,dmap data.num_shards=8 'data.shard=range(8)' hydra.sweep.dir=outputs/paper/restoration":

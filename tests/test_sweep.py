@@ -214,14 +214,11 @@ def test_aggregate_merges_the_shards_diversity_over_all_measurements(tmp_path):
     mean over all the group's measurements (weighted by each shard's count), not the mean of the shard means."""
     from dps_map.runner.aggregate import diversity
 
-    jobs = []
+    jobs = []  # as find_jobs reads them: each job's summary.json under "summary"
     for k, (n, std, l2) in enumerate([(3, 0.10, 0.5), (1, 0.30, 0.9)]):
-        d = tmp_path / f"shard{k}"
-        d.mkdir()
-        (d / "summary.json").write_text(json.dumps({"metrics": {"psnr": {"mean": 20.0}, "diversity": {
-            "pixel_std": std, "pairwise_l2": l2, "n_measurements": n}}}))
-        jobs.append({"dir": d})
+        jobs.append({"dir": tmp_path / f"shard{k}", "summary": {"metrics": {"psnr": {"mean": 20.0}, "diversity": {
+            "pixel_std": std, "pairwise_l2": l2, "n_measurements": n}}}})
     assert diversity(jobs) == pytest.approx({"pixel_std": (3 * 0.10 + 0.30) / 4, "pairwise_l2": (3 * 0.5 + 0.9) / 4,
                                              "n_measurements": 4})
-    (tmp_path / "shard1" / "summary.json").write_text(json.dumps({"metrics": {"psnr": {"mean": 20.0}}}))
+    jobs[1]["summary"] = {"metrics": {"psnr": {"mean": 20.0}}}
     assert diversity(jobs)["n_measurements"] == 3 and diversity(jobs[1:]) is None

@@ -11,11 +11,13 @@ that is running (its run.lock is held) or unfinished (no summary.json, or fewer 
 n_expected), is incomplete: named with its jobs' counts in both files, never averaged into `metrics`. A group
 whose jobs ran on different devices (device type, device_name or precision in their summary.json) is flagged.
 Each group names the class labels its class-conditional prior was given (`class_label_policy`, from run.json).
+A job whose run.json, summary.json, metrics.jsonl or .hydra config cannot be read (truncated, edited) is broken:
+named with the reason under `broken_jobs`, left out of every count, and its group (known from run.json, else from
+the digest of its saved config) is incomplete; the other jobs are aggregated.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -23,13 +25,13 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from ..config import prior_image_size, resolve_device
+from ..config import config_digest, prior_image_size, resolve_device
 from ..config.keys import LABEL_EXCLUDED
 from ..errors import UserError
-from ..io import atomic_write_bytes, atomic_write_json, load_image, read_jsonl, unique_records
+from ..io import atomic_write_bytes, atomic_write_json, first_line, load_image, read_json, unique_records
 from .lock import lock_holder
 from .rundir import RUN_FILE, read_marker
-from .summary import mean_sem
+from .summary import mean_sem, read_records
 
 log = logging.getLogger(__name__)
 
@@ -39,24 +41,75 @@ DEVICE_FIELDS = ("device", "device_name", "precision")
 
 
 def find_jobs(root: Path) -> list[dict]:
-    """Every run directory below root (those with run.json), with its digest, config and overrides."""
+    """Every run directory below root (those with run.json), read once: its digest, run.json (`marker`), config,
+    overrides, summary.json (None if absent) and records. A job with a file that cannot be read gets `error` (one
+    line naming the file) and no records or summary; its digest is None when run.json is the broken file. A
+    run.json of dps-map 0.1 raises ConfigError (never mixed with this version's digests)."""
     jobs = []
-    for marker in sorted(root.rglob(RUN_FILE)):
-        job = marker.parent
-        if ".submitit" in job.parts:
+    for marker_file in sorted(root.rglob(RUN_FILE)):
+        job = {"dir": marker_file.parent, "digest": None, "marker": {}, "cfg": None, "overrides": [],
+               "summary": None, "records": [], "error": None}
+        if ".submitit" in job["dir"].parts:
             continue
-        cfg_file, ov_file = job / ".hydra" / "config.yaml", job / ".hydra" / "overrides.yaml"
-        cfg = OmegaConf.load(cfg_file) if cfg_file.exists() else None
-        overrides = [str(o) for o in OmegaConf.load(ov_file)] if ov_file.exists() else []
-        jobs.append({"dir": job, "digest": read_marker(job)["digest"], "cfg": cfg,
-                     "overrides": overrides})
+        try:
+            read_json(marker_file, "restore it, or rerun this job into a fresh directory")
+        except UserError as err:
+            job["error"] = str(err)
+        else:
+            job["marker"] = read_marker(job["dir"])  # raises for a 0.1 directory: the whole sweep must be migrated
+            job["digest"] = job["marker"].get("digest")
+        try:
+            _read_job_files(job)
+        except UserError as err:
+            job["error"] = job["error"] or str(err)
+        if job["error"] is not None:  # nothing of a broken job is counted
+            job["summary"], job["records"] = None, []
+        jobs.append(job)
     return jobs
 
 
+def _load_yaml(path: Path):
+    try:
+        return OmegaConf.load(path)
+    except Exception as err:  # noqa: BLE001 - yaml's and OmegaConf's errors have no common base but Exception
+        raise UserError(f"'{path}' is not a readable config (corrupt: {first_line(err)}): restore it, or rerun this "
+                        "job into a fresh directory") from err
+
+
+def _read_job_files(job: dict) -> None:
+    """Fill in the job's config, overrides, summary and records (UserError naming a file that cannot be read)."""
+    cfg_file, ov_file = job["dir"] / ".hydra" / "config.yaml", job["dir"] / ".hydra" / "overrides.yaml"
+    if cfg_file.exists():
+        job["cfg"] = _load_yaml(cfg_file)
+    if ov_file.exists():
+        job["overrides"] = [str(o) for o in _load_yaml(ov_file)]
+    summary = job["dir"] / "summary.json"
+    if summary.exists():
+        job["summary"] = read_json(summary, "rerun this job (the same command resumes it and writes a new summary)")
+    job["records"] = [r for r in read_records(job["dir"] / "metrics.jsonl") if r.get("k") != "all"]
+
+
+def saved_digest(job: dict) -> str | None:
+    """The digest of a job's saved config (.hydra/config.yaml), None if it has none or it does not compose: the
+    group of a job whose run.json is broken."""
+    if job["cfg"] is None:
+        return None
+    try:
+        return config_digest(job["cfg"])
+    except Exception:  # noqa: BLE001 - a config that no longer resolves: the job stays without a group
+        return None
+
+
 def group_jobs(jobs: list[dict]) -> dict[str, list[dict]]:
+    """The jobs by config digest; a job whose run.json is broken joins the group its saved config's digest names,
+    if one exists (else it is only under `broken_jobs`)."""
     groups: dict[str, list[dict]] = {}
     for job in jobs:
-        groups.setdefault(job["digest"], []).append(job)
+        if job["digest"] is not None:
+            groups.setdefault(job["digest"], []).append(job)
+    for job in jobs:
+        if job["digest"] is None and saved_digest(job) in groups:
+            groups[saved_digest(job)].append(job)
     return groups
 
 
@@ -131,8 +184,7 @@ def diversity(jobs: list[dict]) -> dict | None:
     means weighted by those counts, i.e. the means over all the group's measurements."""
     parts = []
     for job in jobs:
-        path = job["dir"] / "summary.json"
-        part = json.loads(path.read_text()).get("metrics", {}).get("diversity") if path.exists() else None
+        part = (job["summary"] or {}).get("metrics", {}).get("diversity")
         if part and part.get("n_measurements"):
             parts.append(part)
     if not parts:
@@ -149,8 +201,7 @@ def devices(jobs: list[dict]) -> dict:
     precision) is unknown, not a difference."""
     seen: dict[str, dict[str, list[str]]] = {field: {} for field in DEVICE_FIELDS}
     for job in sorted(jobs, key=lambda j: str(j["dir"])):
-        path = job["dir"] / "summary.json"
-        summary = json.loads(path.read_text()) if path.exists() else {}
+        summary = job["summary"] or {}
         for field in DEVICE_FIELDS:
             value = summary.get(field)
             if value is None:
@@ -165,25 +216,24 @@ def class_policy(jobs: list[dict]) -> str | None:
     prior), from its jobs' run.json (summary.json where run.json predates the field). The policy is part of
     the config, hence of the digest, so a group has one."""
     for job in sorted(jobs, key=lambda j: str(j["dir"])):
-        marker = read_marker(job["dir"]) or {}
-        if marker.get("class_label_policy"):
-            return marker["class_label_policy"]
-        path = job["dir"] / "summary.json"
-        if path.exists() and json.loads(path.read_text()).get("class_label_policy"):
-            return json.loads(path.read_text())["class_label_policy"]
+        if job["marker"].get("class_label_policy"):
+            return job["marker"]["class_label_policy"]
+        if (job["summary"] or {}).get("class_label_policy"):
+            return job["summary"]["class_label_policy"]
     return None
 
 
 def job_status(job: dict) -> dict:
-    """Whether a job has finished: 'running' (a live process holds its run.lock), 'unfinished' (no
-    summary.json: stopped before the end, or still queued to resume) or 'complete' (its summary
-    exists and every expected (id, k) has a record), with its counts."""
-    records = {(r.get("id"), r.get("k")) for r in read_jsonl(job["dir"] / "metrics.jsonl") if r.get("k") != "all"}
-    summary_file = job["dir"] / "summary.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.exists() else None
+    """Whether a job has finished: 'broken' (a file of it cannot be read: `error` says which), 'running' (a live
+    process holds its run.lock), 'unfinished' (no summary.json: stopped before the end, or still queued to
+    resume) or 'complete' (its summary exists and every expected (id, k) has a record), with its counts."""
+    records = {(r["id"], r["k"]) for r in job["records"]}
+    summary = job["summary"]
     expected = summary.get("n_expected") if summary else None
     holder = lock_holder(job["dir"])
-    if holder is not None:
+    if job["error"] is not None:
+        status = "broken"
+    elif holder is not None:
         status = "running"
     elif summary is None or (expected is not None and len(records) < expected):
         status = "unfinished"
@@ -192,6 +242,8 @@ def job_status(job: dict) -> dict:
     out = {"dir": str(job["dir"]), "status": status, "n_records": len(records), "n_expected": expected}
     if holder is not None:
         out["holder"] = holder
+    if job["error"] is not None:
+        out["error"] = job["error"]
     return out
 
 
@@ -199,12 +251,8 @@ def aggregate_group(jobs: list[dict], random_weights: bool = False) -> dict:
     """Merged per-sample records of one config's jobs: counts, means and standard errors, FID/KID.
     Each (id, k) is counted once. A group with a missing shard or a running or unfinished job is
     marked incomplete: its means go to `partial_metrics`, never to `metrics`, and FID/KID are skipped."""
-    records = []
-    for job in sorted(jobs, key=lambda j: str(j["dir"])):
-        for r in read_jsonl(job["dir"] / "metrics.jsonl"):
-            if r.get("k") != "all":
-                records.append(dict(r, _dir=job["dir"]))
-    label = _label(jobs[0])
+    records = [dict(r, _dir=job["dir"]) for job in sorted(jobs, key=lambda j: str(j["dir"])) for r in job["records"]]
+    label = _label(next((j for j in jobs if j["error"] is None), jobs[0]))
     records, n_duplicates = unique_records(records, f"group {label}")
     ok = [r for r in records if not r.get("failed")]
     out = {"label": label, "jobs": [str(j["dir"]) for j in jobs], "shards": _shards(jobs),
@@ -232,8 +280,7 @@ def aggregate_group(jobs: list[dict], random_weights: bool = False) -> dict:
             log.warning("group %s: job %s is %s (%d of %s records)", label, s["dir"], s["status"], s["n_records"],
                         s["n_expected"] if s["n_expected"] is not None else "?")
     if not records:  # Gaussian-mixture runs: one summary per job, no per-sample image records
-        summaries = [json.loads((j["dir"] / "summary.json").read_text()) for j in jobs
-                     if (j["dir"] / "summary.json").exists()]
+        summaries = [j["summary"] for j in jobs if j["summary"] is not None]
         out["n_samples"] = sum(s.get("n_samples", 0) for s in summaries)
         out["n_failed"] = sum(s.get("n_failed", 0) for s in summaries)
         out["metrics"] = {k: mean_sem(s["metrics"].get(k) for s in summaries)
@@ -255,8 +302,7 @@ def image_ids_and_preprocessing(jobs: list[dict], records: list[dict]) -> dict:
     be redone on the same images."""
     ids, prep = {r["id"] for r in records}, None
     for job in sorted(jobs, key=lambda j: str(j["dir"])):
-        path = job["dir"] / "summary.json"
-        summary = json.loads(path.read_text()) if path.exists() else {}
+        summary = job["summary"] or {}
         ids.update(summary.get("image_ids", []))
         if summary.get("preprocessing"):
             part = summary["preprocessing"]
@@ -311,7 +357,13 @@ def to_markdown(result: dict) -> str:
                 lines.append(f"- {g['label']}: shards {g['shards']['missing']} of {g['shards']['num_shards']} missing")
             for s in g.get("incomplete_jobs", []):
                 expected = s["n_expected"] if s["n_expected"] is not None else "?"
-                lines.append(f"- {g['label']}: `{s['dir']}` {s['status']}, {s['n_records']} of {expected} records")
+                what = f"broken ({s['error']})" if s["status"] == "broken" else s["status"]
+                lines.append(f"- {g['label']}: `{s['dir']}` {what}, {s['n_records']} of {expected} records")
+    lost = [b for b in result.get("broken_jobs", []) if b["group"] is None]
+    if lost:
+        lines += ["", "Broken jobs of no known config (left out of every group: their run.json cannot be read and "
+                  "their saved config matches no group):", ""]
+        lines += [f"- `{b['dir']}`: {b['error']}" for b in lost]
     mixed = [g for g in sorted(result["groups"].values(), key=lambda g: g["label"]) if g.get("mixed_devices")]
     if mixed:
         lines += ["", "Groups whose jobs ran on different devices (marked MIXED DEVICES: their timings differ and "
@@ -344,8 +396,15 @@ def aggregate(root, random_weights: bool = False) -> dict:
     jobs = find_jobs(root)
     if not jobs:
         raise UserError(f"no dps-map run directories (with {RUN_FILE}) below '{root}'")
-    groups = {digest: aggregate_group(js, random_weights) for digest, js in sorted(group_jobs(jobs).items())}
-    result = {"sweep_dir": str(root), "groups": groups,
+    grouped = group_jobs(jobs)
+    groups = {digest: aggregate_group(js, random_weights) for digest, js in sorted(grouped.items())}
+    group_of = {str(j["dir"]): groups[digest]["label"] for digest, js in grouped.items() for j in js}
+    broken = [{"dir": str(j["dir"]), "error": j["error"], "group": group_of.get(str(j["dir"]))}
+              for j in jobs if j["error"] is not None]
+    for b in broken:
+        log.warning("broken job %s (%s): left out of %s", b["dir"], b["error"],
+                    f"group {b['group']}, marked incomplete" if b["group"] else "every group")
+    result = {"sweep_dir": str(root), "groups": groups, "broken_jobs": broken,
               "total": {"n_groups": len(groups), "n_jobs": len(jobs),
                         "n_samples": sum(g["n_samples"] for g in groups.values()),
                         "n_failed": sum(g["n_failed"] for g in groups.values())},

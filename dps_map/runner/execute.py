@@ -27,7 +27,6 @@ from ..io import (
     atomic_save_npy,
     atomic_save_npz,
     atomic_write_json,
-    read_jsonl,
     remove_temp_files,
     save_png,
     stop_on_signals,
@@ -40,7 +39,7 @@ from .evaluate import Evaluator
 from .lock import run_lock
 from .loggers import make_logger
 from .rundir import claim_run_dir, class_label_policy, run_weights
-from .summary import preprocessing, save_grid, summarize_images
+from .summary import preprocessing, read_records, save_grid, summarize_images
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +245,9 @@ def run_images(cfg, prior, sampler, noise, out: Path, device, logger, evaluator)
     mbatch = check_measurement_batch(cfg, prior, sampler)
     items = load_items(cfg.data, size)
     metrics_path = out / "metrics.jsonl"
-    done = {(r["id"], r["k"]) for r in read_jsonl(metrics_path)
+    records = read_records(metrics_path)
+    check_one_shard(out, records, items)
+    done = {(r["id"], r["k"]) for r in records
             if r.get("failed") or (out / "recon" / f"{r['id']}_{r['k']}.png").exists()}
     chunks = sample_chunks(cfg.num_samples, cfg.get("batch_size"))
     max_rows = cfg.get("batch_size") or float("inf")  # batch_size caps the rows of stacked measurements too
@@ -275,13 +276,26 @@ def run_images(cfg, prior, sampler, noise, out: Path, device, logger, evaluator)
                 pending = []
     if pending:
         n_new += write_units(cfg, prior, sampler, noise, pending, out, logger, evaluator, done)
-    summary = summarize_images(read_jsonl(metrics_path), {it.id for it in items})
+    summary = summarize_images(read_records(metrics_path), {it.id for it in items})
     summary["metrics"].update(evaluator.per_run(out, [it.id for it in items], size))
     summary["n_new_samples"] = n_new
     summary["n_expected"] = len(items) * cfg.num_samples  # records of a finished run (aggregate checks it)
     summary["image_ids"] = sorted(it.id for it in items)  # the exact images, so a table can be redone on them
     summary["preprocessing"] = preprocessing(cfg.data, items, size)
     return summary
+
+
+def check_one_shard(out: Path, records: list[dict], items) -> None:
+    """A run directory holds one shard: records of images this run does not have come from another data.shard
+    or data.num_shards of the same config (the digest leaves both out), run into this directory. Resuming would
+    give a summary of this shard only beside the other's samples, and the aggregate counts a directory as one
+    shard: refused (ConfigError) before anything is written."""
+    ids = {it.id for it in items}
+    foreign = sorted({r["id"] for r in records} - ids)
+    if foreign:
+        raise ConfigError(f"run dir '{out}' holds samples of {len(foreign)} image(s) this run does not have (e.g. "
+                          f"'{foreign[0]}'): another data.shard/data.num_shards was run into it. Give each shard its "
+                          "own hydra.run.dir (a sweep over data.shard does), or rerun the shard that wrote them")
 
 
 def write_units(cfg, prior, sampler, noise, units: list, out: Path, logger, evaluator, done: set) -> int:
@@ -352,7 +366,7 @@ def run_gmm(cfg, prior, sampler, noise, out: Path, device, logger) -> dict:
     cost = None
     if samples_path.exists() and np.load(samples_path).shape == (n, mix.dim):
         samples = torch.from_numpy(np.load(samples_path))
-        prev = read_jsonl(out / "metrics.jsonl")
+        prev = read_records(out / "metrics.jsonl")
         cost = prev[-1].get("cost") if prev else None
     else:
         operator = MatrixOperator(A.to(device))

@@ -130,13 +130,28 @@ def _owner_file(run_dir: Path) -> None:
     raise _locked_error(run_dir, None, f" (if no run is alive, delete '{path}')")
 
 
+def usable_dir(run_dir: Path) -> None:
+    """Create the run directory if needed; one that is a file, or that this process may not write, raises
+    UserError (before anything is written, so nothing in it changes)."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as err:
+        raise UserError(f"run dir '{run_dir}' is a file (or lies below one: '{err.filename}'), not a directory: "
+                        "move the file away or choose another hydra.run.dir") from err
+    except PermissionError as err:
+        raise UserError(f"cannot create run dir '{run_dir}' ({err.strerror}): choose another hydra.run.dir") from err
+    if not os.access(run_dir, os.W_OK):  # read-only: refused before Hydra or the run writes into it
+        raise UserError(f"run dir '{run_dir}' is not writable (read-only: nothing in it was changed): make it "
+                        "writable (chmod u+w) and rerun to resume, or choose another hydra.run.dir")
+
+
 @contextmanager
 def run_lock(run_dir):
     """Hold the run directory's lock for the duration of the block (created if needed). Raises
     RunDirLocked (one line: the holder's pid, host and start time) if another process holds it.
     Re-entrant within one process (the command line takes it before Hydra writes, the run again)."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    usable_dir(run_dir)
     key = os.path.realpath(run_dir)
     if key in _held:
         _held[key] += 1

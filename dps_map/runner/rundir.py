@@ -10,15 +10,14 @@ dps-map 0.1 (no "schema": its digest was computed another way) is refused with o
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
 
 from ..config.digest import SCHEMA
 from ..config.keys import DIRNAME_EXCLUDED
-from ..errors import ConfigError
-from ..io import atomic_write_json, prior_weights, weights_id
+from ..errors import ConfigError, UserError
+from ..io import atomic_write_json, prior_weights, read_json, weights_id
 from .lock import RunDirLocked, lock_holder, locked_message
 
 log = logging.getLogger(__name__)
@@ -41,11 +40,15 @@ def old_schema_message(out: Path) -> str:
 
 
 def read_marker(out: Path) -> dict | None:
-    """The run.json of a run directory (None if there is none); a schema-1 marker raises ConfigError."""
+    """The run.json of a run directory (None if there is none); a schema-1 or corrupt marker raises ConfigError."""
     marker = Path(out) / RUN_FILE
     if not marker.exists():
         return None
-    saved = json.loads(marker.read_text())
+    try:
+        saved = read_json(marker, f"it says which config made the outputs beside it; restore it, or choose another "
+                                  f"hydra.run.dir (overwrite=true would delete the outputs of '{out}')")
+    except UserError as err:  # a ConfigError, so that overwrite=true can still replace the directory
+        raise ConfigError(str(err)) from err
     if saved.get("schema") != SCHEMA:
         raise ConfigError(old_schema_message(Path(out)))
     return saved

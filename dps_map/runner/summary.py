@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..io import atomic_write_bytes, load_image, unique_records
+from ..errors import UserError
+from ..io import atomic_write_bytes, iter_jsonl, load_image, unique_records
 
 GRID_PADDING = 2  # pixels around each tile of grids/<id>.png (evaluate.stored_naive reads the first tile)
 
@@ -27,6 +28,42 @@ def save_grid(out: Path, ident: str, naive: torch.Tensor, size: int) -> Path:
     save_image((torch.stack(tiles) + 1) / 2, buf, format="png", nrow=len(tiles), padding=GRID_PADDING, pad_value=1.0)
     atomic_write_bytes(path, buf.getvalue())
     return path
+
+
+#: the numeric fields of a sample's record in metrics.jsonl (a number, or null where undefined)
+NUMERIC_FIELDS = ("psnr", "ssim", "lpips", "misfit", "naive_psnr", "naive_ssim", "naive_lpips", "seconds", "nfe",
+                  "forward", "vjp", "steps")
+
+
+def record_problem(record: dict) -> str | None:
+    """What makes a metrics.jsonl record unusable (None: it is fine): a sample's record needs a string `id`, an
+    integer `k` and numbers in NUMERIC_FIELDS; the Gaussian-mixture cost record has k "all"."""
+    if not isinstance(record.get("id"), str):
+        return "no string 'id'"
+    k = record.get("k")
+    if k == "all":
+        return None
+    if not isinstance(k, int) or isinstance(k, bool):
+        return "no integer 'k'" if k is None else f"'k' is {k!r}, not an integer"
+    for name in NUMERIC_FIELDS:
+        value = record.get(name)
+        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+            return f"'{name}' is {value!r}, not a number"
+    return None
+
+
+def read_records(path) -> list[dict]:
+    """The records of a metrics.jsonl (a line cut short by a crash is skipped with a warning, io.iter_jsonl); a
+    record that parses but is unusable (no k, a string PSNR: edited by hand or by another tool) raises UserError
+    naming the file and the line, before anything is written."""
+    path = Path(path)
+    records = [r for _, r in iter_jsonl(path) if r is not None]
+    for number, record in enumerate(records, 1):
+        problem = record_problem(record)
+        if problem is not None:
+            raise UserError(f"'{path}' record {number} ({str(record)[:60]}) is unusable: {problem}; fix or delete "
+                            "that line (a deleted sample is recomputed on the next run)")
+    return records
 
 
 def mean_sem(values) -> dict:

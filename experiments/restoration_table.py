@@ -5,7 +5,8 @@
 Aggregates the sweep (dps_map.runner.aggregate: shards merged, FID/KID over all samples of a config where
 the Inception weights exist; every number comes from the merged group, never from one shard), then pivots it into one row per (task, sampler) with the naive baseline
 (the measurement resized to the image) beside it, and writes <name>.{csv,md,png}. A sweep with an incomplete
-group or a broken job (dps_map.runner.aggregate) writes no table and exits 1, unless --partial.
+group or a broken job (dps_map.runner.aggregate) writes no table and exits 1, unless --partial; any other
+problem (no run directories under SWEEP_DIR, ...) is one line and exit 2.
 """
 
 from __future__ import annotations
@@ -26,11 +27,17 @@ def _mean(stat):
     return stat.get("mean") if isinstance(stat, dict) else stat
 
 
+class PartialSweep(UserError):
+    """A sweep with an incomplete group or a broken job: exit 1, like `python -m dps_map.aggregate`."""
+
+    exit_code = 1
+
+
 def table_rows(root: Path, partial: bool = True) -> list[dict]:
-    """The table's rows; partial=False refuses (UserError) a sweep with an incomplete group or a broken job."""
+    """The table's rows; partial=False refuses (PartialSweep) a sweep with an incomplete group or a broken job."""
     result = aggregate(root)
     if not partial and (result["incomplete_groups"] or result["broken_jobs"]):
-        raise UserError(f"'{root}' is a partial sweep ({len(result['incomplete_groups'])} incomplete group(s), "
+        raise PartialSweep(f"'{root}' is a partial sweep ({len(result['incomplete_groups'])} incomplete group(s), "
                         f"{len(result['broken_jobs'])} broken job(s), listed in {Path(root) / 'aggregate.md'}): "
                         "finish it and rerun, or pass --partial to tabulate what is there")
     rows = []
@@ -123,7 +130,7 @@ def main(argv=None) -> None:
         rows = table_rows(args.sweep_dir, partial=args.partial)
     except UserError as err:
         print(f"restoration_table: error: {err}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(err.exit_code)  # 1 for a partial sweep, 2 for anything else (no run directories, ...)
     path = write(rows, args.out, args.name, args.title)
     print(f"wrote {path} and its .csv/.md")
 

@@ -407,7 +407,7 @@ MUTANTS = [
            "sxx = kxx.sum() / (m * m)", (M + "test_kid_matches_double_loop",),
            "KID's within-set term with the diagonal (the biased MMD^2)"),
     Mutant("inception_input_unit", "dps_map/metrics/fid.py", "x = images.float().clamp(-1, 1)",
-           "x = ((images.float() + 1) / 2).clamp(0, 1)", (M + "test_inception_loads_state_dict_file",),
+           "x = ((images.float() + 1) / 2).clamp(0, 1)", (M + "test_inception_features_match_torch_fidelity_on_the_same_weights",),
            "Inception fed [0, 1] images where the FID weights expect [-1, 1]"),
     # the runner's measurement
     Mutant("measure_without_restrict", "dps_map/runner/execute.py", "operator.restrict(noise.sample(operator(x0), gen))",

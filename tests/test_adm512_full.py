@@ -19,13 +19,7 @@ from dps_map.config.sweep import compose_job
 from dps_map.io import read_jsonl
 from dps_map.priors.adm import build_unet, random_network
 
-
-def png_psnr(recon, label) -> float:
-    """PSNR in dB of two 8-bit PNGs on [0, 1]: 10 log10(1 / MSE) (the run scores the unrounded samples: within
-    0.1 dB of this)."""
-    a, b = (np.asarray(Image.open(p), dtype=np.float64) / 255 for p in (recon, label))
-    return float(10 * np.log10(1 / np.mean((a - b) ** 2)))
-
+from support import png_psnr
 
 pytestmark = pytest.mark.slow
 

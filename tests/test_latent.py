@@ -29,16 +29,10 @@ from dps_map.operators import GaussianNoise, SuperResolution  # noqa: E402
 from dps_map.priors.latent import DecodedOperator, check_folder  # noqa: E402
 from dps_map.runner import run  # noqa: E402
 
-from support import CONF, built_sampler, compose, shipped_prior
+from support import CONF, built_sampler, compose, png_psnr, shipped_prior
 
 SD = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
 
-
-def png_psnr(recon, label) -> float:
-    """PSNR in dB of two 8-bit PNGs on [0, 1]: 10 log10(1 / MSE) (the run scores the unrounded samples: within
-    0.1 dB of this)."""
-    a, b = (np.asarray(Image.open(p), dtype=np.float64) / 255 for p in (recon, label))
-    return float(10 * np.log10(1 / np.mean((a - b) ** 2)))
 
 
 def config(*overrides):
@@ -263,7 +257,6 @@ def test_every_sampler_end_to_end(sampler, vjp, tmp_path):
     recs = read_jsonl(tmp_path / "metrics.jsonl")
     assert recs[0]["vjp"] == vjp and recs[0]["decoder_vjp"] == vjp
     assert abs(recs[0]["psnr"] - png_psnr(tmp_path / "recon" / "chelsea_0_0.png", tmp_path / "label" / "chelsea_0.png")) < 0.1
-    from PIL import Image
 
     with Image.open(tmp_path / "recon" / "chelsea_0_0.png") as im:
         assert im.size == (32, 32)  # decoded images, not latents
@@ -411,7 +404,6 @@ def test_train_adapter_trains_resumes_and_exports_a_controlnet(tmp_path):
 
 # -- +experiment=paper_sd2 --------------------------------------------------------------------------------
 def test_paper_sd2_preset_validates_every_job_and_runs_scaled_down(tmp_path):
-    from PIL import Image
 
     from dps_map.run import check_command_line
 

@@ -21,6 +21,8 @@ from dps_map.preflight import main as preflight_main
 from dps_map.run import main as run_main
 from dps_map.runner import run
 
+from support import png_psnr
+
 # the adm512 flags (attention at 32,16,8, learned sigma, class-conditional, 64 head channels scaled to 16)
 # at 64x64 with 32 channels; random weights with the zero-initialised layers re-drawn (eps depends on x, t, y)
 TOY = ["prior=adm512", "prior.random_init=true", "prior.unet.image_size=64", "prior.unet.num_channels=32",
@@ -29,12 +31,6 @@ TOY = ["prior=adm512", "prior.random_init=true", "prior.unet.image_size=64", "pr
 KNOWN = {"n01440764": 0, "n01443537": 1, "n01514859": 8, "n02123045": 281, "n04254680": 805,
          "n09472597": 980, "n15075141": 999}
 
-
-def png_psnr(recon, label) -> float:
-    """PSNR in dB of two 8-bit PNGs on [0, 1]: 10 log10(1 / MSE) (the run scores the unrounded samples: within
-    0.1 dB of this)."""
-    a, b = (np.asarray(Image.open(p), dtype=np.float64) / 255 for p in (recon, label))
-    return float(10 * np.log10(1 / np.mean((a - b) ** 2)))
 
 
 def _image(path, seed):

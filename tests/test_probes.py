@@ -360,3 +360,7 @@ def test_the_restoration_table_refuses_a_partial_sweep_unless_asked(sweep, tmp_p
     assert not (tmp_path / "out").exists()
     main([str(root), "--out", str(tmp_path / "out"), "--name", "t", "--partial"])
     assert (tmp_path / "out" / "t.csv").exists()
+    with pytest.raises(SystemExit) as stop:  # nothing to tabulate: a user error, exit 2, one line
+        main([str(tmp_path / "empty"), "--out", str(tmp_path / "out2")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1 and str(tmp_path / "empty") in err

@@ -13,18 +13,13 @@ from PIL import Image
 
 from dps_map.runner import run
 
-from support import compose
+from support import compose, png_psnr
 
 
 def png_tensor(path):
     """A PNG as a (1, 3, H, W) float tensor in [-1, 1]."""
     return torch.from_numpy(np.asarray(Image.open(path), dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
 
-
-def png_psnr(recon, label) -> float:
-    """PSNR in dB of two 8-bit PNGs on [0, 1]: 10 log10(1 / MSE)."""
-    a, b = (np.asarray(Image.open(p), dtype=np.float64) / 255 for p in (recon, label))
-    return float(10 * np.log10(1 / np.mean((a - b) ** 2)))
 
 
 def tiny_run(out, *extra):

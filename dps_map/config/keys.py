@@ -44,7 +44,7 @@ TASK_KEYS = {"name", "operator", "_target_", "noise"}
 DATA_KEYS = {"demo": {"name", "kind", "per_photo", "num_shards", "shard", "photos"},
              "folder": {"name", "kind", "path", "max_images", "labels", "num_shards", "shard"},
              "gmm": {"name", "kind"}}
-METRICS_KEYS = {"name", "names", "lpips_net", "kid_subsets", "kid_subset_size", "random_weights"}
+METRICS_KEYS = {"name", "names", "lpips_net", "kid_subsets", "kid_subset_size", "random_weights", "extra"}
 PERF_KEYS = {"precision", "tf32", "cudnn_benchmark", "deterministic", "channels_last", "compile", "compile_mode",
              "compile_backend", "grad_checkpoint"}
 LOGGER_KEYS = {"none": {"name"}, "wandb": {"name", "project", "entity", "mode", "group", "tags"}}

@@ -21,6 +21,7 @@ import torch
 
 from dps_map.errors import MissingFileError, UserError
 from dps_map.io import sha256_file
+from dps_map.metric_registry import BUILTIN
 
 
 @dataclass(frozen=True)
@@ -102,10 +103,11 @@ WEIGHT_FILES: dict[str, WeightFile] = {
     ),
 }
 
-# Which weight files each metric name needs. Names not listed (psnr, ssim, pixel_std, pairwise_l2,
-# score diagnostics, ...) need no weight file. "diversity" includes the pairwise LPIPS.
+# Which weight files each metric name needs: the per-sample ones from their registry (dps_map.metric_registry),
+# then the run-level ones. Names not listed (psnr, ssim, pixel_std, pairwise_l2, score diagnostics, ...) need no
+# weight file. "diversity" includes the pairwise LPIPS.
 METRIC_WEIGHTS: dict[str, tuple[str, ...]] = {
-    "lpips": ("lpips_backbone", "lpips_linear"),
+    **{m.name: m.weights for m in BUILTIN.values() if m.weights},
     "diversity": (),  # pixel std and pairwise L2; pairwise LPIPS too when "lpips" is also asked for
     "pairwise_lpips": ("lpips_backbone", "lpips_linear"),
     "fid": ("fid_inception",),

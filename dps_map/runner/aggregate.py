@@ -29,13 +29,16 @@ from ..config import config_digest, prior_image_size, resolve_device
 from ..config.keys import LABEL_EXCLUDED
 from ..errors import UserError
 from ..io import atomic_write_bytes, atomic_write_json, first_line, load_image, read_json, unique_records
+from ..metric_registry import extra_names, score_fields
 from .lock import lock_holder
 from .rundir import RUN_FILE, read_marker
 from .summary import mean_sem, read_records
 
 log = logging.getLogger(__name__)
 
-PER_SAMPLE = ("psnr", "ssim", "lpips", "misfit", "naive_psnr", "naive_ssim")  # naive: the no-prior baseline
+#: the per-sample fields averaged over a group (naive: the no-prior baseline); the user's metrics (metrics.extra)
+#: and their naive_ baseline follow (extra_metrics)
+PER_SAMPLE = ("psnr", "ssim", "lpips", "misfit", "naive_psnr", "naive_ssim")
 #: the summary.json fields that say what a job computed on; a group whose jobs differ in one is flagged
 DEVICE_FIELDS = ("device", "device_name", "precision")
 
@@ -86,7 +89,15 @@ def _read_job_files(job: dict) -> None:
     summary = job["dir"] / "summary.json"
     if summary.exists():
         job["summary"] = read_json(summary, "rerun this job (the same command resumes it and writes a new summary)")
-    job["records"] = [r for r in read_records(job["dir"] / "metrics.jsonl") if r.get("k") != "all"]
+    extra = extra_names(job["cfg"].get("metrics")) if job["cfg"] is not None else []
+    job["records"] = [r for r in read_records(job["dir"] / "metrics.jsonl", extra) if r.get("k") != "all"]
+
+
+def extra_metrics(jobs: list[dict]) -> list[str]:
+    """The names of the user's metrics (metrics.extra) of a group's jobs, in config order. metrics are not part
+    of the digest, so shards may differ: each mean says over how many samples it is (n)."""
+    names = [n for job in jobs if job["cfg"] is not None for n in extra_names(job["cfg"].get("metrics"))]
+    return list(dict.fromkeys(names))
 
 
 def saved_digest(job: dict) -> str | None:
@@ -255,13 +266,17 @@ def aggregate_group(jobs: list[dict], random_weights: bool = False) -> dict:
     label = _label(next((j for j in jobs if j["error"] is None), jobs[0]))
     records, n_duplicates = unique_records(records, f"group {label}")
     ok = [r for r in records if not r.get("failed")]
+    extra = extra_metrics(jobs)
     out = {"label": label, "jobs": [str(j["dir"]) for j in jobs], "shards": _shards(jobs),
            "n_measurements": len({r["id"] for r in records}), "n_samples": len(ok),
            "n_failed": len(records) - len(ok), "n_duplicate_records": n_duplicates,
-           "metrics": {m: mean_sem(r.get(m) for r in ok) for m in PER_SAMPLE if any(m in r for r in ok)},
+           "metrics": {m: mean_sem(r.get(m) for r in ok) for m in (*PER_SAMPLE, *score_fields(extra))
+                       if any(m in r for r in ok)},
            "cost": {"seconds_per_sample": mean_sem(r.get("seconds") for r in records)["mean"],
                     "nfe_per_sample": mean_sem(r.get("nfe") for r in records)["mean"],
                     "vjp_per_sample": mean_sem(r.get("vjp") for r in records)["mean"]}}
+    if extra:
+        out["extra_metrics"] = extra
     out.update(image_ids_and_preprocessing(jobs, records))
     out["class_label_policy"] = class_policy(jobs)
     out.update(devices(jobs))
@@ -322,6 +337,7 @@ def _fmt(stat) -> str:
 
 
 def to_markdown(result: dict) -> str:
+    extra = list(dict.fromkeys(n for g in result["groups"].values() for n in g.get("extra_metrics", [])))
     cols = ["psnr", "ssim", "lpips", "fid", "kid"]
     spread = any("diversity" in g["metrics"] for g in result["groups"].values())
     lines = [f"# Sweep {result['sweep_dir']}", "",
@@ -330,15 +346,16 @@ def to_markdown(result: dict) -> str:
              "Mean ± standard error over samples; FID/KID over all samples of a config"
              + ("; diversity: per-pixel std, pairwise L2 and LPIPS among the samples of a measurement, mean over "
                 "measurements" if spread else "") + ".", "",
-             "| config | samples | failed | shards | " + " | ".join(cols) + " | s/sample | NFE |"
+             "| config | samples | failed | shards | " + " | ".join(cols + extra) + " | s/sample | NFE |"
              + (" pixel std | pairwise L2 | pairwise LPIPS |" if spread else ""),
-             "|---" * (len(cols) + 6 + 3 * spread) + "|"]
+             "|---" * (len(cols) + len(extra) + 6 + 3 * spread) + "|"]
     for g in sorted(result["groups"].values(), key=lambda g: g["label"]):
         m = g["metrics"]
         kid_v = m.get("kid", {}).get("mean") if isinstance(m.get("kid"), dict) else None
-        vals = [_fmt(m.get(c)) for c in cols[:3]] + [_fmt(m.get("fid")), "" if kid_v is None else f"{kid_v:.4g}"]
+        vals = [_fmt(m.get(c)) for c in cols[:3]] + [_fmt(m.get("fid")), "" if kid_v is None else f"{kid_v:.4g}"] \
+            + [_fmt(m.get(c)) for c in extra]
         if not g.get("complete", True):
-            vals = ["INCOMPLETE"] + [""] * (len(cols) - 1)
+            vals = ["INCOMPLETE"] + [""] * (len(cols) + len(extra) - 1)
         shards = g["shards"]
         flag = " **MIXED DEVICES**" if g.get("mixed_devices") else ""
         shard_txt = f"{len(shards['present'])}/{shards['num_shards']}"
@@ -423,12 +440,14 @@ def log_wandb(result: dict, root: Path, project: str) -> None:
 
     run = wandb.init(project=project, mode=os.environ.get("WANDB_MODE", "offline"), dir=str(root),
                      name=f"aggregate/{root.name}", job_type="aggregate", reinit="finish_previous")
-    cols = ["config", "n_samples", "n_failed", "psnr", "ssim", "lpips", "fid"]
+    extra = list(dict.fromkeys(n for g in result["groups"].values() for n in g.get("extra_metrics", [])))
+    cols = ["config", "n_samples", "n_failed", "psnr", "ssim", "lpips", "fid", *extra]
     table = wandb.Table(columns=cols)
     for g in result["groups"].values():
         m = g["metrics"]
         table.add_data(g["label"], g["n_samples"], g["n_failed"],
-                       *[(m.get(c) or {}).get("mean") for c in ("psnr", "ssim", "lpips")], m.get("fid"))
+                       *[(m.get(c) or {}).get("mean") for c in ("psnr", "ssim", "lpips")], m.get("fid"),
+                       *[(m.get(c) or {}).get("mean") for c in extra])
     run.log({"aggregate": table})
     for key, value in flatten({"total": result["total"],
                                 **{g["label"]: g["metrics"] for g in result["groups"].values()}}).items():

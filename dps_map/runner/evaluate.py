@@ -33,7 +33,8 @@ class Evaluator:
     """Holds the metric networks a config asks for (built once; weights resolved via paths.*)."""
 
     def __init__(self, mcfg, paths, device):
-        from ..metrics import LPIPS, InceptionFeatures, check_weights
+        from ..metric_registry import BUILTIN, Scorer, extra_scorers
+        from ..metrics import LPIPS, InceptionFeatures, check_weights, psnr, ssim
 
         self.names = set(mcfg.names)
         self.device = device
@@ -51,17 +52,18 @@ class Evaluator:
         if {"fid", "kid"} & self.names:
             self.inception = _network(InceptionFeatures, weights_path=paths.get("fid_inception"),
                                       random_weights=random, device=device)
+        # the per-sample metrics (dps_map.metric_registry): the built-ins this config asks for, then the user's
+        callables = {"psnr": psnr, "ssim": ssim, "lpips": self.lpips}
+        self.scorers = [Scorer(m, callables[m.name]) for m in BUILTIN.values()
+                        if m.always or (m.name in self.names and callables[m.name] is not None)]
+        self.scorers += extra_scorers(mcfg)
+        self.extra = [s.metric.name for s in self.scorers if s.metric.name not in BUILTIN]
 
     def per_sample(self, x: torch.Tensor, ref: torch.Tensor) -> dict[str, list[float]]:
-        """Scores of each sample in x against its ground truth ref (same shape)."""
-        from ..metrics import psnr, ssim
-
+        """Scores of each sample in x against its ground truth ref (same shape): {metric name: one per sample}."""
         x = torch.nan_to_num(x).clamp(-1, 1)
-        out = {"psnr": [float(v) for v in psnr(x, ref)], "ssim": [float(v) for v in ssim(x, ref)]}
-        if self.lpips is not None and "lpips" in self.names:
-            with torch.no_grad():
-                out["lpips"] = [float(v) for v in self.lpips(x, ref)]
-        return out
+        with torch.no_grad():
+            return {s.metric.name: s(x, ref) for s in self.scorers}
 
     def per_run(self, out: Path, ids: list[str], size: int) -> dict:
         """FID/KID of all reconstructions against all ground truths, and diversity per measurement."""
@@ -138,12 +140,14 @@ def stored_naive(out: Path, ident: str, size: int) -> torch.Tensor | None:
 
 def rescore_run(out: Path, cfg, evaluator: "Evaluator") -> str:
     """Add the metrics of `evaluator` a finished image run lacks, from its PNGs: per-sample scores missing
-    from a record (e.g. LPIPS, and the naive baseline's naive_lpips from grids/<id>.png), then FID/KID and
+    from a record (e.g. LPIPS or a user's metrics.extra, and the naive baseline's naive_lpips from grids/<id>.png),
+    then FID/KID and
     diversity; metrics.jsonl and summary.json are rewritten
     atomically, and only if something changed (a second call changes nothing). Returns what it did."""
     import json
 
     from ..io import atomic_write_bytes, atomic_write_json, iter_jsonl
+    from ..metric_registry import BUILTIN, RUN_LEVEL
 
     summary_path, metrics_path = out / "summary.json", out / "metrics.jsonl"
     if not (out / "recon").is_dir():
@@ -167,20 +171,21 @@ def rescore_run(out: Path, cfg, evaluator: "Evaluator") -> str:
             refs[ident] = load_image(labels[ident], size)[0][None].to(evaluator.device)
         return refs[ident]
 
+    optional = [s.metric.name for s in evaluator.scorers if not s.metric.always]  # LPIPS and the user's metrics
     for line, rec in lines:
-        want = [n for n in ("lpips",) if n in evaluator.names and n not in rec and not rec.get("failed")]
+        want = [n for n in optional if n not in rec and not rec.get("failed")]
         new = {}
         if want:
             x = load_image(out / "recon" / f"{rec['id']}_{rec['k']}.png", size)[0][None].to(evaluator.device)
             scores = evaluator.per_sample(x, ref_of(rec["id"]))
             new.update({n: scores[n][0] for n in want})
         # the naive baseline's score, as run.py writes it in every record of the id (failed ones too)
-        naive_want = [n for n in ("lpips",) if n in evaluator.names and f"naive_{n}" not in rec]
+        naive_want = [n for n in optional if f"naive_{n}" not in rec]
         if naive_want:
             if rec["id"] not in naive_scores:
                 naive = stored_naive(out, rec["id"], size)
                 if naive is None:
-                    log.warning("%s: no grids/%s.png, so no naive_lpips for it", out, rec["id"])
+                    log.warning("%s: no grids/%s.png, so no naive_%s for it", out, rec["id"], "/".join(naive_want))
                     naive_scores[rec["id"]] = {}
                 else:
                     naive_scores[rec["id"]] = evaluator.per_sample(naive[None].to(evaluator.device), ref_of(rec["id"]))
@@ -192,12 +197,15 @@ def rescore_run(out: Path, cfg, evaluator: "Evaluator") -> str:
             added.update(new)
         new_lines.append((line, rec))
     records = [rec for _, rec in new_lines]
-    fresh = summarize_images(records, set(ids))
+    # the user's metrics of this re-scoring, and those of the first scoring (kept in the summary)
+    extra = list(dict.fromkeys([*evaluator.extra, *(n for n in summary.get("metrics", {})
+                                                    if n not in (*BUILTIN, *RUN_LEVEL, "misfit"))]))
+    fresh = summarize_images(records, set(ids), extra)
     new_summary = dict(summary)
     new_summary.update({k: fresh[k] for k in ("metrics", "naive", "n_samples", "n_failed", "n_measurements",
                                               "n_duplicate_records")})
     per_run = evaluator.per_run(out, ids, size)
-    for name in ("fid", "kid", "diversity"):  # kept from the first scoring unless re-scored now
+    for name in RUN_LEVEL:  # kept from the first scoring unless re-scored now
         if name in per_run:
             new_summary["metrics"][name] = per_run[name]
         elif name in summary.get("metrics", {}):

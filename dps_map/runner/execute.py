@@ -245,7 +245,7 @@ def run_images(cfg, prior, sampler, noise, out: Path, device, logger, evaluator)
     mbatch = check_measurement_batch(cfg, prior, sampler)
     items = load_items(cfg.data, size)
     metrics_path = out / "metrics.jsonl"
-    records = read_records(metrics_path)
+    records = read_records(metrics_path, evaluator.extra)
     check_one_shard(out, records, items)
     done = {(r["id"], r["k"]) for r in records
             if r.get("failed") or (out / "recon" / f"{r['id']}_{r['k']}.png").exists()}
@@ -276,7 +276,7 @@ def run_images(cfg, prior, sampler, noise, out: Path, device, logger, evaluator)
                 pending = []
     if pending:
         n_new += write_units(cfg, prior, sampler, noise, pending, out, logger, evaluator, done)
-    summary = summarize_images(read_records(metrics_path), {it.id for it in items})
+    summary = summarize_images(read_records(metrics_path, evaluator.extra), {it.id for it in items}, evaluator.extra)
     summary["metrics"].update(evaluator.per_run(out, [it.id for it in items], size))
     summary["n_new_samples"] = n_new
     summary["n_expected"] = len(items) * cfg.num_samples  # records of a finished run (aggregate checks it)

@@ -11,6 +11,7 @@ import torch
 
 from ..errors import UserError
 from ..io import atomic_write_bytes, iter_jsonl, load_image, unique_records
+from ..metric_registry import BUILTIN, score_fields
 
 GRID_PADDING = 2  # pixels around each tile of grids/<id>.png (evaluate.stored_naive reads the first tile)
 
@@ -30,14 +31,15 @@ def save_grid(out: Path, ident: str, naive: torch.Tensor, size: int) -> Path:
     return path
 
 
-#: the numeric fields of a sample's record in metrics.jsonl (a number, or null where undefined)
-NUMERIC_FIELDS = ("psnr", "ssim", "lpips", "misfit", "naive_psnr", "naive_ssim", "naive_lpips", "seconds", "nfe",
-                  "forward", "vjp", "steps")
+#: the numeric fields of a sample's record in metrics.jsonl (a number, or null where undefined): the scores of the
+#: built-in per-sample metrics (and their naive_ baseline), the misfit and the cost
+NUMERIC_FIELDS = (*score_fields(BUILTIN), "misfit", "seconds", "nfe", "forward", "vjp", "steps")
 
 
-def record_problem(record: dict) -> str | None:
+def record_problem(record: dict, extra=()) -> str | None:
     """What makes a metrics.jsonl record unusable (None: it is fine): a sample's record needs a string `id`, an
-    integer `k` and numbers in NUMERIC_FIELDS; the Gaussian-mixture cost record has k "all"."""
+    integer `k` and numbers in NUMERIC_FIELDS and in the fields of the user's metrics `extra` (their names,
+    metric_registry.extra_names); the Gaussian-mixture cost record has k "all"."""
     if not isinstance(record.get("id"), str):
         return "no string 'id'"
     k = record.get("k")
@@ -45,21 +47,21 @@ def record_problem(record: dict) -> str | None:
         return None
     if not isinstance(k, int) or isinstance(k, bool):
         return "no integer 'k'" if k is None else f"'k' is {k!r}, not an integer"
-    for name in NUMERIC_FIELDS:
+    for name in (*NUMERIC_FIELDS, *score_fields(extra)):
         value = record.get(name)
         if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
             return f"'{name}' is {value!r}, not a number"
     return None
 
 
-def read_records(path) -> list[dict]:
+def read_records(path, extra=()) -> list[dict]:
     """The records of a metrics.jsonl (a line cut short by a crash is skipped with a warning, io.iter_jsonl); a
     record that parses but is unusable (no k, a string PSNR: edited by hand or by another tool) raises UserError
-    naming the file and the line, before anything is written."""
+    naming the file and the line, before anything is written. `extra`: the names of the user's metrics."""
     path = Path(path)
     records = [r for _, r in iter_jsonl(path) if r is not None]
     for number, record in enumerate(records, 1):
-        problem = record_problem(record)
+        problem = record_problem(record, extra)
         if problem is not None:
             raise UserError(f"'{path}' record {number} ({str(record)[:60]}) is unusable: {problem}; fix or delete "
                             "that line (a deleted sample is recomputed on the next run)")
@@ -77,11 +79,12 @@ def mean_sem(values) -> dict:
             "n": int(v.size)}
 
 
-def summarize_images(records: list[dict], ids: set) -> dict:
-    """Counts, means and standard errors over the records of these ids, each (id, k) counted once."""
+def summarize_images(records: list[dict], ids: set, extra=()) -> dict:
+    """Counts, means and standard errors over the records of these ids, each (id, k) counted once, of the
+    built-in per-sample metrics, the misfit and the user's metrics `extra` (their names)."""
     records, n_duplicates = unique_records([r for r in records if r["id"] in ids], "metrics.jsonl")
     ok = [r for r in records if not r.get("failed")]
-    metric_names = sorted({k for r in ok for k in r if k in ("psnr", "ssim", "lpips", "misfit")})
+    metric_names = sorted({k for r in ok for k in r if k in (*BUILTIN, "misfit", *extra)})
     per_id = {}
     for r in records:
         per_id.setdefault(r["id"], r)
@@ -94,7 +97,7 @@ def summarize_images(records: list[dict], ids: set) -> dict:
                      for r in records if r.get("failed")],
         "metrics": {name: mean_sem(r.get(name) for r in ok) for name in metric_names},
         "naive": {name: mean_sem(r.get(f"naive_{name}") for r in per_id.values())
-                  for name in ("psnr", "ssim", "lpips")},
+                  for name in (*BUILTIN, *(n for n in extra if any(f"naive_{n}" in r for r in per_id.values())))},
         "cost": {"seconds_per_sample": mean_sem(r["seconds"] for r in records)["mean"],
                  "nfe_per_sample": mean_sem(r["nfe"] for r in records)["mean"],
                  "forward_per_sample": mean_sem(r["forward"] for r in records)["mean"],

@@ -140,3 +140,12 @@ def test_cli_prints_one_line_for_an_unimportable_metric_and_for_a_batch_mean(tmp
     assert mean.returncode == 2 and len(mean.stderr.strip().splitlines()) == 1, mean.stderr
     assert "metric 'mae' returned values of shape () for a batch of 1 images" in mean.stderr
     assert not (tmp_path / "run" / "recon").exists()
+
+
+def test_registry_and_weight_table_agree():
+    """The weight files a built-in per-sample metric needs: the registry and dps_map.metrics.weights say the same."""
+    from dps_map.config.metrics import BUILTIN
+    from dps_map.metrics.weights import METRIC_WEIGHTS
+
+    assert {m.name: m.weights for m in BUILTIN.values() if m.weights} == \
+        {name: METRIC_WEIGHTS[name] for name in BUILTIN if name in METRIC_WEIGHTS}

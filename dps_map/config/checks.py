@@ -11,9 +11,9 @@ from omegaconf.errors import OmegaConfBaseException
 from ..data import IMAGENET_WHERE, check_class_labels, demo_photos
 from ..errors import ConfigError, MissingFileError
 from ..io import absolute_path
-from ..metric_registry import check_extra
 from .device import check_perf_settings
 from .keys import DATA_KEYS, LOGGER_KEYS, METRICS_KEYS, PERF_KEYS, TOP_KEYS
+from .metrics import check_extra
 from .targets import build_noise, noise_keys
 from .targets import keys as target_keys
 from .types import check_types
@@ -205,7 +205,7 @@ def validate(cfg: DictConfig) -> None:
     check_keys(cfg)
     check_types(plain)  # types and ranges of every scalar key, the one place for them (dps_map/config/types.py)
     check_perf(plain)
-    check_extra(cfg.metrics)  # the user's metrics: new names, importable classes (dps_map/metric_registry.py)
+    check_extra(cfg.metrics)  # the user's metrics: new names, importable classes (dps_map/config/metrics.py)
     build_noise(cfg.task)  # cheap: a noise class's own checks (and its sample/misfit methods) at start-up too
     task, prior, data = cfg.task, cfg.prior, cfg.data
     is_gmm_task = task.operator == "matrix"

@@ -203,7 +203,7 @@ SPEC: dict[str, Kind] = {
 #: keys whose values are not scalars, or are checked elsewhere (check_keys, the loaders)
 NOT_SCALAR = ("paths", "hydra", "task.operator", "prior.kind", "data.kind", "sampler.method", "task._target_", "task.noise",
               "sampler._target_", "prior._target_",
-              "metrics.extra")  # the user's metrics: their classes' own arguments (metric_registry.check_extra)
+              "metrics.extra")  # the user's metrics: their classes' own arguments (config.metrics.check_extra)
 #: keys with a spec (the bad values tests/test_config_types.py tries) that config.validate checks itself:
 #: class_label only matters for a class-conditional prior (config.check_class_label), others ignore it
 CHECKED_IN_VALIDATE = ("prior.class_label",)

@@ -21,7 +21,6 @@ import torch
 
 from dps_map.errors import MissingFileError, UserError
 from dps_map.io import sha256_file
-from dps_map.metric_registry import BUILTIN
 
 
 @dataclass(frozen=True)
@@ -103,11 +102,12 @@ WEIGHT_FILES: dict[str, WeightFile] = {
     ),
 }
 
-# Which weight files each metric name needs: the per-sample ones from their registry (dps_map.metric_registry),
-# then the run-level ones. Names not listed (psnr, ssim, pixel_std, pairwise_l2, score diagnostics, ...) need no
-# weight file. "diversity" includes the pairwise LPIPS.
+# Which weight files each metric name needs. Names not listed (psnr, ssim, pixel_std, pairwise_l2,
+# score diagnostics, ...) need no weight file. "diversity" includes the pairwise LPIPS. The per-sample entry
+# (lpips) is also in the metric registry, dps_map/config/metrics.py, which this library layer cannot import;
+# tests/test_user_metric.py holds the two equal.
 METRIC_WEIGHTS: dict[str, tuple[str, ...]] = {
-    **{m.name: m.weights for m in BUILTIN.values() if m.weights},
+    "lpips": ("lpips_backbone", "lpips_linear"),
     "diversity": (),  # pixel std and pairwise L2; pairwise LPIPS too when "lpips" is also asked for
     "pairwise_lpips": ("lpips_backbone", "lpips_linear"),
     "fid": ("fid_inception",),

@@ -27,9 +27,9 @@ from omegaconf import OmegaConf
 
 from ..config import config_digest, prior_image_size, resolve_device
 from ..config.keys import LABEL_EXCLUDED
+from ..config.metrics import extra_names, score_fields
 from ..errors import UserError
 from ..io import atomic_write_bytes, atomic_write_json, first_line, load_image, read_json, unique_records
-from ..metric_registry import extra_names, score_fields
 from .lock import lock_holder
 from .rundir import RUN_FILE, read_marker
 from .summary import mean_sem, read_records

@@ -33,7 +33,7 @@ class Evaluator:
     """Holds the metric networks a config asks for (built once; weights resolved via paths.*)."""
 
     def __init__(self, mcfg, paths, device):
-        from ..metric_registry import BUILTIN, Scorer, extra_scorers
+        from ..config.metrics import BUILTIN, Scorer, extra_scorers
         from ..metrics import LPIPS, InceptionFeatures, check_weights, psnr, ssim
 
         self.names = set(mcfg.names)
@@ -52,7 +52,7 @@ class Evaluator:
         if {"fid", "kid"} & self.names:
             self.inception = _network(InceptionFeatures, weights_path=paths.get("fid_inception"),
                                       random_weights=random, device=device)
-        # the per-sample metrics (dps_map.metric_registry): the built-ins this config asks for, then the user's
+        # the per-sample metrics (dps_map.config.metrics): the built-ins this config asks for, then the user's
         callables = {"psnr": psnr, "ssim": ssim, "lpips": self.lpips}
         self.scorers = [Scorer(m, callables[m.name]) for m in BUILTIN.values()
                         if m.always or (m.name in self.names and callables[m.name] is not None)]
@@ -146,8 +146,8 @@ def rescore_run(out: Path, cfg, evaluator: "Evaluator") -> str:
     atomically, and only if something changed (a second call changes nothing). Returns what it did."""
     import json
 
+    from ..config.metrics import BUILTIN, RUN_LEVEL
     from ..io import atomic_write_bytes, atomic_write_json, iter_jsonl
-    from ..metric_registry import BUILTIN, RUN_LEVEL
 
     summary_path, metrics_path = out / "summary.json", out / "metrics.jsonl"
     if not (out / "recon").is_dir():

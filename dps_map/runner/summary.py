@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config.metrics import BUILTIN, score_fields
 from ..errors import UserError
 from ..io import atomic_write_bytes, iter_jsonl, load_image, unique_records
-from ..metric_registry import BUILTIN, score_fields
 
 GRID_PADDING = 2  # pixels around each tile of grids/<id>.png (evaluate.stored_naive reads the first tile)
 
@@ -39,7 +39,7 @@ NUMERIC_FIELDS = (*score_fields(BUILTIN), "misfit", "seconds", "nfe", "forward",
 def record_problem(record: dict, extra=()) -> str | None:
     """What makes a metrics.jsonl record unusable (None: it is fine): a sample's record needs a string `id`, an
     integer `k` and numbers in NUMERIC_FIELDS and in the fields of the user's metrics `extra` (their names,
-    metric_registry.extra_names); the Gaussian-mixture cost record has k "all"."""
+    config.metrics.extra_names); the Gaussian-mixture cost record has k "all"."""
     if not isinstance(record.get("id"), str):
         return "no string 'id'"
     k = record.get("k")

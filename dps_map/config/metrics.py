@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import ConfigError, UserError
+from ..errors import ConfigError, UserError
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def check_extra(mcfg) -> None:
     """Start-up check of metrics.extra (ConfigError, one line): each name is new (not a built-in or run-level
     metric, not a record field, lower-case letters, digits and _), each node names an importable class with
     `_target_`, and its other keys are arguments of that class."""
-    from .config.targets import locate, signature_keys
+    from .targets import locate, signature_keys
 
     taken = set(BUILTIN) | set(RUN_LEVEL) | set(RECORD_FIELDS) | set(score_fields(BUILTIN))
     for name, node in ((mcfg or {}).get("extra") or {}).items():

@@ -101,6 +101,18 @@ def test_user_metric_changes_no_other_number(tmp_path):
     assert strip == [{k: v for k, v in r.items() if k != "seconds"}
                      for r in read_jsonl(tmp_path / "without" / "metrics.jsonl")]
     assert {k: v for k, v in with_mae["metrics"].items() if k != "mae"} == without["metrics"]
+    # re-scoring the run without it adds it from the PNGs (numpy on the same 8-bit images), and keeps the rest
+    from dps_map.runner.evaluate import rescore
+
+    out = tmp_path / "without"
+    assert rescore(out, [MAE])[str(out)].startswith("updated metrics.jsonl (mae, naive_mae)")
+    recs = read_jsonl(out / "metrics.jsonl")
+    for r in recs:
+        expected = np.abs(png(out / "recon" / f"{r['id']}_{r['k']}.png") - png(out / "label" / f"{r['id']}.png"))
+        assert r["mae"] == pytest.approx(expected.mean(), abs=1e-6)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["metrics"]["mae"]["mean"] == pytest.approx(np.mean([r["mae"] for r in recs]), rel=1e-12)
+    assert summary["metrics"]["psnr"] == without["metrics"]["psnr"]
 
 
 @pytest.mark.parametrize("override,match", [

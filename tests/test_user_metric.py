@@ -161,3 +161,12 @@ def test_registry_and_weight_table_agree():
 
     assert {m.name: m.weights for m in BUILTIN.values() if m.weights} == \
         {name: METRIC_WEIGHTS[name] for name in BUILTIN if name in METRIC_WEIGHTS}
+
+
+def test_record_validation_knows_the_user_metric_fields():
+    from dps_map.runner.summary import record_problem
+
+    record = {"id": "a", "k": 0, "psnr": 20.0, "mae": 0.1, "naive_mae": 0.2}
+    assert record_problem(record, ["mae"]) is None
+    assert record_problem(dict(record, mae="0.1"), ["mae"]) == "'mae' is '0.1', not a number"
+    assert record_problem(dict(record, naive_mae=True), ["mae"]) == "'naive_mae' is True, not a number"

@@ -64,7 +64,7 @@ def gmm_figure(samples: dict, metrics: dict, grid: np.ndarray, density: np.ndarr
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
-    fig = Figure(figsize=(4 * len(samples), 4.4))
+    fig = Figure(figsize=(4 * len(samples), 4.8), layout="constrained")  # room for the titles and axis labels
     FigureCanvasAgg(fig)  # Agg, set on this figure only: no display and no global pyplot state
     axes = fig.subplots(1, len(samples), sharex=True, sharey=True)
     for ax, (name, xs) in zip(axes, samples.items()):
@@ -80,7 +80,6 @@ def gmm_figure(samples: dict, metrics: dict, grid: np.ndarray, density: np.ndarr
     axes[0].legend(handles=[*handles, Patch(color="0.6", label="exact posterior density")], loc="lower left",
                    fontsize=8)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.92))
     return fig
 
 DEMO_TASKS = ("sr4", "inpaint_box", "gaussian_deblur")

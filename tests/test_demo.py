@@ -98,6 +98,11 @@ def test_gmm_figure_labels():
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert legend == ["prior means", "samples", "exact posterior density"]
     assert fig.texts[0].get_text() == "the title"
+    fig.canvas.draw()  # every label lies inside the picture (none cut off at an edge)
+    frame = fig.bbox
+    for text in [fig.texts[0], fig.axes[0].yaxis.label] + [ax.xaxis.label for ax in fig.axes]:
+        box = text.get_window_extent()
+        assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1, text
 
 
 def test_gmm_demo_picture(tmp_path):

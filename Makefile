@@ -193,7 +193,7 @@ PAPER_SD2_SAMPLERS ?= dps,dmap,psld,freedom,dsg,adapter_dps,adapter_dmap
 # motion_deblur: the authors' SD2 scripts build srx8, gdb, pr and nlb only (main_sd2.py:57-64, main_sd2cn.py:65-68);
 # the row their paper publishes is run here with our motion kernel and their deblurring guidance (docs/latent.md)
 PAPER_SD2_TASKS := sr8 gaussian_deblur motion_deblur
-# the step sizes: the preset's tuned: table (dps_map/conf/experiment/paper_sd2.yaml), each from a Record.md run
+# the step sizes: the preset's tuned: table (conf/experiment/paper_sd2.yaml), each from a Record.md run
 PAPER_SD2_SR := +experiment=paper_sd2 hydra/launcher=$(LAUNCHER) task=sr8 sampler=$(PAPER_SD2_SAMPLERS) \
 	$(SHARDING) hydra.sweep.dir=$(PAPER_SD2)/restoration
 PAPER_SD2_DEBLUR := +experiment=paper_sd2 hydra/launcher=$(LAUNCHER) task=gaussian_deblur,motion_deblur \

@@ -22,7 +22,7 @@ from .errors import ConfigError
 def load_prior(prior: str | Path = "tiny", device: str | torch.device = "cpu", **overrides):
     """A prior, frozen, on `device`:
 
-    - a name of dps_map/conf/prior/ ("tiny", "adm512", "gmm", "sd2_base", ...), composed as
+    - a name of conf/prior/ ("tiny", "adm512", "gmm", "sd2_base", ...), composed as
       ``python -m dps_map.run prior=NAME`` would (so ``paths.*`` and the DPS_MAP_* variables apply);
     - a prior YAML of your own (``_target_`` and its arguments; it may use ``${paths.*}``);
     - an ADM checkpoint ``.pt`` with its card ``.json`` beside it (the ``architecture.unet`` flags, as

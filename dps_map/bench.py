@@ -3,7 +3,7 @@
     python -m dps_map.bench                  # make bench
     python -m dps_map.bench quick=true       # make bench-quick (< 1 minute on 2 CPU cores, tiny prior)
 
-For the prior and task of dps_map/conf/bench.yaml (tiny, sr4 by default) it measures
+For the prior and task of conf/bench.yaml (tiny, sr4 by default) it measures
 
 * the network: one forward pass, and one forward pass plus its vector-Jacobian product (the VJP a
   guided step needs), at each batch size;
@@ -61,10 +61,10 @@ def _loose(cfg: DictConfig) -> DictConfig:
 
 # -- samplers ---------------------------------------------------------------------------------------
 def sampler_config(cfg: DictConfig, name: str) -> DictConfig:
-    """dps_map/conf/sampler/<name>.yaml resolved against this config (task step sizes, prior respacing)."""
+    """conf/sampler/<name>.yaml resolved against this config (task step sizes, prior respacing)."""
     path = CONF_DIR / "sampler" / f"{name}.yaml"
     if not path.exists():
-        raise ConfigError(f"no sampler config dps_map/conf/sampler/{name}.yaml")
+        raise ConfigError(f"no sampler config {path}")
     root = OmegaConf.merge(_loose(cfg), {"sampler": OmegaConf.load(path)})
     plain = OmegaConf.to_container(root.sampler, resolve=False)
     plain["respacing"] = str(cfg.steps)
@@ -76,9 +76,10 @@ def make_sampler(cfg: DictConfig, name: str, prior, operator, y, tmp: Path):
     """(sampler, note) or (None, reason it is skipped)."""
     from .config.targets import build_sampler
 
-    if not (CONF_DIR / "sampler" / f"{name}.yaml").exists():
-        return None, f"no sampler config dps_map/conf/sampler/{name}.yaml"
-    if OmegaConf.load(CONF_DIR / "sampler" / f"{name}.yaml").method.startswith("adapter"):
+    path = CONF_DIR / "sampler" / f"{name}.yaml"
+    if not path.exists():
+        return None, f"no sampler config {path}"
+    if OmegaConf.load(path).method.startswith("adapter"):
         try:
             from .adapters.controlnet import Adapter, adapter_checkpoint, measurement_hint
 
@@ -516,7 +517,7 @@ def peer_lines(peer: dict) -> list[str]:
             f"peer alignment: {peer['note']}"]
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="bench")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="bench")
 def _hydra_main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 

@@ -114,12 +114,12 @@ class Check:
 
     # -- configs and the network --------------------------------------------------------------------
     def config(self, *overrides: str, prior: tuple[str, ...] | None = None):
-        """The run config (dps_map/conf/config.yaml) of the network under test with these overrides."""
+        """The run config (conf/config.yaml) of the network under test with these overrides."""
         return compose(*(self.scale.prior if prior is None else prior), f"device={self.device}", "progress=false",
                        *overrides)
 
     def bench_config(self, steps: int | None = None):
-        """The bench config (dps_map/conf/bench.yaml) of the network under test, chains of `steps` steps (default:
+        """The bench config (conf/bench.yaml) of the network under test, chains of `steps` steps (default:
         the scale's): what dps_map.bench's helpers read."""
         args = [*self.scale.prior, f"device={self.device}", f"steps={steps or self.scale.steps}"]
         (cfg,) = compose_jobs([args], config="bench")

@@ -17,7 +17,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from .config import validate
+from .config import CONF_DIR, validate
 from .errors import ConfigError, UserError
 from .io import Interrupted
 from .runner.execute import run
@@ -148,7 +148,7 @@ def _job_num() -> int | None:
     return None if num is None else int(num)
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
     try:
         start_job(cfg)

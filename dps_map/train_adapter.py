@@ -10,11 +10,12 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+from .config import CONF_DIR
 from .training.adapter import run
 from .training.trainer import run_cli
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train_adapter")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train_adapter")
 def main(cfg: DictConfig) -> None:
     run_cli("train_adapter", run, cfg)
 

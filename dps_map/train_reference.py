@@ -9,11 +9,12 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+from .config import CONF_DIR
 from .training.reference import run
 from .training.trainer import run_cli
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train_reference")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train_reference")
 def main(cfg: DictConfig) -> None:
     run_cli("train_reference", run, cfg)
 

@@ -57,7 +57,7 @@ def crop_sets(per_photo: int) -> dict[str, torch.Tensor]:
 
 @functools.lru_cache(maxsize=2)
 def tiny_prior(checkpoint: Path):
-    """The tiny prior (dps_map/conf/prior/tiny.yaml) with the weights at `checkpoint`, on the CPU, built once per file."""
+    """The tiny prior (conf/prior/tiny.yaml) with the weights at `checkpoint`, on the CPU, built once per file."""
     return build_prior(compose("prior=tiny", f"prior.checkpoint={checkpoint}").prior, resolve_device("cpu"))
 
 

@@ -43,7 +43,7 @@ MEASUREMENTS = (1, 2, 4, 16)  # m <= d of these
 
 
 def gmm_prior(dim: int) -> GMMPrior:
-    """dps_map/conf/prior/gmm.yaml at dimension `dim` (instance_seed 0)."""
+    """conf/prior/gmm.yaml at dimension `dim` (instance_seed 0)."""
     mix = make_mixture(dim, 25, 0.5, 0.1, "isotropic", "uniform", torch.Generator().manual_seed(0))
     return GMMPrior(mix, make_betas("linear", 1000))
 

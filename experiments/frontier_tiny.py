@@ -6,7 +6,7 @@ The grid of the GMM half (experiments/frontier.py): DPS and DSG at 50/100/250/10
 25/50/100/250 steps with K (sampler.num_inner) = 1 and 3, for SR x4, box inpainting and Gaussian
 deblurring, each through the runner (dps_map.runner.run; prior=tiny, data=demo, metrics=fast,
 num_samples=1, measurement_batch=4 so every crop of a setting shares one batched sampler call) with the
-step sizes dps_map/conf/tuned/ resolves (docs/tiny-prior.md "Default step sizes"; DSG w 0.08), constant per
+step sizes conf/tuned/ resolves (docs/tiny-prior.md "Default step sizes"; DSG w 0.08), constant per
 step, so more steps also means more total guidance. To keep `make frontier` well under 30 minutes on
 2 CPU cores, the default takes **one crop per held-out photograph** (data.per_photo=1: chelsea_0 and
 coffee_0, so the batch holds 2 measurements, not 4) and one sample per crop: means and standard errors
@@ -96,7 +96,7 @@ def write(rows: list[dict], out: Path, command: str, seconds: float, args) -> No
              f"on a {os.cpu_count()}-core machine{' with a GPU' if torch.cuda.is_available() else ' (CPU)'} "
              f"(measured; 1-min load average at the end {os.getloadavg()[0]:.1f}). {n_img} held-out crops (data.per_photo={args.per_photo}), one sample each, "
              f"measurement_batch={args.measurement_batch}, seed {args.seed}; ± are standard errors over the crops. "
-             "Step sizes from dps_map/conf/tuned/ (constant per step)."
+             "Step sizes from conf/tuned/ (constant per step)."
              + (f" Not run (time): {', '.join(args.skipped)}." if args.skipped else ""), ""]
     summary = []
     for task in tasks:

@@ -20,7 +20,7 @@ score s(x_t, y) is compared with the reference s_ref(x_t, y):
 GMM: x_t is drawn exactly from the diffused exact posterior, and s_ref is its exact score.
 Tiny scale: (x0, y) pairs are the held-out demo crops and their measurements, so x0 ~ p(x0 | y) and
 x_t = q_sample(x0) ~ p_t(x_t | y) jointly over the crops; s_ref is the tiny-scale reference, a conditional
-SR model (openai's SuperResModel 16 -> 64, dps_map/conf/prior/tiny_sr4_reference.yaml) trained here on fresh
+SR model (openai's SuperResModel 16 -> 64, conf/prior/tiny_sr4_reference.yaml) trained here on fresh
 crops of all the training photographs (`make train-tiny-reference`; documented as such: the best
 conditional model a CPU affords, far smaller than the paper's reference). The score mean is then averaged over the crops' joint
 (y, x_t) (a valid score still has mean zero there).

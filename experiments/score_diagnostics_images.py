@@ -7,9 +7,9 @@ States: x_t = q_sample(x0, t, eps) for each image x0 and fresh eps, with y = A x
 draws it (same seeds as `python -m dps_map.run`), so (y, x_t) ~ p(y) p_t(x_t | y).
 Reference conditional score:
   tiny    a SuperResModel 16 -> 64 trained here on fresh crops of all the training photographs
-          (dps_map/conf/prior/tiny_sr4_reference.yaml, `make train-tiny-reference`): the best conditional model
+          (conf/prior/tiny_sr4_reference.yaml, `make train-tiny-reference`): the best conditional model
           we can afford on a CPU, documented as such (its card: dps_map/assets/tiny_sr4_reference.json);
-  adm512  openai's 128 -> 512 ADM upsampler (dps_map/conf/prior/adm128_512_upsampler.yaml).
+  adm512  openai's 128 -> 512 ADM upsampler (conf/prior/adm128_512_upsampler.yaml).
 Both are loaded as ``prior@reference`` through the same loader (dps_map/priors/upsampler.py).
 """
 

@@ -203,7 +203,7 @@ def adapter(args) -> tuple[list[dict], tuple]:
     extra = (f"SR x4 (sigma_y 0.05), 50 steps, one sample per crop, seed {args.seed}; {args.per_photo} crops of each "
              f"held-out photograph (chelsea, coffee); the shipped prior (sha256 {sha(SHIPPED_PRIOR)[:12]}) and "
              f"adapter dps_map/assets/adapters/sr4_tiny.pt (sha256 "
-             f"{sha(ROOT / 'dps_map/assets/adapters/sr4_tiny.pt')[:12]}); step sizes from dps_map/conf/tuned/. "
+             f"{sha(ROOT / 'dps_map/assets/adapters/sr4_tiny.pt')[:12]}); step sizes from conf/tuned/. "
              "PSNR in dB, mean ± standard error over crops; differences paired per crop (same measurement and seed).")
     return rows, ("adapter_dmap vs dmap (and adapter_dps vs dps) on SR x4, more crops", extra, lines)
 

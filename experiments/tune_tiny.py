@@ -10,7 +10,7 @@ demo crops (chelsea, coffee) are the test set and are not used. Per (task, sampl
 mean PSNR/SSIM of each step size, and the chosen one (highest mean PSNR) beside the paired PSNR
 difference to each other step size with its standard error over the crops, so a tie reads as a tie.
 
-The chosen values go into dps_map/conf/tuned/default.yaml by hand, with a comment naming this table. Writes
+The chosen values go into conf/tuned/default.yaml by hand, with a comment naming this table. Writes
 experiments/results/tune_tiny.{csv,md}; runs are kept (and resumed) in --work.
 """
 

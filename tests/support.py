@@ -25,7 +25,7 @@ from dps_map.config.targets import build_prior, build_sampler
 from dps_map.samplers import SAMPLERS
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "dps_map" / "conf"
+CONF = ROOT / "conf"
 
 
 def compose(*overrides: str, config: str = "config", hydra: bool = False, conf_dir: Path | str = CONF) -> DictConfig:

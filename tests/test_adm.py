@@ -26,8 +26,8 @@ def small_cfg(**over):
 
 
 def test_adm512_flags_build_the_published_network():
-    """dps_map/conf/prior/adm512.yaml builds openai's 512x512 class-conditional model: ~559M parameters."""
-    cfg = OmegaConf.load("dps_map/conf/prior/adm512.yaml")
+    """conf/prior/adm512.yaml builds openai's 512x512 class-conditional model: ~559M parameters."""
+    cfg = OmegaConf.load("conf/prior/adm512.yaml")
     model = build_unet(cfg.unet)
     n = sum(p.numel() for p in model.parameters())
     assert 558e6 < n < 560e6, n
@@ -63,7 +63,7 @@ def test_learned_sigma_split_and_class_labels():
 
 
 def test_missing_checkpoint_names_file_source_and_override(tmp_path):
-    cfg = OmegaConf.load("dps_map/conf/prior/adm512.yaml")
+    cfg = OmegaConf.load("conf/prior/adm512.yaml")
     missing = tmp_path / "512x512_diffusion.pt"
     with pytest.raises(MissingFileError) as err:
         build_prior(OmegaConf.merge(OmegaConf.merge(cfg, {"unet": SMALL | {"image_size": 32}}), {"checkpoint": str(missing)}))

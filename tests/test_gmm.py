@@ -12,7 +12,7 @@ from dps_map.operators import GaussianNoise, MatrixOperator
 from dps_map.priors.gmm import find_multimodal_problem, make_mixture
 from dps_map.samplers import ExactSampler, OracleSampler
 
-CFG = OmegaConf.load("dps_map/conf/prior/gmm.yaml")
+CFG = OmegaConf.load("conf/prior/gmm.yaml")
 
 
 @pytest.fixture(scope="module")

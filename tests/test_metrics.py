@@ -679,7 +679,7 @@ def test_posterior_report_against_numpy():
     from dps_map.metrics.posterior import posterior_report
     from dps_map.priors.gmm import find_multimodal_problem
 
-    mix = build_prior(OmegaConf.load(REPO / "dps_map/conf/prior/gmm.yaml")).mixture
+    mix = build_prior(OmegaConf.load(REPO / "conf/prior/gmm.yaml")).mixture
     A, _, y, post, _ = find_multimodal_problem(mix, 2, 0.05, torch.Generator().manual_seed(0))
     w, m, c = gmm_posterior(mix.weights.numpy(), mix.means.numpy(), mix.covs.numpy(), A.numpy(), y.numpy(), 0.05)
     rng = np.random.default_rng(1)

@@ -163,7 +163,7 @@ def test_default_perf_config_is_the_plain_network(prior, inputs):
     x, t, _ = inputs
     with torch.no_grad():
         ref = prior.predict(x, t)[0]
-        prepare_perf(OmegaConf.to_container(OmegaConf.load("dps_map/conf/perf/default.yaml")), "cpu", prior)
+        prepare_perf(OmegaConf.to_container(OmegaConf.load("conf/perf/default.yaml")), "cpu", prior)
         assert torch.equal(prior.predict(x, t)[0], ref)
     assert prior.perf == {"precision": "fp32", "channels_last": False, "compile": False, "grad_checkpoint": False}
 

@@ -1,4 +1,4 @@
-"""The tiny-scale reference conditional model (dps_map/conf/prior/tiny_sr4_reference.yaml, dps_map/train_reference.py):
+"""The tiny-scale reference conditional model (conf/prior/tiny_sr4_reference.yaml, dps_map/train_reference.py):
 the trainer resumes and exports a loadable float16 file, the runner binds each measurement to a conditional
 prior, impossible configs are refused, and the shipped file matches its card."""
 

@@ -178,7 +178,7 @@ def test_metrics_default_without_weights_exits_2_and_samples_nothing(tmp_path, i
 
 
 def test_perf_knobs_reach_the_runner(tmp_path):
-    """perf.* (dps_map/conf/perf/default.yaml) is applied to the prior by the runner; channels_last and gradient
+    """perf.* (conf/perf/default.yaml) is applied to the prior by the runner; channels_last and gradient
     checkpointing leave the samples unchanged (to float tolerance); an unknown knob is refused."""
     base = ["task=sr4", "prior=tiny", "sampler=dps", "data=demo", "data.per_photo=1", "sampler.respacing=3",
             "progress=false"]

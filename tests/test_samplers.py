@@ -136,7 +136,7 @@ def gmm():
 
 
 def test_dmap_fits_measurement_and_posterior_better_than_dps(gmm):
-    tuned = OmegaConf.load("dps_map/conf/tuned/default.yaml").priors.gmm.gmm_linear
+    tuned = OmegaConf.load("conf/tuned/default.yaml").priors.gmm.gmm_linear
     prior, op, noise, y, post = gmm
     n = 300
     yb = y[None].expand(n, -1)

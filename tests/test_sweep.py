@@ -18,7 +18,7 @@ from dps_map.runner import run
 
 from support import CONF, compose
 
-ROOT = CONF.parents[1]
+ROOT = CONF.parent
 # tiny sizes: 4 demo crops, random-init tiny prior, 3 DPS steps, 2 samples per crop
 SMALL = ["sampler=dps", "sampler.respacing=3", "prior.random_init=true", "data.per_photo=2", "num_samples=2",
          "progress=false"]

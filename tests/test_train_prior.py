@@ -26,7 +26,7 @@ def _sha256(path) -> str:
 
 
 def _cfg(out_dir, *overrides):
-    """dps_map/conf/train_prior.yaml with a very small UNet and run (seconds on a CPU)."""
+    """conf/train_prior.yaml with a very small UNet and run (seconds on a CPU)."""
     small = [f"out_dir={out_dir}", "batch_size=2", "warmup=2", "save_every=2", "log_every=1",
              "prior.unet.image_size=32", "threads=1",
              "data.min_side=32", "progress_mininterval=60"]

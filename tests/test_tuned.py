@@ -1,4 +1,4 @@
-"""Tuned step sizes live in dps_map/conf/tuned/: looked up per (prior, task, sampler), else the sampler's default."""
+"""Tuned step sizes live in conf/tuned/: looked up per (prior, task, sampler), else the sampler's default."""
 
 import logging
 
@@ -38,7 +38,7 @@ def test_lookup_order_prior_and_task_then_prior_then_sampler_default(caplog, mon
     notes = [r for r in caplog.records if "not a value tuned for this prior" in r.getMessage()]
     assert [(r.levelno, r.getMessage()) for r in notes] == [(logging.WARNING, (
         "sampler=dps, task=sr4, prior=sd2_tiny: zeta=1.0 is the default of the sampler's YAML (dps.yaml), not a value "
-        "tuned for this prior (none under tuned.priors.sd2_tiny in dps_map/conf/tuned/default.yaml); tune it on "
+        "tuned for this prior (none under tuned.priors.sd2_tiny in conf/tuned/default.yaml); tune it on "
         "validation images and set sampler.zeta"))]
 
 

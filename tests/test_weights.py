@@ -25,7 +25,8 @@ from dps_map.errors import MissingFileError
 from dps_map.metrics import weights as metric_weights
 from dps_map.priors.latent import NETWORK_FILES, TEXT_FILES, TOKENIZER_VOCABS, check_folder
 
-CONF = Path(weights.__file__).resolve().parent / "conf"
+from support import CONF
+
 OPENAI = "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/"
 
 

@@ -108,7 +108,7 @@ class Adapter(nn.Module):
         theirs.update({"mid." + k: v.shape for k, v in unet.middle_block.state_dict().items()})
         if mine != theirs or self.model_channels != unet.model_channels:
             raise ConfigError("the adapter was trained for another UNet architecture than this prior's "
-                              "(compare the adapter card's 'unet' flags with dps_map/conf/prior/<name>.yaml)")
+                              "(compare the adapter card's 'unet' flags with conf/prior/<name>.yaml)")
 
 
 def controlled_forward(unet: nn.Module, x_t, t, residuals, middle, labels=None):
@@ -149,5 +149,5 @@ def load_adapter(path, unet: nn.Module, what: str = "adapter checkpoint",
     except RuntimeError as err:
         raise ConfigError(f"adapter '{path}' was trained for another UNet architecture than this prior's "
                           f"({str(err).splitlines()[0]} ...); compare its card's prior.unet flags with "
-                          "dps_map/conf/prior/<name>.yaml") from err
+                          "conf/prior/<name>.yaml") from err
     return adapter.eval().requires_grad_(False), dict(state.get("meta", {}))

@@ -1,4 +1,4 @@
-"""Where a run computes and in what precision (dps_map/conf/perf/default.yaml, docs/performance.md "Precision").
+"""Where a run computes and in what precision (conf/perf/default.yaml, docs/performance.md "Precision").
 
 One precision per run, resolved before the prior is built and recorded in run.json and summary.json:
 

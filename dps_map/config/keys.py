@@ -1,6 +1,6 @@
 """The one list of each rule about config keys: which keys change a run's output, which are help text, and
 which keys each config group may hold. The digest, the sweep's directory names, the aggregate's group labels
-and the error messages all read these tuples; dps_map/conf/config.yaml's ``override_dirname.exclude_keys``
+and the error messages all read these tuples; conf/config.yaml's ``override_dirname.exclude_keys``
 cannot import Python, so a test holds it equal to :data:`DIRNAME_EXCLUDED`.
 """
 

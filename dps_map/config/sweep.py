@@ -9,6 +9,7 @@ a whole sweep before any job is submitted (``dps_map.run``, ``dps_map.preflight`
 
 from __future__ import annotations
 
+import importlib.resources
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,29 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # dps_map/conf/ (package data)
+
+def _config_tree() -> Path:
+    """The Hydra config tree: conf/ at the top of the repository, which pyproject.toml ships as the package
+    dps_map.conf (a package-dir mapping). Every command, Hydra's included, and every loader of a YAML reads it
+    through :data:`CONF_DIR`.
+
+    importlib.resources finds the package in both installs: site-packages/dps_map/conf/ in a wheel,
+    <repository>/conf/ in an editable install (setuptools' import finder maps dps_map.conf there, so an edited
+    YAML is read without reinstalling). A checkout on PYTHONPATH with nothing installed (`make gpu-check` on a
+    GPU machine without pip) has no dps_map.conf to import: its own conf/ then."""
+    try:
+        tree = importlib.resources.files("dps_map.conf")
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parents[2] / "conf"
+    if not isinstance(tree, Path):
+        # a folder dps_map/conf/ still in a checkout (its __pycache__ from before conf/ moved to the top) is a
+        # namespace package that Python finds before the mapped conf/: no YAML in it
+        raise ImportError(f"dps_map.conf resolves to {tree}, not conf/: delete the folder left over in the "
+                          "checkout, dps_map/conf/")
+    return tree
+
+
+CONF_DIR = _config_tree()
 
 
 @dataclass
@@ -51,7 +74,7 @@ def compose_job(overrides: list[str]) -> DictConfig:
 
 def compose_jobs(jobs: list[list[str]], config: str = "config", conf_dir=CONF_DIR) -> list[DictConfig]:
     """:func:`compose_job` of every override list, under one initialisation of Hydra's config search (the
-    primary config `config` of `conf_dir`: dps_map/conf/config.yaml unless a tool or a test names another)."""
+    primary config `config` of `conf_dir`: conf/config.yaml unless a tool or a test names another)."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException

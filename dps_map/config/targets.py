@@ -152,7 +152,7 @@ def build(kind: str, cfg, ignore=(), **runtime):
 
 
 def build_sampler(cfg):
-    """The sampler of a dps_map/conf/sampler/*.yaml (``adapter`` only for the classes that take one)."""
+    """The sampler of a conf/sampler/*.yaml (``adapter`` only for the classes that take one)."""
     takes_adapter = "adapter" in keys("sampler", cfg)
     if cfg.get("adapter") is not None and not takes_adapter:
         raise ConfigError(f"{_where('sampler', cfg)}: this sampler does not use an adapter "

@@ -1,4 +1,4 @@
-"""Tuned sampler values (step sizes) in one place: the `tuned` config group (dps_map/conf/tuned/default.yaml).
+"""Tuned sampler values (step sizes) in one place: the `tuned` config group (conf/tuned/default.yaml).
 
 A sampler YAML reads a tuned value with ``${dps_map_tuned:KEY,DEFAULT}``, e.g. ``zeta: ${dps_map_tuned:zeta,1.0}``.
 A step size belongs to a prior (its scale and number of steps), so the value is looked up for the run's
@@ -12,7 +12,7 @@ A step size belongs to a prior (its scale and number of steps), so the value is 
 
 A value tuned for one prior is never used for another (the tiny prior's 50-step zeta would be far too large
 for the 512 ADM at 1000 steps). Adding a sampler touches no task file: its YAML names its defaults, and tuned
-values are added to dps_map/conf/tuned/ when someone tunes them. ``sampler.zeta=...`` on the command line
+values are added to conf/tuned/ when someone tunes them. ``sampler.zeta=...`` on the command line
 replaces the lookup. The `tuned` group itself is left out of the config digest: the value a run uses is in
 sampler.*, which is in it.
 """
@@ -58,7 +58,7 @@ def lookup(root, key: str, default, like: str | None = None):
         # (Hydra's job, not the launcher's pre-start checks, which would swallow the one message)
         _logged.add(where)
         log.warning("sampler=%s, task=%s, prior=%s: %s=%s is the default of the sampler's YAML (%s.yaml), not a "
-                    "value tuned for this prior (none under tuned.priors.%s in dps_map/conf/tuned/default.yaml); "
+                    "value tuned for this prior (none under tuned.priors.%s in conf/tuned/default.yaml); "
                     "tune it on validation images and set sampler.%s", names["sampler"], names["task"],
                     names["prior"], key, default, names["sampler"], names["prior"], key)
     return default

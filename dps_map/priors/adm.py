@@ -1,11 +1,11 @@
 """The openai ADM UNet (Dhariwal & Nichol 2021) as a prior, built through `guided_diffusion`.
 
 The network comes from ``guided_diffusion.script_util.create_model`` with the flags of the official
-checkpoints (dps_map/conf/prior/adm512.yaml, adm256_uncond.yaml) or of our small prior (tiny.yaml). With
+checkpoints (conf/prior/adm512.yaml, adm256_uncond.yaml) or of our small prior (tiny.yaml). With
 ``learn_sigma`` the network outputs 2C channels: the first C are eps, the rest ADM's variance
 interpolation values (usable by the DDPM step, never for guidance).
 
-Performance knobs (all off by default; dps_map/conf/perf/default.yaml, docs/performance.md "GPU knobs"):
+Performance knobs (all off by default; conf/perf/default.yaml, docs/performance.md "GPU knobs"):
 :meth:`ADMPrior.configure_perf` sets the precision (bf16/fp16: the network runs under torch.autocast, its
 output and all the diffusion maths stay in the caller's dtype), channels_last memory
 format, torch.compile of the network, and gradient checkpointing of the UNet's residual and attention
@@ -187,7 +187,7 @@ class ADMPrior(Prior):
     def configure_perf(self, precision: str = "fp32", channels_last: bool = False, compile: bool = False,
                        compile_mode: str | None = None, compile_backend="inductor",
                        grad_checkpoint: bool = False, **unknown) -> "ADMPrior":
-        """Switch the performance knobs (dps_map/conf/perf/default.yaml). The defaults are the plain fp32 network.
+        """Switch the performance knobs (conf/perf/default.yaml). The defaults are the plain fp32 network.
 
         precision: 'fp32', 'bf16' or 'fp16' (resolved: dps_map.config.prepare_perf). bf16/fp16 run the UNet
             under torch.autocast, eps comes back in x_t's dtype; a network built with unet.use_fp16
@@ -264,7 +264,7 @@ def adm_prior(unet: dict, checkpoint: str | None = None, random_init: bool = Fal
               diffusion_steps: int = 1000, class_label: int | str | None = None, name: str = "adm",
               what: str = "ADM checkpoint", url: str = "openai/guided-diffusion's README",
               override: str = "prior.checkpoint=/path/to/checkpoint.pt") -> ADMPrior:
-    """An ADM prior (``kind: adm``; dps_map/conf/prior/adm512.yaml, adm256_uncond.yaml, tiny.yaml): the UNet from the
+    """An ADM prior (``kind: adm``; conf/prior/adm512.yaml, adm256_uncond.yaml, tiny.yaml): the UNet from the
     ``unet`` flags of ``guided_diffusion.script_util.create_model``, loaded from ``checkpoint``
     (weights_only=True; a missing file names ``what``, ``url`` and ``override``).
 
@@ -287,7 +287,7 @@ def adm_prior(unet: dict, checkpoint: str | None = None, random_init: bool = Fal
         except RuntimeError as err:
             raise ConfigError(
                 f"checkpoint '{checkpoint}' does not match the flags of prior={name}: "
-                f"{str(err).splitlines()[0]} ... (check dps_map/conf/prior/{name}.yaml)") from err
+                f"{str(err).splitlines()[0]} ... (check conf/prior/{name}.yaml)") from err
     if flags.get("use_fp16", False):
         model.convert_to_fp16()
     return ADMPrior(model, make_betas(noise_schedule, diffusion_steps),

@@ -49,7 +49,7 @@ class Prior(nn.Module):
         return x
 
     def configure_perf(self, **knobs) -> "Prior":
-        """Performance knobs (dps_map/conf/perf/default.yaml). Only network priors (ADM) have any; others ignore
+        """Performance knobs (conf/perf/default.yaml). Only network priors (ADM) have any; others ignore
         them, with a warning when one is switched on."""
         on = sorted(k for k, v in knobs.items() if v and k not in ("compile_mode", "compile_backend"))
         if on:

@@ -190,7 +190,7 @@ class GMMPrior(Prior):
 def gmm_prior(instance_seed: int = 0, dim: int = 8, num_components: int = 25, grid_scale: float = 0.5,
               cov_std: float = 0.1, cov_type: str = "isotropic", weights: str = "uniform",
               noise_schedule: str = "linear", diffusion_steps: int = 1000) -> GMMPrior:
-    """The analytic Gaussian-mixture prior (``kind: gmm``, dps_map/conf/prior/gmm.yaml): the mixture drawn from
+    """The analytic Gaussian-mixture prior (``kind: gmm``, conf/prior/gmm.yaml): the mixture drawn from
     instance_seed (:func:`make_mixture`), diffused with the given schedule."""
     gen = torch.Generator().manual_seed(int(instance_seed))
     mixture = make_mixture(dim, num_components, grid_scale, cov_std, cov_type, weights, gen)

@@ -91,7 +91,7 @@ class LatentPrior(Prior):
         return (self.latent_channels, side, side)
 
     def configure_perf(self, precision="fp32", grad_checkpoint=False, **others) -> "LatentPrior":
-        """GPU knobs (dps_map/conf/perf/default.yaml): ``precision`` (bf16/fp16: the UNet under torch.autocast;
+        """GPU knobs (conf/perf/default.yaml): ``precision`` (bf16/fp16: the UNet under torch.autocast;
         the VAE always runs in fp32, as diffusers upcasts it, and the diffusion maths stay fp32) and
         ``grad_checkpoint`` (diffusers' gradient checkpointing of the UNet and the VAE: a 512x512 VJP through
         the decoder keeps far fewer activations). Other knobs are ignored, with a warning."""
@@ -297,7 +297,7 @@ def latent_prior(source: str = "folder", path: str | None = None, embedding_cach
                  beta_end: float = 0.012, diffusion_steps: int = 1000, prediction_type: str | None = None,
                  unet: dict | None = None, vae: dict | None = None, text_encoder: dict | None = None,
                  name: str = "latent") -> LatentPrior:
-    """A latent prior (``kind: latent``; dps_map/conf/prior/sd2_base.yaml, sd2_tiny.yaml), frozen. source=folder: a
+    """A latent prior (``kind: latent``; conf/prior/sd2_base.yaml, sd2_tiny.yaml), frozen. source=folder: a
     local diffusers folder at ``path`` (the folder's scheduler_config.json wins over the schedule keys;
     prediction_type null = the folder's); source=random: seeded random networks from the diffusers/transformers
     kwargs ``unet``, ``vae``, ``text_encoder`` (prediction_type default epsilon)."""

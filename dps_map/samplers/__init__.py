@@ -1,4 +1,4 @@
-"""Samplers, one file per method, by the names the papers use (SAMPLERS). A dps_map/conf/sampler/*.yaml names
+"""Samplers, one file per method, by the names the papers use (SAMPLERS). A conf/sampler/*.yaml names
 its class with `_target_` (dps_map.config.targets builds it)."""
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ generator, so a run is deterministic given the seed and resumes bit for bit from
 
 Export writes to dps_map/assets/ (``asset_dir``):
   tiny_prior.pt            EMA state dict (plain tensors; torch.load(weights_only=True), strict load
-                           into the UNet built from dps_map/conf/prior/tiny.yaml)
+                           into the UNet built from conf/prior/tiny.yaml)
   tiny_prior.json          model card (architecture, schedule, data, optimisation, loss curve, sha256)
   tiny_prior_samples.png   4x4 grid of unconditional ancestral DDPM samples (100 respaced steps)
   tiny_prior_reference.pt  a fixed input, timesteps and the exported model's eps on them
@@ -173,7 +173,7 @@ def _export(cfg: DictConfig) -> dict:
         "files": {
             WEIGHTS: {"sha256": sha256_file(asset_dir / WEIGHTS), "bytes": (asset_dir / WEIGHTS).stat().st_size,
                       "format": "EMA state dict of float32 tensors; torch.load(weights_only=True), strict load "
-                                "into build_unet(dps_map/conf/prior/tiny.yaml unet flags)"},
+                                "into build_unet(conf/prior/tiny.yaml unet flags)"},
             REFERENCE: {"sha256": sha256_file(asset_dir / REFERENCE),
                         "content": f"x ~ N(0, I) of shape {list(x.shape)} (torch.Generator seed {REFERENCE_SEED}), "
                                    f"t = {list(REFERENCE_T)}, eps = model(x, t) in eval mode"},

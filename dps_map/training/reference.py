@@ -9,7 +9,7 @@ measurement as the model's ``low_res`` input,
 
     L = E_{x0, n, t, eps} || eps_theta(sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t, y = A x0 + n) - eps ||^2,
 
-with the task's operator and noise (dps_map/conf/task/sr4.yaml: bicubic x4, sigma_y = 0.05). The export is
+with the task's operator and noise (conf/task/sr4.yaml: bicubic x4, sigma_y = 0.05). The export is
 the EMA state dict in float16 (half the bytes; it is loaded into the float32 model) and a JSON card beside it.
 """
 
@@ -94,7 +94,7 @@ def export(cfg: DictConfig, state: dict) -> dict:
                            "16 -> 64): the reference score of experiments/score_diagnostics.py tiny",
             "file": {"name": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size,
                      "format": "EMA state dict in float16; torch.load(weights_only=True), strict load into "
-                               "sr_create_model(dps_map/conf/prior/tiny_sr4_reference.yaml unet flags)"},
+                               "sr_create_model(conf/prior/tiny_sr4_reference.yaml unet flags)"},
             "parameters": sum(p.numel() for p in loaded.model.parameters()),
             "architecture": {"builder": "guided_diffusion.script_util.sr_create_model", "unet": unet_flags(cfg)},
             "task": OmegaConf.to_container(cfg.task, resolve=True),

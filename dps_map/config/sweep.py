@@ -26,7 +26,9 @@ def _config_tree() -> Path:
     importlib.resources finds the package in both installs: site-packages/dps_map/conf/ in a wheel,
     <repository>/conf/ in an editable install (setuptools' import finder maps dps_map.conf there, so an edited
     YAML is read without reinstalling). A checkout on PYTHONPATH with nothing installed (`make gpu-check` on a
-    GPU machine without pip) has no dps_map.conf to import: its own conf/ then."""
+    GPU machine without pip) has no dps_map.conf to import: its own conf/ then. conf/ has an __init__.py: the
+    editable finder maps only a regular package, and Hydra's pkg://dps_map.conf wants one too. The commands give
+    Hydra this folder's path (config_path=str(CONF_DIR)), so Hydra and the loaders read the same YAML."""
     try:
         tree = importlib.resources.files("dps_map.conf")
     except ModuleNotFoundError:

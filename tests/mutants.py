@@ -71,8 +71,8 @@ class Mutant:
 
 MUTANTS = [
     # -- the issue's list ------------------------------------------------------------------------------
-    Mutant("dps_sign", "dps_map/samplers/dps.py", "x_prev = x_sampled - self.zeta * self.step_factor(diffusion, i, x) * grad",
-           "x_prev = x_sampled + self.zeta * self.step_factor(diffusion, i, x) * grad",
+    Mutant("dps_sign", "dps_map/samplers/dps.py", "x_prev = x_sampled - self.zeta * self.step_factor(diffusion, i, x) * g.grad",
+           "x_prev = x_sampled + self.zeta * self.step_factor(diffusion, i, x) * g.grad",
            (G + "test_dps_step_is_the_ddpm_draw_minus_zeta_times_the_gradient", G + "test_dps_step_on_the_gmm_in_float64"),
            "DPS guidance sign flipped (ascends the misfit)"),
     Mutant("dsg_sign", "dps_map/samplers/dsg.py", "d_star = -radius * grad", "d_star = radius * grad",
@@ -163,7 +163,8 @@ MUTANTS = [
            "learned variance: v used as the interpolation fraction instead of (v + 1) / 2 (ADM eq. 15)"),
     # -- the authors' units, PSLD's gluing, FreeDoM's window and re-noise ------------------------
     Mutant("euler_factor_dropped", "dps_map/samplers/dps.py",
-           "x_prev = x_sampled - self.zeta * self.step_factor(diffusion, i, x) * grad", "x_prev = x_sampled - self.zeta * grad",
+           "x_prev = x_sampled - self.zeta * self.step_factor(diffusion, i, x) * g.grad",
+           "x_prev = x_sampled - self.zeta * g.grad",
            (STEP + "[dps]", F + "test_vp_and_euler_units_differ_by_the_derived_factor",
             G + "test_dps_step_in_euler_units_scales_the_gradient_by_sqrt_abar_t_abar_prev"),
            "DPS ignores guidance_units=euler (the constant VP step: 212x the authors' at t=999 on SD)"),
@@ -322,8 +323,8 @@ MUTANTS = [
            "return -mix.score(x)", (GM + "test_prior_eps_is_scaled_exact_score",),
            "the mixture's eps = -score, without the sqrt(1 - abar_t)"),
     Mutant("oracle_on_the_prior", "dps_map/samplers/gmm_reference.py",
-           "return super().sample(_posterior_prior(prior, operator, noise, y), operator, noise, y, shape,",
-           "return super().sample(prior, operator, noise, y, shape,", (GM + "test_oracle_matches_exact_posterior",),
+           "return super().run(_posterior_prior(prior, operator, noise, y), operator, noise, y, shape,",
+           "return super().run(prior, operator, noise, y, shape,", (GM + "test_oracle_matches_exact_posterior",),
            "the oracle chain runs on the prior's score, not the exact conditional score"),
     Mutant("exact_draws_the_prior", "dps_map/samplers/gmm_reference.py",
            "posterior = _posterior_prior(prior, operator, noise, y).mixture.to(generator.device)",

@@ -212,7 +212,8 @@ def test_step_loop_has_no_host_sync_and_no_host_copies(problem, sampler, monkeyp
     x = sampler.sample(prior, op, noise, y, (3, 3, 16, 16), torch.Generator().manual_seed(0))
     monkeypatch.undo()
     assert x.shape == (3, 3, 16, 16) and torch.isfinite(x).all()
-    assert len(sampler._device_timesteps) == 1  # one copy of the timesteps for the whole run
+    copies = [key for key in sampler.diffusion(prior)._cache if key[0] == "timesteps"]
+    assert copies == [("timesteps", x.device)]  # one copy of the timesteps for the whole run
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS[1:], ids=lambda s: f"{s.name}")
@@ -252,9 +253,9 @@ def test_divergence_check_syncs_once_every_check_every_steps(problem, monkeypatc
         return real(self)
 
     monkeypatch.setattr(torch.Tensor, "__bool__", counted)
-    x = sampler.sample(prior, op, noise, y, (3, 3, 16, 16), torch.Generator().manual_seed(0))
+    result = sampler.run(prior, op, noise, y, (3, 3, 16, 16), torch.Generator().manual_seed(0))
     monkeypatch.undo()
-    assert torch.isfinite(x).all() and sampler.stats["steps"] == 25
+    assert torch.isfinite(result.x0).all() and result.stats["steps"] == 25
     assert calls == [torch.Size([])] * (24 // sampler.CHECK_EVERY)  # at steps 10 and 20, never at the last
 
 

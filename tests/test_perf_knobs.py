@@ -241,6 +241,34 @@ def test_samples_are_one_batch(problem):
     assert blocks == [3, 3, 3]
 
 
+def test_the_runner_times_a_sampler_call_between_two_device_syncs(problem, monkeypatch):
+    """Samplers keep no clock (runner/timing.py times them): sample_units reads the clock around sampler.run,
+    each read after the device's queued work is waited for (an unsynchronised CUDA clock times the launch)."""
+    from types import SimpleNamespace
+
+    from dps_map.runner import MeasurementUnit, sample_units, timing
+
+    prior, op, noise, y = problem
+    events, clock = [], iter([10.0, 12.5])
+
+    def read_clock():
+        events.append("clock")
+        return next(clock)
+
+    class Counted(DPSSampler):
+        def step(self, *args):
+            events.append("step")
+            return super().step(*args)
+
+    monkeypatch.setattr(timing, "sync", lambda device: events.append("sync"))
+    monkeypatch.setattr(timing, "time", SimpleNamespace(perf_counter=read_clock))
+    unit = MeasurementUnit(None, op, None, y[:1], None, None, None, prior, [0, 1], [0, 1], torch.Generator())
+    sampled = sample_units(prior, Counted(zeta=0.5, respacing="4"), noise, [unit])
+    assert events == ["sync", "clock", *["step"] * 4, "sync", "clock"]
+    assert sampled.seconds == 2.5 and "seconds" not in sampled.result.stats
+    assert sampled.result.stats["steps"] == 4 and sampled.x.shape == (2, 3, 16, 16)
+
+
 def test_divergence_check_syncs_once_every_check_every_steps(problem, monkeypatch):
     """The only host read in the loop: whether the whole batch has diverged, every CHECK_EVERY steps."""
     prior, op, noise, y = problem

@@ -1,7 +1,7 @@
 """`make mutants`: deliberate bugs, each applied to a temporary copy of the repository and run against the
 tests written to catch it. Prints killed/survived per mutant and the time.
 
-    python tests/mutants.py              # all 173 mutants (about 5 minutes on 2 CPU cores)
+    python tests/mutants.py              # all 176 mutants (about 5 minutes on 2 CPU cores)
     python tests/mutants.py dsg_sign ... # some of them;  --list: names only
     python tests/mutants.py --jobs 1     # one at a time (default: 2 at once, each in its own copy)
     python tests/mutants.py --no-fork    # a fresh interpreter per pytest run (slower; the default forks)
@@ -135,6 +135,17 @@ MUTANTS = [
            (G + "test_measurement_gradient_equals_finite_differences_on_the_gmm",
             G + "test_measurement_gradient_equals_finite_differences_on_a_unet"),
            "no VJP through the network: the gradient treats eps as a constant"),
+    Mutant("chain_cache_by_array_id", "dps_map/samplers/base.py",
+           "key = np.asarray(prior.betas, dtype=np.float64).tobytes()", "key = id(prior.betas)",
+           ("tests/test_samplers.py::test_the_chain_is_cached_per_schedule_not_per_array_id",),
+           "the chain cached by id(prior.betas): a freed array's id goes to the next prior's betas, which then get "
+           "the first prior's schedule"),
+    Mutant("step_calls_cumulative", "dps_map/samplers/base.py", 'forward=self.calls["forward"] - forward,',
+           'forward=self.calls["forward"],', ("tests/test_contract.py::test_sampler_contract[dmap-image]",),
+           "a hook's Step reports the call's forward passes so far instead of its step's"),
+    Mutant("timed_without_sync", "dps_map/runner/timing.py", "    out = call()\n    sync(device)\n", "    out = call()\n",
+           ("tests/test_perf_knobs.py::test_the_runner_times_a_sampler_call_between_two_device_syncs",),
+           "the clock stops before the device's queued work is done: a CUDA sampler call timed at its launch"),
     Mutant("radius_sqrt_d_mean_sigma", "dps_map/samplers/dmap.py", "radius = flat_norm(std.expand_as(x))",
            "radius = std.expand_as(x).mean(dim=tuple(range(1, x.dim())), keepdim=True) * x[0].numel() ** 0.5",
            (G + "test_dmap_inner_steps_use_the_denoiser_at_t_minus_1_on_the_current_iterate",),

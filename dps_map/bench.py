@@ -10,7 +10,7 @@ For the prior and task of conf/bench.yaml (tiny, sr4 by default) it measures
 * each sampler (ddpm, dps, dsg, dmap with K=3, adapter_dmap when the package has it): time per
   diffusion step, samples per second, peak memory (RSS on the CPU, max allocated on CUDA), and the
   overhead ratio = sampler time / (forward calls x forward cost + VJP calls x VJP cost), where the
-  calls are the sampler's own counters (``sampler.stats``) and the costs are measured in the same
+  calls are the sampler's own counters (``SampleResult.stats``) and the costs are measured in the same
   repeat, just before. A ratio of 1 means the sampler costs exactly its network calls; what a guided
   step adds (x0_hat, the operator and the misfit inside the VJP, the DDPM update, the projection) is
   overhead;
@@ -45,7 +45,7 @@ from omegaconf import DictConfig, OmegaConf
 from .config import CONF_DIR, device_record, prepare_perf, resolve_device
 from .config.targets import build_noise, build_operator, build_prior
 from .errors import ConfigError, UserError
-from .runner.timing import PeakMemory, free_memory, is_out_of_memory, stats3, sync, time_network
+from .runner.timing import PeakMemory, free_memory, is_out_of_memory, stats3, sync, time_network, timed
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +128,10 @@ def network_of(sampler, prior, operator, y):
 def run_sampler(sampler, prior, operator, noise, y, batch: int, seed: int) -> dict:
     shape = (batch, *prior.sample_shape)
     gen = torch.Generator(device=y.device).manual_seed(seed)
-    sampler.sample(prior, operator, noise, y.expand(batch, *y.shape[1:]), shape, gen)
-    s = sampler.stats
-    return {"seconds": s["seconds"], "forward": s["forward"], "vjp": s["vjp"], "steps": s["steps"]}
+    result, seconds = timed(lambda: sampler.run(prior, operator, noise, y.expand(batch, *y.shape[1:]), shape, gen),
+                            y.device)
+    s = result.stats
+    return {"seconds": seconds, "forward": s["forward"], "vjp": s["vjp"], "steps": s["steps"]}
 
 
 # -- the peer: deepinv's DPS ------------------------------------------------------------------------------
@@ -251,10 +252,10 @@ def measurement_batch_run(cfg, prior, sampler, noise, device, mb: int, repeats: 
     sample_units(prior, sampler, noise, units(0))  # warm-up at this batch
     times = []
     for rep in range(repeats):
-        sample_units(prior, sampler, noise, units(rep + 1))
-        times.append(sampler.stats["seconds"])
+        sampled = sample_units(prior, sampler, noise, units(rep + 1))
+        times.append(sampled.seconds)
     return {"batch": mb, "seconds": stats3(times), "samples_per_s": mb / statistics.median(times),
-            "forward": sampler.stats["forward"], "vjp": sampler.stats["vjp"]}
+            "forward": sampled.result.stats["forward"], "vjp": sampled.result.stats["vjp"]}
 
 
 # -- the whole benchmark ------------------------------------------------------------------------------

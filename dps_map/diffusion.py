@@ -183,6 +183,14 @@ class Diffusion:
         """Training-schedule index of step i for a batch (what Prior.eps receives)."""
         return self.timesteps[i].to(device).expand(batch)
 
+    def timesteps_on(self, device) -> torch.Tensor:
+        """`timesteps` on `device`, copied once per device (a sampler's loop indexes it there: a host copy
+        at every step would synchronise on CUDA)."""
+        key = ("timesteps", torch.device(device))
+        if key not in self._cache:
+            self._cache[key] = self.timesteps.to(device)
+        return self._cache[key]
+
     # -- forward process and conversions ------------------------------------------------------
     def q_sample(self, x0: torch.Tensor, i, noise: torch.Tensor) -> torch.Tensor:
         """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps (Ho eq. 4)."""

@@ -567,13 +567,13 @@ def part_j(check: Check, results: dict, notes: list) -> None:
             hooks = [prior.unet.register_forward_hook(lambda m, i, o: dtypes["unet"].add(str(o.sample.dtype))),
                      prior.vae.decoder.register_forward_hook(lambda m, i, o: dtypes["vae"].add(str(o.dtype)))]
             try:
-                x, _ = sample_units(prior, sampler, noise, [unit])
+                sampled = sample_units(prior, sampler, noise, [unit])
             finally:
                 for hook in hooks:
                     hook.remove()
+            x, stats = sampled.x, sampled.result.stats
             images[(precision, name)] = x
-            stats = sampler.stats
-            rows.append({"precision": precision, "sampler": name, "s_per_step": stats["seconds"] / stats["steps"],
+            rows.append({"precision": precision, "sampler": name, "s_per_step": sampled.seconds / stats["steps"],
                          "forward": stats["forward"], "vjp": stats["vjp"], "decoder_vjp": stats.get("decoder_vjp"),
                          "unet_output": "/".join(sorted(dtypes["unet"])), "vae_output": "/".join(sorted(dtypes["vae"])),
                          "image_dtype": str(x.dtype), "finite": bool(torch.isfinite(x).all()),

@@ -211,10 +211,9 @@ def trial(cfg, steps: int, priors: dict | None = None) -> dict:
         if prior.kind == "vector":
             A, _, y, _, _ = gmm_problem(cfg, prior)
             memory.reset()
-            timer = StepTimer(sampler, device, steps)
-            sampler.sample(prior, MatrixOperator(A.to(device)), noise, y[None].to(device).expand(chain, -1),
-                           (chain, prior.mixture.dim), generator(device, item_seed(cfg.seed, "preflight")),
-                           hooks=[timer])
+            timer = StepTimer(device, steps)
+            sampler.run(prior, MatrixOperator(A.to(device)), noise, y[None].to(device).expand(chain, -1),
+                        (chain, prior.mixture.dim), generator(device, item_seed(cfg.seed, "preflight")), hooks=[timer])
         else:
             check_measurement_batch(cfg, prior, sampler)  # what the run refuses, the trial refuses
             item = first_item(cfg, prior.image_size)
@@ -228,7 +227,7 @@ def trial(cfg, steps: int, priors: dict | None = None) -> dict:
             if (plain.get("perf") or {}).get("compile"):
                 warm_up(prior, model, sampler, stack, device)
             memory.reset()
-            timer = StepTimer(sampler, device, steps)
+            timer = StepTimer(device, steps)
             sample_units(prior, sampler, noise, stack, hooks=[timer])
     except Enough:
         pass
@@ -237,7 +236,7 @@ def trial(cfg, steps: int, priors: dict | None = None) -> dict:
     return {**timer.per_step(), "peak_memory_bytes": memory.peak_bytes(),
             "device_memory_bytes": device_memory_bytes(device), "steps": chain_steps, "batch": chain * units,
             "measurement_batch": units, **device_record(device), "image_size": getattr(prior, "image_size", None),
-            "diverged": bool(sampler.failures())}
+            "diverged": timer.diverged()}
 
 
 def warm_up(prior, model, sampler, stack: list, device) -> None:

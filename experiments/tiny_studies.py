@@ -269,9 +269,9 @@ class _ClipBelow:
             def _clip(self, prior, x0):  # called from step(); self._t is set just before
                 return x0.clamp(-1, 1) if self._t < t_max else x0
 
-            def step(self, prior, diffusion, operator, noise, y, x, i, generator, hooks):
+            def step(self, prior, diffusion, operator, noise, y, x, i, generator):
                 self._t = int(diffusion.timesteps[i])
-                return super().step(prior, diffusion, operator, noise, y, x, i, generator, hooks)
+                return super().step(prior, diffusion, operator, noise, y, x, i, generator)
 
         return ClipBelow(respacing=respacing, variance="fixed_small", clip_x0=True)
 

@@ -1,7 +1,7 @@
 """`make mutants`: deliberate bugs, each applied to a temporary copy of the repository and run against the
 tests written to catch it. Prints killed/survived per mutant and the time.
 
-    python tests/mutants.py              # all 173 mutants (about 5 minutes on 2 CPU cores)
+    python tests/mutants.py              # all 176 mutants (about 5 minutes on 2 CPU cores)
     python tests/mutants.py dsg_sign ... # some of them;  --list: names only
     python tests/mutants.py --jobs 1     # one at a time (default: 2 at once, each in its own copy)
     python tests/mutants.py --no-fork    # a fresh interpreter per pytest run (slower; the default forks)
@@ -71,8 +71,8 @@ class Mutant:
 
 MUTANTS = [
     # -- the issue's list ------------------------------------------------------------------------------
-    Mutant("dps_sign", "dps_map/samplers/dps.py", "x_prev = x_sampled - self.zeta * self.step_factor(diffusion, i, x) * grad",
-           "x_prev = x_sampled + self.zeta * self.step_factor(diffusion, i, x) * grad",
+    Mutant("dps_sign", "dps_map/samplers/dps.py", "x_prev = x_sampled - self.zeta * self.step_factor(diffusion, i, x) * g.grad",
+           "x_prev = x_sampled + self.zeta * self.step_factor(diffusion, i, x) * g.grad",
            (G + "test_dps_step_is_the_ddpm_draw_minus_zeta_times_the_gradient", G + "test_dps_step_on_the_gmm_in_float64"),
            "DPS guidance sign flipped (ascends the misfit)"),
     Mutant("dsg_sign", "dps_map/samplers/dsg.py", "d_star = -radius * grad", "d_star = radius * grad",
@@ -135,6 +135,17 @@ MUTANTS = [
            (G + "test_measurement_gradient_equals_finite_differences_on_the_gmm",
             G + "test_measurement_gradient_equals_finite_differences_on_a_unet"),
            "no VJP through the network: the gradient treats eps as a constant"),
+    Mutant("chain_cache_by_array_id", "dps_map/samplers/base.py",
+           "key = np.asarray(prior.betas, dtype=np.float64).tobytes()", "key = id(prior.betas)",
+           ("tests/test_samplers.py::test_the_chain_is_cached_per_schedule_not_per_array_id",),
+           "the chain cached by id(prior.betas): a freed array's id goes to the next prior's betas, which then get "
+           "the first prior's schedule"),
+    Mutant("step_calls_cumulative", "dps_map/samplers/base.py", 'forward=self.calls["forward"] - forward,',
+           'forward=self.calls["forward"],', ("tests/test_contract.py::test_sampler_contract[dmap-image]",),
+           "a hook's Step reports the call's forward passes so far instead of its step's"),
+    Mutant("timed_without_sync", "dps_map/runner/timing.py", "    out = call()\n    sync(device)\n", "    out = call()\n",
+           ("tests/test_perf_knobs.py::test_the_runner_times_a_sampler_call_between_two_device_syncs",),
+           "the clock stops before the device's queued work is done: a CUDA sampler call timed at its launch"),
     Mutant("radius_sqrt_d_mean_sigma", "dps_map/samplers/dmap.py", "radius = flat_norm(std.expand_as(x))",
            "radius = std.expand_as(x).mean(dim=tuple(range(1, x.dim())), keepdim=True) * x[0].numel() ** 0.5",
            (G + "test_dmap_inner_steps_use_the_denoiser_at_t_minus_1_on_the_current_iterate",),
@@ -163,7 +174,8 @@ MUTANTS = [
            "learned variance: v used as the interpolation fraction instead of (v + 1) / 2 (ADM eq. 15)"),
     # -- the authors' units, PSLD's gluing, FreeDoM's window and re-noise ------------------------
     Mutant("euler_factor_dropped", "dps_map/samplers/dps.py",
-           "x_prev = x_sampled - self.zeta * self.step_factor(diffusion, i, x) * grad", "x_prev = x_sampled - self.zeta * grad",
+           "x_prev = x_sampled - self.zeta * self.step_factor(diffusion, i, x) * g.grad",
+           "x_prev = x_sampled - self.zeta * g.grad",
            (STEP + "[dps]", F + "test_vp_and_euler_units_differ_by_the_derived_factor",
             G + "test_dps_step_in_euler_units_scales_the_gradient_by_sqrt_abar_t_abar_prev"),
            "DPS ignores guidance_units=euler (the constant VP step: 212x the authors' at t=999 on SD)"),
@@ -322,8 +334,8 @@ MUTANTS = [
            "return -mix.score(x)", (GM + "test_prior_eps_is_scaled_exact_score",),
            "the mixture's eps = -score, without the sqrt(1 - abar_t)"),
     Mutant("oracle_on_the_prior", "dps_map/samplers/gmm_reference.py",
-           "return super().sample(_posterior_prior(prior, operator, noise, y), operator, noise, y, shape,",
-           "return super().sample(prior, operator, noise, y, shape,", (GM + "test_oracle_matches_exact_posterior",),
+           "return super().run(_posterior_prior(prior, operator, noise, y), operator, noise, y, shape,",
+           "return super().run(prior, operator, noise, y, shape,", (GM + "test_oracle_matches_exact_posterior",),
            "the oracle chain runs on the prior's score, not the exact conditional score"),
     Mutant("exact_draws_the_prior", "dps_map/samplers/gmm_reference.py",
            "posterior = _posterior_prior(prior, operator, noise, y).mixture.to(generator.device)",

@@ -1,6 +1,7 @@
 """The sampler contract, for every registered method (samplers.SAMPLERS), built from its config as a run
 builds it: output shape and finite values, the forward/VJP counts of the method's cost formula, the same
-generator gives the same sample (another gives another), and hooks are called once per step, in order.
+generator gives the same sample (another gives another), `sample` returns `run`'s samples, and hooks are
+called once per step, in order, each with the network calls of its step.
 
 Cost with S steps and K inner steps (projection on: the last step has radius 0 and needs no VJP):
   ddpm, adapter, oracle: S forwards | dps, dsg, adapter_dps: S VJPs | dmap, adapter_dmap: S forwards
@@ -97,8 +98,8 @@ def run(case, problem, seed):
     extra = {"adapter": adapter} if cfg["method"].startswith("adapter") else {}
     sampler = built_sampler({"name": case, "respacing": str(S), **cfg, **extra})
     steps = []
-    x = sampler.sample(prior, op, noise, y, shape, torch.Generator().manual_seed(seed), hooks=[steps.append])
-    return sampler, x, steps
+    result = sampler.run(prior, op, noise, y, shape, torch.Generator().manual_seed(seed), hooks=[steps.append])
+    return sampler, result, steps
 
 
 PARAMS = [(case, "image") for case in CASES if case not in GMM_ONLY] + \
@@ -109,13 +110,16 @@ PARAMS = [(case, "image") for case in CASES if case not in GMM_ONLY] + \
 def test_sampler_contract(case, kind, request):
     problem = request.getfixturevalue(kind)
     prior, shape = problem[0], problem[4]
-    sampler, x, steps = run(case, problem, seed=1)
-    assert x.shape == shape and bool(torch.isfinite(x).all()) and sampler.failures() == []
+    sampler, result, steps = run(case, problem, seed=1)
+    x = result.x0
+    assert x.shape == shape and bool(torch.isfinite(x).all()) and result.failures() == []
     forward, vjp = CASES[case][1]
-    assert (sampler.stats["forward"], sampler.stats["vjp"]) == (forward, vjp)
-    assert sampler.stats["nfe"] == forward + vjp
+    assert (result.stats["forward"], result.stats["vjp"]) == (forward, vjp)
+    assert result.stats["nfe"] == forward + vjp
     chain = case != "exact"
-    assert sampler.stats["steps"] == (S if chain else 0)
+    assert result.stats["steps"] == (S if chain else 0)
+    # each hook call reports its step's own calls; together they are the run's
+    assert (sum(st.forward for st in steps), sum(st.vjp for st in steps)) == ((forward, vjp) if chain else (0, 0))
     # hooks: once per step, from the noisiest step down to 0, at the step's training index
     timesteps = Diffusion(prior.betas, str(S)).timesteps.tolist()
     assert [st.i for st in steps] == (list(range(S - 1, -1, -1)) if chain else [])
@@ -124,7 +128,9 @@ def test_sampler_contract(case, kind, request):
         assert st.x_prev.shape == shape and st.x0_hat.shape == shape
     torch.testing.assert_close(steps[-1].x_prev if chain else x, x, rtol=0, atol=0)
     # the same generator gives the same sample; another generator another one
-    again = run(case, problem, seed=1)[1]
-    other = run(case, problem, seed=2)[1]
+    again = run(case, problem, seed=1)[1].x0
+    other = run(case, problem, seed=2)[1].x0
     assert torch.equal(x, again)
+    assert torch.equal(sampler.sample(prior, problem[1], problem[2], problem[3], shape, torch.Generator().manual_seed(1)),
+                       x)
     assert float((x - other).abs().max()) > 1e-3

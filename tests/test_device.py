@@ -155,13 +155,13 @@ def test_batch_size_caps_the_rows_of_stacked_measurements(tmp_path, monkeypatch)
     from dps_map.samplers.dps import DPSSampler
 
     rows = []
-    real = DPSSampler.sample
+    real = DPSSampler.run
 
     def counted(self, prior, operator, noise, y, shape, *args, **kwargs):
         rows.append(shape[0])
         return real(self, prior, operator, noise, y, shape, *args, **kwargs)
 
-    monkeypatch.setattr(DPSSampler, "sample", counted)
+    monkeypatch.setattr(DPSSampler, "run", counted)
     summary = run(compose("prior=tiny", "data=demo", "data.per_photo=2", "+data.photos=[coffee,chelsea]",
                           "task=sr4", "sampler=dps", "sampler.respacing=2", "progress=false", "num_samples=2",
                           "batch_size=4", "measurement_batch=4"), tmp_path / "run")
@@ -175,7 +175,7 @@ def test_an_op_without_a_deterministic_kernel_is_one_line_not_a_traceback(monkey
     import dps_map.runner.execute as execute
 
     class NoKernel:
-        def sample(self, *args, **kwargs):
+        def run(self, *args, **kwargs):
             raise RuntimeError("upsample_bicubic2d_aa_backward_out_cuda does not have a deterministic "
                                "implementation, but you set 'torch.use_deterministic_algorithms(True)'")
 

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from dps_map.diffusion import alphas_cumprod, make_betas
 from dps_map.operators import Operator
 from dps_map.priors import Prior
-from dps_map.samplers import DPSSampler
+from dps_map.samplers import DPSSampler, Sampler, Transition
+from dps_map.samplers.base import randn
 
 
 class ScaledDPS(DPSSampler):
@@ -29,6 +30,24 @@ class ScaledDPS(DPSSampler):
     def __init__(self, scale: float = 1.0, **kw):
         super().__init__(**kw)
         self.zeta *= float(scale)
+
+
+class PlainDPS(Sampler):
+    """x_{t-1} = mu_t + sigma_t z - zeta g (Chung et al. 2023, Alg. 1)."""
+
+    name = "plain_dps"
+
+    def __init__(self, zeta: float = 1.0, **kw):
+        super().__init__(**kw)
+        self.zeta = float(zeta)
+
+    def step(self, prior, diffusion, operator, noise, y, x, i, generator):
+        g = self.measurement_gradient(prior, diffusion, operator, noise, y, x, i)
+        self.record_misfit(g.misfit)  # the last finite misfit is reported if a sample diverges
+        z = randn(x.shape, generator, x.dtype, x.device)
+        x_sampled, mean, std = diffusion.ddpm_step(g.x0_hat.clamp(-1, 1), x, i, z, g.var_values)
+        return Transition(x_t=x, x0_hat=g.x0_hat, eps=g.eps, grad=g.grad, mean=mean, std=std,
+                          x_prev=x_sampled - self.zeta * g.grad)
 
 
 class Decimate(Operator):
@@ -164,6 +183,29 @@ def test_user_sampler_from_own_module_and_config_dir(tmp_path):
     # an unimportable class: one line naming it
     bad = cli([*gmm, "sampler=scaled_dps", "sampler._target_=user_ext.Nope", f"hydra.run.dir={tmp_path / 'bad'}"], env)
     assert bad.returncode == 2 and "user_ext.Nope" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_a_user_step_gets_the_base_class_loop_hooks_and_result():
+    """docs/extending.md's PlainDPS: a step that returns a Transition and never calls a hook. run() gives its
+    samples, calls and failures, the base class calls the hooks once per step, and the samples are DPS's
+    (the same formula and draws: equal to the last bit)."""
+    import torch
+
+    from dps_map.operators import GaussianNoise
+
+    user = {}
+    exec(USER_MODULE, user)
+    prior, op, noise = user["WhiteNoisePrior"](image_size=8, mean=0.5), user["Decimate"](2), GaussianNoise(0.05)
+    y = op(torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1)
+    steps = []
+    mine = user["PlainDPS"](zeta=0.5, respacing="6").run(prior, op, noise, y, (2, 3, 8, 8),
+                                                          torch.Generator().manual_seed(1), hooks=[steps.append])
+    dps = user["DPSSampler"](zeta=0.5, respacing="6").run(prior, op, noise, y, (2, 3, 8, 8),
+                                                          torch.Generator().manual_seed(1))
+    assert torch.equal(mine.x0, dps.x0) and mine.stats == dps.stats == {"forward": 0, "vjp": 6, "nfe": 6, "steps": 6}
+    assert mine.failures() == [] and torch.isfinite(mine.last_misfit).all()
+    assert [(st.i, st.forward, st.vjp) for st in steps] == [(i, 0, 1) for i in range(5, -1, -1)]
+    assert torch.equal(steps[-1].x_prev, mine.x0)
 
 
 def test_user_operator_from_own_module_and_config_dir(tmp_path):

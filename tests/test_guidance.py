@@ -138,7 +138,8 @@ def test_measurement_gradient_equals_finite_differences_on_the_gmm(gmm, i):
     prior, op, noise, y = gmm
     diffusion = Diffusion(prior.betas, "1000")
     x = torch.randn(4, 8, generator=torch.Generator().manual_seed(i), dtype=torch.float64)
-    g, m, *_ = DPSSampler(zeta=1.0, respacing="1000").measurement_gradient(prior, diffusion, x, i, op, noise, y)
+    guidance = DPSSampler(zeta=1.0, respacing="1000").measurement_gradient(prior, diffusion, op, noise, y, x, i)
+    g, m = guidance.grad, guidance.misfit
     h, fd = 1e-5, torch.zeros_like(x)
     for k in range(8):
         e = torch.zeros(8, dtype=torch.float64)
@@ -158,7 +159,7 @@ def test_measurement_gradient_equals_finite_differences_on_a_unet(unet, problem,
     diffusion = Diffusion(unet.betas, "10")
     x = state(x0, i)[:1]
     t = KEPT_10[i]
-    g, *_ = DPSSampler(zeta=1.0, respacing="10").measurement_gradient(unet, diffusion, x, i, op, noise, y)
+    g = DPSSampler(zeta=1.0, respacing="10").measurement_gradient(unet, diffusion, op, noise, y, x, i).grad
     with torch.enable_grad():  # the gradient with eps held fixed (no VJP through the network)
         xi = x.clone().requires_grad_(True)
         eps = unet.predict(xi, torch.full((1,), t))[0].detach()
@@ -260,8 +261,9 @@ def test_dmap_inner_steps_use_the_denoiser_at_t_minus_1_on_the_current_iterate(u
     x = state(x0, i)
     sampler = DMAPSampler(zeta=zeta, num_inner=k, respacing="10",
                           variance="learned_range" if variance == "uneven" else "fixed_small")
-    out = sampler.transition(prior, op, noise, y, x, i, torch.Generator().manual_seed(seed))
-    assert (sampler.stats["forward"], sampler.stats["vjp"]) == (1, k)
+    steps = []
+    out = sampler.transition(prior, op, noise, y, x, i, torch.Generator().manual_seed(seed), hooks=[steps.append])
+    assert (steps[0].forward, steps[0].vjp) == (1, k)
     assert len(prior.calls) == 1 + k
     t, t_prev = KEPT_10[i], KEPT_10[i - 1]
     assert torch.equal(prior.calls[0][0], x) and prior.calls[0][1].tolist() == [t, t]
@@ -290,8 +292,9 @@ def test_dmap_last_step_returns_the_mean_without_vjps(unet, problem):
     x0, op, noise, y = problem
     x = state(x0, 0)
     sampler = DMAPSampler(zeta=0.3, num_inner=3, respacing="10")
-    out = sampler.transition(unet, op, noise, y, x, 0, torch.Generator().manual_seed(1))
-    assert sampler.stats["vjp"] == 0
+    steps = []
+    out = sampler.transition(unet, op, noise, y, x, 0, torch.Generator().manual_seed(1), hooks=[steps.append])
+    assert steps[0].vjp == 0
     # abar_{-1} = 1, so mu = clip(x0_hat) at the final step (Ho eq. 7)
     torch.testing.assert_close(out, x0_hat(unet, x, 0).clamp(-1, 1), rtol=1e-5, atol=1e-5)
 

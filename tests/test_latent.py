@@ -156,7 +156,7 @@ def test_dps_gradient_goes_through_the_decoder_and_is_counted(tiny):
         sampler = built_sampler({"name": "dps", "method": "dps", "respacing": "4", "zeta": 1.0})
         diffusion = sampler.diffusion(prior)
         z = torch.randn(1, *prior.sample_shape, generator=g, dtype=torch.float64)
-        grad = sampler.measurement_gradient(prior, diffusion, z, 2, op, noise, y)[0]
+        grad = sampler.measurement_gradient(prior, diffusion, op, noise, y, z, 2).grad
 
         def loss(zz):
             with torch.no_grad():
@@ -167,9 +167,9 @@ def test_dps_gradient_goes_through_the_decoder_and_is_counted(tiny):
         h = 1e-5
         fd = (loss(z + h * d) - loss(z - h * d)) / (2 * h)
         assert abs(float((grad * d).sum()) - fd) < 1e-5 * max(1.0, abs(fd))
-        sampler.sample(prior, op, noise, y, (1, *prior.sample_shape), torch.Generator().manual_seed(0))
-        assert sampler.stats["vjp"] == 4 and sampler.stats["decoder_vjp"] == 4
-        assert sampler.stats["decoder_forward"] == 0
+        stats = sampler.run(prior, op, noise, y, (1, *prior.sample_shape), torch.Generator().manual_seed(0)).stats
+        assert stats["vjp"] == 4 and stats["decoder_vjp"] == 4
+        assert stats["decoder_forward"] == 0
     finally:
         tiny.float()
 
@@ -457,11 +457,11 @@ def test_perf_knobs_gradient_checkpointing_keeps_the_gradient_and_bf16_stays_clo
     z = torch.randn(1, *tiny.sample_shape, generator=torch.Generator().manual_seed(1))
     sampler = built_sampler({"name": "dps", "method": "dps", "respacing": "4", "zeta": 1.0})
     diffusion = sampler.diffusion(tiny)
-    plain = sampler.measurement_gradient(tiny, diffusion, z, 2, op, noise, y)[0]
+    plain = sampler.measurement_gradient(tiny, diffusion, op, noise, y, z, 2).grad
     try:
         tiny.configure_perf(grad_checkpoint=True)
         assert tiny.unet.is_gradient_checkpointing and tiny.vae.is_gradient_checkpointing
-        torch.testing.assert_close(sampler.measurement_gradient(tiny, diffusion, z, 2, op, noise, y)[0], plain,
+        torch.testing.assert_close(sampler.measurement_gradient(tiny, diffusion, op, noise, y, z, 2).grad, plain,
                                    rtol=1e-5, atol=1e-6)
         tiny.configure_perf(precision="bf16")
         assert not tiny.unet.is_gradient_checkpointing

@@ -126,11 +126,13 @@ def test_stacked_units_bind_one_class_label_per_row():
     prior = LabelledPrior()
     units = [MeasurementUnit(None, Identity(), None, torch.zeros(1, 1, 2, 2), label, None, None, prior, ks, ks,
                    torch.Generator().manual_seed(i)) for i, (label, ks) in enumerate(((7, [0, 1]), (3, [0])))]
-    x, failed = sample_units(prior, DDPMSampler(respacing="5"), GaussianNoise(0.05), units)
-    assert prior.labels.tolist() == [7, 7, 3] and x.shape == (3, 1, 2, 2) and not failed
-    alone, _ = sample_units(prior, DDPMSampler(respacing="5"), GaussianNoise(0.05),
-                            [MeasurementUnit(None, Identity(), None, torch.zeros(1, 1, 2, 2), 3, None, None, prior, [0], [0],
-                                   torch.Generator().manual_seed(1))])
+    sampled = sample_units(prior, DDPMSampler(respacing="5"), GaussianNoise(0.05), units)
+    x = sampled.x
+    assert prior.labels.tolist() == [7, 7, 3] and x.shape == (3, 1, 2, 2) and not sampled.result.failures()
+    assert sampled.seconds > 0 and sampled.result.stats["forward"] == 5
+    alone = sample_units(prior, DDPMSampler(respacing="5"), GaussianNoise(0.05),
+                         [MeasurementUnit(None, Identity(), None, torch.zeros(1, 1, 2, 2), 3, None, None, prior, [0], [0],
+                                          torch.Generator().manual_seed(1))]).x
     assert prior.labels.tolist() == [3] and torch.allclose(alone, x[2:])  # the row equals its unit run alone
 
 

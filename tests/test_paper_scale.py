@@ -258,9 +258,10 @@ def test_sampler_state_stays_float32_under_half_precision_networks(precision, me
     y = op(torch.rand(1, 3, 64, 64, generator=g) * 2 - 1)
     sampler = build_sampler(cfg.sampler)
     seen = []
-    x = sampler.sample(prior, op, noise, y, (1, 3, 64, 64), g, hooks=[seen.append])
+    result = sampler.run(prior, op, noise, y, (1, 3, 64, 64), g, hooks=[seen.append])
+    x = result.x0
     assert x.dtype == torch.float32 and torch.isfinite(x).all()
-    assert sampler._last_misfit.dtype == torch.float32 and torch.isfinite(sampler._last_misfit).all()
+    assert result.last_misfit.dtype == torch.float32 and torch.isfinite(result.last_misfit).all()
     for step in seen:
         tensors = [step.x_t, step.x0_hat, step.eps, step.mean, step.x_prev] + ([step.grad] if step.grad is not None
                                                                                else [])

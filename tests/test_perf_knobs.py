@@ -212,7 +212,8 @@ def test_step_loop_has_no_host_sync_and_no_host_copies(problem, sampler, monkeyp
     x = sampler.sample(prior, op, noise, y, (3, 3, 16, 16), torch.Generator().manual_seed(0))
     monkeypatch.undo()
     assert x.shape == (3, 3, 16, 16) and torch.isfinite(x).all()
-    assert len(sampler._device_timesteps) == 1  # one copy of the timesteps for the whole run
+    copies = [key for key in sampler.diffusion(prior)._cache if key[0] == "timesteps"]
+    assert copies == [("timesteps", x.device)]  # one copy of the timesteps for the whole run
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS[1:], ids=lambda s: f"{s.name}")
@@ -240,6 +241,34 @@ def test_samples_are_one_batch(problem):
     assert blocks == [3, 3, 3]
 
 
+def test_the_runner_times_a_sampler_call_between_two_device_syncs(problem, monkeypatch):
+    """Samplers keep no clock (runner/timing.py times them): sample_units reads the clock around sampler.run,
+    each read after the device's queued work is waited for (an unsynchronised CUDA clock times the launch)."""
+    from types import SimpleNamespace
+
+    from dps_map.runner import MeasurementUnit, sample_units, timing
+
+    prior, op, noise, y = problem
+    events, clock = [], iter([10.0, 12.5])
+
+    def read_clock():
+        events.append("clock")
+        return next(clock)
+
+    class Counted(DPSSampler):
+        def step(self, *args):
+            events.append("step")
+            return super().step(*args)
+
+    monkeypatch.setattr(timing, "sync", lambda device: events.append("sync"))
+    monkeypatch.setattr(timing, "time", SimpleNamespace(perf_counter=read_clock))
+    unit = MeasurementUnit(None, op, None, y[:1], None, None, None, prior, [0, 1], [0, 1], torch.Generator())
+    sampled = sample_units(prior, Counted(zeta=0.5, respacing="4"), noise, [unit])
+    assert events == ["sync", "clock", *["step"] * 4, "sync", "clock"]
+    assert sampled.seconds == 2.5 and "seconds" not in sampled.result.stats
+    assert sampled.result.stats["steps"] == 4 and sampled.x.shape == (2, 3, 16, 16)
+
+
 def test_divergence_check_syncs_once_every_check_every_steps(problem, monkeypatch):
     """The only host read in the loop: whether the whole batch has diverged, every CHECK_EVERY steps."""
     prior, op, noise, y = problem
@@ -252,9 +281,9 @@ def test_divergence_check_syncs_once_every_check_every_steps(problem, monkeypatc
         return real(self)
 
     monkeypatch.setattr(torch.Tensor, "__bool__", counted)
-    x = sampler.sample(prior, op, noise, y, (3, 3, 16, 16), torch.Generator().manual_seed(0))
+    result = sampler.run(prior, op, noise, y, (3, 3, 16, 16), torch.Generator().manual_seed(0))
     monkeypatch.undo()
-    assert torch.isfinite(x).all() and sampler.stats["steps"] == 25
+    assert torch.isfinite(result.x0).all() and result.stats["steps"] == 25
     assert calls == [torch.Size([])] * (24 // sampler.CHECK_EVERY)  # at steps 10 and 20, never at the last
 
 

@@ -92,16 +92,17 @@ def test_dps_with_zero_step_is_ddpm(adm, image_problem):
 
 @pytest.mark.parametrize("k", [1, 3, 5])
 def test_dmap_costs_k_vjps_per_step(adm, image_problem, k):
-    s = DMAPSampler(zeta=0.1, num_inner=k, respacing="10")
-    _run(s, adm, image_problem)
-    assert s.stats["forward"] == 10
-    assert s.stats["vjp"] == k * 9  # the final step has radius 0: no inner steps
-    s = DMAPSampler(zeta=0.1, num_inner=k, respacing="10", project=False)
-    _run(s, adm, image_problem)
-    assert s.stats["vjp"] == k * 10
-    d = DPSSampler(zeta=0.1, respacing="10")
-    _run(d, adm, image_problem)
-    assert (d.stats["forward"], d.stats["vjp"]) == (0, 10)
+    def stats(sampler):
+        op, noise, y = image_problem
+        return sampler.run(adm, op, noise, y, (1, 3, 16, 16), torch.Generator().manual_seed(2)).stats
+
+    s = stats(DMAPSampler(zeta=0.1, num_inner=k, respacing="10"))
+    assert s["forward"] == 10
+    assert s["vjp"] == k * 9  # the final step has radius 0: no inner steps
+    s = stats(DMAPSampler(zeta=0.1, num_inner=k, respacing="10", project=False))
+    assert s["vjp"] == k * 10
+    d = stats(DPSSampler(zeta=0.1, respacing="10"))
+    assert (d["forward"], d["vjp"]) == (0, 10)
 
 
 def test_adam_and_sgd_differ(adm, image_problem):
@@ -118,9 +119,9 @@ def test_samplers_are_reproducible(adm, image_problem):
 
 def test_divergence_is_recorded_per_sample(adm, image_problem):
     op, noise, y = image_problem
-    s = DPSSampler(zeta=1e30, respacing="5")
-    x = s.sample(adm, op, noise, y.expand(2, -1, -1, -1), (2, 3, 16, 16), torch.Generator().manual_seed(0))
-    fails = s.failures()
+    result = DPSSampler(zeta=1e30, respacing="5").run(adm, op, noise, y.expand(2, -1, -1, -1), (2, 3, 16, 16),
+                                                      torch.Generator().manual_seed(0))
+    x, fails = result.x0, result.failures()
     assert not torch.isfinite(x).all()
     assert [f["index"] for f in fails] == [0, 1]
     assert all(0 <= f["step"] < 5 for f in fails)
@@ -162,9 +163,9 @@ def test_ccdf_start_runs_the_last_part_of_the_chain_from_the_diffused_naive_esti
     op, noise, y = image_problem
     sampler = cls(respacing="10", start=0.4)
     steps = []
-    sampler.sample(adm, op, noise, y.expand(2, -1, -1, -1), (2, 3, 16, 16), torch.Generator().manual_seed(3),
-                   hooks=[record(steps)])
-    assert steps[0].i == 3 and min(s.i for s in steps) == 0 and sampler.stats["steps"] == 4
+    result = sampler.run(adm, op, noise, y.expand(2, -1, -1, -1), (2, 3, 16, 16), torch.Generator().manual_seed(3),
+                         hooks=[record(steps)])
+    assert steps[0].i == 3 and min(s.i for s in steps) == 0 and result.stats["steps"] == 4
     diffusion = Diffusion(adm.betas, "10")
     z = torch.randn((2, 3, 16, 16), generator=torch.Generator().manual_seed(3))
     expected = diffusion.q_sample(op.naive(y).expand(2, -1, -1, -1), 3, z)
@@ -183,14 +184,50 @@ def test_chain_stops_early_only_when_the_whole_batch_has_diverged(adm, image_pro
 
     class Diverging(DDPMSampler):
         def step(self, *args):
-            x = super().step(*args)
+            transition = super().step(*args)
             if args[6] == 20:  # step index i: diverge there
-                x[diverged] = float("nan")
-            return x
+                transition.x_prev[diverged] = float("nan")
+            return transition
 
     op, noise, y = image_problem
-    sampler = Diverging(respacing="25")
-    x = sampler.sample(adm, op, noise, y, (2, 3, 16, 16), torch.Generator().manual_seed(0))
-    assert sampler.stats["steps"] == steps and sampler.stats["forward"] == steps
-    assert [f["index"] for f in sampler.failures()] == diverged and {f["step"] for f in sampler.failures()} == {20}
+    result = Diverging(respacing="25").run(adm, op, noise, y, (2, 3, 16, 16), torch.Generator().manual_seed(0))
+    x, failures = result.x0, result.failures()
+    assert result.stats["steps"] == steps and result.stats["forward"] == steps
+    assert [f["index"] for f in failures] == diverged and {f["step"] for f in failures} == {20}
     assert torch.isnan(x[diverged]).all() and (len(diverged) == 2 or torch.isfinite(x[1]).all())
+
+
+# -- the chain cache ----------------------------------------------------------------------------------
+class _Schedule:
+    """A prior as far as Sampler.diffusion reads it: its training betas."""
+
+    def __init__(self, betas):
+        self.betas = betas
+
+
+def _abar_kept(betas, respacing):
+    """abar at the respaced steps, from the betas directly (Ho eq. 4's product; ADM keeps abar on the subset)."""
+    from dps_map.diffusion import space_timesteps
+
+    return np.cumprod(1 - np.asarray(betas, dtype=np.float64))[space_timesteps(len(betas), respacing)]
+
+
+def test_the_chain_is_cached_per_schedule_not_per_array_id():
+    """Sampler.diffusion(prior) is the chain of the prior's betas whatever array holds them: an array
+    changed in place keeps its id, and a freed array's id is given to the next one, so a cache keyed by
+    id(prior.betas) would hand the first schedule's chain to the second."""
+    from dps_map.diffusion import make_betas
+
+    sampler = DDPMSampler(respacing="10")
+    linear, cosine = make_betas("linear", 1000), make_betas("cosine", 1000)
+    held = linear.copy()
+    first = sampler.diffusion(_Schedule(held))
+    np.testing.assert_allclose(first.alphas_cumprod, _abar_kept(linear, "10"), rtol=1e-12)
+    held[:] = cosine  # same array, same id, another schedule
+    np.testing.assert_allclose(sampler.diffusion(_Schedule(held)).alphas_cumprod, _abar_kept(cosine, "10"),
+                               rtol=1e-12)
+    for betas in (linear, cosine, linear, cosine):  # priors made and freed in turn: ids are reused
+        prior = _Schedule(betas.copy())
+        np.testing.assert_allclose(sampler.diffusion(prior).alphas_cumprod, _abar_kept(betas, "10"), rtol=1e-12)
+        del prior
+    assert sampler.diffusion(_Schedule(linear.copy())) is first  # equal schedules share one chain

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,12 +35,13 @@ from ..io import (
 )
 from ..operators import MatrixOperator, StackedOperator
 from ..priors.gmm import find_multimodal_problem
-from ..samplers.base import GeneratorStack
+from ..samplers.base import GeneratorStack, SampleResult
 from .evaluate import Evaluator
 from .lock import run_lock
 from .loggers import make_logger
 from .rundir import claim_run_dir, class_label_policy, run_weights
 from .summary import preprocessing, read_records, save_grid, summarize_images
+from .timing import timed
 
 log = logging.getLogger(__name__)
 
@@ -209,11 +211,21 @@ class MeasurementUnit:
         self.naive, self.base, self.model, self.ks, self.todo, self.cgen = naive, base, model, ks, todo, cgen
 
 
-def sample_units(prior, sampler, noise, units: list, hooks=None) -> tuple[torch.Tensor, dict]:
+@dataclass(frozen=True)
+class Sampled:
+    """One sampler call of the runner (sample_units): the images (a latent prior's latents decoded), the
+    sampler's result (rows in the order the units were stacked) and the call's wall-clock seconds."""
+
+    x: torch.Tensor
+    result: SampleResult
+    seconds: float
+
+
+def sample_units(prior, sampler, noise, units: list, hooks=None) -> Sampled:
     """One sampler call for the stacked chunks of `units`: rows of unit j see its own operator, y, class
     label and random stream (operators.StackedOperator, samplers.base.GeneratorStack), so every row equals
     what the unit gives alone; a single unit runs without the wrappers. `hooks` go to the sampler (preflight
-    times its steps). Returns (x, failures by row)."""
+    times its steps). The call is timed here (timing.timed), the decoding is not."""
     if len(units) == 1:
         u = units[0]
         if u.label is not None:
@@ -228,16 +240,16 @@ def sample_units(prior, sampler, noise, units: list, hooks=None) -> tuple[torch.
         y = torch.cat([u.y.expand(len(u.ks), *u.y.shape[1:]) for u in units])
     # latent priors: the samplers see A(D(z)) and the runner decodes z (identity otherwise)
     try:
-        z = sampler.sample(units[0].model, prior.sampling_operator(operator), noise, y,
-                           (y.shape[0], *prior.sample_shape), gen, hooks=hooks)
+        result, seconds = timed(lambda: sampler.run(units[0].model, prior.sampling_operator(operator), noise, y,
+                                                    (y.shape[0], *prior.sample_shape), gen, hooks=hooks), y.device)
     except RuntimeError as err:
         if "does not have a deterministic implementation" not in str(err):
             raise
         raise ConfigError(f"perf.deterministic=true: {str(err).splitlines()[0]} (this prior or operator cannot run "
                           "deterministically on this device; set perf.deterministic=false)") from err
     with torch.no_grad():
-        x = prior.decode(z)
-    return x, {f["index"]: f for f in sampler.failures()}
+        x = prior.decode(result.x0)
+    return Sampled(x=x, result=result, seconds=seconds)
 
 
 def run_images(cfg, prior, sampler, noise, out: Path, device, logger, evaluator) -> dict:
@@ -303,8 +315,12 @@ def write_units(cfg, prior, sampler, noise, units: list, out: Path, logger, eval
     so resume stays per sample). Returns the number of new samples."""
     size = prior.image_size
     metrics_path = out / "metrics.jsonl"
-    x_all, failed_rows = sample_units(prior, sampler, noise, units)
-    rows = x_all.shape[0]
+    sampled = sample_units(prior, sampler, noise, units)
+    x_all, stats, rows = sampled.x, sampled.result.stats, sampled.x.shape[0]
+    failed_rows = {f["index"]: f for f in sampled.result.failures()}
+    # the call's cost, on every record of its rows: seconds shared out, calls per chain
+    cost = {"seconds": sampled.seconds / rows, **{k2: stats[k2] for k2 in ("nfe", "forward", "vjp", "steps")},
+            **{k2: stats[k2] for k2 in ("decoder_forward", "decoder_vjp") if k2 in stats}}
     n_new, start = 0, 0
     for u in units:
         item, ks = u.item, u.ks
@@ -319,10 +335,7 @@ def write_units(cfg, prior, sampler, noise, units: list, out: Path, logger, eval
                 continue
             rec = {"id": item.id, "k": k, **({} if u.label is None else {"class_label": u.label}),
                    **{f"naive_{name}": v[0] for name, v in u.base.items()},
-                   "seconds": sampler.stats["seconds"] / rows, "nfe": sampler.stats["nfe"],
-                   "forward": sampler.stats["forward"], "vjp": sampler.stats["vjp"],
-                   "steps": sampler.stats["steps"],
-                   **{k2: sampler.stats[k2] for k2 in ("decoder_forward", "decoder_vjp") if k2 in sampler.stats},
+                   **cost,
                    **{k2: v for k2, v in item.info.items() if k2 in ("orig_size", "orig_mode", "resized", "file")}}
             if len(units) > 1:
                 rec["measurement_batch"] = len(units)
@@ -371,17 +384,19 @@ def run_gmm(cfg, prior, sampler, noise, out: Path, device, logger) -> dict:
     else:
         operator = MatrixOperator(A.to(device))
         y_dev = y[None].to(device)
-        parts, stats, failures = [], [], []
+        parts, stats, seconds, failures = [], [], [], []
         for ks in tqdm(sample_chunks(n, cfg.get("batch_size")), desc=f"gmm/{cfg.sampler.name}",
                        disable=not cfg.progress or n <= (cfg.get("batch_size") or n), unit="batch"):
             cgen = generator(device, item_seed(cfg.seed, f"gmm/samples{ks[0]}"))
-            x = sampler.sample(prior, operator, noise, y_dev.expand(len(ks), -1), (len(ks), mix.dim), cgen)
-            parts.append(x.cpu())
-            stats.append(dict(sampler.stats))
-            failures += [dict(f, index=ks[0] + f["index"]) for f in sampler.failures()]
+            result, chunk_seconds = timed(lambda: sampler.run(prior, operator, noise, y_dev.expand(len(ks), -1),
+                                                              (len(ks), mix.dim), cgen), device)
+            parts.append(result.x0.cpu())
+            stats.append(result.stats)
+            seconds.append(chunk_seconds)
+            failures += [dict(f, index=ks[0] + f["index"]) for f in result.failures()]
         samples = torch.cat(parts)
         atomic_save_npy(samples_path, samples.numpy())
-        cost = {"seconds_total": sum(s["seconds"] for s in stats), "nfe": stats[0]["nfe"],
+        cost = {"seconds_total": sum(seconds), "nfe": stats[0]["nfe"],
                 "forward": stats[0]["forward"], "vjp": stats[0]["vjp"], "steps": stats[0]["steps"],
                 "n_failed": len(failures)}
         append_jsonl(out / "metrics.jsonl", [{"id": "gmm", "k": "all", "cost": cost, "failures": failures}])

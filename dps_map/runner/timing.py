@@ -1,7 +1,8 @@
-"""Timing and peak memory of samplers and networks, one implementation for `python -m dps_map.bench` and
-`python -m dps_map.preflight`: device-synchronised clocks, a per-step hook, the peak memory of a
-measurement (CUDA's allocator, or the CPU's resident-set high-water mark), and what to do when a
-measurement runs out of memory."""
+"""Timing and peak memory of samplers and networks, one implementation for the runner's records,
+`python -m dps_map.bench` and `python -m dps_map.preflight`: device-synchronised clocks (samplers do not time
+themselves: their callers wrap them in :func:`timed`), a per-step hook, the peak memory of a measurement
+(CUDA's allocator, or the CPU's resident-set high-water mark), and what to do when a measurement runs out
+of memory."""
 
 from __future__ import annotations
 
@@ -25,6 +26,16 @@ def sync(device) -> None:
     """Wait for the device's queued work (a clock read without it times the launch, not the work)."""
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def timed(call, device) -> tuple:
+    """(call(), its wall-clock seconds), with the device's queued work waited for before the clock starts
+    and before it stops: CUDA runs kernels asynchronously, so an unsynchronised clock times their launch."""
+    sync(device)
+    start = time.perf_counter()
+    out = call()
+    sync(device)
+    return out, time.perf_counter() - start
 
 
 class PeakMemory:
@@ -102,19 +113,26 @@ class Enough(Exception):
 
 
 class StepTimer:
-    """A sampler hook that marks (time, forward calls, VJP calls) after every step and stops the chain with
-    :class:`Enough` after `steps` + 1 of them; :meth:`per_step` leaves the first step (allocation, kernel
-    selection) out when there is another."""
+    """A sampler hook that marks (time, forward calls, VJP calls so far) after every step and stops the chain
+    with :class:`Enough` after `steps` + 1 of them; :meth:`per_step` leaves the first step (allocation, kernel
+    selection) out when there is another. The calls are the ones each Step reports."""
 
-    def __init__(self, sampler, device, steps: int):
-        self.sampler, self.device, self.steps = sampler, torch.device(device), steps
+    def __init__(self, device, steps: int):
+        self.device, self.steps = torch.device(device), steps
         self.marks = [(time.perf_counter(), 0, 0)]
+        self.x_prev = None  # the last step's x_{t-1}
 
-    def __call__(self, _step) -> None:
+    def __call__(self, step) -> None:
         sync(self.device)
-        self.marks.append((time.perf_counter(), self.sampler.stats["forward"], self.sampler.stats["vjp"]))
+        _, forward, vjp = self.marks[-1]
+        self.marks.append((time.perf_counter(), forward + step.forward, vjp + step.vjp))
+        self.x_prev = step.x_prev
         if len(self.marks) > self.steps + 1:
             raise Enough
+
+    def diverged(self) -> bool:
+        """Whether a sample of the last step seen is NaN/Inf (a NaN state stays NaN in later steps)."""
+        return self.x_prev is not None and not bool(torch.isfinite(self.x_prev).all())
 
     def per_step(self) -> dict:
         """Median seconds, and mean forward and VJP calls, per timed step."""

@@ -4,7 +4,7 @@ its class with `_target_` (dps_map.config.targets builds it)."""
 from __future__ import annotations
 
 from .adapter import AdapterDMAPSampler, AdapterDPSSampler, AdapterDSGSampler, AdapterSampler
-from .base import Sampler, Step
+from .base import Denoised, MeasurementGradient, Sampler, SampleResult, Step, Transition
 from .ddpm import DDPMSampler
 from .dmap import DMAPSampler
 from .dps import DPSSampler
@@ -21,4 +21,5 @@ SAMPLERS = {"ddpm": DDPMSampler, "dps": DPSSampler, "dsg": DSGSampler, "dmap": D
 #: methods that run on the conditional prior and need `adapter:` (a checkpoint path)
 ADAPTER_METHODS = ("adapter", "adapter_dps", "adapter_dmap", "adapter_dsg")
 
-__all__ = ["Sampler", "Step", "SAMPLERS", "ADAPTER_METHODS", *(cls.__name__ for cls in SAMPLERS.values())]
+__all__ = ["Sampler", "SampleResult", "Step", "Transition", "Denoised", "MeasurementGradient", "SAMPLERS",
+           "ADAPTER_METHODS", *(cls.__name__ for cls in SAMPLERS.values())]

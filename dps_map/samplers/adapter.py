@@ -66,11 +66,11 @@ class _OnConditionalPrior:
             raise ConfigError(f"adapter '{self.adapter_path}' was trained for operator {trained}, "
                               f"not {here}: train one for this task (python -m dps_map.train_adapter task=...)")
 
-    def sample(self, prior, operator, noise, y, shape, generator, hooks=None, x_T=None):
+    def run(self, prior, operator, noise, y, shape, generator, hooks=None, x_T=None):
         conditional = self.conditional(prior)
         self.check_operator(operator)
-        return super().sample(conditional.condition(operator, y), operator, noise, y, shape, generator,
-                              hooks=hooks, x_T=x_T)
+        return super().run(conditional.condition(operator, y), operator, noise, y, shape, generator,
+                           hooks=hooks, x_T=x_T)
 
 
 class AdapterSampler(_OnConditionalPrior, DDPMSampler):

@@ -1,8 +1,11 @@
 """What every sampler shares: the diffusion chain, noise draws, the measurement gradient, cost counters.
 
-Contract (docs/architecture.md): ``sample(prior, operator, noise, y, shape, generator, hooks=None) -> x0``.
-Hooks are called once per diffusion step with a :class:`Step` (t, x_t, x0_hat, guidance gradient, ...)
-so diagnostics read the very code path that produces samples.
+Contract (docs/architecture.md): ``run(prior, operator, noise, y, shape, generator, hooks=None, x_T=None)``
+returns a :class:`SampleResult` (the samples, their cost, which diverged); ``sample(...)`` returns the
+samples alone. A method implements ``step(...) -> Transition``; the base class runs the loop and calls the
+hooks, once per diffusion step and in one place (:meth:`Sampler._advance`), with a :class:`Step`, so
+diagnostics read the very code path that produces samples. Samplers count their network calls but do not
+time themselves: the caller does (dps_map/runner/timing.py).
 
 Cost discipline (measured by ``python -m dps_map.bench``): a step costs its network calls and
 a few element-wise operations. The step loop never synchronises host and device (no ``.item()``,
@@ -13,28 +16,86 @@ returns detached tensors), and draws all samples of a batch as one tensor.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..diffusion import GUIDANCE_UNITS, Diffusion
 from ..errors import ConfigError
 
 
-@dataclass
-class Step:
-    """What a hook sees at diffusion step i (training index t) before x_t is replaced by x_{t-1}."""
+@dataclass(frozen=True)
+class Denoised:
+    """One network pass at (x_t, t_i) without a graph (:meth:`Sampler.denoise`): eps_hat, ADM's
+    learned-variance channels (None without), x0_hat = (x_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t)
+    (Ho eq. 15)."""
+
+    eps: torch.Tensor
+    var_values: torch.Tensor | None
+    x0_hat: torch.Tensor
+
+
+@dataclass(frozen=True)
+class MeasurementGradient(Denoised):
+    """The guidance of DPS (Chung et al. 2023, Alg. 1) at (x_t, t_i), through the network (one VJP;
+    :meth:`Sampler.measurement_gradient`): the misfit ||y - A(x0_hat(x_t))|| per sample and its gradient
+    g = grad_{x_t} misfit, with the pass's eps_hat, variance channels and x0_hat. All detached."""
+
+    misfit: torch.Tensor
+    grad: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Transition:
+    """What one reverse step x_t -> x_{t-1} computed (:meth:`Sampler.step` returns it): the new state and
+    the quantities it came from, which the hooks see."""
+
+    x_t: torch.Tensor  # the state the step's last network pass read (FreeDoM: x_t after its time-travel)
+    x0_hat: torch.Tensor  # Ho eq. 15, unclipped
+    eps: torch.Tensor  # eps_hat(x_t, t)
+    grad: torch.Tensor | None  # the guidance gradient (None for a step without guidance)
+    mean: torch.Tensor  # mu_t of the DDPM transition (Ho eq. 7)
+    std: torch.Tensor  # sigma_t
+    x_prev: torch.Tensor  # x_{t-1}
+
+
+@dataclass(frozen=True)
+class Step(Transition):
+    """What a hook sees after diffusion step i (training index t): the step's :class:`Transition` and the
+    network calls it made (forward passes without a graph, passes with their VJP)."""
 
     i: int
     t: int
-    x_t: torch.Tensor
-    x0_hat: torch.Tensor
-    eps: torch.Tensor
-    grad: torch.Tensor | None
-    mean: torch.Tensor
-    std: torch.Tensor
-    x_prev: torch.Tensor
+    forward: int
+    vjp: int
+
+
+@dataclass(frozen=True)
+class SampleResult:
+    """What one sampler call gives back (:meth:`Sampler.run`).
+
+    x0: the chain's last state, detached (a latent prior's latents z_0).
+    stats: the cost: ``forward`` (network passes without a graph), ``vjp`` (passes with their VJP), ``nfe``
+        (the two together), ``steps`` (diffusion steps run), and the operator's own counters (a latent
+        prior's ``decoder_forward``, ``decoder_vjp``, ``encoder``).
+    failed_at: (B,) the step index at which each sample became NaN/Inf, -1 for one that did not.
+    last_misfit: (B,) each sample's last finite misfit ||y - A(x0_hat)|| (NaN: none recorded).
+    The two tensors stay where the chain ran: :meth:`failures` reads them back.
+    """
+
+    x0: torch.Tensor
+    stats: dict
+    failed_at: torch.Tensor
+    last_misfit: torch.Tensor
+
+    def failures(self) -> list[dict]:
+        """The samples that became NaN/Inf: [{index, step, last_misfit}] (empty if none)."""
+        failed = self.failed_at.cpu()
+        misfit = self.last_misfit.cpu()
+        return [{"index": int(b), "step": int(failed[b]),
+                 "last_misfit": None if torch.isnan(misfit[b]) else float(misfit[b])}
+                for b in torch.nonzero(failed >= 0).flatten().tolist()]
 
 
 class GeneratorStack:
@@ -104,27 +165,24 @@ class Sampler:
         if not 0 < float(start) <= 1:
             raise ConfigError(f"sampler.start must lie in (0, 1] (the fraction of the chain to run), got {start}")
         self.start = float(start)
-        self.stats = {"forward": 0, "vjp": 0}
+        #: network calls of the call in progress (run or transition): denoise and measurement_gradient count
+        #: theirs, a step that calls the network itself counts here; run() returns them in SampleResult.stats
+        self.calls = {"forward": 0, "vjp": 0}
         self._diffusions: dict = {}
-        self._device_timesteps: dict = {}
 
     # -- helpers ---------------------------------------------------------------------------------
     def diffusion(self, prior) -> Diffusion:
-        key = id(prior.betas)
+        """The respaced chain of this prior's training schedule, built once per schedule. Keyed by the betas'
+        values, not by the array's id: Python reuses the id of a freed array for the next one."""
+        key = np.asarray(prior.betas, dtype=np.float64).tobytes()
         if key not in self._diffusions:
             self._diffusions[key] = Diffusion(prior.betas, self.respacing, self.variance)
         return self._diffusions[key]
 
-    def reset_stats(self) -> None:
-        self.stats = {"forward": 0, "vjp": 0}
-
     def model_t(self, diffusion: Diffusion, i: int, batch: int, device) -> torch.Tensor:
-        """Training index of step i for a batch, from a copy of the timesteps made once per device
+        """Training index of step i for a batch, from the copy of the timesteps on the device
         (diffusion.model_t copies a host scalar at every call, which synchronises on CUDA)."""
-        key = (id(diffusion), torch.device(device))
-        steps = self._device_timesteps.get(key)
-        if steps is None:
-            steps = self._device_timesteps[key] = diffusion.timesteps.to(device)
+        steps = diffusion.timesteps_on(device)
         return steps[i].expand(batch)
 
     def step_factor(self, diffusion: Diffusion, i, x):
@@ -135,18 +193,17 @@ class Sampler:
     def _clip(self, prior, x0):
         return x0.clamp(-1, 1) if (self.clip_x0 and prior.kind == "image") else x0
 
-    def denoise(self, prior, diffusion: Diffusion, x, i):
-        """One network forward without graph: (eps, var_values, x0_hat)."""
+    def denoise(self, prior, diffusion: Diffusion, x, i) -> Denoised:
+        """One network pass at (x_t, t_i) without a graph."""
         t = self.model_t(diffusion, i, x.shape[0], x.device)
         with torch.no_grad():
             eps, var = prior.predict(x, t)
-        self.stats["forward"] += 1
-        return eps, var, diffusion.x0_from_eps(x, i, eps)
+        self.calls["forward"] += 1
+        return Denoised(eps=eps, var_values=var, x0_hat=diffusion.x0_from_eps(x, i, eps))
 
-    def measurement_gradient(self, prior, diffusion: Diffusion, x, i, operator, noise, y):
-        """g = grad_x ||y - A(x0_hat(x, t_i))||, through the network (one VJP).
-
-        Returns (g, misfit per sample, eps, var_values, x0_hat), all detached."""
+    def measurement_gradient(self, prior, diffusion: Diffusion, operator, noise, y, x, i) -> MeasurementGradient:
+        """g = grad_x ||y - A(x0_hat(x, t_i))|| through the network (one VJP; Chung et al. 2023, Alg. 1), with
+        the misfit per sample and the pass's eps_hat and x0_hat. Arguments in the order of :meth:`step`."""
         t = self.model_t(diffusion, i, x.shape[0], x.device)
         with torch.enable_grad():
             x_in = x.detach().requires_grad_(True)
@@ -154,15 +211,21 @@ class Sampler:
             x0 = diffusion.x0_from_eps(x_in, i, eps)
             misfit = noise.misfit(y, operator(x0))
             (grad,) = torch.autograd.grad(misfit.sum(), x_in)
-        self.stats["vjp"] += 1
-        var = None if var is None else var.detach()
-        return grad, misfit.detach(), eps.detach(), var, x0.detach()
+        self.calls["vjp"] += 1
+        return MeasurementGradient(eps=eps.detach(), var_values=None if var is None else var.detach(),
+                                   x0_hat=x0.detach(), misfit=misfit.detach(), grad=grad)
+
+    def record_misfit(self, misfit: torch.Tensor) -> None:
+        """Remember each sample's last finite misfit (reported for a sample that diverges), without a host
+        sync. A step calls it with each misfit it computes."""
+        misfit = misfit.detach().to(self._last_misfit.dtype)
+        self._last_misfit = torch.where(torch.isfinite(misfit), misfit, self._last_misfit)
 
     # -- the loop ----------------------------------------------------------------------------------
-    def sample(self, prior, operator, noise, y, shape, generator: torch.Generator, hooks=None,
-               x_T: torch.Tensor | None = None) -> torch.Tensor:
-        """Run the reverse chain from x_T ~ N(0, I) (or the given x_T) and return x0."""
-        self.reset_stats()
+    def run(self, prior, operator, noise, y, shape, generator: torch.Generator, hooks=None,
+            x_T: torch.Tensor | None = None) -> SampleResult:
+        """Run the reverse chain from x_T ~ N(0, I) (or the given x_T) to x_0; `hooks` are called with a
+        :class:`Step` after every step. Returns the samples, their cost and which diverged."""
         if hasattr(operator, "reset_stats"):  # e.g. latent priors' DecodedOperator: decoder calls
             operator.reset_stats()
         diffusion = self.diffusion(prior)
@@ -180,12 +243,10 @@ class Sampler:
             if self.guidance_units == "euler":  # diffusers' init_noise_sigma, in VP (Diffusion.initial_noise_std)
                 x = x * diffusion.initial_noise_std(self.guidance_units)
         batch = x.shape[0]
-        # divergence bookkeeping stays on the device (no host sync inside the loop)
-        self._failed_at = torch.full((batch,), -1, dtype=torch.long, device=x.device)
-        self._last_misfit = torch.full((batch,), float("nan"), device=x.device)
-        started, steps = time.perf_counter(), 0
+        self._begin(x)
+        steps = 0
         for i in reversed(range(first + 1)):
-            x = self.step(prior, diffusion, operator, noise, y, x, i, generator, hooks or ())
+            x = self._advance(prior, diffusion, operator, noise, y, x, i, generator, hooks)
             steps += 1
             nonfinite = ~torch.isfinite(x.reshape(batch, -1)).all(dim=1)
             self._failed_at = torch.where((self._failed_at < 0) & nonfinite, i, self._failed_at)
@@ -193,41 +254,41 @@ class Sampler:
             # sync every CHECK_EVERY steps finds out
             if i > 0 and steps % self.CHECK_EVERY == 0 and bool((self._failed_at >= 0).all()):
                 break
-        if x.is_cuda:
-            torch.cuda.synchronize(x.device)
-        self.stats["seconds"] = time.perf_counter() - started
-        self.stats["steps"] = steps
-        self.stats["nfe"] = self.stats["forward"] + self.stats["vjp"]
-        self.stats.update(getattr(operator, "stats", {}))
-        return x.detach()
+        stats = {**self.calls, "nfe": self.calls["forward"] + self.calls["vjp"], "steps": steps,
+                 **getattr(operator, "stats", {})}
+        return SampleResult(x0=x.detach(), stats=stats, failed_at=self._failed_at, last_misfit=self._last_misfit)
+
+    def sample(self, prior, operator, noise, y, shape, generator: torch.Generator, hooks=None,
+               x_T: torch.Tensor | None = None) -> torch.Tensor:
+        """The samples alone: ``run(...).x0``."""
+        return self.run(prior, operator, noise, y, shape, generator, hooks=hooks, x_T=x_T).x0
 
     def transition(self, prior, operator, noise, y, x_t: torch.Tensor, i: int, generator: torch.Generator,
                    hooks=None) -> torch.Tensor:
-        """One reverse step x_t -> x_{t-1} at step index i, through the same `step` as :meth:`sample`
+        """One reverse step x_t -> x_{t-1} at step index i, through the same `step` and hooks as :meth:`run`
         (for diagnostics that evaluate a sampler at given states x_t ~ p_t(x_t | y))."""
-        self._failed_at = torch.full((x_t.shape[0],), -1, dtype=torch.long, device=x_t.device)
-        self._last_misfit = torch.full((x_t.shape[0],), float("nan"), device=x_t.device)
-        return self.step(prior, self.diffusion(prior), operator, noise, y, x_t, i, generator, hooks or ())
+        self._begin(x_t)
+        return self._advance(prior, self.diffusion(prior), operator, noise, y, x_t, i, generator, hooks)
 
-    def failures(self) -> list[dict]:
-        """Samples of the last call that became NaN/Inf: [{index, step, last_misfit}] (empty if none)."""
-        failed = self._failed_at.cpu()
-        misfit = self._last_misfit.cpu()
-        return [{"index": int(b), "step": int(failed[b]),
-                 "last_misfit": None if torch.isnan(misfit[b]) else float(misfit[b])}
-                for b in torch.nonzero(failed >= 0).flatten().tolist()]
-
-    def step(self, prior, diffusion, operator, noise, y, x, i, generator, hooks) -> torch.Tensor:
+    def step(self, prior, diffusion, operator, noise, y, x, i, generator) -> Transition:
+        """One reverse step x_t -> x_{t-1} at step index i (training index diffusion.timesteps[i])."""
         raise NotImplementedError
 
-    @staticmethod
-    def _call_hooks(hooks, **fields) -> None:
-        if hooks:
-            step = Step(**fields)
-            for hook in hooks:
-                hook(step)
+    def _begin(self, x: torch.Tensor) -> None:
+        """Fresh bookkeeping for a call on the batch x: network calls, and per sample the step at which it
+        diverged and its last finite misfit, kept on the device (no host sync inside the loop)."""
+        self.calls = {"forward": 0, "vjp": 0}
+        self._failed_at = torch.full((x.shape[0],), -1, dtype=torch.long, device=x.device)
+        self._last_misfit = torch.full((x.shape[0],), float("nan"), device=x.device)
 
-    def _record_misfit(self, misfit: torch.Tensor) -> None:
-        """Remember each sample's last finite misfit (for divergence reports), without a host sync."""
-        misfit = misfit.detach().to(self._last_misfit.dtype)
-        self._last_misfit = torch.where(torch.isfinite(misfit), misfit, self._last_misfit)
+    def _advance(self, prior, diffusion, operator, noise, y, x, i, generator, hooks) -> torch.Tensor:
+        """x_{t-1} from `step`; the one place hooks are called, with the step's Transition and its calls."""
+        if not hooks:  # no per-step Python work when nobody listens
+            return self.step(prior, diffusion, operator, noise, y, x, i, generator).x_prev
+        forward, vjp = self.calls["forward"], self.calls["vjp"]
+        transition = self.step(prior, diffusion, operator, noise, y, x, i, generator)
+        step = Step(**vars(transition), i=i, t=int(diffusion.timesteps[i]), forward=self.calls["forward"] - forward,
+                    vjp=self.calls["vjp"] - vjp)
+        for hook in hooks:
+            hook(step)
+        return transition.x_prev

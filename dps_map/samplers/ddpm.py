@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import ConfigError
-from .base import Sampler, randn
+from .base import Sampler, Transition, randn
 
 
 class DDPMSampler(Sampler):
@@ -19,15 +19,12 @@ class DDPMSampler(Sampler):
         # not `self.transition`: that would hide Sampler.transition (one step from a given x_t)
         self.update, self.eta = transition, eta
 
-    def step(self, prior, diffusion, operator, noise, y, x, i, generator, hooks):
-        eps, var, x0 = self.denoise(prior, diffusion, x, i)
+    def step(self, prior, diffusion, operator, noise, y, x, i, generator) -> Transition:
+        d = self.denoise(prior, diffusion, x, i)
         z = randn(x.shape, generator, x.dtype, x.device)
-        x0c = self._clip(prior, x0)
-        x_prev, mean, std = diffusion.ddpm_step(x0c, x, i, z, var)
+        x0c = self._clip(prior, d.x0_hat)
+        x_prev, mean, std = diffusion.ddpm_step(x0c, x, i, z, d.var_values)
         if self.update == "ddim":
             eps_c = diffusion.eps_from_x0(x, i, x0c)
             x_prev = diffusion.ddim_step(x0c, eps_c, i, z, self.eta)
-        if hooks:  # no per-step Python work when nobody listens
-            self._call_hooks(hooks, i=i, t=int(diffusion.timesteps[i]), x_t=x, x0_hat=x0, eps=eps, grad=None,
-                             mean=mean, std=std, x_prev=x_prev)
-        return x_prev
+        return Transition(x_t=x, x0_hat=d.x0_hat, eps=d.eps, grad=None, mean=mean, std=std, x_prev=x_prev)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConfigError
-from .base import Sampler, flat_norm, project_to_sphere, randn
+from .base import Sampler, Transition, flat_norm, project_to_sphere, randn
 
 
 class DMAPSampler(Sampler):
@@ -36,10 +36,10 @@ class DMAPSampler(Sampler):
             raise ConfigError("dmap: optimizer=adam has no Euler-units form (the authors' code has no Adam variant): "
                               "use sampler.guidance_units=vp")
 
-    def step(self, prior, diffusion, operator, noise, y, x, i, generator, hooks):
-        eps, var, x0 = self.denoise(prior, diffusion, x, i)
+    def step(self, prior, diffusion, operator, noise, y, x, i, generator) -> Transition:
+        d = self.denoise(prior, diffusion, x, i)
         z = randn(x.shape, generator, x.dtype, x.device)
-        x_prev, mean, std = diffusion.ddpm_step(self._clip(prior, x0), x, i, z, var)
+        x_prev, mean, std = diffusion.ddpm_step(self._clip(prior, d.x0_hat), x, i, z, d.var_values)
         radius = flat_norm(std.expand_as(x))
         grad = None
         if self.project and i == 0:
@@ -48,10 +48,7 @@ class DMAPSampler(Sampler):
             factor = diffusion.inner_guidance_factor(self.guidance_units, i, x)
             x_prev, grad = self._maximise(prior, diffusion, operator, noise, y, x_prev, max(i - 1, 0), mean, radius,
                                           factor)
-        if hooks:  # no per-step Python work when nobody listens
-            self._call_hooks(hooks, i=i, t=int(diffusion.timesteps[i]), x_t=x, x0_hat=x0, eps=eps, grad=grad,
-                             mean=mean, std=std, x_prev=x_prev)
-        return x_prev
+        return Transition(x_t=x, x0_hat=d.x0_hat, eps=d.eps, grad=grad, mean=mean, std=std, x_prev=x_prev)
 
     def _maximise(self, prior, diffusion, operator, noise, y, x, j, mean, radius, factor=1.0):
         """K gradient (or Adam) steps on ||y - A(x0_hat(x, j))||, each followed by the projection; a gradient
@@ -62,8 +59,9 @@ class DMAPSampler(Sampler):
             opt = torch.optim.Adam([x], lr=self.zeta, betas=self.adam_betas)
         grad = None
         for _ in range(self.num_inner):
-            grad, misfit, *_ = self.measurement_gradient(prior, diffusion, x, j, operator, noise, y)
-            self._record_misfit(misfit)
+            g = self.measurement_gradient(prior, diffusion, operator, noise, y, x, j)
+            self.record_misfit(g.misfit)
+            grad = g.grad
             with torch.no_grad():
                 if opt is None:
                     x_star = x - self.zeta * factor * grad

@@ -10,7 +10,7 @@ Xu et al.'s SD2 code (run_dps, pipe.py:4121-4133): the VP step is zeta sqrt(abar
 
 from __future__ import annotations
 
-from .base import Sampler, randn
+from .base import Sampler, Transition, randn
 
 
 class DPSSampler(Sampler):
@@ -20,16 +20,13 @@ class DPSSampler(Sampler):
         super().__init__(**kw)
         self.zeta = float(zeta)
 
-    def step(self, prior, diffusion, operator, noise, y, x, i, generator, hooks):
-        grad, misfit, eps, var, x0 = self.measurement_gradient(prior, diffusion, x, i, operator, noise, y)
-        self._record_misfit(misfit)
+    def step(self, prior, diffusion, operator, noise, y, x, i, generator) -> Transition:
+        g = self.measurement_gradient(prior, diffusion, operator, noise, y, x, i)
+        self.record_misfit(g.misfit)
         z = randn(x.shape, generator, x.dtype, x.device)
-        x_sampled, mean, std = diffusion.ddpm_step(self._clip(prior, x0), x, i, z, var)
-        x_prev = x_sampled - self.zeta * self.step_factor(diffusion, i, x) * grad
-        if hooks:  # no per-step Python work when nobody listens
-            self._call_hooks(hooks, i=i, t=int(diffusion.timesteps[i]), x_t=x, x0_hat=x0, eps=eps, grad=grad,
-                             mean=mean, std=std, x_prev=x_prev)
-        return x_prev
+        x_sampled, mean, std = diffusion.ddpm_step(self._clip(prior, g.x0_hat), x, i, z, g.var_values)
+        x_prev = x_sampled - self.zeta * self.step_factor(diffusion, i, x) * g.grad
+        return Transition(x_t=x, x0_hat=g.x0_hat, eps=g.eps, grad=g.grad, mean=mean, std=std, x_prev=x_prev)
 
     def likelihood_weight(self, diffusion, i, x):
         """zeta_t of the paper's DPS score, grad log p(y | x_t) ~ -zeta_t g, in the sampler's own step.

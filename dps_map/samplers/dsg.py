@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Sampler, flat_norm, project_to_sphere, randn
+from .base import Sampler, Transition, flat_norm, project_to_sphere, randn
 
 
 class DSGSampler(Sampler):
@@ -25,16 +25,14 @@ class DSGSampler(Sampler):
             raise ValueError(f"dsg: mixing weight w must lie in [0, 1], got {w}")
         self.w = float(w)
 
-    def step(self, prior, diffusion, operator, noise, y, x, i, generator, hooks):
-        grad, misfit, eps, var, x0 = self.measurement_gradient(prior, diffusion, x, i, operator, noise, y)
-        self._record_misfit(misfit)
+    def step(self, prior, diffusion, operator, noise, y, x, i, generator) -> Transition:
+        g = self.measurement_gradient(prior, diffusion, operator, noise, y, x, i)
+        self.record_misfit(g.misfit)
+        grad = g.grad
         z = randn(x.shape, generator, x.dtype, x.device)
-        x_sampled, mean, std = diffusion.ddpm_step(self._clip(prior, x0), x, i, z, var)
+        x_sampled, mean, std = diffusion.ddpm_step(self._clip(prior, g.x0_hat), x, i, z, g.var_values)
         radius = flat_norm(std.expand_as(x))  # = sqrt(d) sigma_t for isotropic noise
         d_star = -radius * grad / flat_norm(grad).clamp_min(torch.finfo(x.dtype).tiny)
         d_sample = x_sampled - mean
         x_prev = project_to_sphere(mean + d_sample + self.w * (d_star - d_sample), mean, radius)
-        if hooks:  # no per-step Python work when nobody listens
-            self._call_hooks(hooks, i=i, t=int(diffusion.timesteps[i]), x_t=x, x0_hat=x0, eps=eps, grad=grad,
-                             mean=mean, std=std, x_prev=x_prev)
-        return x_prev
+        return Transition(x_t=x, x0_hat=g.x0_hat, eps=g.eps, grad=grad, mean=mean, std=std, x_prev=x_prev)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConfigError
-from .base import Sampler, flat_norm, randn
+from .base import Sampler, Transition, flat_norm, randn
 
 RENOISE = ("forward", "xu")
 RHO = ("constant", "adaptive")
@@ -66,19 +66,17 @@ class FreeDoMSampler(Sampler):
             return flat_norm(v) / v[0].numel() ** 0.5
         return self.zeta * rms(eps) * diffusion.eps_weight_in_mean(i, eps) / rms(grad).clamp_min(torch.finfo(grad.dtype).tiny)
 
-    def step(self, prior, diffusion, operator, noise, y, x, i, generator, hooks):
+    def step(self, prior, diffusion, operator, noise, y, x, i, generator) -> Transition:
         factor = self.step_factor(diffusion, i, x)
         x_prev = x  # set by every pass; a repeat (r > 0) re-noises the previous pass's x_{t-1}
         for r in range(self.repeats(i, diffusion.num_steps)):
             if r > 0:  # time-travel: back from x_{t-1} to x_t
                 n = randn(x.shape, generator, x.dtype, x.device)
                 x = diffusion.forward_step(x_prev, i, n) if self.renoise == "forward" else diffusion.xu_renoise(x_prev, i, n)
-            grad, misfit, eps, var, x0 = self.measurement_gradient(prior, diffusion, x, i, operator, noise, y)
-            self._record_misfit(misfit)
+            g = self.measurement_gradient(prior, diffusion, operator, noise, y, x, i)
+            self.record_misfit(g.misfit)
             z = randn(x.shape, generator, x.dtype, x.device)
-            x_sampled, mean, std = diffusion.ddpm_step(self._clip(prior, x0), x, i, z, var)
-            x_prev = x_sampled - self.step_size(diffusion, i, eps, grad) * factor * grad
-        if hooks:
-            self._call_hooks(hooks, i=i, t=int(diffusion.timesteps[i]), x_t=x, x0_hat=x0, eps=eps, grad=grad,
-                             mean=mean, std=std, x_prev=x_prev)
-        return x_prev
+            x_sampled, mean, std = diffusion.ddpm_step(self._clip(prior, g.x0_hat), x, i, z, g.var_values)
+            x_prev = x_sampled - self.step_size(diffusion, i, g.eps, g.grad) * factor * g.grad
+        # the last pass: x is the x_t its network pass read (re-noised when it was a repeat)
+        return Transition(x_t=x, x0_hat=g.x0_hat, eps=g.eps, grad=g.grad, mean=mean, std=std, x_prev=x_prev)

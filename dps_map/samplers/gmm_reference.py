@@ -8,12 +8,11 @@
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from ..errors import ConfigError
 from ..operators import GaussianNoise, MatrixOperator
+from .base import SampleResult
 from .ddpm import DDPMSampler
 
 
@@ -27,19 +26,17 @@ def _posterior_prior(prior, operator, noise, y):
 class ExactSampler(DDPMSampler):
     name = "exact"
 
-    def sample(self, prior, operator, noise, y, shape, generator, hooks=None, x_T=None):
-        start = time.perf_counter()
+    def run(self, prior, operator, noise, y, shape, generator, hooks=None, x_T=None) -> SampleResult:
+        """Closed-form draws: no chain, no network call, no hook."""
         posterior = _posterior_prior(prior, operator, noise, y).mixture.to(generator.device)
         x = posterior.sample(shape[0], generator).to(y.device, y.dtype)
-        self.stats = {"forward": 0, "vjp": 0, "nfe": 0, "steps": 0, "seconds": time.perf_counter() - start}
-        self._failed_at = torch.full((shape[0],), -1)
-        self._last_misfit = torch.full((shape[0],), float("nan"))
-        return x
+        return SampleResult(x0=x, stats={"forward": 0, "vjp": 0, "nfe": 0, "steps": 0},
+                            failed_at=torch.full((shape[0],), -1), last_misfit=torch.full((shape[0],), float("nan")))
 
 
 class OracleSampler(DDPMSampler):
     name = "oracle"
 
-    def sample(self, prior, operator, noise, y, shape, generator, hooks=None, x_T=None):
-        return super().sample(_posterior_prior(prior, operator, noise, y), operator, noise, y, shape,
-                              generator, hooks, x_T)
+    def run(self, prior, operator, noise, y, shape, generator, hooks=None, x_T=None) -> SampleResult:
+        return super().run(_posterior_prior(prior, operator, noise, y), operator, noise, y, shape,
+                           generator, hooks, x_T)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConfigError
-from .base import Sampler, randn
+from .base import Sampler, Transition, randn
 
 GLUING = ("adjoint", "transpose")
 ENCODING = ("mean", "sample")
@@ -87,7 +87,7 @@ class PSLDSampler(Sampler):
             raise ConfigError(f"psld: noise_on_prediction needs Gaussian noise, got {type(noise).__name__}")
         return Ax + noise.sigma * randn(Ax.shape, generator, Ax.dtype, Ax.device)
 
-    def step(self, prior, diffusion, operator, noise, y, x, i, generator, hooks):
+    def step(self, prior, diffusion, operator, noise, y, x, i, generator) -> Transition:
         A, decode, encode = self.parts(operator)
         t = self.model_t(diffusion, i, x.shape[0], x.device)
         z = randn(x.shape, generator, x.dtype, x.device)  # the ancestral draw first, as scheduler.step in both codes
@@ -100,8 +100,8 @@ class PSLDSampler(Sampler):
             gluing = (z0 - self.encoded(operator, encode, self.glue(A, y, image), generator))
             gluing = gluing.reshape(x.shape[0], -1).norm(dim=1)
             (grad,) = torch.autograd.grad((self.zeta * misfit + self.gamma * gluing).sum(), x_in)
-        self.stats["vjp"] += 1
-        self._record_misfit(misfit)
+        self.calls["vjp"] += 1
+        self.record_misfit(misfit)
         eps, z0 = eps.detach(), z0.detach()
         var = None if var is None else var.detach()
         z0c = self._clip(prior, z0)
@@ -109,7 +109,4 @@ class PSLDSampler(Sampler):
         if self.update == "ddim":
             x_sampled = diffusion.ddim_step(z0c, diffusion.eps_from_x0(x, i, z0c), i, z, self.eta)
         x_prev = x_sampled - self.step_factor(diffusion, i, x) * grad
-        if hooks:
-            self._call_hooks(hooks, i=i, t=int(diffusion.timesteps[i]), x_t=x, x0_hat=z0, eps=eps, grad=grad,
-                             mean=mean, std=std, x_prev=x_prev)
-        return x_prev
+        return Transition(x_t=x, x0_hat=z0, eps=eps, grad=grad, mean=mean, std=std, x_prev=x_prev)

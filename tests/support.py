@@ -7,7 +7,7 @@
     sampler = built_sampler({"method": "dps", "zeta": 0.5})        # a sampler from a config node, as a run builds it
     prior = shipped_prior("gmm")                                  # a shipped prior YAML, built (gmm, sd2_tiny)
     prior = small_adm()                                           # a 16x16 ADM with random, non-zero weights
-    proc = run([sys.executable, "-m", "dps_map.run", ...], cpu_limit=300)  # a subprocess, ended only if it hangs
+    proc = run_with_guard([sys.executable, "-m", "dps_map.run", ...])  # a subprocess, ended only if it hangs
 
 (pytest puts tests/ on sys.path, so `import support` works from every test file.)
 """
@@ -83,7 +83,7 @@ _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 class Hung(AssertionError):
-    """A subprocess of a test was ended by run()'s hang guard (the message says which guard and shows its output)."""
+    """A test's subprocess ended by run_with_guard's hang guard (the message says which guard, and the output)."""
 
 
 def _session(sid: int) -> dict[tuple[int, int], float]:
@@ -117,19 +117,23 @@ def _end_session(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def run(args, *, cpu_limit: float, idle: float = 600, cwd=None, env=None, input: str | None = None,
-        check: bool = False, poll: float = 1.0) -> subprocess.CompletedProcess:
-    """subprocess.run(args, capture_output=True, text=True) for a test, guarded against hangs only.
+def run_with_guard(args, *, cpu_limit: float = 600, idle: float = 600, cwd=None, env=None, input: str | None = None,
+                   check: bool = False, capture_output: bool = True, text: bool = True,
+                   poll: float = 1.0) -> subprocess.CompletedProcess:
+    """subprocess.run(args, capture_output=True, text=True) for a test, guarded against hangs only (it always
+    captures text: capture_output and text may be given, as to subprocess.run, but only as True).
 
     The command runs in a session of its own. It is ended, with everything it started (SIGKILL to the whole
     session, so no grandchild goes on using a core after the test), and Hung is raised, only when it hangs:
     - `idle`: none of its processes has used any CPU time, and none has started, for that many seconds of wall
       time (a deadlock, a wait that never ends);
     - `cpu_limit`: its processes together have used that many CPU seconds (a loop that never ends); give several
-      times what a correct run uses: CPU time, unlike wall time, hardly grows when other work shares the cores.
+      times what a correct run uses (the default suits commands of a minute or less): CPU time, unlike wall
+      time, hardly grows when other work shares the cores.
     Neither guard counts wall time as such, so a busy machine only makes a correct run slower, never failed.
     When the command ends by itself, any process it left running in its session is ended too.
     Output goes to temporary files (no pipe to fill and block on), returned as text like subprocess.run's."""
+    assert capture_output and text, "support.run_with_guard always captures the output as text"
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(args, cwd=cwd, env=env, text=True, start_new_session=True, stdout=out, stderr=err,
                                 stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL)

@@ -25,6 +25,8 @@ import pytest
 
 from experiments.rehearse_paper import ADM_TOY, SD2_TOY, build_standins
 
+from support import run_with_guard
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 PREFIX = re.compile(r"^([A-Z_]+=\S+ +)*(make\b|python -m (dps_map|experiments)\b|dps-map( |$))")
@@ -254,11 +256,13 @@ def _execute(command: str, spec: Run, world: dict) -> subprocess.CompletedProces
     for placeholder, value in spec.subst.items():
         text = text.replace(placeholder, value.format(**world["names"]))
     if text.startswith("make"):
-        text = f"{text[:4]} --no-print-directory -C {shlex.quote(str(ROOT))}{text[4:]} " \
-               f"{spec.make_vars.format(**world['names'])}"
+        # on the Python that runs the tests (-o: `make test` has just installed it; no .venv of its own for a
+        # checkout whose tests run on another environment's Python)
+        text = f"{text[:4]} --no-print-directory -C {shlex.quote(str(ROOT))} -o .venv/.installed " \
+               f"PY={shlex.quote(sys.executable)}{text[4:]} {spec.make_vars.format(**world['names'])}"
     text = f"{text} {spec.extra}".strip()
-    return subprocess.run(["bash", "-c", text], cwd=world["work"], env=world["env"], capture_output=True, text=True,
-                          timeout=900)
+    return run_with_guard(["bash", "-c", text], cwd=world["work"], env=world["env"], capture_output=True, text=True,
+                          cpu_limit=1800)
 
 
 RUNS = [c for c, spec in COMMANDS.items() if isinstance(spec, Run)]
@@ -288,13 +292,13 @@ def test_excused_command_still_composes(command, world, monkeypatch):
         key, value = words.pop(0).split("=", 1)
         monkeypatch.setenv(key, value)
     if spec.check == "make":
-        proc = subprocess.run(["make", "-n", "--no-print-directory", "-C", str(ROOT), *words[1:]],
-                              env=world["env"], capture_output=True, text=True, timeout=120)
+        proc = run_with_guard(["make", "-n", "--no-print-directory", "-C", str(ROOT), *words[1:]],
+                              env=world["env"], capture_output=True, text=True, cpu_limit=120)
         assert proc.returncode == 0, proc.stderr
     elif spec.check == "help":
         module = words[2]
-        proc = subprocess.run([sys.executable, "-m", module, "--help"], cwd=world["work"], env=world["env"],
-                              capture_output=True, text=True, timeout=300)
+        proc = run_with_guard([sys.executable, "-m", module, "--help"], cwd=world["work"], env=world["env"],
+                              capture_output=True, text=True, cpu_limit=300)
         assert proc.returncode == 0 and module.split(".")[-1] in proc.stdout, proc.stderr[-2000:]
     else:  # compose: every job's config composes and passes the start-up checks, with the stand-in files
         for key, value in world["env"].items():

@@ -1,4 +1,4 @@
-"""support.run, the tests' way to start a long subprocess: it ends a hung command with everything the command
+"""support.run_with_guard, the tests' way to start a long subprocess: it ends a hung command with everything the command
 started (no grandchild goes on using a core), and leaves a working one alone however long it takes."""
 
 import os
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from support import Hung, run
+from support import Hung, run_with_guard
 
 # the child starts a grandchild, writes both pids, then both do WHAT: "sleep" (a deadlock: no CPU) or "spin"
 FAMILY = """
@@ -40,7 +40,7 @@ def pids_of(path: Path) -> list[int]:
 
 def none_alive(pids: list[int]) -> bool:
     """After a moment for the kernel to tear them down: none of pids runs. Those still running are killed here,
-    so a broken run() fails this test without leaving a process spinning."""
+    so a broken run_with_guard() fails this test without leaving a process spinning."""
     deadline = time.monotonic() + 10
     while any(map(alive, pids)) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -57,7 +57,7 @@ def test_a_hung_command_is_ended_with_its_grandchild(what, guard, tmp_path):
     the child nor the grandchild it started is alive afterwards."""
     pids = tmp_path / "pids"
     with pytest.raises(Hung, match="idle" if what == "sleep" else "cpu_limit"):
-        run([sys.executable, "-c", FAMILY, what, str(pids)], **guard)
+        run_with_guard([sys.executable, "-c", FAMILY, what, str(pids)], **guard)
     assert none_alive(pids_of(pids))  # the child and the grandchild
 
 
@@ -76,7 +76,7 @@ def test_a_working_command_runs_to_its_end_and_what_it_left_running_is_ended(tmp
             "    time.sleep(0.5)\n"
             "print('done'); print('warned', file=sys.stderr); sys.exit(3)\n")
     started = time.monotonic()
-    proc = run([sys.executable, "-c", code], idle=4, cpu_limit=600)
+    proc = run_with_guard([sys.executable, "-c", code], idle=4, cpu_limit=600)
     assert time.monotonic() - started > 6
     assert (proc.returncode, proc.stdout, proc.stderr) == (3, "done\n", "warned\n")
     assert none_alive(pids_of(pids))

@@ -227,7 +227,7 @@ reproduce-paper-sd2: install   # the authors' published tables (SD2-base latents
 	$(PY) -m experiments.restoration_table $(PAPER_SD2)/restoration --out $(PAPER_SD2)/results --name restoration_sd2 \
 		--title "Restoration, SD2-base latent setting (the authors' published tables), ImageNet val (noiseless, 500 steps)"
 
-rehearse-paper: install   # the targets above run for real at toy scale on stand-in files (CPU, ~10 min): experiments/rehearse_paper.py
+rehearse-paper: install   # the targets above run for real at toy scale on stand-in files (CPU, one core, minutes): experiments/rehearse_paper.py
 	OMP_NUM_THREADS=1 $(PY) -m experiments.rehearse_paper $(ARGS)
 
 # every published number traceable (docs/testing.md "Results and their provenance"): each file under

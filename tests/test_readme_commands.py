@@ -58,6 +58,7 @@ COMMANDS: dict[str, Run | Excuse] = {
     "make demo": Excuse("about 4 minutes; tests/test_demo.py runs the demo's image and mixture parts", "make"),
     "make test": Excuse("the test suite itself (this test is part of it)", "make"),
     "make test-fast": Excuse("the test suite without the tests marked slow", "make"),
+    "make test TEST_WORKERS=0": Excuse("the test suite itself, in one process", "make"),
     "make install": Run(),
     "python -m dps_map.run": Run(FAST),
     "python -m dps_map.run task=sr4 prior=adm512 sampler=dmap data=imagenet_val num_samples=1": Run(ADM_FAST),
@@ -157,6 +158,8 @@ COMMANDS: dict[str, Run | Excuse] = {
     "make dps-regime": Excuse("about 7 minutes; tests/test_experiments.py runs its driver small", "make"),
     "python -m experiments.dps_regime": Excuse("as make dps-regime", "help"),
     "make rehearse-paper": Excuse("tests/test_rehearse_paper.py runs it", "make"),
+    "make rehearse-paper ARGS=--no-preload": Excuse("as make rehearse-paper, which tests/test_rehearse_paper.py "
+                                                    "runs, with a fresh interpreter per command (slower)", "make"),
     # -- docs/performance.md, docs/testing.md (mutants) ------------------------------------------------------------
     "make bench-quick": Excuse("installs the bench extra (deepinv); tests/test_bench.py runs the bench", "make"),
     "make bench": Excuse("minutes; installs the bench extra; tests/test_bench.py runs the bench", "make"),

@@ -59,7 +59,9 @@ UPSAMPLER_TOY = ["reference.unet.large_size=64", "reference.unet.small_size=16",
                  "reference.unet.num_head_channels=16", "reference.unet.num_res_blocks=1",
                  "reference.unet.attention_resolutions=8"]
 SD2_TOY = ["prior.image_size=64"]
-STEPS, IMAGES, SHARDS = 3, 4, 2
+#: 2 diffusion steps: a guided step (DMAP's inner loop included) and the last one, all a run's code paths; 4 images
+#: in 2 shards: 2 per shard, the fewest a run's FID/KID accepts
+STEPS, IMAGES, SHARDS = 2, 4, 2
 RUN_SCALE = [f"prior.respacing={STEPS}", f"data.max_images={IMAGES}"]
 TRAIN_SCALE = ["steps=2", "batch_size=2", "accumulate=1", f"data.n_images={IMAGES}", "save_every=1"]
 #: wnids of the stand-in images (real ILSVRC-2012 classes)

@@ -24,7 +24,7 @@ TEST_WORKERS ?= auto
 PYTEST_XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --maxprocesses=4 --dist loadfile --no-loadscope-reorder)
 
 test: install   # everything, the slow tests included (what CI runs)
-	$(PY) -m pytest -q $(PYTEST_XDIST) --durations=15
+	$(PY) -m pytest -q $(PYTEST_XDIST) --durations=20
 
 test-fast: install   # everything but the tests marked slow (the real-size 512 network, the rehearsal, ...)
 	$(PY) -m pytest -q $(PYTEST_XDIST) -m "not slow"

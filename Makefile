@@ -17,11 +17,17 @@ $(STAMP): pyproject.toml
 demo: install
 	$(PY) -m dps_map.demo
 
-test: install   # everything, the slow full-size 512 test included (what CI runs)
-	$(PY) -m pytest -q
+# the tests run on every core (pytest-xdist; at most 4 workers: each holds ~1 GB, and past a few cores the longest
+# files bound the time), whole files per worker in tests/conftest.py's order (the longest first; a file's
+# module-scoped fixtures built once). TEST_WORKERS=0: one process, as plain `pytest` (tests/mutants.py's way).
+TEST_WORKERS ?= auto
+PYTEST_XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --maxprocesses=4 --dist loadfile --no-loadscope-reorder)
 
-test-fast: install   # everything but the tests marked slow (the real-size 512 network)
-	$(PY) -m pytest -q -m "not slow"
+test: install   # everything, the slow tests included (what CI runs)
+	$(PY) -m pytest -q $(PYTEST_XDIST) --durations=20
+
+test-fast: install   # everything but the tests marked slow (the real-size 512 network, the rehearsal, ...)
+	$(PY) -m pytest -q $(PYTEST_XDIST) -m "not slow"
 
 # performance (docs/performance.md): `make bench` also installs the optional `bench` extra (deepinv,
 # the peer DPS) without touching the torch pins; `make bench-quick` takes < 1 minute on 2 CPU cores
@@ -221,7 +227,7 @@ reproduce-paper-sd2: install   # the authors' published tables (SD2-base latents
 	$(PY) -m experiments.restoration_table $(PAPER_SD2)/restoration --out $(PAPER_SD2)/results --name restoration_sd2 \
 		--title "Restoration, SD2-base latent setting (the authors' published tables), ImageNet val (noiseless, 500 steps)"
 
-rehearse-paper: install   # the targets above run for real at toy scale on stand-in files (CPU, ~10 min): experiments/rehearse_paper.py
+rehearse-paper: install   # the targets above run for real at toy scale on stand-in files (CPU, one core, minutes): experiments/rehearse_paper.py
 	OMP_NUM_THREADS=1 $(PY) -m experiments.rehearse_paper $(ARGS)
 
 # every published number traceable (docs/testing.md "Results and their provenance"): each file under

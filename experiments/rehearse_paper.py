@@ -1,7 +1,7 @@
 """`make rehearse-paper`: the paper's make targets, run for real at toy scale on this CPU, the way a user
 types them, so the first GPU-days are not spent on a typo.
 
-    python -m experiments.rehearse_paper [--work DIR] [--only adm512|sd2] [--jobs N]
+    python -m experiments.rehearse_paper [--work DIR] [--only adm512|sd2] [--no-preload]
 
 1. Builds a stand-in for every file the paper's targets read, in the format of the real file:
    - ``512x512_diffusion.pt``: the adm512 flags at 64x64 with 32 channels, a plain state dict;
@@ -20,7 +20,11 @@ types them, so the first GPU-days are not spent on a typo.
    ``train-adapter-paper-sd2``, ``reproduce-paper-sd2``: every sampler of ``PAPER_SD2_SAMPLERS``, DMAP and
    DMAP + estimator included, both estimator samplers on the ControlNets it trains). Scale comes down only
    through overrides a user could type (image size and width of the stand-ins, steps, images); no code path
-   exists for the rehearsal alone.
+   exists for the rehearsal alone. The targets run on a preloaded Python (make's ``PY``, Preloaded below): each
+   ``$(PY) -m MODULE ARGS`` of a recipe is a fork of one interpreter that has imported what the modules import,
+   running the module as ``python -m`` would (its own arguments, environment, working directory, standard
+   streams and exit status), so the ~25 commands of a rehearsal cost one interpreter start-up, not 25;
+   ``--no-preload`` starts a fresh interpreter for each.
 3. Checks the artefact of every stage (preflight.json, adapter checkpoint and ControlNet folders, every
    shard of every sweep, the evaluated metrics, aggregate.json, the restoration tables, the diversity
    aggregate and the score diagnostics; each table's rows and the setting its title names) and prints one line
@@ -34,6 +38,8 @@ import csv
 import json
 import os
 import shlex
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -53,7 +59,9 @@ UPSAMPLER_TOY = ["reference.unet.large_size=64", "reference.unet.small_size=16",
                  "reference.unet.num_head_channels=16", "reference.unet.num_res_blocks=1",
                  "reference.unet.attention_resolutions=8"]
 SD2_TOY = ["prior.image_size=64"]
-STEPS, IMAGES, SHARDS = 3, 4, 2
+#: 2 diffusion steps: a guided step (DMAP's inner loop included) and the last one, all a run's code paths; 4 images
+#: in 2 shards: 2 per shard, the fewest a run's FID/KID accepts
+STEPS, IMAGES, SHARDS = 2, 4, 2
 RUN_SCALE = [f"prior.respacing={STEPS}", f"data.max_images={IMAGES}"]
 TRAIN_SCALE = ["steps=2", "batch_size=2", "accumulate=1", f"data.n_images={IMAGES}", "save_every=1"]
 #: wnids of the stand-in images (real ILSVRC-2012 classes)
@@ -204,13 +212,164 @@ def build_standins(work: Path) -> dict:
             "TORCH_HOME": str(base / "torch"), "_val_wnid": str(data["val_wnid"])}
 
 
+# -- a preloaded Python: one start-up for every `$(PY) -m MODULE` of the targets ------------------------------
+#: what the targets' commands import (each module's own imports, and the libraries they import lazily); a fresh
+#: interpreter spends seconds on these, ~25 times in a rehearsal
+PRELOAD = ("dps_map.run", "dps_map.preflight", "dps_map.train_adapter", "dps_map.aggregate",
+           "experiments.restoration_table", "experiments.score_diagnostics", "dps_map.runner.execute",
+           "dps_map.metrics", "dps_map.priors.adm", "dps_map.priors.upsampler", "dps_map.priors.latent",
+           "dps_map.adapters", "dps_map.training.adapter", "dps_map.training.controlnet", "lpips", "pytorch_fid",
+           "diffusers", "transformers")
+
+#: the `python` the targets run as $(PY): `-m MODULE ARGS` goes to the server, which forks a child that runs the
+#: module as `python -m` would, on this command's stdin/stdout/stderr (passed over the socket), working directory
+#: and environment, and sends back its exit status; anything else runs on the real interpreter
+CLIENT = """#!{python} -IS
+import json, os, socket, struct, sys
+args = sys.argv[1:]
+if len(args) < 2 or args[0] != "-m":
+    os.execv({python!r}, [{python!r}, *args])
+request = json.dumps({{"argv": args[1:], "cwd": os.getcwd(), "env": dict(os.environ)}}).encode()
+conn = socket.socket(socket.AF_UNIX)
+conn.connect({socket!r})
+socket.send_fds(conn, [struct.pack("!Q", len(request))], [0, 1, 2])
+conn.sendall(request)
+status = conn.recv(4)
+sys.exit(struct.unpack("!i", status)[0] if len(status) == 4 else 1)  # no status: the child died
+"""
+
+
+def _recv_exactly(conn, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = conn.recv(n - len(data))
+        if not chunk:
+            raise EOFError("the client hung up")
+        data += chunk
+    return data
+
+
+def _run_forked(conn) -> int:
+    """In the forked child: become the client's `python -m MODULE ARGS` and run it; its exit status."""
+    import atexit
+    import runpy
+    import traceback
+
+    import torch
+
+    msg, fds, _, _ = socket.recv_fds(conn, 8, 3)
+    request = json.loads(_recv_exactly(conn, struct.unpack("!Q", msg)[0]))
+    for k, fd in enumerate(fds):
+        os.dup2(fd, k)
+        os.close(fd)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    # what a fresh `python -m` would do: its directory first on the path, the module run afresh as __main__,
+    # torch's threads from this command's OMP_NUM_THREADS
+    sys.path[0] = os.getcwd()
+    module, *args = request["argv"]
+    sys.modules.pop(module, None)
+    sys.argv = [module, *args]
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+        code = 0
+    except SystemExit as stop:  # as the interpreter: sys.exit(n) is status n, sys.exit("message") prints it, 1
+        if stop.code is None or isinstance(stop.code, int):
+            code = stop.code or 0
+        else:
+            print(stop.code, file=sys.stderr)
+            code = 1
+    except BaseException:  # as the interpreter: the traceback, status 1
+        traceback.print_exc()
+        code = 1
+    atexit._run_exitfuncs()  # what an interpreter runs at exit (logging's shutdown, ...), then the output
+    sys.stdout.flush()
+    sys.stderr.flush()
+    code &= 0xFF
+    conn.sendall(struct.pack("!i", code))
+    return code
+
+
+def serve(path: str) -> None:
+    """The server: import PRELOAD once, then fork one child per connection (`python -m experiments.rehearse_paper
+    --serve SOCKET`; started and ended by Preloaded). Imports only, no computation, before the forks: what
+    tests/mutants.py does too (a torch that has run an OpenMP region is not safe to fork)."""
+    import importlib
+
+    for name in PRELOAD:
+        importlib.import_module(name)
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen(8)
+    print("ready", flush=True)
+    while True:
+        conn, _ = server.accept()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        if os.fork() == 0:  # the child: never returns into this loop
+            server.close()
+            code = 1
+            try:
+                code = _run_forked(conn)
+            finally:
+                os._exit(code)
+        conn.close()
+        while True:  # reap the children that have ended
+            try:
+                if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                    break
+            except ChildProcessError:
+                break
+
+
+class Preloaded:
+    """A preloaded Python for the targets' commands: `with Preloaded(folder, env) as python:` starts the server in
+    the targets' environment and writes the client script `python` (pass it as make's PY); the server ends with the
+    block."""
+
+    def __init__(self, folder: Path, env: dict):
+        self.folder, self.env = folder, env
+
+    def __enter__(self) -> Path:
+        import tempfile
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        # a socket's path has at most 107 bytes: a short one of its own, not under the (maybe long) work folder
+        self.sockdir = tempfile.mkdtemp(prefix="rehearse-")
+        path = os.path.join(self.sockdir, "s")
+        self.server = subprocess.Popen([sys.executable, "-m", "experiments.rehearse_paper", "--serve", path],
+                                       cwd=ROOT, env=self.env, stdout=subprocess.PIPE, text=True)
+        if self.server.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"the preloaded Python did not start (exit {self.server.wait()})")
+        client = self.folder / "python"
+        client.write_text(CLIENT.format(python=sys.executable, socket=path))
+        client.chmod(0o755)
+        return client
+
+    def __exit__(self, *exc) -> None:
+        import shutil
+
+        self.server.kill()
+        self.server.wait()
+        shutil.rmtree(self.sockdir, ignore_errors=True)
+
+
 # -- 2. the targets ----------------------------------------------------------------------------------------
+def user_environment(standins: dict) -> dict:
+    """The environment a user runs the targets in: this one, with the stand-ins' variables exported."""
+    env = {**os.environ, **{k: v for k, v in standins.items() if not k.startswith("_")}}
+    env.pop("MAKEFLAGS", None)  # a make that runs this script must not leak its jobserver into ours
+    env.pop("MFLAGS", None)
+    return env
+
+
 class Rehearsal:
-    def __init__(self, work: Path, env: dict, jobs: int):
-        self.work, self.jobs = work, jobs
-        self.env = {**os.environ, **{k: v for k, v in env.items() if not k.startswith("_")}}
-        self.env.pop("MAKEFLAGS", None)  # a make that runs this script must not leak its jobserver into ours
-        self.env.pop("MFLAGS", None)
+    def __init__(self, work: Path, env: dict, python: Path | str):
+        self.work, self.python = work, python
+        self.env = user_environment(env)
         self.extra = env
         self.log = work / "rehearsal.log"
         self.results: list[tuple[str, bool, str]] = []
@@ -220,6 +379,10 @@ class Rehearsal:
         """`make <target> VAR=value ...` from the repository, as a user types it; its output goes to the log."""
         cmd = ["make", "--no-print-directory", "-C", str(ROOT), target,
                *[f"{k}={v}" for k, v in variables.items()]]
+        # the targets run on the Python that runs this script (make rehearse-paper's .venv, which its `install`
+        # prerequisite has just brought up to date; -o: not again for every target, and never a second venv in a
+        # checkout that borrows another's Python), preloaded (Preloaded) unless --no-preload
+        cmd[4:4] = ["-o", ".venv/.installed", f"PY={self.python}"]
         shown = " ".join(shlex.quote(c) for c in cmd)
         print(f"$ {shown}", flush=True)
         start = time.perf_counter()
@@ -352,26 +515,36 @@ def main(argv=None) -> int:
     parser.add_argument("--work", type=Path, default=ROOT / "outputs" / "rehearse_paper",
                         help="stand-ins, outputs and rehearsal.log (emptied first)")
     parser.add_argument("--only", choices=("adm512", "sd2"), default=None)
-    parser.add_argument("--jobs", type=int, default=1, help="unused; reserved")
+    parser.add_argument("--no-preload", action="store_true",
+                        help="every command of the targets on a fresh interpreter (slower) instead of a fork of one "
+                             "that has imported them")
+    parser.add_argument("--serve", metavar="SOCKET", help=argparse.SUPPRESS)  # Preloaded's server
     args = parser.parse_args(argv)
+    if args.serve:
+        serve(args.serve)  # until Preloaded ends it
+        return 0
     import shutil
+    from contextlib import nullcontext
 
     work = args.work.resolve()
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     start = time.perf_counter()
     env = build_standins(work)
-    r = Rehearsal(work, env, args.jobs)
-    r.times["stand-ins"] = time.perf_counter() - start
-    print(f"stand-ins built in {r.times['stand-ins']:.0f} s under {work / 'standins'}", flush=True)
-    if args.only in (None, "adm512"):
-        rehearse_adm512(r)
-    if args.only in (None, "sd2"):
-        rehearse_sd2(r)
+    stand_ins = time.perf_counter() - start
+    print(f"stand-ins built in {stand_ins:.0f} s under {work / 'standins'}", flush=True)
+    with nullcontext(sys.executable) if args.no_preload else Preloaded(work / "bin", user_environment(env)) as python:
+        r = Rehearsal(work, env, python)
+        r.times["stand-ins"] = stand_ins
+        if args.only in (None, "adm512"):
+            rehearse_adm512(r)
+        if args.only in (None, "sd2"):
+            rehearse_sd2(r)
     failed = [what for what, ok, _ in r.results if not ok]
     total = time.perf_counter() - start
     summary = {"checks": [{"check": w, "ok": ok, "detail": d} for w, ok, d in r.results],
-               "seconds": {k: round(v, 1) for k, v in r.times.items()}, "total_seconds": round(total, 1)}
+               "seconds": {k: round(v, 1) for k, v in r.times.items()}, "total_seconds": round(total, 1),
+               "preloaded": not args.no_preload}
     (work / "rehearsal.json").write_text(json.dumps(summary, indent=2))
     print(f"rehearsal: {len(r.results) - len(failed)} of {len(r.results)} checks passed in {total / 60:.1f} min "
           f"({', '.join(f'{k} {v:.0f} s' for k, v in r.times.items())}); log: {r.log}")

@@ -12,6 +12,8 @@ from dps_map.errors import ConfigError, MissingFileError, UnsafeCheckpointError,
 from dps_map.io import load_checkpoint
 from dps_map.priors import build_unet
 
+from support import run_with_guard
+
 SMALL = {"image_size": 32, "num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,2,2",
          "attention_resolutions": "16,8", "num_head_channels": 32, "learn_sigma": True, "class_cond": True,
          "use_scale_shift_norm": True, "resblock_updown": True}
@@ -97,10 +99,10 @@ def test_wrong_architecture_checkpoint_is_a_config_error(tmp_path):
 
 
 def test_cli_missing_checkpoint_exits_2_without_traceback(tmp_path):
-    proc = subprocess.run(
+    proc = run_with_guard(
         [sys.executable, "-m", "dps_map.run", "task=sr4", "prior=adm512", "sampler=dps", "data=demo",
          f"paths.checkpoints={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}", "progress=false"],
-        capture_output=True, text=True, timeout=300)
+        capture_output=True, text=True, cpu_limit=300)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "512x512_diffusion.pt" in proc.stderr and "paths.adm512=" in proc.stderr

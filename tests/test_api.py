@@ -1,7 +1,6 @@
 """The Python API (dps_map.load_prior, example_image, save_image, psnr) and the README snippet that uses it."""
 
 import re
-import subprocess
 import sys
 
 import pytest
@@ -10,7 +9,7 @@ import torch
 import dps_map
 from dps_map.errors import MissingFileError
 
-from support import CONF, ROOT
+from support import CONF, ROOT, run_with_guard
 
 
 def readme_snippet() -> str:
@@ -23,7 +22,7 @@ def readme_snippet() -> str:
 def test_readme_snippet_restores_an_image(tmp_path):
     code = readme_snippet()
     assert len(code.strip().splitlines()) <= 15  # the promise of the README: under 15 lines
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    proc = run_with_guard([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, cpu_limit=300,
                           env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr
     ours, bicubic = map(float, re.fullmatch(r"PSNR (\S+) dB, bicubic (\S+) dB\n", proc.stdout).groups())

@@ -2,7 +2,6 @@
 
 import json
 import math
-import subprocess
 import sys
 
 import pytest
@@ -10,7 +9,7 @@ import pytest
 from dps_map import bench
 from dps_map.errors import ConfigError
 
-from support import compose
+from support import compose, run_with_guard
 
 # the tiny prior's architecture at 32 px with random weights: fast, and every code path of a real run
 SMALL = ["prior.random_init=true", "prior.unet.image_size=32", "batch_sizes=[1]", "steps=3", "repeats=2",
@@ -85,10 +84,10 @@ def test_peer_drives_the_same_network():
 
 
 def test_cli_prints_a_table_and_json_last(tmp_path):
-    proc = subprocess.run(
+    proc = run_with_guard(
         [sys.executable, "-m", "dps_map.bench", *SMALL, "repeats=1", "samplers=[dps]", "peer=false",
          f"hydra.run.dir={tmp_path}", f"json_out={tmp_path / 'bench.json'}"],
-        capture_output=True, text=True, timeout=120)
+        capture_output=True, text=True, cpu_limit=120)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     last = json.loads(lines[-1])

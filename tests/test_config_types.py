@@ -8,7 +8,6 @@ parsed as Hydra parses a command-line value, goes through run.checked_sampler (w
 building anything)."""
 
 import copy
-import subprocess
 import sys
 
 import pytest
@@ -20,7 +19,7 @@ from dps_map.config.types import Bool, Choice, Float, Int, IntList, Respacing, S
 from dps_map.errors import UserError
 from dps_map.runner import checked_sampler
 
-from support import CONF, compose
+from support import CONF, compose, run_with_guard
 
 GMM = {"task": "gmm_linear", "prior": "gmm", "data": "gmm", "sampler": ("exact", "oracle")}
 BAD = {
@@ -132,8 +131,8 @@ def test_every_bad_scalar_value_is_refused_in_one_line_or_documented_valid(monke
     (["-m", "task.sigma_y=0.05,nan"], "task.sigma_y=nan: expected a finite number >= 0"),  # every job checked
 ])
 def test_bad_values_on_the_command_line_are_one_line_exit_2(args, expected, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "dps_map.run", *args, f"hydra.run.dir={tmp_path / 'run'}",
-                           f"hydra.sweep.dir={tmp_path / 'sweep'}"], capture_output=True, text=True, timeout=120)
+    proc = run_with_guard([sys.executable, "-m", "dps_map.run", *args, f"hydra.run.dir={tmp_path / 'run'}",
+                           f"hydra.sweep.dir={tmp_path / 'sweep'}"], capture_output=True, text=True, cpu_limit=120)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert proc.stderr.startswith("dps-map: error: ") and expected in proc.stderr, proc.stderr
     assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()

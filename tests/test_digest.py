@@ -1,7 +1,6 @@
 """The config digest (a run's identity) and the run directories written before it changed."""
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from dps_map.errors import ConfigError
 from dps_map.migrate import v1_digest
 from dps_map.runner.rundir import claim_run_dir
 
-from support import CONF, compose
+from support import CONF, compose, run_with_guard
 
 #: absolute install paths pinned, so the 0.1 digests below do not depend on where the checkout lives
 FIXED_PATHS = ("paths.tiny_prior=/p/tiny_prior.pt", "paths.adapter=/p/adapter.pt", "paths.tiny_sr4_reference=/p/ref.pt")
@@ -75,9 +74,9 @@ def test_old_run_json_is_refused_in_one_line(tmp_path):
 
 
 def _run(out: Path, *extra):
-    return subprocess.run([sys.executable, "-m", "dps_map.run", "task=gmm_linear", "prior=gmm", "data=gmm",
+    return run_with_guard([sys.executable, "-m", "dps_map.run", "task=gmm_linear", "prior=gmm", "data=gmm",
                            "sampler=exact", "num_samples=20", "progress=false", f"hydra.run.dir={out}", *extra],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, cpu_limit=300)
 
 
 def test_a_run_dir_of_dps_map_0_1_is_refused_then_migrated(tmp_path):
@@ -100,8 +99,8 @@ def test_a_run_dir_of_dps_map_0_1_is_refused_then_migrated(tmp_path):
     tampered = tmp_path / "tampered"
     assert _run(tampered, "seed=5").returncode == 0
     (tampered / "run.json").write_text(json.dumps({"digest": "0123456789abcdef", "version": "0.1.0"}))
-    migrate = subprocess.run([sys.executable, "-m", "dps_map.migrate", str(tmp_path)], capture_output=True,
-                             text=True, timeout=120)
+    migrate = run_with_guard([sys.executable, "-m", "dps_map.migrate", str(tmp_path)], capture_output=True,
+                             text=True, cpu_limit=120)
     assert migrate.returncode == 1, migrate.stderr  # the tampered one is reported and left alone
     assert f"{out}: migrated {old} -> " in migrate.stdout and f"{tampered}: NOT migrated" in migrate.stdout
     assert "schema" not in json.loads((tampered / "run.json").read_text())

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from dps_map.config import compose
+
+from support import run_with_guard
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,7 +33,7 @@ def test_score_diagnostics_gmm_shows_observation_1(tmp_path):
 
 def test_restoration_table_from_a_sweep(tmp_path):
     sweep = tmp_path / "sweep"
-    subprocess.run([sys.executable, "-m", "dps_map.run", "-m", "task=sr4", "sampler=dps,dmap", "data.per_photo=1",
+    run_with_guard([sys.executable, "-m", "dps_map.run", "-m", "task=sr4", "sampler=dps,dmap", "data.per_photo=1",
                     "sampler.respacing=3", "progress=false", f"hydra.sweep.dir={sweep}"], cwd=ROOT, check=True,
                    capture_output=True)
     from experiments.restoration_table import main
@@ -192,9 +193,9 @@ def test_adm512_cpu_controlnet_section_reads_the_training_card(tmp_path):
     """The one section of experiments/adm512_cpu.py cheap enough here (sd2_tiny, 20 ControlNet steps): it runs
     train_adapter as a child under /usr/bin/time and reports seconds per step from the exported card."""
     out = tmp_path / "results"
-    proc = subprocess.run([sys.executable, "-m", "experiments.adm512_cpu", "--sections", "controlnet", "--work",
+    proc = run_with_guard([sys.executable, "-m", "experiments.adm512_cpu", "--sections", "controlnet", "--work",
                            str(tmp_path / "work"), "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
+                          cpu_limit=1200)
     assert proc.returncode == 0, proc.stderr[-2000:]
     card = json.loads((tmp_path / "work" / "controlnet" / "sr4_sd2_tiny" / "dps_map_card.json").read_text())
     (row,) = list(csv.DictReader(open(out / "adm512_cpu.csv")))

@@ -4,12 +4,13 @@
 
 import json
 import os
-import subprocess
 import sys
 import textwrap
 
 import numpy as np
 from PIL import Image
+
+from support import run_with_guard
 
 USER_MODULE = '''
 import torch
@@ -151,9 +152,9 @@ def user_setup(tmp_path):
     return env, f"hydra.searchpath=[file://{tmp_path / 'myconf'}]"
 
 
-def cli(args, env, timeout=300):
-    return subprocess.run([sys.executable, "-m", "dps_map.run", "progress=false", *args], capture_output=True,
-                          text=True, timeout=timeout, env=env)
+def cli(args, env, cpu_limit=300):
+    return run_with_guard([sys.executable, "-m", "dps_map.run", "progress=false", *args], capture_output=True,
+                          text=True, cpu_limit=cpu_limit, env=env)
 
 
 def test_user_sampler_from_own_module_and_config_dir(tmp_path):

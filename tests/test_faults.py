@@ -20,7 +20,7 @@ from dps_map.io import read_jsonl
 from dps_map.runner import run
 from dps_map.runner.lock import LOCK_FILE, OWNER_FILE, RunDirLocked, lock_holder, run_lock
 
-from support import CONF, compose
+from support import CONF, compose, run_with_guard
 
 ROOT = Path(__file__).resolve().parents[1]
 # 2 photographs x 2 crops x 2 samples (one chunk per measurement) with a 4-step random network
@@ -168,8 +168,8 @@ KILL_IN_WRITE = textwrap.dedent("""
 
 def test_sigkill_during_a_chunks_writes_then_resume(tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-c", KILL_IN_WRITE, str(CONF), str(out), *TINY], capture_output=True,
-                          text=True, timeout=300, cwd=ROOT)
+    proc = run_with_guard([sys.executable, "-c", KILL_IN_WRITE, str(CONF), str(out), *TINY], capture_output=True,
+                          text=True, cpu_limit=300, cwd=ROOT)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     finished = keys(out)
     assert len(finished) == 2  # the first chunk; the second chunk's record was never appended

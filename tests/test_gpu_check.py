@@ -16,7 +16,7 @@ from dps_map import gpu_check
 from dps_map.gpu_check import SMOKE, Check, Part, run_parts
 from dps_map.preflight import read_calibration
 
-from support import ROOT
+from support import ROOT, run_with_guard
 
 PARTS = set("ABCDEFGHIJ")
 
@@ -31,8 +31,8 @@ def test_make_gpu_check_smoke_runs_every_part(tmp_path):
     preflight reads it (about 2 minutes on 2 shared cores, one thread)."""
     out = tmp_path / "gpu_check"
     start = time.monotonic()
-    proc = subprocess.run(["make", "-s", "gpu-check", "SMOKE=1", f"GPU_PYTHON={sys.executable}",
-                           f"GPU_CHECK_ARGS=--out {out}"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    proc = run_with_guard(["make", "-s", "gpu-check", "SMOKE=1", f"GPU_PYTHON={sys.executable}",
+                           f"GPU_CHECK_ARGS=--out {out}"], cwd=ROOT, capture_output=True, text=True, cpu_limit=1800)
     wall = time.monotonic() - start
     assert proc.returncode == 0, proc.stderr[-3000:]
     report, md = read_report(out)
@@ -173,7 +173,7 @@ def test_the_check_imports_nothing_a_bare_gpu_machine_lacks():
     parts import pulls none of them in."""
     code = ("import sys, dps_map.gpu_check, dps_map.run, dps_map.metrics, dps_map.priors.latent, diffusers; "
             "print(sorted(m for m in ('wandb', 'matplotlib', 'timm', 'deepinv') if m in sys.modules))")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = run_with_guard([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, cpu_limit=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]"
 

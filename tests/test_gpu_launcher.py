@@ -4,7 +4,6 @@ and CUDA's answers are simulated."""
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
@@ -18,7 +17,7 @@ from dps_map.errors import ConfigError
 from dps_map.run import SWEEP_GPUS_ENV, check_gpu_launcher, pin_local_gpu, start_job
 from dps_map.runner.rundir import write_marker
 
-from support import compose
+from support import compose, run_with_guard
 
 SWEEP = ["hydra/launcher=gpus", "data.num_shards=4", "data.shard=range(4)", "hydra.sweep.dir=/tmp/sweep"]
 
@@ -157,10 +156,10 @@ def test_a_single_run_is_not_a_gpus_job(gpus_job, monkeypatch):
 def test_gpus_sweep_on_a_machine_without_gpu_is_one_line_and_no_job(tmp_path):
     sweep = tmp_path / "sweep"
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")  # no GPU, even on a machine that has some
-    proc = subprocess.run([sys.executable, "-m", "dps_map.run", "-m", "hydra/launcher=gpus", "prior=tiny", "data=demo",
+    proc = run_with_guard([sys.executable, "-m", "dps_map.run", "-m", "hydra/launcher=gpus", "prior=tiny", "data=demo",
                            "sampler=dps", "sampler.respacing=2", "prior.random_init=true", "data.per_photo=1",
                            "progress=false", f"hydra.sweep.dir={sweep}"],
-                          capture_output=True, text=True, timeout=300, env=env)
+                          capture_output=True, text=True, cpu_limit=300, env=env)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("dps-map: error: hydra/launcher=gpus but no GPU"), proc.stderr

@@ -10,7 +10,6 @@ to 1 + max|x~| (the tests assert looser bounds).
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from dps_map.operators import GaussianNoise, SuperResolution  # noqa: E402
 from dps_map.priors.latent import DecodedOperator, check_folder  # noqa: E402
 from dps_map.runner import run  # noqa: E402
 
-from support import CONF, built_sampler, compose, png_psnr, shipped_prior
+from support import CONF, built_sampler, compose, png_psnr, run_with_guard, shipped_prior
 
 SD = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
 
@@ -265,8 +264,8 @@ def test_every_sampler_end_to_end(sampler, vjp, tmp_path):
 
 # -- the folder loader --------------------------------------------------------------------------------
 def test_missing_folder_is_one_line_exit_2(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "dps_map.run", "prior=sd2_base", "paths.sd2_base=/nonexistent",
-                           f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=120)
+    proc = run_with_guard([sys.executable, "-m", "dps_map.run", "prior=sd2_base", "paths.sd2_base=/nonexistent",
+                           f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, cpu_limit=120)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -31,6 +30,8 @@ from dps_map.metrics import (
     save_stats,
     ssim,
 )
+
+from support import run_with_guard
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHT_ENVS = ("DPS_MAP_LPIPS_BACKBONE", "DPS_MAP_FID_INCEPTION", "DPS_MAP_LPIPS_LINEAR")
@@ -585,13 +586,13 @@ def test_fid_stats_cli_missing_weights_exits_2(tmp_path):
     _write_pngs(tmp_path / "imgs", 2)
     env = {k: v for k, v in os.environ.items() if k not in WEIGHT_ENVS}
     env["TORCH_HOME"] = str(tmp_path / "empty_torch_home")
-    r = subprocess.run(
+    r = run_with_guard(
         [sys.executable, "-m", "dps_map.fid_stats", str(tmp_path / "imgs"), str(tmp_path / "out.npz")],
         cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        cpu_limit=120,
     )
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from dps_map.io import append_jsonl, pil_to_tensor, read_jsonl
 from dps_map.runner import run
 from dps_map.runner.summary import summarize_images
 
-from support import ROOT, compose
+from support import ROOT, compose, run_with_guard
 
 # 2 photographs x 2 crops x 2 samples with a 4-step random network (as tests/test_faults.py)
 TINY = ["progress=false", "prior.random_init=true", "sampler=dps", "sampler.respacing=4", "data.per_photo=2",
@@ -32,8 +31,8 @@ VOLATILE = (".hydra", "run.lock", "run.log")
 
 
 def cli(module, *args):
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=300)
+    return run_with_guard([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=ROOT,
+                          cpu_limit=300)
 
 
 def contents(out: Path) -> dict:

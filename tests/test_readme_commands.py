@@ -25,6 +25,8 @@ import pytest
 
 from experiments.rehearse_paper import ADM_TOY, SD2_TOY, build_standins
 
+from support import run_with_guard
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 PREFIX = re.compile(r"^([A-Z_]+=\S+ +)*(make\b|python -m (dps_map|experiments)\b|dps-map( |$))")
@@ -56,6 +58,7 @@ COMMANDS: dict[str, Run | Excuse] = {
     "make demo": Excuse("about 4 minutes; tests/test_demo.py runs the demo's image and mixture parts", "make"),
     "make test": Excuse("the test suite itself (this test is part of it)", "make"),
     "make test-fast": Excuse("the test suite without the tests marked slow", "make"),
+    "make test TEST_WORKERS=0": Excuse("the test suite itself, in one process", "make"),
     "make install": Run(),
     "python -m dps_map.run": Run(FAST),
     "python -m dps_map.run task=sr4 prior=adm512 sampler=dmap data=imagenet_val num_samples=1": Run(ADM_FAST),
@@ -155,6 +158,8 @@ COMMANDS: dict[str, Run | Excuse] = {
     "make dps-regime": Excuse("about 7 minutes; tests/test_experiments.py runs its driver small", "make"),
     "python -m experiments.dps_regime": Excuse("as make dps-regime", "help"),
     "make rehearse-paper": Excuse("tests/test_rehearse_paper.py runs it", "make"),
+    "make rehearse-paper ARGS=--no-preload": Excuse("as make rehearse-paper, which tests/test_rehearse_paper.py "
+                                                    "runs, with a fresh interpreter per command (slower)", "make"),
     # -- docs/performance.md, docs/testing.md (mutants) ------------------------------------------------------------
     "make bench-quick": Excuse("installs the bench extra (deepinv); tests/test_bench.py runs the bench", "make"),
     "make bench": Excuse("minutes; installs the bench extra; tests/test_bench.py runs the bench", "make"),
@@ -254,11 +259,13 @@ def _execute(command: str, spec: Run, world: dict) -> subprocess.CompletedProces
     for placeholder, value in spec.subst.items():
         text = text.replace(placeholder, value.format(**world["names"]))
     if text.startswith("make"):
-        text = f"{text[:4]} --no-print-directory -C {shlex.quote(str(ROOT))}{text[4:]} " \
-               f"{spec.make_vars.format(**world['names'])}"
+        # on the Python that runs the tests (-o: `make test` has just installed it; no .venv of its own for a
+        # checkout whose tests run on another environment's Python)
+        text = f"{text[:4]} --no-print-directory -C {shlex.quote(str(ROOT))} -o .venv/.installed " \
+               f"PY={shlex.quote(sys.executable)}{text[4:]} {spec.make_vars.format(**world['names'])}"
     text = f"{text} {spec.extra}".strip()
-    return subprocess.run(["bash", "-c", text], cwd=world["work"], env=world["env"], capture_output=True, text=True,
-                          timeout=900)
+    return run_with_guard(["bash", "-c", text], cwd=world["work"], env=world["env"], capture_output=True, text=True,
+                          cpu_limit=1800)
 
 
 RUNS = [c for c, spec in COMMANDS.items() if isinstance(spec, Run)]
@@ -288,13 +295,13 @@ def test_excused_command_still_composes(command, world, monkeypatch):
         key, value = words.pop(0).split("=", 1)
         monkeypatch.setenv(key, value)
     if spec.check == "make":
-        proc = subprocess.run(["make", "-n", "--no-print-directory", "-C", str(ROOT), *words[1:]],
-                              env=world["env"], capture_output=True, text=True, timeout=120)
+        proc = run_with_guard(["make", "-n", "--no-print-directory", "-C", str(ROOT), *words[1:]],
+                              env=world["env"], capture_output=True, text=True, cpu_limit=120)
         assert proc.returncode == 0, proc.stderr
     elif spec.check == "help":
         module = words[2]
-        proc = subprocess.run([sys.executable, "-m", module, "--help"], cwd=world["work"], env=world["env"],
-                              capture_output=True, text=True, timeout=300)
+        proc = run_with_guard([sys.executable, "-m", module, "--help"], cwd=world["work"], env=world["env"],
+                              capture_output=True, text=True, cpu_limit=300)
         assert proc.returncode == 0 and module.split(".")[-1] in proc.stdout, proc.stderr[-2000:]
     else:  # compose: every job's config composes and passes the start-up checks, with the stand-in files
         for key, value in world["env"].items():

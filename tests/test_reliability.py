@@ -27,7 +27,7 @@ from dps_map.io import (
 from dps_map.run import main
 from dps_map.runner import run
 
-from support import compose
+from support import compose, run_with_guard
 
 FAST = ["progress=false", "prior.random_init=true", "sampler=ddpm", "sampler.respacing=2"]
 
@@ -77,8 +77,8 @@ def test_bad_command_line_is_one_line_exit_2_before_any_model(args, expected, mo
 def test_bad_value_inside_a_job_is_one_line_exit_2(tmp_path):
     """In a real process: a wrongly typed sampler value (not a typo) is one line, before Hydra starts."""
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "dps_map.run", "sampler=dps", "sampler.zeta=abc",
-                           f"hydra.run.dir={out}"], capture_output=True, text=True, timeout=120)
+    proc = run_with_guard([sys.executable, "-m", "dps_map.run", "sampler=dps", "sampler.zeta=abc",
+                           f"hydra.run.dir={out}"], capture_output=True, text=True, cpu_limit=120)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == ["dps-map: error: sampler.zeta='abc': expected a finite number >= 0"]
     assert not (out / "run.json").exists()
@@ -202,7 +202,7 @@ def test_sigint_mid_run_then_resume_completes_without_recomputing(tmp_path):
     recon = {p.name: p.stat().st_mtime_ns for p in (out / "recon").glob("*.png")}
     assert sorted(recon) == sorted(f"{r['id']}_{r['k']}.png" for r in finished)  # no image without a record
 
-    again = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    again = run_with_guard(args, capture_output=True, text=True, cpu_limit=300)
     assert again.returncode == 0, again.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_samples"] == 8 and summary["n_new_samples"] == 8 - len(finished)

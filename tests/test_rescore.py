@@ -13,7 +13,7 @@ from PIL import Image
 
 from dps_map.runner import run
 
-from support import compose, png_psnr
+from support import compose, png_psnr, run_with_guard
 
 
 def png_tensor(path):
@@ -30,8 +30,8 @@ def tiny_run(out, *extra):
 
 
 def evaluate(*args):
-    return subprocess.run([sys.executable, "-m", "dps_map.evaluate", *map(str, args)], capture_output=True,
-                          text=True, timeout=300)
+    return run_with_guard([sys.executable, "-m", "dps_map.evaluate", *map(str, args)], capture_output=True,
+                          text=True, cpu_limit=300)
 
 
 def snapshot(out):

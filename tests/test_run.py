@@ -1,7 +1,6 @@
 """End to end through the Hydra entry point: outputs, reproducibility, resume, refusal, logging."""
 
 import json
-import subprocess
 import sys
 
 import numpy as np
@@ -12,7 +11,7 @@ from dps_map.errors import ConfigError
 from dps_map.io import read_jsonl
 from dps_map.runner import run
 
-from support import compose
+from support import compose, run_with_guard
 
 
 def config(*overrides):
@@ -21,9 +20,9 @@ def config(*overrides):
 
 def test_gmm_oracle_cli_writes_problem_and_samples(tmp_path):
     out = tmp_path / "oracle"
-    proc = subprocess.run([sys.executable, "-m", "dps_map.run", "task=gmm_linear", "prior=gmm", "data=gmm", "sampler=oracle",
+    proc = run_with_guard([sys.executable, "-m", "dps_map.run", "task=gmm_linear", "prior=gmm", "data=gmm", "sampler=oracle",
                            "num_samples=2000", "seed=0", f"hydra.run.dir={out}"],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, cpu_limit=300)
     assert proc.returncode == 0, proc.stderr
     problem = np.load(out / "problem.npz")
     assert set(problem.files) == {"weights", "means", "covs", "A", "y", "sigma_y", "x0"}
@@ -168,9 +167,9 @@ def test_metrics_default_without_weights_exits_2_and_samples_nothing(tmp_path, i
     env.pop("DPS_MAP_LPIPS_BACKBONE", None)
     env.pop("DPS_MAP_FID_INCEPTION", None)
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "dps_map.run", "task=sr4", "prior=tiny", "prior.random_init=true",
+    proc = run_with_guard([sys.executable, "-m", "dps_map.run", "task=sr4", "prior=tiny", "prior.random_init=true",
                            "data=folder", f"data.path={image_folder}", "metrics=default", f"hydra.run.dir={out}"],
-                          capture_output=True, text=True, timeout=300, env=env)
+                          capture_output=True, text=True, cpu_limit=300, env=env)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "alexnet-owt-7be5be79.pth" in proc.stderr and "paths.lpips_backbone=" in proc.stderr

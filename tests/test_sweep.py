@@ -2,7 +2,6 @@
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
@@ -16,7 +15,7 @@ from dps_map.io import read_jsonl
 from dps_map.run import pin_local_gpu
 from dps_map.runner import run
 
-from support import CONF, compose
+from support import CONF, compose, run_with_guard
 
 ROOT = CONF.parent
 # tiny sizes: 4 demo crops, random-init tiny prior, 3 DPS steps, 2 samples per crop
@@ -102,9 +101,9 @@ def test_slurm_launcher_resources_from_env_and_overrides(monkeypatch, tmp_path):
         assert f"#SBATCH {line}" in script, line
 
 
-def cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "dps_map.run", *args], capture_output=True, text=True,
-                          timeout=timeout)
+def cli(*args, cpu_limit=300):
+    return run_with_guard([sys.executable, "-m", "dps_map.run", *args], capture_output=True, text=True,
+                          cpu_limit=cpu_limit)
 
 
 def recon_files(dirs) -> dict:

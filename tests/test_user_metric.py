@@ -4,7 +4,6 @@ with values checked against numpy on the saved PNGs; a bad entry is one line at 
 
 import json
 import os
-import subprocess
 import sys
 import types
 from pathlib import Path
@@ -19,7 +18,7 @@ from dps_map.errors import ConfigError
 from dps_map.io import read_jsonl
 from dps_map.runner import run
 
-from support import compose
+from support import compose, run_with_guard
 
 TESTS = Path(__file__).resolve().parent
 # tiny sizes: 4 demo crops (2 per shard), random-init tiny prior, 3 DPS steps, 2 samples per crop
@@ -139,8 +138,9 @@ def test_unknown_argument_of_a_user_metric_is_refused_with_the_known_ones():
 
 def cli(tmp_path, *args):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
-    return subprocess.run([sys.executable, "-m", "dps_map.run", *SMALL, "data.shard=0", *args,
-                           f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=300, env=env)
+    return run_with_guard([sys.executable, "-m", "dps_map.run", *SMALL, "data.shard=0", *args,
+                           f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True, cpu_limit=300,
+                          env=env)
 
 
 def test_cli_prints_one_line_for_an_unimportable_metric_and_for_a_batch_mean(tmp_path):

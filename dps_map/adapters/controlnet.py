@@ -137,7 +137,7 @@ def adapter_checkpoint(adapter: Adapter, state_dict: dict | None = None, **meta)
 
 def load_adapter(path, unet: nn.Module, what: str = "adapter checkpoint",
                  where: str = "`python -m dps_map.train_adapter` (docs/adapters.md)",
-                 override: str = "sampler.adapter=/path/to/adapter.pt") -> tuple[Adapter, dict]:
+                 override: str = "prior.adapter=/path/to/adapter.pt") -> tuple[Adapter, dict]:
     """Build an adapter for ``unet`` and load ``path`` into it (weights_only=True; strict).
     Returns (adapter, meta)."""
     state = load_checkpoint(path, what=what, where=where, override=override)

@@ -33,7 +33,7 @@ def test_base_sampler_with_prior_adapter_is_the_adapter_preset_bit_for_bit(base,
     otherwise. The same for dmap, a guided sampler with inner steps."""
     preset = run(compose(*SMALL, f"sampler=adapter_{base}", f"sampler.adapter={SR4_TINY}", *knobs), tmp_path / "preset")
     mine = run(compose(*SMALL, f"sampler={base}", f"prior.adapter={SR4_TINY}", *knobs), tmp_path / "prior")
-    plain = run(compose(*SMALL, f"sampler={base}", *knobs), tmp_path / "plain")
+    run(compose(*SMALL, f"sampler={base}", *knobs), tmp_path / "plain")
     assert preset["n_new_samples"] == mine["n_new_samples"] == 2
     records, pngs = outputs(tmp_path / "preset")
     assert outputs(tmp_path / "prior") == (records, pngs)

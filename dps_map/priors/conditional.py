@@ -12,21 +12,11 @@ from __future__ import annotations
 
 import torch
 
-from ..adapters.controlnet import Adapter, controlled_forward, load_adapter, measurement_hint
+from ..adapters.controlnet import Adapter, check_trained_operator, controlled_forward, load_adapter, measurement_hint
 from ..errors import ConfigError
 from ..io import absolute_path
 from .adm import ADMPrior
 from .base import Prior
-
-
-def check_trained_operator(trained: dict | None, operator, path) -> None:
-    """Refuse an operator other than the one the adapter at `path` was trained for (its hint would mean
-    something else); `trained` is the operator its card records (None: not recorded, accepted)."""
-    operator = getattr(operator, "operator", operator)  # a latent prior's DecodedOperator: its pixel operator
-    here = {"class": type(operator).__name__, **operator.describe()}
-    if trained is not None and trained != here:
-        raise ConfigError(f"adapter '{path}' was trained for operator {trained}, "
-                          f"not {here}: train one for this task (python -m dps_map.train_adapter task=...)")
 
 
 def with_adapter(prior: Prior, path) -> Prior:

@@ -381,7 +381,7 @@ class LatentControlNetPrior(Prior):
 
     def condition(self, operator, y: torch.Tensor) -> "LatentControlNetPrior":
         """The same prior bound to measurement y; refused for an operator the ControlNet was not trained for."""
-        from .conditional import check_trained_operator
+        from ..adapters.controlnet import check_trained_operator
 
         check_trained_operator(self.trained_operator, operator, self.adapter_path)
         pixel = getattr(operator, "operator", operator)  # the pixel operator inside a DecodedOperator

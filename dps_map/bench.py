@@ -73,15 +73,17 @@ def sampler_config(cfg: DictConfig, name: str) -> DictConfig:
 
 
 def make_sampler(cfg: DictConfig, name: str, prior, operator, y, tmp: Path):
-    """(sampler, note) or (None, reason it is skipped)."""
+    """(sampler, note, the prior it runs on) or (None, reason it is skipped, None); an adapter preset runs on the
+    conditional prior of `prior` and an untrained adapter (priors.conditional.with_adapter)."""
     from .config.targets import build_sampler
 
     path = CONF_DIR / "sampler" / f"{name}.yaml"
     if not path.exists():
-        return None, f"no sampler config {path}"
+        return None, f"no sampler config {path}", None
     if OmegaConf.load(path).method.startswith("adapter"):
         try:
             from .adapters.controlnet import Adapter, adapter_checkpoint, measurement_hint
+            from .priors.conditional import with_adapter
 
             torch.manual_seed(0)
             hint = measurement_hint(operator, y)
@@ -90,10 +92,10 @@ def make_sampler(cfg: DictConfig, name: str, prior, operator, y, tmp: Path):
             torch.save(adapter_checkpoint(adapter), path)
             scfg = sampler_config(cfg, name)
             return build_sampler(OmegaConf.merge(scfg, {"adapter": str(path)})), \
-                "untrained (zero-initialised) adapter: timing only"
+                "untrained (zero-initialised) adapter: timing only", with_adapter(prior, path)
         except Exception as err:  # the adapter package is being built by another change; never fatal here
-            return None, f"adapter sampler could not be set up: {type(err).__name__}: {err}"
-    return build_sampler(sampler_config(cfg, name)), ""
+            return None, f"adapter sampler could not be set up: {type(err).__name__}: {err}", None
+    return build_sampler(sampler_config(cfg, name)), "", prior
 
 
 class NullNetwork(torch.nn.Module):
@@ -118,11 +120,9 @@ def build_sampler_named(cfg, name):
     return build_sampler(sampler_config(cfg, name))
 
 
-def network_of(sampler, prior, operator, y):
-    """The prior whose network a sampler calls (adapter samplers: the conditional prior)."""
-    if hasattr(sampler, "conditional"):
-        return sampler.conditional(prior).condition(operator, y)
-    return prior
+def network_of(prior, operator, y):
+    """The prior whose network a sampler calls (a prior with an adapter: bound to the measurement)."""
+    return prior.condition(operator, y) if prior.needs_measurement else prior
 
 
 def run_sampler(sampler, prior, operator, noise, y, batch: int, seed: int) -> dict:
@@ -285,8 +285,8 @@ def measure_sampler(sampler, note: str, prior, null, operator, noise, y, batch: 
                     repeats: int, seed: int, memory: PeakMemory) -> dict:
     """One sampler at one batch size: a warm-up run, then `repeats` runs, each right after the cost of its
     network's calls is measured (a shared machine drifts), and the same run on the free network."""
-    run_sampler(sampler, prior, operator, noise, y, batch, seed)  # warm-up: allocation, caches
-    net = network_of(sampler, prior, operator, y.expand(batch, *y.shape[1:]))
+    net = network_of(prior, operator, y.expand(batch, *y.shape[1:]))
+    run_sampler(sampler, net, operator, noise, y, batch, seed)  # warm-up: allocation, caches
     results, null_times, cond = [], [], {"forward": [], "vjp": []}
     for rep in range(repeats):
         f, v = time_network(net, batch, device, calls)
@@ -294,7 +294,7 @@ def measure_sampler(sampler, note: str, prior, null, operator, noise, y, batch: 
             cond["forward"].append(f)
             cond["vjp"].append(v)
         memory.reset()
-        r = run_sampler(sampler, prior, operator, noise, y, batch, seed + rep)
+        r = run_sampler(sampler, net, operator, noise, y, batch, seed + rep)
         r["peak_mb"] = memory.peak_mb()
         r["floor"] = r["forward"] * f + r["vjp"] * v
         results.append(r)
@@ -372,7 +372,7 @@ def run_bench(cfg: DictConfig, out=_print_now) -> dict:
     null = NullNetwork(prior)
     samplers = {}
     for name in cfg.samplers:
-        sampler, note = make_sampler(cfg, name, prior, operator, y, tmp)
+        sampler, note, sampler_prior = make_sampler(cfg, name, prior, operator, y, tmp)
         if sampler is None:
             summary["skipped"][name] = note
             out(skipped_row(name, note))
@@ -380,7 +380,7 @@ def run_bench(cfg: DictConfig, out=_print_now) -> dict:
         samplers[name] = sampler
         for b in params["sampler_batch_sizes"]:
             try:
-                entry, oom = guarded(lambda: measure_sampler(sampler, note, prior, null, operator, noise, y, b, device,
+                entry, oom = guarded(lambda: measure_sampler(sampler, note, sampler_prior, null, operator, noise, y, b, device,
                                                              calls, repeats, seed, memory), device)
             except Exception as err:  # noqa: BLE001 - an adapter sampler is optional here; any other error is fatal
                 if not name.startswith("adapter"):

@@ -47,6 +47,8 @@ def _strip_builtin_targets(plain: dict) -> dict:
 def v1_digest(cfg) -> str:
     """The config digest of dps-map 0.1."""
     plain = {k: v for k, v in _strip_builtin_targets(resolved(cfg)).items() if k not in V1_NON_OUTPUT}
+    if isinstance(plain.get("prior"), dict) and plain["prior"].get("adapter", False) is None:  # 0.1 had no prior.adapter
+        plain["prior"] = {k: v for k, v in plain["prior"].items() if k != "adapter"}
     legacy = {}
     for key, samplers in V1_TASK_KEYS.items():
         values = {s: v for s in samplers if (v := table_value(cfg, key, s)) is not None}

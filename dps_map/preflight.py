@@ -180,7 +180,7 @@ def trial(cfg, steps: int, priors: dict | None = None) -> dict:
     runner's own sampler call (stacked as the run stacks it), and measure the steady steps (the first one,
     which pays for allocation and kernel selection, is not counted). `priors` caches the built priors across
     trials (an adm512 checkpoint is 2 GB to load)."""
-    from .config.targets import build_noise
+    from .config.targets import adapter_of, build_noise
     from .operators import MatrixOperator
     from .runner import (
         MeasurementUnit,
@@ -198,7 +198,8 @@ def trial(cfg, steps: int, priors: dict | None = None) -> dict:
     device = resolve_device(cfg.device)
     sampler = make_sampler(cfg)
     plain = resolved(cfg)
-    key = json.dumps([plain["prior"], plain.get("perf"), str(device)], sort_keys=True, default=str)
+    key = json.dumps([plain["prior"], adapter_of(cfg.prior, cfg.sampler), plain.get("perf"), str(device)],
+                     sort_keys=True, default=str)
     priors = {} if priors is None else priors
     if key not in priors:
         priors.clear()  # one prior in memory at a time

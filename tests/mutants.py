@@ -1,7 +1,7 @@
 """`make mutants`: deliberate bugs, each applied to a temporary copy of the repository and run against the
 tests written to catch it. Prints killed/survived per mutant and the time.
 
-    python tests/mutants.py              # all 176 mutants (about 5 minutes on 2 CPU cores)
+    python tests/mutants.py              # all 179 mutants (about 5 minutes on 2 CPU cores)
     python tests/mutants.py dsg_sign ... # some of them;  --list: names only
     python tests/mutants.py --jobs 1     # one at a time (default: 2 at once, each in its own copy)
     python tests/mutants.py --no-fork    # a fresh interpreter per pytest run (slower; the default forks)
@@ -300,6 +300,17 @@ MUTANTS = [
            "labels = self.prior.labels_for(x_t)[:1].expand(x_t.shape[0]) if self.prior.class_cond else None",
            (AD + "test_zero_init_equivalence_on_a_class_conditional_prior",),
            "the conditional prior gives every row the first row's label (stacked measurements lose theirs)"),
+    Mutant("prior_adapter_dropped", "dps_map/runner/execute.py",
+           "    return with_adapter(prior, adapter) if adapter else prior", "    return prior",
+           ("tests/test_prior_adapter.py::test_base_sampler_with_prior_adapter_is_the_adapter_preset_bit_for_bit[dps-knobs0]",),
+           "prior.adapter (and the presets' sampler.adapter) is read but the run samples the bare prior"),
+    Mutant("adapter_operator_unchecked", "dps_map/adapters/controlnet.py", "if trained is not None and trained != here:",
+           "if False:", (AD + "test_adapter_for_another_operator_is_refused",),
+           "an adapter trained for another operator is used: its hint means something else"),
+    Mutant("digest_blind_to_prior_adapter", "dps_map/config/digest.py",
+           '{**prior, "adapter": True} if plain["prior"]["adapter"] else prior', "prior",
+           ("tests/test_prior_adapter.py::test_prior_adapter_digest_says_whether_one_is_set",),
+           "a run dir of sampler=dps is resumed with prior.adapter set: samples of two priors in one run"),
     Mutant("adapter_hint_dropped", "dps_map/adapters/controlnet.py", "h = h + self.hint(hint.float())", "h = h",
            (AD + "test_trained_adapter_follows_controlnets_definition_with_label_and_hint",),
            "the hint network's features never enter the encoder copy (the adapter cannot see y)"),

@@ -20,17 +20,8 @@ from dps_map.errors import ConfigError, MissingFileError, UnsafeCheckpointError,
 from dps_map.io import sha256_file
 from dps_map.operators import GaussianNoise, Inpainting, SuperResolution, box_mask
 from dps_map.priors.adm import ADMPrior, build_unet, random_network
-from dps_map.priors.conditional import ConditionalPrior
-from dps_map.samplers import (
-    AdapterDMAPSampler,
-    AdapterDPSSampler,
-    AdapterDSGSampler,
-    AdapterSampler,
-    DDPMSampler,
-    DMAPSampler,
-    DPSSampler,
-    DSGSampler,
-)
+from dps_map.priors.conditional import ConditionalPrior, with_adapter
+from dps_map.samplers import SAMPLERS, DDPMSampler, DMAPSampler, DPSSampler, DSGSampler
 
 from support import CONF, SMALL_UNET, built_sampler, compose
 
@@ -232,28 +223,31 @@ def test_save_load_round_trip_and_refusals(prior, problem, tmp_path):
     torch.save({"format": "dps-map-adapter/1", "builder": Adapter}, tmp_path / "c.pt")  # a pickled class: code to run
     with pytest.raises(UnsafeCheckpointError):
         load_adapter(tmp_path / "c.pt", prior.model)
-    with pytest.raises(MissingFileError, match="sampler.adapter="):
+    with pytest.raises(MissingFileError, match="prior.adapter="):
         load_adapter(tmp_path / "missing.pt", prior.model)
 
 
-@pytest.mark.parametrize("cls,base,kw", [(AdapterSampler, DDPMSampler, {}), (AdapterDPSSampler, DPSSampler, {"zeta": 1.0}),
-                                         (AdapterDMAPSampler, DMAPSampler, {"zeta": 1.0, "num_inner": 2}),
-                                         (AdapterDSGSampler, DSGSampler, {"w": 0.3})])
-def test_adapter_samplers_with_zero_init_adapter_equal_their_base(prior, problem, tmp_path, cls, base, kw):
+@pytest.mark.parametrize("base,kw", [(DDPMSampler, {}), (DPSSampler, {"zeta": 1.0}),
+                                     (DMAPSampler, {"zeta": 1.0, "num_inner": 2}), (DSGSampler, {"w": 0.3})])
+def test_samplers_on_a_zero_init_adapter_prior_equal_them_on_the_prior(prior, problem, tmp_path, base, kw):
+    """Any sampler runs on with_adapter(prior, FILE).condition(operator, y) (prior.adapter=FILE): with an untrained
+    (zero-initialised) adapter it samples what it samples on the prior; a trained one changes the samples."""
     x0, op, noise, y = problem
     path = tmp_path / "zero.pt"
     torch.save(adapter_checkpoint(Adapter(prior.model, hint_channels=4),
                                   operator={"class": "SuperResolution", **op.describe()}), path)
     common = dict(respacing="5", variance="fixed_small", **kw)
     y1 = y[:1]
-    a = cls(adapter=str(path), **common).sample(prior, op, noise, y1, (2, 3, 16, 16), torch.Generator().manual_seed(3))
+    a = base(**common).sample(with_adapter(prior, path).condition(op, y1), op, noise, y1, (2, 3, 16, 16),
+                              torch.Generator().manual_seed(3))
     b = base(**common).sample(prior, op, noise, y1, (2, 3, 16, 16), torch.Generator().manual_seed(3))
     assert torch.allclose(a, b, atol=1e-5)
     # after training the adapter changes the samples
     adapter, _ = load_adapter(path, prior.model)
     _perturb(adapter, 0.5)
     torch.save(adapter_checkpoint(adapter, operator={"class": "SuperResolution", **op.describe()}), path)
-    c = cls(adapter=str(path), **common).sample(prior, op, noise, y1, (2, 3, 16, 16), torch.Generator().manual_seed(3))
+    c = base(**common).sample(with_adapter(prior, path).condition(op, y1), op, noise, y1, (2, 3, 16, 16),
+                              torch.Generator().manual_seed(3))
     assert not torch.allclose(c, b, atol=1e-3)
 
 
@@ -262,20 +256,29 @@ def test_adapter_for_another_operator_is_refused(prior, problem, tmp_path):
     path = tmp_path / "sr8.pt"
     torch.save(adapter_checkpoint(Adapter(prior.model, hint_channels=4),
                                   operator={"class": "SuperResolution", "factor": 8, "method": "bicubic"}), path)
+    conditional = with_adapter(prior, path)
+    assert conditional.needs_measurement  # the runner binds each measurement, checking its operator
     with pytest.raises(ConfigError, match="trained for operator"):
-        AdapterSampler(adapter=str(path), respacing="3").sample(prior, op, noise, y[:1], (1, 3, 16, 16),
-                                                                torch.Generator().manual_seed(0))
+        conditional.condition(op, y[:1])
 
 
-def test_build_sampler_adapter_key():
-    with pytest.raises(ConfigError, match="needs an adapter"):
-        built_sampler({"name": "adapter", "method": "adapter", "adapter": None})
-    with pytest.raises(ConfigError, match="does not use an adapter"):
-        built_sampler({"name": "dps", "method": "dps", "adapter": "x.pt"})
-    for name in ("adapter", "adapter_dps", "adapter_dmap"):
+def test_adapter_presets_are_their_base_samplers_on_the_adapters_prior():
+    """sampler=adapter* are presets: the base method's class, and an adapter (sampler.adapter) the runner gives the
+    prior; the preset without one stops at start-up, and prior.adapter may not name another file."""
+    from dps_map.config.checks import check_adapter
+
+    for name, base in (("adapter", DDPMSampler), ("adapter_dps", DPSSampler), ("adapter_dmap", DMAPSampler),
+                       ("adapter_dsg", DSGSampler)):
         cfg = compose(f"sampler={name}", "task=sr4", "prior=tiny")
-        assert cfg.sampler.adapter.endswith("adapters/sr4_tiny.pt")
-        assert build_sampler(cfg.sampler).name == name
+        assert cfg.sampler.adapter.endswith("adapters/sr4_tiny.pt") and cfg.prior.adapter is None
+        assert type(build_sampler(cfg.sampler)) is base is SAMPLERS[name]
+    cfg = compose("sampler=adapter", "task=sr4", "prior=tiny", "sampler.adapter=null")
+    with pytest.raises(ConfigError, match="needs an adapter"):
+        check_adapter(cfg.sampler, cfg.prior, cfg.task)
+    cfg = compose("sampler=adapter_dps", "task=sr4", "prior=tiny", "prior.adapter=/elsewhere/a.pt")
+    with pytest.raises(ConfigError, match="differ: set one"):
+        check_adapter(cfg.sampler, cfg.prior, cfg.task)
+    assert type(built_sampler({"name": "dps", "method": "dps", "adapter": "x.pt"})) is DPSSampler  # the prior's key
 
 
 def _train_cfg(out_dir, *overrides):
@@ -533,18 +536,17 @@ def test_box_mask_adapter_is_refused_on_random_masks(prior, tmp_path):
     path = tmp_path / "box.pt"
     torch.save(adapter_checkpoint(Adapter(prior.model, hint_channels=4),
                                   operator={"class": "Inpainting", "pattern": "box"}), path)
-    sampler = AdapterSampler(adapter=str(path), respacing="3")
-    sampler.conditional(prior)
+    conditional = with_adapter(prior, path)
     g = torch.Generator().manual_seed(0)
     for location in ("center", "random"):
         box = build_operator(OmegaConf.create({"name": "box", "_target_": "dps_map.operators.box_inpainting",
                                                 "box_fraction": 0.5, "location": location}), 16, g)
-        sampler.check_operator(box)
+        conditional.condition(box, box(torch.zeros(1, 3, 16, 16)))
     rand = build_operator(OmegaConf.create({"name": "random", "_target_": "dps_map.operators.random_inpainting",
                                            "drop_ratio": 0.7}), 16, g)
     assert rand.describe() == {"pattern": "random"}
     with pytest.raises(ConfigError, match="trained for operator"):
-        sampler.check_operator(rand)
+        conditional.condition(rand, rand(torch.zeros(1, 3, 16, 16)))
 
 
 def test_class_conditional_training_binds_each_images_label_and_checks_them_at_start_up(tmp_path, monkeypatch):

@@ -46,9 +46,9 @@ ACCEPTED = {
     **{(k, "1e300"): "any finite value >= 0; a sample that diverges is recorded as a failure" for k in
        ("task.sigma_y", "sampler.zeta", *ZETAS, "task.blur_sigma", "prior.grid_scale", "prior.cov_std",
         "sampler.gamma")},
-    **{(k, "null"): "null is allowed (all samples at once / no cap / labels from the folder layout / default)" for k in
+    **{(k, "null"): "null is allowed (all samples at once / no cap / labels from the folder layout / default / no adapter)" for k in
        ("batch_size", "data.max_images", "data.labels", "logger.entity", "logger.group",
-        "perf.compile_mode", "prior.checkpoint", "prior.prediction_type")},
+        "perf.compile_mode", "prior.checkpoint", "prior.prediction_type", "prior.adapter")},
 }
 
 

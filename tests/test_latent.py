@@ -359,6 +359,17 @@ def test_controlnet_at_zero_init_is_the_prior_and_drives_the_adapter_samplers(ti
         rec = read_jsonl(out / "metrics.jsonl")[0]
         assert summary["n_samples"] == 1 and (rec["forward"], rec["vjp"], rec["decoder_vjp"]) == (forward, vjp, vjp)
         assert (out / "recon" / "chelsea_0_0.png").exists()
+    # the adapter belongs to the prior: sampler=dps prior.adapter=FOLDER is adapter_dps, bit for bit
+    common = ["prior=sd2_tiny", "task=sr4", "data=demo", "data.per_photo=1", "+data.photos=[chelsea]",
+              "sampler.respacing=3", "metrics=fast"]
+    zeta = config(*common, "sampler=adapter_dps").sampler.zeta
+    run(config(*common, "sampler=dps", f"sampler.zeta={zeta}", f"prior.adapter={tmp_path / 'controlnet'}"), tmp_path / "dps")
+    for name in ("metrics.jsonl", "recon/chelsea_0_0.png"):
+        mine, preset = ((tmp_path / d / name).read_bytes() for d in ("dps", "adapter_dps"))
+        if name.endswith(".jsonl"):
+            mine, preset = ([{k: v for k, v in r.items() if k != "seconds"} for r in map(json.loads, b.splitlines())]
+                            for b in (mine, preset))
+        assert mine == preset, name
 
 
 def test_train_adapter_trains_resumes_and_exports_a_controlnet(tmp_path):

@@ -127,6 +127,8 @@ COMMANDS: dict[str, Run | Excuse] = {
     "python -m dps_map.train_adapter task=sr4 prior=tiny data.n_images=100": Run("steps=2 batch_size=2"),
     "python -m dps_map.run task=sr4 prior=tiny sampler=adapter": Run(FAST),
     "python -m dps_map.run task=sr4 prior=tiny sampler=adapter_dmap": Run(FAST),
+    "python -m dps_map.run task=sr4 prior=tiny sampler=dsg prior.adapter=/path/to/sr4_tiny.pt":
+        Run(FAST, {"/path/to/sr4_tiny.pt": str(ROOT / "dps_map" / "assets" / "adapters" / "sr4_tiny.pt")}),
     "python -m dps_map.train_adapter task=sr4 prior=adm512 data.kind=folder data.root=/data/train100 "
     "data.n_images=100 batch_size=4 accumulate=16 steps=5000 lr=1e-5 weight_decay=1e-2 perf.precision=bf16 "
     "perf.grad_checkpoint=true export_path=checkpoints/adapters/sr4_adm512.pt":

@@ -283,8 +283,10 @@ def test_adapter_dps_in_euler_units_is_the_authors_controlnet_pipeline_step_for_
     theirs = run_dps(AuthorsControlNet(tiny, A, y, seed, controlnet.eval(), hint), 20.0)
     plain = run_dps(Authors(tiny, A, y, seed), 20.0)
     assert largest_difference(plain, theirs) > 1e-2  # the ControlNet moves the chain
-    mine = ours(tiny, A, y, seed, name="adapter_dps", method="adapter_dps", adapter=str(tmp_path / "controlnet"),
-                zeta=20.0, guidance_units="euler")
+    from dps_map.priors.conditional import with_adapter  # prior.adapter=FOLDER, bound to y as the runner does
+
+    conditional = with_adapter(tiny, tmp_path / "controlnet").condition(DecodedOperator(A, tiny), y)
+    mine = ours(conditional, A, y, seed, name="adapter_dps", method="adapter_dps", zeta=20.0, guidance_units="euler")
     difference = largest_difference(mine, theirs)
     assert difference < TOL, difference
 

@@ -58,6 +58,16 @@ def measurement_hint(operator, y: torch.Tensor) -> torch.Tensor:
     return torch.cat([image, mask], dim=1)
 
 
+def check_trained_operator(trained: dict | None, operator, path) -> None:
+    """Refuse an operator other than the one the adapter at `path` was trained for (its hint would mean
+    something else); `trained` is the operator its card records (None: not recorded, accepted)."""
+    operator = getattr(operator, "operator", operator)  # a latent prior's DecodedOperator: its pixel operator
+    here = {"class": type(operator).__name__, **operator.describe()}
+    if trained is not None and trained != here:
+        raise ConfigError(f"adapter '{path}' was trained for operator {trained}, "
+                          f"not {here}: train one for this task (python -m dps_map.train_adapter task=...)")
+
+
 class Adapter(nn.Module):
     """Trainable encoder copy + hint net + zero convolutions for a guided_diffusion UNetModel.
 
@@ -137,7 +147,7 @@ def adapter_checkpoint(adapter: Adapter, state_dict: dict | None = None, **meta)
 
 def load_adapter(path, unet: nn.Module, what: str = "adapter checkpoint",
                  where: str = "`python -m dps_map.train_adapter` (docs/adapters.md)",
-                 override: str = "sampler.adapter=/path/to/adapter.pt") -> tuple[Adapter, dict]:
+                 override: str = "prior.adapter=/path/to/adapter.pt") -> tuple[Adapter, dict]:
     """Build an adapter for ``unet`` and load ``path`` into it (weights_only=True; strict).
     Returns (adapter, meta)."""
     state = load_checkpoint(path, what=what, where=where, override=override)

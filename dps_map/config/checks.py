@@ -101,30 +101,37 @@ def adapter_training_command(task: str, prior: str, path) -> str:
 
 
 def check_adapter(sampler, prior=None, task=None) -> None:
-    """An adapter sampler needs its trained adapter (an ADM prior's: a .pt file; a latent prior's: a ControlNet
-    folder), checked before any model is built. The error names the path and the command that trains it."""
-    path = sampler.get("adapter")
+    """A prior with an adapter (prior.adapter, or an adapter preset's sampler.adapter) needs it trained (an ADM
+    prior's: a .pt file; a latent prior's: a ControlNet folder), checked before any model is built. The error names
+    the path, the command that trains it and the key to set."""
+    from .targets import adapter_of
+
+    path = adapter_of(prior, sampler)
     if not path and not _is_adapter(sampler):
         return
     prior_name, task_name = (prior or {}).get("name", "<prior>"), (task or {}).get("name", "<task>")
     latent = (prior or {}).get("kind") == "latent"
+    key = "prior.adapter" if (prior or {}).get("adapter") else "sampler.adapter"
     if not path:
         raise ConfigError(f"sampler={sampler.name} needs an adapter checkpoint: train one with "
                           f"{adapter_training_command(task_name, prior_name, '...')} and pass sampler.adapter=PATH")
+    if (prior or {}).get("kind") == "adm_upsampler":
+        raise ConfigError(f"prior={prior_name} is already conditional: use sampler=ddpm (alone) or dps/dmap "
+                          f"on it, without an adapter (sampler={sampler.name}, {key}={path})")
     from ..priors.latent import controlnet_folder
 
     if latent and not controlnet_folder(path):
         folder = Path(absolute_path(path))
         folder = folder.with_suffix("") if folder.suffix == ".pt" else folder
-        raise MissingFileError(folder / "config.json", f"ControlNet folder of the adapter samplers (task={task_name}, "
+        raise MissingFileError(folder / "config.json", f"ControlNet folder of {key} (task={task_name}, "
                                f"prior={prior_name})",
                                adapter_training_command(task_name, prior_name, folder),
-                               "sampler.adapter=/path/to/controlnet_folder (or paths.checkpoints, env DPS_MAP_ADAPTER)")
+                               f"{key}=/path/to/controlnet_folder (or paths.checkpoints, env DPS_MAP_ADAPTER)")
     if not latent and not (Path(absolute_path(path)).is_file() or controlnet_folder(path)):
-        raise MissingFileError(absolute_path(path), f"adapter checkpoint of the adapter samplers (task={task_name}, "
+        raise MissingFileError(absolute_path(path), f"adapter checkpoint of {key} (task={task_name}, "
                                f"prior={prior_name})",
                                adapter_training_command(task_name, prior_name, absolute_path(path)),
-                               "sampler.adapter=/path/to/adapter.pt (or paths.checkpoints, env DPS_MAP_ADAPTER)")
+                               f"{key}=/path/to/adapter.pt (or paths.checkpoints, env DPS_MAP_ADAPTER)")
 
 
 def check_prior_checkpoint(prior) -> None:
@@ -197,9 +204,6 @@ def check_perf(plain: dict) -> None:
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError for an impossible configuration (before anything is built)."""
     plain = resolved(cfg)
-    if cfg.prior.get("kind") == "adm_upsampler" and _is_adapter(cfg.sampler):
-        raise ConfigError(f"prior={cfg.prior.name} is already conditional: use sampler=ddpm (alone) or dps/dmap "
-                          f"on it, not sampler={cfg.sampler.name}")
     check_adapter(cfg.sampler, cfg.prior, cfg.task)
     check_prior_checkpoint(cfg.prior)
     check_keys(cfg)

@@ -35,9 +35,20 @@ def without_keys(plain: dict, dotted) -> dict:
     return out
 
 
+def adapter_flag(plain: dict) -> dict:
+    """prior.adapter as the digest sees it: whether the prior has an adapter (true), or nothing when it has none
+    (so configs without one keep their digests). Its file is a weight (run.json's "weights": "adapter")."""
+    prior = plain.get("prior")
+    if not isinstance(prior, dict) or "adapter" not in prior:
+        return plain
+    prior = {k: v for k, v in prior.items() if k != "adapter"}
+    return {**plain, "prior": {**prior, "adapter": True} if plain["prior"]["adapter"] else prior}
+
+
 def digest_of(plain: dict) -> str:
-    """sha256 (first 16 hex) of a resolved config's YAML with sorted keys, after leaving out DIGEST_EXCLUDED."""
-    blob = OmegaConf.to_yaml(OmegaConf.create(without_keys(plain, DIGEST_EXCLUDED)), sort_keys=True)
+    """sha256 (first 16 hex) of a resolved config's YAML with sorted keys, after leaving out DIGEST_EXCLUDED
+    (prior.adapter: only whether one is set, :func:`adapter_flag`)."""
+    blob = OmegaConf.to_yaml(OmegaConf.create(without_keys(adapter_flag(plain), DIGEST_EXCLUDED)), sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -50,4 +50,4 @@ PERF_KEYS = {"precision", "tf32", "cudnn_benchmark", "deterministic", "channels_
 LOGGER_KEYS = {"none": {"name"}, "wandb": {"name", "project", "entity", "mode", "group", "tags"}}
 #: prior config keys that are not arguments of its builder: read by the runner, the checks and the sampler
 #: YAMLs (name, kind, respacing, variance), or help text (HELP_KEYS)
-PRIOR_CONFIG_KEYS = {"name", "kind", "_target_", "respacing", "variance", *(k.split(".")[1] for k in HELP_KEYS)}
+PRIOR_CONFIG_KEYS = {"name", "kind", "_target_", "respacing", "variance", "adapter", *(k.split(".")[1] for k in HELP_KEYS)}

@@ -152,12 +152,9 @@ def build(kind: str, cfg, ignore=(), **runtime):
 
 
 def build_sampler(cfg):
-    """The sampler of a conf/sampler/*.yaml (``adapter`` only for the classes that take one)."""
-    takes_adapter = "adapter" in keys("sampler", cfg)
-    if cfg.get("adapter") is not None and not takes_adapter:
-        raise ConfigError(f"{_where('sampler', cfg)}: this sampler does not use an adapter "
-                          f"(use adapter_{cfg.get('method')})")
-    return build("sampler", cfg, ignore=() if takes_adapter else ("adapter",))
+    """The sampler of a conf/sampler/*.yaml. An adapter preset's ``adapter`` key belongs to the prior
+    (:func:`adapter_of`, :func:`build_prior`), not to the sampler."""
+    return build("sampler", cfg, ignore=("adapter",))
 
 
 def build_operator(cfg, image_size: int, generator):
@@ -166,9 +163,26 @@ def build_operator(cfg, image_size: int, generator):
     return build("operator", cfg, image_size=image_size, generator=generator)
 
 
-def build_prior(cfg, device="cpu"):
-    """The prior of a prior config, on device, frozen."""
-    return build("prior", cfg).eval().requires_grad_(False).to(device)
+def build_prior(cfg, device="cpu", adapter=None):
+    """The prior of a prior config, on device, frozen; with an adapter (``adapter``, None: the config's ``adapter``
+    key; False: none) the conditional prior of it and that adapter (priors.conditional.with_adapter)."""
+    prior = build("prior", cfg).eval().requires_grad_(False).to(device)
+    adapter = cfg.get("adapter") if adapter is None else adapter
+    if not adapter:
+        return prior
+    from ..priors.conditional import with_adapter
+
+    return with_adapter(prior, adapter)
+
+
+def adapter_of(prior, sampler) -> str | None:
+    """The adapter a run's prior carries: ``prior.adapter``, or the one an adapter preset names
+    (``sampler=adapter_dps``: ``sampler.adapter``). Both set to different files is a ConfigError."""
+    mine, preset = (prior or {}).get("adapter"), (sampler or {}).get("adapter")
+    if mine and preset and str(mine) != str(preset):
+        raise ConfigError(f"prior.adapter={mine} and sampler={sampler.get('name')}'s adapter {preset} differ: set one "
+                          f"(sampler.adapter=... with the preset, or prior.adapter=... with its base sampler)")
+    return mine or preset or None
 
 
 def noise_target(cfg):

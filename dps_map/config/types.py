@@ -180,6 +180,7 @@ SPEC: dict[str, Kind] = {
     "sampler.start": Float(0, 1, lo_open=True), "sampler.zeta": Float(0), "sampler.w": Float(0, 1),
     "sampler.num_inner": Int(0, 10**4), "sampler.optimizer": Choice("sgd", "adam"), "sampler.project": Bool(),
     "sampler.transition": Choice("ddpm", "ddim"), "sampler.eta": Float(0, 1), "sampler.adapter": Str(nullable=True),
+    "prior.adapter": Str(nullable=True),
     "sampler.gamma": Float(0), "sampler.repeat": Int(1, 10**3), "sampler.travel_start": Float(0, 1),
     "sampler.travel_end": Float(0, 1),
     "sampler.guidance_units": Choice("vp", "euler"),

@@ -132,6 +132,11 @@ class LatentPrior(Prior):
         with self.full_precision(z.device):
             return self.vae.decode(_at_least_fp32(z) / self.scaling_factor).sample.to(z.dtype)
 
+    def encode_distribution(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) of the encoder's Gaussian E(x), unscaled (PSLD's encoding='sample' draws from it)."""
+        dist = self.vae.encode(x).latent_dist
+        return dist.mean, dist.std
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Latents of images in [-1, 1]: s E(x) (the mean of the encoder's Gaussian), in fp32."""
         with self.full_precision(x.device):
@@ -347,7 +352,7 @@ def load_controlnet(path):
     folder = controlnet_folder(path)
     if folder is None:
         raise MissingFileError(Path(absolute_path(path)) / "config.json", "ControlNet folder of the latent adapter "
-                               "samplers", "`python -m dps_map.train_adapter prior=<latent prior> ...` (docs/latent.md)", "sampler.adapter=/path/to/controlnet_folder")
+                               "samplers", "`python -m dps_map.train_adapter prior=<latent prior> ...` (docs/latent.md)", "prior.adapter=/path/to/controlnet_folder")
     card = json.loads((folder / CARD).read_text()) if (folder / CARD).is_file() else {}
     model = ControlNetModel.from_pretrained(folder, local_files_only=True, use_safetensors=True)
     return model.eval().requires_grad_(False), card
@@ -359,11 +364,14 @@ class LatentControlNetPrior(Prior):
     image for deblurring). Same contract as any prior, so the adapter samplers run on it unchanged."""
 
     kind = "latent"
+    needs_measurement = True
 
-    def __init__(self, prior: LatentPrior, controlnet, hint: torch.Tensor | None = None):
+    def __init__(self, prior: LatentPrior, controlnet, hint: torch.Tensor | None = None, adapter_path=None,
+                 trained_operator: dict | None = None):
         super().__init__()
         self.prior, self.controlnet = prior, controlnet  # frozen by load_controlnet; trained by dps_map.training.controlnet
         self.hint = hint
+        self.adapter_path, self.trained_operator = adapter_path, trained_operator
         self.betas, self.learn_sigma = prior.betas, False
         self.image_size = prior.image_size
 
@@ -372,10 +380,14 @@ class LatentControlNetPrior(Prior):
         return self.prior.sample_shape
 
     def condition(self, operator, y: torch.Tensor) -> "LatentControlNetPrior":
+        """The same prior bound to measurement y; refused for an operator the ControlNet was not trained for."""
+        from ..adapters.controlnet import check_trained_operator
+
+        check_trained_operator(self.trained_operator, operator, self.adapter_path)
         pixel = getattr(operator, "operator", operator)  # the pixel operator inside a DecodedOperator
         with torch.no_grad():
             hint = pixel.naive(y).clamp(-1, 1)
-        return LatentControlNetPrior(self.prior, self.controlnet, hint)
+        return LatentControlNetPrior(self.prior, self.controlnet, hint, self.adapter_path, self.trained_operator)
 
     def predict(self, z, t):
         if self.hint is None:

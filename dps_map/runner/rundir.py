@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..config.digest import SCHEMA
 from ..config.keys import DIRNAME_EXCLUDED
+from ..config.targets import adapter_of
 from ..errors import ConfigError, UserError
 from ..io import atomic_write_json, prior_weights, read_json, weights_id
 from .lock import RunDirLocked, lock_holder, locked_message
@@ -56,9 +57,10 @@ def read_marker(out: Path) -> dict | None:
 
 def run_weights(cfg) -> dict:
     """The weights a run's outputs depend on, by content (io.weights_id): the prior's checkpoint and an
-    adapter sampler's adapter. The digest leaves their paths out: a path keeps its name when the file changes
-    (a retrained prior, a re-downloaded checkpoint), and a moved checkout changes the path of the same file."""
-    return {"prior": prior_weights(cfg.prior), "adapter": weights_id(cfg.sampler.get("adapter"))}
+    prior's adapter (prior.adapter, or an adapter preset's sampler.adapter). The digest leaves their paths out: a
+    path keeps its name when the file changes (a retrained prior, a re-downloaded checkpoint), and a moved checkout
+    changes the path of the same file."""
+    return {"prior": prior_weights(cfg.prior), "adapter": weights_id(adapter_of(cfg.prior, cfg.sampler))}
 
 
 def class_label_policy(prior_cfg) -> str | None:

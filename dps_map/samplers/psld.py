@@ -75,9 +75,9 @@ class PSLDSampler(Sampler):
         if self.encoding == "mean" or prior is None:
             return encode(x)
         operator.stats["encoder"] = operator.stats.get("encoder", 0) + 1
-        dist = prior.vae.encode(x).latent_dist
-        n = randn(dist.mean.shape, generator, dist.mean.dtype, dist.mean.device)
-        return (dist.mean + dist.std * n).to(x.dtype) * prior.scaling_factor
+        mean, std = prior.encode_distribution(x)
+        n = randn(mean.shape, generator, mean.dtype, mean.device)
+        return (mean + std * n).to(x.dtype) * prior.scaling_factor
 
     def predicted_measurement(self, Ax, noise, generator):
         """A(D(z0_hat)), plus Gaussian noise of the task's sigma_y when noise_on_prediction (Rout's code)."""

@@ -85,11 +85,11 @@ train-tiny-prior: install
 	$(PY) -m dps_map.train_prior
 
 compare-prior: install   # a retrained tiny prior vs the shipped one: CANDIDATE=path/tiny_prior.pt (--restore: ~15 min more)
-	OMP_NUM_THREADS=1 $(PY) -m experiments.compare_priors --candidate $(CANDIDATE) $(ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m tools.compare_priors --candidate $(CANDIDATE) $(ARGS)
 
 tune-tiny: install   # DPS/DMAP/DMAP-Adam step sizes for the tiny prior on 12 validation crops; experiments/results/tune_tiny.*
 # (89 min with --workers 1 at load ~3 on 2 CPU cores, its provenance record; by default one worker per core)
-	OMP_NUM_THREADS=1 $(PY) -m experiments.tune_tiny $(ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m tools.tune_tiny $(ARGS)
 gmm-study: install
 	$(PY) -m experiments.gmm_sampler_study
 
@@ -228,17 +228,17 @@ reproduce-paper-sd2: install   # the authors' published tables (SD2-base latents
 	$(PY) -m experiments.restoration_table $(PAPER_SD2)/restoration --out $(PAPER_SD2)/results --name restoration_sd2 \
 		--title "Restoration, SD2-base latent setting (the authors' published tables), ImageNet val (noiseless, 500 steps)"
 
-rehearse-paper: install   # the targets above run for real at toy scale on stand-in files (CPU, one core, minutes): experiments/rehearse_paper.py
-	OMP_NUM_THREADS=1 $(PY) -m experiments.rehearse_paper $(ARGS)
+rehearse-paper: install   # the targets above run for real at toy scale on stand-in files (CPU, one core, minutes): tools/rehearse_paper.py
+	OMP_NUM_THREADS=1 $(PY) -m tools.rehearse_paper $(ARGS)
 
 # every published number traceable (docs/testing.md "Results and their provenance"): each file under
 # experiments/results/ has its provenance record and the shipped assets' sha256, and every number README.md,
 # docs/ and experiments/results/README.md quote from a run is in the file they cite; seconds, no network; CI runs it
 lint: install   # ruff (pyproject.toml [tool.ruff]): pyflakes, statement errors, import order; seconds
-	$(PY) -m ruff check dps_map experiments tests
+	$(PY) -m ruff check dps_map experiments tools tests
 
 check-results: install
-	$(PY) -m experiments.check_results $(ARGS)
+	$(PY) -m tools.check_results $(ARGS)
 
 clean:
 	rm -rf outputs multirun .pytest_cache

@@ -24,6 +24,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .config import compose
+from .config.demo import DEMO_PER_PHOTO, DEMO_SAMPLERS, DEMO_TASKS
 from .config.targets import build_prior
 from .io import unique_records
 from .runner import format_summary, gmm_problem, run
@@ -82,12 +83,6 @@ def gmm_figure(samples: dict, metrics: dict, grid: np.ndarray, density: np.ndarr
     fig.suptitle(title, fontsize=10)
     return fig
 
-DEMO_TASKS = ("sr4", "inpaint_box", "gaussian_deblur")
-DEMO_SAMPLERS = ("dps", "dmap")
-#: crops per held-out photograph: 2 keeps `make demo` under 4 minutes on 2 CPU cores (DMAP costs
-#: 1 forward + 3 VJPs per step, ~10 s per crop; the six runs go two at a time, one per core);
-#: `python -m dps_map.run data=demo` uses 4
-DEMO_PER_PHOTO = 2
 
 #: shown size of a tile in the task pictures, in pixels: the 64 px crops x3, the 16 px SR measurement x12
 TILE_PX = 192

@@ -1,1 +1,2 @@
-"""Paper-reproduction drivers and sweep aggregation (run with python -m experiments.<name>)."""
+"""The studies behind the results in experiments/results/, one driver each (python -m experiments.NAME),
+run from a checkout. Not shipped in the wheel."""

@@ -1,8 +1,12 @@
-"""What every experiment driver shares: CSV rows out, matplotlib (headless) figures out, runs in parallel."""
+"""What the study drivers share: CSV rows and markdown headers out, matplotlib (headless) figures out, the tiny
+prior from a checkpoint, runs in parallel. The commit, the assets' sha256 and the machine of a result are written by
+tools.provenance, which runs the driver, not by the driver."""
 
 from __future__ import annotations
 
 import csv
+import functools
+import os
 from pathlib import Path
 
 
@@ -15,6 +19,26 @@ def write_csv(rows: list[dict], path: Path) -> None:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
+
+
+def header(title: str, command: str, seconds: float, extra: str = "") -> list[str]:
+    """The first lines of a result's markdown: its title, the command, the wall time and the load it ran under."""
+    import torch
+
+    return [f"# {title}", "",
+            f"`{command}`: {seconds / 60:.1f} min wall on a {os.cpu_count()}-core "
+            f"{'machine with a GPU' if torch.cuda.is_available() else 'CPU'} (measured; 1-min load average at the "
+            f"end {os.getloadavg()[0]:.1f}; the provenance record beside this file has the commit and the assets' "
+            "sha256). " + extra, ""]
+
+
+@functools.lru_cache(maxsize=2)
+def tiny_prior(checkpoint: Path):
+    """The tiny prior (conf/prior/tiny.yaml) with the weights at `checkpoint`, on the CPU, built once per file."""
+    from dps_map.config import compose, resolve_device
+    from dps_map.config.targets import build_prior
+
+    return build_prior(compose("prior=tiny", f"prior.checkpoint={checkpoint}").prior, resolve_device("cpu"))
 
 
 def pyplot():
@@ -39,8 +63,6 @@ def save_figure(fig, path: Path, title: str | None = None) -> Path:
 
 def default_workers() -> int:
     """Parallel single-threaded runs for run_parallel: one per CPU core, 1 on a GPU (one device)."""
-    import os
-
     import torch
 
     return 1 if torch.cuda.is_available() else (os.cpu_count() or 1)

@@ -21,7 +21,6 @@ Writes experiments/results/dps_regime.{csv,md,png}.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import time
 from pathlib import Path
 
@@ -102,10 +101,8 @@ def regime(row: dict, tol: float = 0.25) -> str:
 
 def write(rows, out: Path, command: str, seconds: float, note: str = "") -> None:
     write_csv(rows, out / "dps_regime.csv")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
     lines = ["# DPS's diversity regime on the exact Gaussian mixture", "",
-             f"`{command}` at commit {commit} ({seconds / 60:.1f} min on 2 shared CPU cores){note}. Ratios to the "
+             f"`{command}` ({seconds / 60:.1f} min on 2 shared CPU cores){note}. Ratios to the "
              "exact posterior (1 = as the posterior); regime (tolerance 25%): mode collapse / extra modes = "
              "effective-modes ratio < 0.75 / > 1.25, within-mode collapse / over-dispersion = within-mode "
              "ratio < 0.75 / > 1.25. 1000 DPS steps, zeta constant per step.", "",
@@ -155,9 +152,8 @@ def main(argv=None) -> None:
         rows = [{k: (v if k == "regime" else float(v)) for k, v in r.items()} for r in csv.DictReader(open(path))]
         for r in rows:
             r.update(dim=int(r["dim"]), m=int(r["m"]), regime=regime(r))
-        commit_of_run = Path(path).with_suffix(".commit").read_text().strip() if Path(path).with_suffix(".commit").exists() else "?"
         write(rows, args.out, command, 60 * float(minutes),
-              f"; numbers from that run at commit {commit_of_run}, regime labels recomputed")
+              "; numbers from that run (its provenance record has its commit), regime labels recomputed")
         return
     torch.set_num_threads(1)
     started, rows = time.perf_counter(), []

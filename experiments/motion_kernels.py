@@ -11,7 +11,7 @@ generator reads numpy's global stream, seeded with np.random.seed(seed) per kern
 It also measures the SR border gap (docs/methods.md "Operators"): max |bicubic - imresize| of y on a uniform random
 image in [-1, 1] at 256 px, in the 2-pixel border of y and inside it.
 
-    python -m experiments.provenance --results motion_kernels -- \\
+    python -m tools.provenance --results motion_kernels -- \\
         python -m experiments.motion_kernels --motionblur /path/to/motionblur/motionblur.py
 
 Writes experiments/results/motion_kernels.{md,csv}.

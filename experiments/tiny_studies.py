@@ -279,7 +279,7 @@ class _ClipBelow:
 def samples(checkpoint: Path, num: int, steps: str, mode: str, clip_below: int, seed: int = 0) -> torch.Tensor:
     from dps_map.priors.adm import ADMPrior
     from dps_map.samplers import DDPMSampler
-    from experiments.compare_priors import tiny_prior
+    from experiments.common import tiny_prior
 
     prior = tiny_prior(checkpoint)
     if mode == "below":
@@ -362,7 +362,7 @@ OLD_ZETA = {("sr4", "dps"): 10.0, ("sr4", "dmap"): 3.0, ("inpaint_box", "dps"): 
 
 
 def demo(args) -> tuple[list[dict], tuple]:
-    from dps_map.demo import DEMO_PER_PHOTO, DEMO_SAMPLERS, DEMO_TASKS
+    from dps_map.config.demo import DEMO_PER_PHOTO, DEMO_SAMPLERS, DEMO_TASKS
 
     jobs = {}
     for task in DEMO_TASKS:

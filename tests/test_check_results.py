@@ -1,4 +1,4 @@
-"""experiments.provenance (the record a result carries) and experiments.check_results (make check-results)."""
+"""tools.provenance (the record a result carries) and tools.check_results (make check-results)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from experiments import check_results as cr
-from experiments import provenance as prov
+from tools import check_results as cr
+from tools import provenance as prov
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -186,7 +186,7 @@ def test_the_wrapper_records_command_assets_files_and_refuses_a_failed_command(t
         f"open({str(ROOT / 'dps_map' / 'assets' / 'tiny_prior.pt')!r}, 'rb').read(16)\n"
         f"open({str(out / 'demo.md')!r}, 'w').write('PSNR 25.27')\n"
         "sys.exit(int(sys.argv[1]))\n")
-    cmd = [sys.executable, "-m", "experiments.provenance", "--out", str(out), "--results", "demo", "--",
+    cmd = [sys.executable, "-m", "tools.provenance", "--out", str(out), "--results", "demo", "--",
            sys.executable, str(script)]
     r = subprocess.run(cmd + ["3"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 3 and not (out / "demo.provenance.json").exists()
@@ -200,7 +200,7 @@ def test_the_wrapper_records_command_assets_files_and_refuses_a_failed_command(t
     assert rec["command"].endswith("job.py 0") and len(rec["commit"]) == 40 and rec["wall_s"] >= 0
     assert rec["machine"]["cores"] and rec["started"] <= rec["finished"] and rec["stale"] is None
     # --append adds a step, --stale marks it
-    r = subprocess.run([sys.executable, "-m", "experiments.provenance", "--out", str(out), "--append", "--results",
+    r = subprocess.run([sys.executable, "-m", "tools.provenance", "--out", str(out), "--append", "--results",
                         "demo", "--", sys.executable, "-c", "pass"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     rec = json.loads((out / "demo.provenance.json").read_text())
@@ -221,7 +221,7 @@ def test_the_repository_results_have_provenance_and_the_shipped_assets(capsys):
 def test_stdout_kept_as_a_result_file(tmp_path):
     out = tmp_path / "results"
     out.mkdir()
-    r = subprocess.run([sys.executable, "-m", "experiments.provenance", "--out", str(out), "--results", "bench",
+    r = subprocess.run([sys.executable, "-m", "tools.provenance", "--out", str(out), "--results", "bench",
                         "--stdout", "bench.txt", "--", sys.executable, "-c", "print('forward 31.3 ms')"],
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

@@ -1,10 +1,10 @@
-"""experiments.compare_priors: the held-out eps loss that decides whether a retrained tiny prior ships."""
+"""tools.compare_priors: the held-out eps loss that decides whether a retrained tiny prior ships."""
 
 import numpy as np
 import pytest
 import torch
 
-from experiments.compare_priors import SHIPPED, crop_sets, eps_losses, loss_rows
+from tools.compare_priors import SHIPPED, crop_sets, eps_losses, loss_rows
 
 
 def test_eps_loss_of_the_shipped_prior_is_skilful_monotone_and_reproducible():
@@ -58,7 +58,7 @@ def test_loss_rows_pair_the_priors_on_the_same_noise(zero_prior):
 
 
 def test_colour_statistics_known_values_and_sample_rows(tmp_path, zero_prior):
-    from experiments.compare_priors import colour_stats, sample_rows
+    from tools.compare_priors import colour_stats, sample_rows
 
     grey = torch.zeros(2, 3, 8, 8)
     red = torch.tensor([1.0, -1.0, -1.0]).view(1, 3, 1, 1).expand(2, 3, 8, 8)

@@ -159,12 +159,12 @@ def test_frontier_tiny_writes_its_table_and_cheapest_setting(tmp_path, monkeypat
 
 
 def test_tune_tiny_chooses_the_best_mean_and_reports_paired_differences(tmp_path):
-    """experiments.tune_tiny: the highest mean PSNR is chosen and each other step size gets the paired
+    """tools.tune_tiny: the highest mean PSNR is chosen and each other step size gets the paired
     difference over the crops both finished (known values), then the driver end to end through the runner
     on the validation photographs (never the held-out test photographs)."""
     import numpy as np
 
-    import experiments.tune_tiny as tt
+    import tools.tune_tiny as tt
 
     rows = [{"task": "sr4", "sampler": "dps", "value": v, "psnr": float(np.mean([p for p in ps if p is not None])),
              "ids": ["a", "b", "c"], "crop_psnr": ps}
@@ -190,10 +190,10 @@ def test_tune_tiny_chooses_the_best_mean_and_reports_paired_differences(tmp_path
 
 
 def test_adm512_cpu_controlnet_section_reads_the_training_card(tmp_path):
-    """The one section of experiments/adm512_cpu.py cheap enough here (sd2_tiny, 20 ControlNet steps): it runs
+    """The one section of tools/adm512_cpu.py cheap enough here (sd2_tiny, 20 ControlNet steps): it runs
     train_adapter as a child under /usr/bin/time and reports seconds per step from the exported card."""
     out = tmp_path / "results"
-    proc = run_with_guard([sys.executable, "-m", "experiments.adm512_cpu", "--sections", "controlnet", "--work",
+    proc = run_with_guard([sys.executable, "-m", "tools.adm512_cpu", "--sections", "controlnet", "--work",
                            str(tmp_path / "work"), "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
                           cpu_limit=1200)
     assert proc.returncode == 0, proc.stderr[-2000:]

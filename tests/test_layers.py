@@ -11,10 +11,14 @@ CLI = {"run", "evaluate", "preflight", "bench", "demo", "migrate", "weights", "t
        "train_reference", "fid_stats", "aggregate", "gpu_check"}
 CORE = {"errors", "io", "diffusion", "data"}
 LIBRARY = {"operators", "priors", "samplers", "adapters", "metrics"}
-#: layer -> the layers it may import (besides itself)
+#: what the package offers a program outside it: everything but its command-line modules
+PACKAGE = {"core", "library", "config", "runner", "training", "api"}
+#: layer -> the layers it may import (besides itself). Outside the package, the studies (experiments/) build on
+#: the package, and the repository's tools (tools/) on both; nothing in dps_map imports either.
 ALLOWED = {"core": {"core"}, "library": {"core", "library"}, "config": {"core", "library", "config"},
            "runner": {"core", "library", "config", "runner"}, "training": {"core", "library", "config", "training"},
-           "api": {"core", "library", "config"}, "cli": {"core", "library", "config", "runner", "training", "cli"}}
+           "api": {"core", "library", "config"}, "cli": {"core", "library", "config", "runner", "training", "cli"},
+           "experiments": PACKAGE | {"experiments"}, "tools": PACKAGE | {"experiments", "tools"}}
 
 
 def module_name(path: Path, root: Path = ROOT) -> str:
@@ -23,7 +27,7 @@ def module_name(path: Path, root: Path = ROOT) -> str:
 
 
 def imports(path: Path, root: Path = ROOT) -> set[str]:
-    """Every dps_map / experiments module this file imports, at any depth of its code."""
+    """Every dps_map / experiments / tools module this file imports, at any depth of its code."""
     name = module_name(path, root)
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     out = set()
@@ -37,16 +41,18 @@ def imports(path: Path, root: Path = ROOT) -> set[str]:
                 base = ".".join(up + ([base] if base else []))
             out.add(base)
             out |= {f"{base}.{a.name}" for a in node.names}  # `from pkg import module`
-    return {m for m in out if m.split(".")[0] in ("dps_map", "experiments")}
+    return {m for m in out if m.split(".")[0] in ("dps_map", "experiments", "tools")}
 
 
 def modules() -> dict[str, Path]:
-    files = [*(ROOT / "dps_map").rglob("*.py"), *(ROOT / "experiments").glob("*.py")]
+    files = [*(ROOT / "dps_map").rglob("*.py"), *(ROOT / "experiments").glob("*.py"), *(ROOT / "tools").glob("*.py")]
     return {module_name(p): p for p in files}
 
 
 def layer(module: str) -> str | None:
     parts = module.split(".")
+    if parts[0] in ("experiments", "tools"):
+        return parts[0]
     if parts[0] != "dps_map" or len(parts) == 1:
         return None
     top = parts[1]
@@ -134,3 +140,12 @@ def test_the_checks_see_an_import_inside_a_function_and_a_cycle(tmp_path):
         ["dps_map.samplers.x (library) imports dps_map.config.targets (config)"]
     assert violations({"dps_map.run": {"dps_map.config.targets"}}) == []  # the command line may
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_studies_and_tools_sit_above_the_package():
+    assert violations({"experiments.x": {"dps_map.demo"}}) == ["experiments.x (experiments) imports dps_map.demo (cli)"]
+    assert violations({"experiments.x": {"tools.provenance"}}) == \
+        ["experiments.x (experiments) imports tools.provenance (tools)"]
+    assert violations({"dps_map.runner.x": {"experiments.common"}}) == \
+        ["dps_map.runner.x (runner) imports experiments.common (experiments)"]
+    assert violations({"tools.x": {"experiments.common", "dps_map.runner", "dps_map.api"}}) == []

@@ -1,5 +1,5 @@
 """Every shell command README.md and docs/*.md show (a line of a code block, or an inline `...` span, that starts
-with `make`, `python -m dps_map`, `python -m experiments` or `dps-map`) is either run here, as a user types it,
+with `make`, `python -m dps_map`, `python -m experiments`, `python -m tools` or `dps-map`) is either run here, as a user types it,
 or excused below with its reason. A command that is in neither list fails `test_every_shown_command_is_run_or_excused`.
 
 Run: the command itself in a shell, from a scratch directory (so relative outputs land there), with the stand-in
@@ -23,13 +23,13 @@ from pathlib import Path
 
 import pytest
 
-from experiments.rehearse_paper import ADM_TOY, SD2_TOY, build_standins
+from tools.rehearse_paper import ADM_TOY, SD2_TOY, build_standins
 
 from support import run_with_guard
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-PREFIX = re.compile(r"^([A-Z_]+=\S+ +)*(make\b|python -m (dps_map|experiments)\b|dps-map( |$))")
+PREFIX = re.compile(r"^([A-Z_]+=\S+ +)*(make\b|python -m (dps_map|experiments|tools)\b|dps-map( |$))")
 
 TOY = " ".join(ADM_TOY)
 FAST = "sampler.respacing=2 data.per_photo=1 progress=false"
@@ -105,20 +105,20 @@ COMMANDS: dict[str, Run | Excuse] = {
     # -- docs/tiny-prior.md (step sizes, the tiny prior), docs/testing.md, docs/adapters.md ------------------------
     "make gmm-study": Excuse("a study of several minutes; tests/test_experiments.py runs its driver small", "make"),
     "make tune-tiny": Excuse("about 90 minutes of CPU with one worker; tests/test_experiments.py runs its driver small", "make"),
-    "python -m experiments.tune_tiny": Excuse("as make tune-tiny", "help"),
+    "python -m tools.tune_tiny": Excuse("as make tune-tiny", "help"),
     "python -m experiments.tiny_studies demo": Excuse("about 7 minutes: the runs of make demo with both priors; "
                                                      "tests/test_demo.py runs the demo", "help"),
-    "python -m experiments.check_results --list": Run(),
-    "python -m experiments.adm512_cpu": Excuse("about 45 minutes and 15.4 GiB of RAM (adm512 at 512x512); "
+    "python -m tools.check_results --list": Run(),
+    "python -m tools.adm512_cpu": Excuse("about 45 minutes and 15.4 GiB of RAM (adm512 at 512x512); "
                                                "tests/test_experiments.py runs its controlnet section", "help"),
-    "python -m experiments.provenance --results STEM -- <command>": Excuse(
+    "python -m tools.provenance --results STEM -- <command>": Excuse(
         "a wrapper around any command (schematic); tests/test_check_results.py runs it", "help"),
     "make lint": Excuse("CI runs it first (.ci/run); seconds", "make"),
     "make check-results": Excuse("CI runs it first (.ci/run); tests/test_check_results.py runs the same check "
                                  "on the repository", "make"),
     "make compare-prior": Excuse("needs a retrained prior (CANDIDATE=); tests/test_compare_priors.py", "make"),
     "make compare-prior CANDIDATE=path/tiny_prior.pt": Excuse("needs a retrained prior", "make"),
-    "python -m experiments.compare_priors": Excuse("as make compare-prior", "help"),
+    "python -m tools.compare_priors": Excuse("as make compare-prior", "help"),
     "make train-tiny-prior": Excuse("trains the shipped prior for hours; tests/test_train_prior.py trains steps", "make"),
     "python -m dps_map.train_prior": Excuse("as make train-tiny-prior", "compose", "train_prior"),
     "make -j2 train-adapter": Excuse("retrains the shipped adapters (12-25 min each)", "make"),

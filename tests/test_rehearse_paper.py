@@ -1,6 +1,6 @@
 """make rehearse-paper: the paper's make targets (preflight, adapter and ControlNet training, reproduce-paper for
 the ADM-512 pixel setting and for the SD2-base latent setting, DMAP and DMAP + estimator included) run for real
-at toy scale on stand-in files, each stage's artefact checked (experiments/rehearse_paper.py). Minutes of CPU:
+at toy scale on stand-in files, each stage's artefact checked (tools/rehearse_paper.py). Minutes of CPU:
 marked slow, run by `make test` and CI."""
 
 import json

@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 #: what a build reads: the packages, the config tree and the project's metadata
-SOURCES = ("pyproject.toml", "README.md", "dps_map", "conf", "experiments")
+SOURCES = ("pyproject.toml", "README.md", "dps_map", "conf", "experiments", "tools")
 SHOW_CONF = "import dps_map, dps_map.config; print(dps_map.__file__); print(dps_map.config.CONF_DIR)"
 
 
@@ -77,8 +77,9 @@ def test_wheel_ships_the_config_tree_once_and_runs_from_another_directory(tmp_pa
     # the whole YAML tree, as dps_map/conf/, and no YAML anywhere else (no stray copy of conf/)
     assert {n for n in names if n.endswith((".yaml", ".yml"))} == {f"dps_map/conf/{p}" for p in yaml_tree(repo / "conf")}
     assert "dps_map/conf/hydra/launcher/slurm.yaml" in names and not any(n.startswith("conf/") for n in names)
-    # pyproject lists the packages by hand: every module of dps_map/ and experiments/ must be in the wheel
-    modules = {p.relative_to(repo).as_posix() for top in ("dps_map", "experiments") for p in (repo / top).rglob("*.py")}
+    # pyproject lists the packages by hand: every module of dps_map/ must be in the wheel, and nothing else (the
+    # studies and tools of experiments/ and tools/ run from a checkout)
+    modules = {p.relative_to(repo).as_posix() for p in (repo / "dps_map").rglob("*.py")}
     assert {n for n in names if n.endswith(".py")} == modules | {"dps_map/conf/__init__.py"}
     for asset in ("dps_map/assets/tiny_prior.pt", "dps_map/assets/tiny_prior.json", "dps_map/assets/adapters/sr4_tiny.pt"):
         assert asset in names, asset

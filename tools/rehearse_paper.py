@@ -1,7 +1,7 @@
 """`make rehearse-paper`: the paper's make targets, run for real at toy scale on this CPU, the way a user
 types them, so the first GPU-days are not spent on a typo.
 
-    python -m experiments.rehearse_paper [--work DIR] [--only adm512|sd2] [--no-preload]
+    python -m tools.rehearse_paper [--work DIR] [--only adm512|sd2] [--no-preload]
 
 1. Builds a stand-in for every file the paper's targets read, in the format of the real file:
    - ``512x512_diffusion.pt``: the adm512 flags at 64x64 with 32 channels, a plain state dict;
@@ -294,7 +294,7 @@ def _run_forked(conn) -> int:
 
 
 def serve(path: str) -> None:
-    """The server: import PRELOAD once, then fork one child per connection (`python -m experiments.rehearse_paper
+    """The server: import PRELOAD once, then fork one child per connection (`python -m tools.rehearse_paper
     --serve SOCKET`; started and ended by Preloaded). Imports only, no computation, before the forks: what
     tests/mutants.py does too (a torch that has run an OpenMP region is not safe to fork)."""
     import importlib
@@ -340,7 +340,7 @@ class Preloaded:
         # a socket's path has at most 107 bytes: a short one of its own, not under the (maybe long) work folder
         self.sockdir = tempfile.mkdtemp(prefix="rehearse-")
         path = os.path.join(self.sockdir, "s")
-        self.server = subprocess.Popen([sys.executable, "-m", "experiments.rehearse_paper", "--serve", path],
+        self.server = subprocess.Popen([sys.executable, "-m", "tools.rehearse_paper", "--serve", path],
                                        cwd=ROOT, env=self.env, stdout=subprocess.PIPE, text=True)
         if self.server.stdout.readline().strip() != "ready":
             raise RuntimeError(f"the preloaded Python did not start (exit {self.server.wait()})")

@@ -1,12 +1,12 @@
 """Check that every published result is traceable and current (`make check-results`; seconds, no network).
 
-    python -m experiments.check_results [--results DIR] [--docs FILE ...] [--no-citations] [--list]
+    python -m tools.check_results [--results DIR] [--docs FILE ...] [--no-citations] [--list]
 
 Fails (exit 1), naming each problem, when
 
 1. **a result file has no provenance**: every file under experiments/results/ (md, csv, png, ...; not
    README.md or the records themselves) must be listed, with its sha256, in exactly one
-   `<stem>.provenance.json` (written by `python -m experiments.provenance`); a file changed after its
+   `<stem>.provenance.json` (written by `python -m tools.provenance`); a file changed after its
    record was written (sha256 differs) fails too, as does a record that names a missing file, a failed
    command or lacks a field;
 2. **a result was made with assets other than the shipped ones**: each asset sha256 a record holds (the
@@ -14,7 +14,7 @@ Fails (exit 1), naming each problem, when
 3. **a number in README.md or docs/*.md (and experiments/results/README.md) that comes from a run cites no
    result file, or one that does not contain it** (the convention below).
 
-A record with `"stale": "<reason>"` (`python -m experiments.provenance --stale STEM REASON`) is reported
+A record with `"stale": "<reason>"` (`python -m tools.provenance --stale STEM REASON`) is reported
 as STALE and accepted: rule 2 is not applied to it. `--list` prints every record (files, commit, assets,
 date, wall time).
 
@@ -121,8 +121,8 @@ def check_provenance(results: Path, root: Path, report: Report) -> dict[str, dic
                 report.fail(f"{name}: names {rel}, which does not exist")
             elif sha256_file(path) != digest:
                 report.fail(f"{rel}: changed since its provenance was recorded ({name}): rerun its command "
-                            f"through experiments.provenance, or record a hand edit with "
-                            f"`python -m experiments.provenance --amend STEM --note ...`")
+                            f"through tools.provenance, or record a hand edit with "
+                            f"`python -m tools.provenance --amend STEM --note ...`")
         wrong = []
         for asset, digest in rec["assets"].items():
             if asset not in shipped:

@@ -1,6 +1,6 @@
 """Is a retrained tiny prior better than the shipped one? The check a candidate must pass before it ships.
 
-    python -m experiments.compare_priors --candidate PATH/tiny_prior.pt [--baseline PATH] [--restore]
+    python -m tools.compare_priors --candidate PATH/tiny_prior.pt [--baseline PATH] [--restore]
 
 1. Held-out eps loss at fixed t: E ||eps_hat(x_t, t) - eps||^2 / D (the training loss, per pixel) on fixed
    64x64 crops, with the same noise for both priors (seeded per crop and t), on
@@ -25,7 +25,6 @@ with --restore.
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 import time
 from pathlib import Path
@@ -33,12 +32,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dps_map.config import compose, resolve_device
-from dps_map.config.targets import build_prior
+from dps_map.config import compose
+from dps_map.config.demo import DEMO_PER_PHOTO, DEMO_SAMPLERS, DEMO_TASKS
 from dps_map.data import HELDOUT_PHOTOS, demo_crops
-from dps_map.demo import DEMO_PER_PHOTO, DEMO_SAMPLERS, DEMO_TASKS
 from dps_map.diffusion import Diffusion
-from experiments.common import write_csv
+from experiments.common import tiny_prior, write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
@@ -53,12 +51,6 @@ def crop_sets(per_photo: int) -> dict[str, torch.Tensor]:
     sets = {"test": HELDOUT_PHOTOS, "validation": VALIDATION_PHOTOS}
     return {name: torch.stack([item.image for item in demo_crops(64, per_photo, photos)])
             for name, photos in sets.items()}
-
-
-@functools.lru_cache(maxsize=2)
-def tiny_prior(checkpoint: Path):
-    """The tiny prior (conf/prior/tiny.yaml) with the weights at `checkpoint`, on the CPU, built once per file."""
-    return build_prior(compose("prior=tiny", f"prior.checkpoint={checkpoint}").prior, resolve_device("cpu"))
 
 
 @torch.no_grad()
@@ -183,7 +175,7 @@ def main(argv=None) -> None:
     write_csv(loss, args.out.with_suffix(".csv"))
     if restore:
         write_csv(restore, args.out.parent / (args.out.name + "_restoration.csv"))
-    command = " ".join(["python -m experiments.compare_priors", *(argv if argv is not None else sys.argv[1:])])
+    command = " ".join(["python -m tools.compare_priors", *(argv if argv is not None else sys.argv[1:])])
     text = markdown(loss, samples, restore, args.baseline, command, wall)
     args.out.with_suffix(".md").write_text(text)
     print(text)

@@ -1,6 +1,6 @@
 """The 512x512 ADM (adm512, 559M parameters, random weights) on this CPU: what its runs cost in time and memory.
 
-    python -m experiments.adm512_cpu [--sections preflight memory vjp128 controlnet] [--work outputs/adm512_cpu]
+    python -m tools.adm512_cpu [--sections preflight memory vjp128 controlnet] [--work outputs/adm512_cpu]
 
 Writes experiments/results/adm512_cpu.md and .csv (the 512x512 measurements on a CPU in docs/sweeps.md, docs/performance.md). Each section
 runs the project's own commands in a child process, so its peak RSS is that process's alone:
@@ -164,10 +164,10 @@ def vjp128(work: Path, rows: list) -> list[str]:
     lines = ["## One VJP of the adm512 network at 128x128", "",
              "The adm512 network (559M parameters, random weights) on a 128x128 input, batch 1, 2 threads: the "
              "peak RSS above the resident weights during one VJP of eps w.r.t. x_t (`python -m "
-             "experiments.adm512_cpu --sections vjp128`; each setting in its own process).", "",
+             "tools.adm512_cpu --sections vjp128`; each setting in its own process).", "",
              "| setting | resident after build | peak above resident |", "|---|---|---|"]
     for mode in ("fp32", "grad_checkpoint", "bf16"):
-        proc = subprocess.run([sys.executable, "-m", "experiments.adm512_cpu", "--vjp128-child", mode],
+        proc = subprocess.run([sys.executable, "-m", "tools.adm512_cpu", "--vjp128-child", mode],
                               capture_output=True, text=True, cwd=ROOT)
         if proc.returncode != 0:
             raise SystemExit(f"vjp128 {mode} failed:\n{proc.stderr[-3000:]}")
@@ -209,10 +209,9 @@ def main(argv=None) -> None:
     for name in args.sections:
         print(f"adm512_cpu: {name} (load {load()})", flush=True)
         body += globals()[name](args.work, rows)
-    from experiments.common import write_csv
-    from experiments.tiny_studies import header
+    from experiments.common import header, write_csv
 
-    command = "python -m experiments.adm512_cpu " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m tools.adm512_cpu " + " ".join(argv if argv is not None else sys.argv[1:])
     extra = ("Random weights: the times and memory of the network, not the quality of any sample. Times depend on "
              "the load other jobs put on the 2 cores (given per section); counts and memory do not.")
     text = "\n".join(header("adm512 (512x512 ADM) on this CPU: time and memory", command.strip(),

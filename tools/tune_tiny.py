@@ -1,6 +1,6 @@
 """Step sizes for the tiny prior, chosen on validation crops of training photographs (never the test crops).
 
-    python -m experiments.tune_tiny [--per-photo 4] [--samplers dps dmap dmap_adam] [--prior-checkpoint PATH]
+    python -m tools.tune_tiny [--per-photo 4] [--samplers dps dmap dmap_adam] [--prior-checkpoint PATH]
 
 For each demo task (SR x4, box inpainting, Gaussian deblurring) and sampler, every step size of its grid
 (DPS zeta 1/3/10/30, DMAP zeta 1/3/10/30, DMAP-Adam lr 0.01/0.02/0.05/0.1/0.2) runs through the runner
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from dps_map.config import compose
 from dps_map.io import read_jsonl, sha256_file
 from dps_map.runner import run
 from experiments.common import default_workers, run_parallel, write_csv
-from experiments.compare_priors import VALIDATION_PHOTOS
+from tools.compare_priors import VALIDATION_PHOTOS
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
@@ -81,13 +80,11 @@ def choose(rows: list[dict]) -> tuple[dict, list[dict]]:
 
 
 def markdown(rows: list[dict], command: str, seconds: float, args) -> str:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
     weights = args.prior_checkpoint or ROOT / "dps_map" / "assets" / "tiny_prior.pt"
     prior = (f"{'the shipped tiny prior' if not args.prior_checkpoint else 'tiny prior weights'} "
              f"(sha256 {sha256_file(weights)[:12]})")
     lines = ["# Step sizes for the tiny prior, on validation crops", "",
-             f"`{command}` at commit {commit}: {seconds / 60:.1f} min wall (settings already finished in {args.work} "
+             f"`{command}`: {seconds / 60:.1f} min wall (settings already finished in {args.work} "
              f"are read back, not rerun; the provenance record has every step's time), {args.workers} worker "
              "process(es) on a "
              f"{os.cpu_count()}-core CPU (measured). Prior: {prior}. {rows[0]['n_images']} crops of the training "
@@ -149,7 +146,7 @@ def main(argv=None) -> None:
             for value in grids[sampler]]
     cost = {"dps": 1, "dmap": 4, "dmap_adam": 4}  # network calls per step, roughly (K=3 inner VJPs)
     rows = run_parallel(run_setting, jobs, args.workers, cost=lambda job: cost[job[1]], report=_report)
-    command = ("python -m experiments.tune_tiny " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
+    command = ("python -m tools.tune_tiny " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv([{k: v for k, v in r.items() if k not in ("ids", "crop_psnr")} for r in rows], args.out / "tune_tiny.csv")
     text = markdown(rows, command, time.perf_counter() - started, args)

@@ -1,6 +1,6 @@
 """Provenance of a result: run a command and record how its result files were made.
 
-    python -m experiments.provenance --results STEM [STEM ...] [--assets PATH ...] [--append] -- COMMAND ...
+    python -m tools.provenance --results STEM [STEM ...] [--assets PATH ...] [--append] -- COMMAND ...
 
 runs COMMAND (no shell; wrap a pipeline in `sh -c '...'`; `--stdout STEM.txt` keeps what it prints as a
 result file), times it and, if it exits 0, writes
@@ -25,15 +25,15 @@ commit while a long pipeline runs; `commit_end` when HEAD moved during the step:
 commit when it finishes names that one); `commit` is the first step's, `commits` every distinct one.
 Other operations, no command run:
 
-    python -m experiments.provenance --stale STEM "REASON"      # mark a result stale (or --stale STEM "" to clear)
-    python -m experiments.provenance --amend STEM --note TEXT  # rehash its files after a hand edit, say why
-    python -m experiments.provenance --show STEM
-    python -m experiments.provenance --results STEM --transcribed "README.md at <commit>" --note "WHY NOT RERUN"
+    python -m tools.provenance --stale STEM "REASON"      # mark a result stale (or --stale STEM "" to clear)
+    python -m tools.provenance --amend STEM --note TEXT  # rehash its files after a hand edit, say why
+    python -m tools.provenance --show STEM
+    python -m tools.provenance --results STEM --transcribed "README.md at <commit>" --note "WHY NOT RERUN"
 
 A transcribed record (numbers measured earlier whose run output was not kept, copied into a result file so
 that the README can cite them) is always stale: the check lists it until the numbers are remeasured.
 
-`experiments/check_results.py` (`make check-results`) reads these records.
+`tools/check_results.py` (`make check-results`) reads these records.
 """
 
 from __future__ import annotations

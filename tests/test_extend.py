@@ -304,3 +304,19 @@ def test_call_target_refuses_a_missing_argument_but_lets_a_bug_inside_the_class_
         call_target(Needs, {"steps": 3}, "sampler=x")
     with pytest.raises(TypeError, match="has no len"):
         call_target(Needs, {"zeta": 1.0}, "sampler=x")
+
+
+def test_a_user_launcher_yaml_from_extending_md_extends_the_shipped_slurm_one(tmp_path):
+    """docs/extending.md's bigcluster.yaml, read from the page: its own settings over the shipped slurm.yaml's,
+    on Hydra's submitit SLURM launcher (composed as a --multirun composes it; nothing is submitted)."""
+    from support import ROOT, compose
+
+    page = (ROOT / "docs" / "extending.md").read_text()
+    block = page.split("# myconf/hydra/launcher/bigcluster.yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "hydra" / "launcher").mkdir(parents=True)
+    (tmp_path / "hydra" / "launcher" / "bigcluster.yaml").write_text(block)
+    cfg = compose(f"hydra.searchpath=[file://{tmp_path}]", "hydra/launcher=bigcluster", hydra=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert (launcher.partition, launcher.timeout_min) == ("long", 2880)  # bigcluster's own
+    assert launcher.max_num_timeout == 3 and launcher.tasks_per_node == 1  # slurm.yaml's, inherited

@@ -181,6 +181,9 @@ COMMANDS: dict[str, Run | Excuse] = {
     'make mutants ARGS="dsg_sign"': Excuse("as make mutants, one mutant", "make"),
     # -- docs/ -----------------------------------------------------------------------------------------------------
     "python -m dps_map.evaluate": Excuse("the module's name; its command lines are run below", "help"),
+    "python -m dps_map.aggregate": Excuse("the module's name; make sweep runs it", "help"),
+    "python -m dps_map.train_adapter": Excuse("the module's name; docs/adapters.md's command lines", "help"),
+    "python -m experiments.NAME": Excuse("a schematic", None),
     "python -m dps_map.run task=... prior=... sampler=... data=...": Excuse("a schematic of the command line", None),
     "PYTHONPATH=/path/to/mypkg_parent python -m dps_map.run task=sr4 sampler=scaled_dps "
     "'hydra.searchpath=[file:///path/to/myconf]'": Excuse("needs the reader's own module; tests/test_extend.py runs "
@@ -189,6 +192,8 @@ COMMANDS: dict[str, Run | Excuse] = {
         Excuse("needs the reader's own module; tests/test_extend.py", None),
     "python -m dps_map.run task=gmm_scaled prior=gmm sampler=dps 'hydra.searchpath=[file:///path/to/myconf]'":
         Excuse("needs the reader's own module; tests/test_extend.py", None),
+    "python -m dps_map.run -m 'hydra.searchpath=[file:///path/to/myconf]' hydra/launcher=bigcluster ...":
+        Excuse("needs a SLURM cluster; tests/test_extend.py composes this launcher from the page", None),
     "python -m dps_map.evaluate RUN_OR_SWEEP_DIR metrics=default": Run(subst={"RUN_OR_SWEEP_DIR": "outputs/sweep"}),
     "python -m dps_map.evaluate outputs/sweep metrics.names=[psnr,ssim,diversity]": Run(),
     "python -m dps_map.run -m ... hydra.sweep.dir=DIR": Excuse("a schematic", None),

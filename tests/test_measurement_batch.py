@@ -91,9 +91,9 @@ def test_batched_dmap_psnr_agrees_and_resume_mixes_batchings(tmp_path):
 
 
 def test_measurement_batch_refused_where_a_model_is_bound_to_one_measurement(tmp_path):
-    with pytest.raises(ConfigError, match="measurement_batch=2: prior=tiny_sr4_reference"):
+    with pytest.raises(ConfigError, match="measurement_batch=2: sampler=ddpm on prior=tiny_sr4_reference is conditioned"):
         run(config("prior=tiny_sr4_reference", "task=sr4", "sampler=ddpm", "measurement_batch=2"), tmp_path / "a")
-    with pytest.raises(ConfigError, match="measurement_batch=2: sampler=adapter_dps"):
+    with pytest.raises(ConfigError, match="measurement_batch=2: sampler=adapter_dps on prior=tiny with its adapter"):
         run(config("task=sr4", "sampler=adapter_dps", "measurement_batch=2"), tmp_path / "b")
     with pytest.raises(ConfigError, match="measurement_batch"):
         run(config("measurement_batch=0"), tmp_path / "c")

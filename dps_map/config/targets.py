@@ -163,10 +163,16 @@ def build_operator(cfg, image_size: int, generator):
     return build("operator", cfg, image_size=image_size, generator=generator)
 
 
-def build_prior(cfg, device="cpu", adapter=None):
-    """The prior of a prior config, on device, frozen; with an adapter (``adapter``, None: the config's ``adapter``
-    key; False: none) the conditional prior of it and that adapter (priors.conditional.with_adapter)."""
+def build_prior(cfg, device="cpu", adapter=None, perf=None):
+    """The prior of a prior config, on device, frozen; with ``perf`` (a run's perf settings) in the run's precision
+    with the backend switches and network knobs applied (config.device.prepare_perf), before an adapter attaches;
+    with an adapter (``adapter``, None: the config's ``adapter`` key; False: none) the conditional prior of it and
+    that adapter (priors.conditional.with_adapter), the one way an adapter attaches."""
     prior = build("prior", cfg).eval().requires_grad_(False).to(device)
+    if perf is not None:
+        from .device import prepare_perf
+
+        prepare_perf(perf, device, prior if hasattr(prior, "configure_perf") else None)
     adapter = cfg.get("adapter") if adapter is None else adapter
     if not adapter:
         return prior

@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from ..config import config_digest, device_record, perf_record, prepare_perf, resolve_device, resolved, validate
+from ..config import config_digest, device_record, perf_record, resolve_device, resolved, validate
 from ..config.targets import adapter_of, build_noise, build_operator, build_prior, build_sampler
 from ..data import demo_crops, demo_photos, folder_items, shard
 from ..errors import ConfigError
@@ -34,7 +34,6 @@ from ..io import (
     write_section,
 )
 from ..operators import MatrixOperator, StackedOperator
-from ..priors.conditional import with_adapter
 from ..priors.gmm import find_multimodal_problem
 from ..samplers.base import GeneratorStack, SampleResult
 from .evaluate import Evaluator
@@ -128,10 +127,7 @@ def make_prior(cfg, device):
     applied (dps_map.config.prepare_perf; docs/performance.md "Precision" and "GPU knobs"); with an adapter
     (prior.adapter, or an adapter preset's sampler.adapter: config.targets.adapter_of) the conditional prior,
     which the runner binds to each measurement (``condition(operator, y)``)."""
-    adapter = adapter_of(cfg.prior, cfg.sampler)
-    prior = build_prior(cfg.prior, device, adapter=False)
-    prepare_perf(perf_settings(cfg), device, prior if hasattr(prior, "configure_perf") else None)
-    return with_adapter(prior, adapter) if adapter else prior
+    return build_prior(cfg.prior, device, adapter=adapter_of(cfg.prior, cfg.sampler) or False, perf=perf_settings(cfg))
 
 
 # -- images -----------------------------------------------------------------------------------------
@@ -198,12 +194,10 @@ def check_measurement_batch(cfg, prior, sampler) -> int:
     to one measurement (`condition(operator, y)`: the SR reference models, a prior with an adapter) cannot stack
     measurements with different parameters."""
     mb = int(cfg.get("measurement_batch", 1) or 1)
-    if mb > 1 and getattr(prior, "adapter_path", None):
-        raise ConfigError(f"measurement_batch={mb}: sampler={cfg.sampler.name} on prior={cfg.prior.name} with its adapter "
-                          "binds the adapter to one measurement's operator; use measurement_batch=1")
     if mb > 1 and prior.needs_measurement:
-        raise ConfigError(f"measurement_batch={mb}: prior={cfg.prior.name} is conditioned on one measurement at a "
-                          "time; use measurement_batch=1")
+        adapter = " with its adapter" if getattr(prior, "adapter_path", None) else ""
+        raise ConfigError(f"measurement_batch={mb}: sampler={cfg.sampler.name} on prior={cfg.prior.name}{adapter} is "
+                          "conditioned on one measurement at a time; use measurement_batch=1")
     return mb
 
 

@@ -1,9 +1,10 @@
 """Paper observations 1 (score error) and 2 (score mean) vs diffusion time, on the exact Gaussian-mixture
-benchmark (task=gmm_linear) and at tiny image scale (SR x4, prior=tiny).
+benchmark (task=gmm_linear) and at image scale (SR x4: prior=tiny on a CPU, adm512 on a GPU).
 
     python -m experiments.score_diagnostics gmm  [--seeds 0 1 2] [--num 2000] [--out experiments/results]
     python -m experiments.score_diagnostics tiny [--crops 8] [--num 8] [paths.tiny_sr4_reference=PATH]
     python -m experiments.score_diagnostics adm512 [--crops 100] [--adapter PATH] [overrides ...]   # GPU
+    python -m experiments.score_diagnostics tiny|adm512 --check DIR [overrides ...]   # preflight, runs nothing
 
 At each of ~20 diffusion steps t, states x_t ~ p_t(x_t | y) are drawn and every method's conditional
 score s(x_t, y) is compared with the reference s_ref(x_t, y):
@@ -15,15 +16,20 @@ score s(x_t, y) is compared with the reference s_ref(x_t, y):
                  eps_DPS = eps + zeta g / c_t, c_t = beta_t / (sqrt(alpha_t) sqrt(1 - abar_t)),
                  s_DPS = -eps_DPS / sqrt(1 - abar_t) = s - zeta sqrt(alpha_t) g / beta_t;
                  built from eps_hat, so clip_x0 (a change of the transition mean) does not enter it
-  adapter        the conditional prior (prior + trained adapter), tiny scale only
+  adapter        the conditional prior (prior + the adapter under test), image scales only
 
 GMM: x_t is drawn exactly from the diffused exact posterior, and s_ref is its exact score.
-Tiny scale: (x0, y) pairs are the held-out demo crops and their measurements, so x0 ~ p(x0 | y) and
-x_t = q_sample(x0) ~ p_t(x_t | y) jointly over the crops; s_ref is the tiny-scale reference, a conditional
-SR model (openai's SuperResModel 16 -> 64, conf/prior/tiny_sr4_reference.yaml) trained here on fresh
-crops of all the training photographs (`make train-tiny-reference`; documented as such: the best
-conditional model a CPU affords, far smaller than the paper's reference). The score mean is then averaged over the crops' joint
-(y, x_t) (a valid score still has mean zero there).
+Image scales: each scale's task is the one its reference was trained on: tiny, `task=sr4` (bicubic,
+sigma_y = 0.05, as `make train-tiny-reference`); adm512, SR x4 by avgpool with sigma_y = 0 (openai's upsampler
+saw area-downsampled clean inputs). (x0, y) pairs are the held-out demo crops (tiny) or ImageNet validation
+images (adm512) and their measurements, drawn as the runner draws them (same seeds as `python -m dps_map.run`),
+and x_t = q_sample(x0, t, eps) with fresh eps, so (y, x_t) ~ p(y) p_t(x_t | y) jointly over the images; the
+score mean is averaged over that joint (a valid score still has mean zero there). Reference conditional score,
+both loaded as ``prior@reference`` through the same loader (dps_map/priors/upsampler.py):
+  tiny    a SuperResModel 16 -> 64 trained here on fresh crops of all the training photographs
+          (conf/prior/tiny_sr4_reference.yaml, `make train-tiny-reference`): the best conditional model a CPU
+          affords, far smaller than the paper's reference (its card: dps_map/assets/tiny_sr4_reference.json);
+  adm512  openai's 128 -> 512 ADM upsampler (conf/prior/adm128_512_upsampler.yaml).
 
 score error(t) = E ||s - s_ref||^2 / d;  score mean(t) = ||E s|| / sqrt(d) with its Monte-Carlo floor
 (dps_map.metrics.score). Writes score_diagnostics_<scale>.{csv,md,png}.
@@ -38,26 +44,42 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dps_map.config import compose
-from dps_map.config.targets import build_prior, build_sampler
-from dps_map.io import atomic_write_json
+from dps_map.config import adapter_training_command, check_data, check_prior_checkpoint, compose, resolve_device
+from dps_map.config.targets import build_noise, build_prior, build_sampler
+from dps_map.errors import MissingFileError, UserError
+from dps_map.io import absolute_path, atomic_write_json
 from dps_map.metrics.score import score_error, score_mean
 from dps_map.operators import GaussianNoise, MatrixOperator
-from dps_map.runner import gmm_problem
+from dps_map.priors.conditional import with_adapter
+from dps_map.runner import bind_class_label, gmm_problem, load_items, measure
 from experiments.common import pyplot, save_figure, write_csv
-from experiments.score_common import dps_scores, step_indices
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
 REFERENCES = ("exact", "reference")  # the score every other one is compared with
 
 
+# -- what both scales share: the steps looked at and the DPS-implied score ---------------------------
+def step_indices(num_steps: int, count: int = 20) -> list[int]:
+    """~count step indices, log-spaced in t so that both ends of the chain are seen."""
+    idx = np.unique(np.geomspace(1, num_steps, count).round().astype(int) - 1)
+    return [int(i) for i in idx]
 
 
+def dps_scores(sampler, prior, operator, noise, y, x_t, i, generator):
+    """(unconditional score, DPS conditional score) at states x_t, through the DPS sampler's own step: s from the
+    network's eps_hat and s_DPS = s - zeta_t g (DPSSampler.implied_eps), both from the same eps_hat, so they
+    differ by the guidance term alone (at zeta = 0 they are equal, whatever clip_x0 does to the transition)."""
+    captured = []
+    sampler.transition(prior, operator, noise, y, x_t, i, generator, hooks=[captured.append])
+    step = captured[0]
+    diffusion = sampler.diffusion(prior)
+    return diffusion.score_from_eps(x_t, i, step.eps), diffusion.score_from_eps(x_t, i, sampler.implied_eps(diffusion, step))
 
 
 # -- GMM ------------------------------------------------------------------------------------------
 def gmm_rows(seeds, num: int) -> list[dict]:
+    """One row per (seed, t, method): score error against the exact posterior score, and score mean."""
     rows = []
     for seed in seeds:
         cfg = compose("task=gmm_linear", "sampler=dps", f"seed={seed}")
@@ -77,6 +99,106 @@ def gmm_rows(seeds, num: int) -> list[dict]:
                 mean, floor = score_mean(s)
                 rows.append({"scale": "gmm", "seed": seed, "t": t, "method": method,
                              "score_error": score_error(s, s_ref), "score_mean": mean, "mc_floor": floor})
+    return rows
+
+
+# -- image scales: the config, the adapter under test, the preflight, the scores ----------------------
+def image_config(args):
+    """The config of the image scales: SR x4, DPS, the prior, its data and the reference as ``reference``."""
+
+    if args.scale == "tiny":
+        over = ["prior=tiny", "data=demo", f"data.per_photo={args.crops // 2}", "+prior@reference=tiny_sr4_reference"]
+    else:  # the ADM-512 pixel setting
+        # openai's 128->512 upsampler was trained on area-downsampled (block-averaged), clean low-resolution
+        # inputs: its score is the reference of p(x | y) only for that y, so the comparison uses SR x4 by
+        # avgpool without noise (bicubic y with sigma_y = 0.05 would compare every score with a reference
+        # queried off its training distribution). The adapter under test sees the same y.
+        over = ["prior=adm512", "data=imagenet_val", f"data.max_images={args.crops}",
+                "+prior@reference=adm128_512_upsampler", "task.method=avgpool", "task.sigma_y=0"]
+    return compose("task=sr4", "sampler=dps", *over, *args.overrides)
+
+
+def adapter_path(args, cfg) -> Path:
+    """The adapter under test: --adapter, else paths.adapter (MissingFileError naming how to train it)."""
+    adapter = Path(absolute_path(args.adapter or cfg.paths.adapter))
+    if not adapter.is_file():
+        raise MissingFileError(adapter, "adapter under test of the score diagnostics",
+                               adapter_training_command("sr4", cfg.prior.name, adapter), "--adapter PATH")
+    return adapter
+
+
+def check(args) -> list[str]:
+    """Every file the image scales read, each checked on its own (nothing is built): the prior's and the
+    reference's checkpoints, the adapter, the images and their class labels, the sampler's values. Returns
+    the problems (one line each)."""
+    problems = []
+    try:
+        cfg = image_config(args)
+    except UserError as err:
+        return [str(err)]
+    for fn in (lambda: check_prior_checkpoint(cfg.prior), lambda: check_prior_checkpoint(cfg.reference),
+               lambda: adapter_path(args, cfg), lambda: check_data(cfg.prior, cfg.data),
+               lambda: build_sampler(cfg.sampler)):
+        try:
+            fn()
+        except (UserError, TypeError, ValueError) as err:
+            problems.append(str(err))
+    return problems
+
+
+def image_rows(args) -> list[dict]:
+    """One row per (t, method) over all images: score error against the reference, score mean and the error
+    of the denoised estimate."""
+    cfg = image_config(args)
+    device = resolve_device(cfg.device)
+    prior = build_prior(cfg.prior, device, adapter=False)  # the unconditional prior, whatever prior.adapter says
+    sampler = build_sampler(cfg.sampler)
+    diffusion = sampler.diffusion(prior)
+    noise = build_noise(cfg.task)
+    models = {"adapter": with_adapter(prior, adapter_path(args, cfg))}  # the conditional prior, as a run builds it
+    # the adapter is scored on the reference's task, which need not be its own: adm512's is SR x4 by avgpool,
+    # noiseless, and the paper's adapter (`make train-adapter-paper`) was trained on bicubic task=sr4; so binding
+    # it to a measurement skips the operator check of a run (adapters.controlnet.check_trained_operator)
+    models["adapter"].trained_operator = None
+    try:
+        models["reference"] = build_prior(cfg.reference, device)
+    except MissingFileError as err:
+        if args.scale != "tiny":
+            raise
+        print(f"no reference conditional model ({err}): score errors are skipped")
+    scores: dict = {}
+    x0_mse: dict = {}  # MSE of each method's denoised estimate x0_hat(x_t) against the true image
+    naive_mse = []
+    for item in load_items(cfg.data, prior.image_size):
+        gen, operator, x0, y = measure(cfg, item, prior.image_size, noise, device)
+        label = bind_class_label(cfg, prior, item, gen)  # the image's ImageNet class (adm512), as the runner
+        if getattr(models.get("reference"), "class_cond", False):
+            models["reference"].set_class_labels(label)  # the 128->512 upsampler: the same class
+        naive_mse.append(float((operator.naive(y) - x0).pow(2).mean()))
+        x0s, ys = x0.expand(args.num, -1, -1, -1), y.expand(args.num, -1, -1, -1)
+        bound = {name: model.condition(operator, y) for name, model in models.items()}  # once per measurement
+        for i in step_indices(diffusion.num_steps, 12):
+            x_t = diffusion.q_sample(x0s, i, torch.randn(x0s.shape, generator=gen, device=device))
+            s_uncond, s_dps = dps_scores(sampler, prior, operator, noise, ys, x_t, i, gen)
+            got = {"unconditional": s_uncond, "dps": s_dps}
+            with torch.no_grad():
+                for name, model in bound.items():
+                    eps = model.predict(x_t, diffusion.model_t(i, args.num))[0]
+                    got[name] = diffusion.score_from_eps(x_t, i, eps)
+            t = int(diffusion.timesteps[i])
+            for name, s in got.items():
+                scores.setdefault((t, name), []).append(s.cpu())
+                x0_hat = diffusion.x0_from_eps(x_t, i, diffusion.eps_from_score(x_t, i, s)).clamp(-1, 1)
+                x0_mse.setdefault((t, name), []).append(float((x0_hat - x0s).pow(2).mean()))
+    rows = []
+    for (t, name), parts in sorted(scores.items()):
+        s = torch.cat(parts)
+        ref = torch.cat(scores[(t, "reference")]) if (t, "reference") in scores else None
+        mean, floor = score_mean(s)
+        rows.append({"scale": args.scale, "seed": 0, "t": t, "method": name,
+                     "score_error": score_error(s, ref) if ref is not None else float("nan"),
+                     "score_mean": mean, "mc_floor": floor, "x0_mse": sum(x0_mse[(t, name)]) / len(x0_mse[(t, name)]),
+                     "naive_x0_mse": sum(naive_mse) / len(naive_mse)})
     return rows
 
 
@@ -134,6 +256,7 @@ def write_outputs(rows: list[dict], name: str, out: Path, title: str, methods) -
     return save_figure(fig, out / f"{name}.png", title)
 
 
+# -- command line ----------------------------------------------------------------------------------
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scale", choices=("gmm", "tiny", "adm512"))
@@ -160,8 +283,6 @@ def main(argv=None) -> None:
                              "Score diagnostics on the exact Gaussian mixture (d=8, 25 modes, y = Ax + n, m=2)",
                              ("exact", "unconditional", "dps"))
     else:
-        from experiments.score_diagnostics_images import image_rows
-
         rows = image_rows(args)
         title = {"tiny": "Score diagnostics at tiny image scale (SR x4, 64x64, held-out crops)",
                  "adm512": "Score diagnostics, ADM 512, SR x4 (reference: ADM 128->512 upsampler)"}[args.scale]
@@ -175,8 +296,6 @@ def check_command(args) -> int:
     if args.scale == "gmm":
         print("score_diagnostics --check: the gmm scale reads no file", file=sys.stderr)
         return 2
-    from experiments.score_diagnostics_images import check
-
     problems = check(args)
     for problem in problems:
         print(f"score_diagnostics {args.scale}: {problem}", file=sys.stderr)

@@ -112,7 +112,7 @@ def test_each_scale_compares_on_the_task_its_reference_was_trained_on():
     was trained on task=sr4 (bicubic, sigma_y = 0.05)."""
     from argparse import Namespace
 
-    from experiments.score_diagnostics_images import image_config
+    from experiments.score_diagnostics import image_config
 
     adm = image_config(Namespace(scale="adm512", crops=2, overrides=[]))
     assert (adm.task.method, float(adm.task.sigma_y), adm.task.factor) == ("avgpool", 0.0, 4)

@@ -95,3 +95,17 @@ def run_parallel(fn, jobs: list[tuple], workers: int, cost=None, report=None) ->
             done[futures[future]] = future.result()
             report(done[futures[future]])
     return [done[i] for i in range(len(jobs))]
+
+
+def run_main(main) -> None:
+    """main() as a command: a UserError (a missing file, a bad override) is one line on stderr and its exit code,
+    not a traceback."""
+    import sys
+
+    from dps_map.errors import UserError
+
+    try:
+        main()
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)

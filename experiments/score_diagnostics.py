@@ -52,7 +52,7 @@ from dps_map.metrics.score import score_error, score_mean
 from dps_map.operators import GaussianNoise, MatrixOperator
 from dps_map.priors.conditional import with_adapter
 from dps_map.runner import bind_class_label, gmm_problem, load_items, measure
-from experiments.common import pyplot, save_figure, write_csv
+from experiments.common import pyplot, run_main, save_figure, write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
@@ -309,4 +309,4 @@ def check_command(args) -> int:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

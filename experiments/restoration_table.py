@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from dps_map.errors import UserError
-from dps_map.runner.aggregate import aggregate
+from dps_map.runner.sweep_results import aggregate
 from experiments.common import pyplot, save_figure, write_csv
 
 SAMPLER_ORDER = ("ddpm", "dps", "dsg", "dmap", "dmap_adam", "adapter", "adapter_dps", "adapter_dmap")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from dps_map.adapters.controlnet import load_adapter
+from dps_map.adapters.adm_controlnet import load_adapter
 from dps_map.config import adapter_training_command, check_data, check_prior_checkpoint, compose, resolve_device
 from dps_map.config.targets import build_noise, build_prior, build_sampler
 from dps_map.errors import MissingFileError, UserError

@@ -37,10 +37,10 @@ from ..operators import MatrixOperator, StackedOperator
 from ..priors.conditional import with_adapter
 from ..priors.gmm import find_multimodal_problem
 from ..samplers.base import GeneratorStack, SampleResult
-from .evaluate import Evaluator
 from .lock import run_lock
 from .loggers import make_logger
 from .rundir import claim_run_dir, class_label_policy, run_weights
+from .scoring import Evaluator
 from .summary import preprocessing, read_records, save_grid, summarize_images
 from .timing import timed
 

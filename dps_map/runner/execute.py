@@ -30,13 +30,12 @@ from ..io import (
     atomic_write_json,
     remove_temp_files,
     save_png,
-    stop_on_signals,
-    write_section,
 )
 from ..operators import MatrixOperator, StackedOperator
 from ..priors.conditional import with_adapter
 from ..priors.gmm import find_multimodal_problem
 from ..samplers.base import GeneratorStack, SampleResult
+from ..signals import stop_on_signals, write_section
 from .lock import run_lock
 from .loggers import make_logger
 from .rundir import claim_run_dir, class_label_policy, run_weights
@@ -60,7 +59,7 @@ def run(cfg: DictConfig, out_dir=None, validated: bool = False) -> dict:
     """Run one config end to end and return its summary (also written to summary.json). `validated`: the
     caller has run config.validate on this config already (the command line checks every job first).
 
-    SIGINT/SIGTERM/SIGUSR2 stop the run between writes (raising io.Interrupted): every sample whose record
+    SIGINT/SIGTERM/SIGUSR2 stop the run between writes (raising signals.Interrupted): every sample whose record
     is in metrics.jsonl is complete on disk, no temp file is left, and a rerun resumes from there."""
     with stop_on_signals():
         return _run(cfg, out_dir, validated)

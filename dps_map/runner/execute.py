@@ -80,7 +80,7 @@ def _run(cfg: DictConfig, out_dir=None, validated: bool = False) -> dict:
 
         out_dir = HydraConfig.get().runtime.output_dir
     out = Path(out_dir)
-    with run_lock(out):  # one writer per run directory (dps_map/lock.py)
+    with run_lock(out):  # one writer per run directory (runner/lock.py)
         return _run_locked(cfg, sampler, out)
 
 

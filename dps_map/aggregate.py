@@ -1,6 +1,6 @@
 """The command `python -m dps_map.aggregate SWEEP_DIR [--partial] [--wandb] [--random-weights]`: group a sweep's
 jobs by config, merge their records and write aggregate.json and aggregate.md into the sweep directory
-(dps_map.runner.aggregate; docs/outputs.md).
+(dps_map.runner.sweep_results; docs/outputs.md).
 
 Exit codes: 0 the aggregate is complete; 1 it is written but some group is incomplete (a missing shard, a running,
 unfinished or broken job) or some job is broken, so a pipeline does not publish a partial table (--partial accepts
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from .errors import UserError
-from .runner.aggregate import aggregate, log_wandb
+from .runner.sweep_results import aggregate, log_wandb
 
 
 def main(argv=None) -> int:

@@ -82,7 +82,7 @@ def make_sampler(cfg: DictConfig, name: str, prior, operator, y, tmp: Path):
         return None, f"no sampler config {path}", None
     if OmegaConf.load(path).method.startswith("adapter"):
         try:
-            from .adapters.controlnet import Adapter, adapter_checkpoint, measurement_hint
+            from .adapters.adm_controlnet import Adapter, adapter_checkpoint, measurement_hint
             from .priors.conditional import with_adapter
 
             torch.manual_seed(0)

@@ -49,7 +49,8 @@ TRAIN_PHOTOS = tuple(name for name in PHOTOS if name not in HELDOUT_PHOTOS)
 
 
 KAGGLE = "https://www.kaggle.com/c/imagenet-object-localization-challenge"
-#: where to get the ImageNet files (login needed: never downloaded); config.py/data.py's messages may reuse them
+#: where to get the ImageNet files (login needed: never downloaded); the start-up checks (config/checks.py) and
+#: python -m dps_map.weights name it
 IMAGENET_WHERE = ("https://image-net.org/download-images.php (the ILSVRC-2012 validation images, 50000 JPEGs; login "
                   f"needed) or ILSVRC/Data/CLS-LOC/val/ of Kaggle's imagenet-object-localization-challenge ({KAGGLE}), "
                   "flat or in <wnid>/ folders")

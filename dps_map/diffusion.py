@@ -164,8 +164,8 @@ class Diffusion:
         # the authors' FreeDoM "re-noise" (run_fdm), mapped to VP: the training beta at the loop index
         # k = S - 1 - i, applied to the Euler latent x~_{t-1}, which the repeated step then reads as x~_t
         loop_beta = np.asarray(betas, dtype=np.float64)[:self.num_steps][::-1]
-        self.xu_renoise_scale = np.sqrt((1.0 - loop_beta) * abar / abar_prev)
-        self.xu_renoise_std = np.sqrt(loop_beta * abar)
+        self.euler_renoise_scale = np.sqrt((1.0 - loop_beta) * abar / abar_prev)
+        self.euler_renoise_std = np.sqrt(loop_beta * abar)
         self._cache: dict = {}
 
     # -- indexing helpers ---------------------------------------------------------------------
@@ -270,12 +270,12 @@ class Diffusion:
         beta = self._at("betas", i, x_prev)
         return (1 - beta).sqrt() * x_prev + beta.sqrt() * noise
 
-    def xu_renoise(self, x_prev: torch.Tensor, i, noise: torch.Tensor) -> torch.Tensor:
+    def euler_renoise(self, x_prev: torch.Tensor, i, noise: torch.Tensor) -> torch.Tensor:
         """The authors' FreeDoM re-noise (run_fdm, pipe.py:4371-4375) in VP: on the Euler latent,
         x~ <- sqrt(1 - b) x~_{t-1} + sqrt(b) n with b the *training* beta at the loop index k = S - 1 - i,
         then the step is redone from sigma_t, i.e. x~ is read as x~_t:
         x_t = sqrt(1 - b) sqrt(abar_t / abar_{t-1}) x_{t-1} + sqrt(b abar_t) n (docs/methods.md)."""
-        return self._at("xu_renoise_scale", i, x_prev) * x_prev + self._at("xu_renoise_std", i, x_prev) * noise
+        return self._at("euler_renoise_scale", i, x_prev) * x_prev + self._at("euler_renoise_std", i, x_prev) * noise
 
     # -- reverse transitions ------------------------------------------------------------------
     def posterior_mean(self, x0: torch.Tensor, x_t: torch.Tensor, i) -> torch.Tensor:

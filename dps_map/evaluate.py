@@ -1,5 +1,5 @@
 """The command `python -m dps_map.evaluate RUN_OR_SWEEP_DIR [metrics=...] [paths.*] [device=...]`: re-score
-finished runs from their PNGs (dps_map.runner.evaluate)."""
+finished runs from their PNGs (dps_map.runner.scoring)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ def main(argv=None) -> None:
     import sys
 
     from .errors import UserError
-    from .runner.evaluate import rescore
+    from .runner.scoring import rescore
 
     args = sys.argv[1:] if argv is None else list(argv)
     if not args or args[0] in ("-h", "--help"):

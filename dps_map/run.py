@@ -19,11 +19,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from .config import CONF_DIR, validate
 from .errors import ConfigError, UserError
-from .io import Interrupted
 from .runner.execute import run
 from .runner.lock import run_lock
 from .runner.rundir import check_job_dirs
 from .runner.summary import format_summary
+from .signals import Interrupted
 
 log = logging.getLogger(__name__)
 #: set by main() once every job of the command line has passed its start-up checks: a job Hydra then runs in

@@ -1,5 +1,5 @@
 """Train the light-weight conditional score estimator (Xu et al., ICLR 2025, method 2) for one task
-(the training: dps_map/training/adapter.py; on a latent prior, a ControlNet: dps_map/training/controlnet.py).
+(the training: dps_map/training/adapter.py; on a latent prior, a ControlNet: dps_map/training/latent_controlnet.py).
 
     python -m dps_map.train_adapter task=sr4 prior=tiny data.n_images=100
     python -m dps_map.train_adapter task=sr4 prior=adm512 data.kind=folder data.root=/data/train100 device=cuda

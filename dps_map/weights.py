@@ -93,7 +93,7 @@ def prior_item(prior) -> Item:
 
 def metric_items(keys, paths) -> list[Item]:
     """WEIGHT_FILES entries, at the paths dps_map.metrics resolves (paths.* > env var > default location)."""
-    from .metrics.weights import WEIGHT_FILES, weight_location
+    from .metrics.weight_files import WEIGHT_FILES, weight_location
 
     items = []
     for key in keys:
@@ -165,7 +165,7 @@ def sd2_items(prior, model_id: str) -> list[Item]:
 def target_items(target: str, overrides: list[str], sd2_model_id: str | None = None) -> list[Item]:
     """Every file `target` needs, resolved from the config a run with `overrides` composes."""
     from .config.sweep import compose_job
-    from .metrics.weights import needed_weights
+    from .metrics.weight_files import needed_weights
     from .priors.latent import SD2_MODEL_ID
 
     if target == "all":

@@ -2,10 +2,10 @@
 
     python -m experiments.restoration_table SWEEP_DIR [--out DIR] [--name restoration_tiny] [--partial]
 
-Aggregates the sweep (dps_map.runner.aggregate: shards merged, FID/KID over all samples of a config where
+Aggregates the sweep (dps_map.runner.sweep_results: shards merged, FID/KID over all samples of a config where
 the Inception weights exist; every number comes from the merged group, never from one shard), then pivots it into one row per (task, sampler) with the naive baseline
 (the measurement resized to the image) beside it, and writes <name>.{csv,md,png}. A sweep with an incomplete
-group or a broken job (dps_map.runner.aggregate) writes no table and exits 1, unless --partial; any other
+group or a broken job (dps_map.runner.sweep_results) writes no table and exits 1, unless --partial; any other
 problem (no run directories under SWEEP_DIR, ...) is one line and exit 2.
 """
 
@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from dps_map.errors import UserError
-from dps_map.runner.aggregate import aggregate
+from dps_map.runner.sweep_results import aggregate
 from experiments.common import pyplot, save_figure, write_csv
 
 SAMPLER_ORDER = ("ddpm", "dps", "dsg", "dmap", "dmap_adam", "adapter", "adapter_dps", "adapter_dmap")

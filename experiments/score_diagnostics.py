@@ -158,7 +158,7 @@ def image_rows(args) -> list[dict]:
     models = {"adapter": with_adapter(prior, adapter_path(args, cfg))}  # the conditional prior, as a run builds it
     # the adapter is scored on the reference's task, which need not be its own: adm512's is SR x4 by avgpool,
     # noiseless, and the paper's adapter (`make train-adapter-paper`) was trained on bicubic task=sr4; so binding
-    # it to a measurement skips the operator check of a run (adapters.controlnet.check_trained_operator)
+    # it to a measurement skips the operator check of a run (adapters.adm_controlnet.check_trained_operator)
     models["adapter"].trained_operator = None
     try:
         models["reference"] = build_prior(cfg.reference, device)

@@ -105,7 +105,7 @@ def test_zero_init_equivalence_on_a_class_conditional_prior(class_prior, problem
 
 def controlnet_reference(prior, adapter, x_t, t, hint, labels):
     """eps and variance values of the conditional prior written from ControlNet's definition (Zhang et al. 2023;
-    adapters/controlnet.py's docstring), around guided_diffusion's own UNetModel.forward:
+    adapters/adm_controlnet.py's docstring), around guided_diffusion's own UNetModel.forward:
       e     = time_embed(timestep_embedding(t)) + label_emb(labels)       (the adapter's copies)
       h_k   = E_k(h_{k-1}, e), plus hint_net(hint) after the first block; r_k = Z_k(h_k); r_mid = Z_mid(E_mid(h_K, e))
     and r_k added to the skip connection the frozen UNet's decoder reads from input block k (a pre-hook on the output

@@ -10,8 +10,8 @@ from test_paper_scale import TOY, compose, imagefolder  # noqa: F401  (imagefold
 
 from dps_map.preflight import main as preflight_main
 from dps_map.runner import run
-from dps_map.runner.aggregate import aggregate
 from dps_map.runner.rundir import class_label_policy
+from dps_map.runner.sweep_results import aggregate
 from experiments.restoration_table import table_rows, write
 
 BASE = [*TOY, "task=sr4", "sampler=ddpm", "sampler.respacing=2", "data=folder", "data.max_images=2"]

@@ -230,7 +230,7 @@ def test_truncated_last_metrics_line_is_skipped_with_a_warning_and_recomputed(tm
 
 
 def test_duplicates_of_an_older_version_are_counted_once(tmp_path, caplog):
-    from dps_map.runner.aggregate import aggregate
+    from dps_map.runner.sweep_results import aggregate
 
     out = tmp_path / "sweep" / "job"
     clean = run(config(*TINY), out)
@@ -247,7 +247,7 @@ def test_duplicates_of_an_older_version_are_counted_once(tmp_path, caplog):
 
 
 def test_aggregate_names_running_and_unfinished_jobs_and_does_not_average_them(tmp_path):
-    from dps_map.runner.aggregate import aggregate
+    from dps_map.runner.sweep_results import aggregate
 
     sweep = tmp_path / "sweep"
     done = sweep / "data.shard=0"

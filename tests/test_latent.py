@@ -374,7 +374,7 @@ def test_controlnet_at_zero_init_is_the_prior_and_drives_the_adapter_samplers(ti
 
 def test_train_adapter_trains_resumes_and_exports_a_controlnet(tmp_path):
     from dps_map.training.adapter import run as train_run
-    from dps_map.training.controlnet import augment
+    from dps_map.training.latent_controlnet import augment
 
     def cfg(*extra):
         return compose("prior=sd2_tiny", "task=sr4", "device=cpu", "batch_size=2", "data.n_images=4", "warmup=0",

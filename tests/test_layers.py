@@ -9,7 +9,7 @@ from support import ROOT
 #: the command-line modules (python -m dps_map.NAME); nothing in dps_map imports them
 CLI = {"run", "evaluate", "preflight", "bench", "demo", "migrate", "weights", "train_prior", "train_adapter",
        "train_reference", "fid_stats", "aggregate", "gpu_check"}
-CORE = {"errors", "io", "diffusion", "data"}
+CORE = {"errors", "signals", "io", "diffusion", "data"}
 LIBRARY = {"operators", "priors", "samplers", "adapters", "metrics"}
 #: what the package offers a program outside it: everything but its command-line modules
 PACKAGE = {"core", "library", "config", "runner", "training", "api"}

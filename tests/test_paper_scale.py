@@ -144,7 +144,7 @@ def test_missing_or_unknown_label_stops_at_start_up(imagefolder, tmp_path, monke
 # -- every sampler through the runner on a class-conditional ADM ----------------------------------------
 def _toy_adapter(tmp_path, cfg) -> str:
     """An adapter for the toy prior with its zero convolutions perturbed (as after training)."""
-    from dps_map.adapters.controlnet import Adapter, adapter_checkpoint
+    from dps_map.adapters.adm_controlnet import Adapter, adapter_checkpoint
 
     prior = build_prior(cfg.prior)
     adapter = Adapter(prior.model, hint_channels=4)

@@ -244,7 +244,7 @@ def test_an_incomplete_sweep_exits_1_unless_partial_is_asked(sweep, tmp_path):
 
 
 def test_a_job_one_record_short_of_n_expected_is_unfinished(sweep, tmp_path):
-    from dps_map.runner.aggregate import aggregate
+    from dps_map.runner.sweep_results import aggregate
 
     root = tmp_path / "sweep"
     shutil.copytree(sweep / "seed1", root / "seed1")
@@ -261,7 +261,7 @@ def test_a_job_one_record_short_of_n_expected_is_unfinished(sweep, tmp_path):
 
 
 def test_jobs_that_differ_only_in_seed_are_two_groups(sweep):
-    from dps_map.runner.aggregate import find_jobs, group_jobs
+    from dps_map.runner.sweep_results import find_jobs, group_jobs
 
     groups = group_jobs(find_jobs(sweep))
     assert sorted(len(js) for js in groups.values()) == [1, 2]

@@ -15,17 +15,10 @@ import pytest
 from PIL import Image
 
 from dps_map.errors import UnsafeCheckpointError, UserError
-from dps_map.io import (
-    Interrupted,
-    atomic_write_bytes,
-    pil_to_tensor,
-    read_jsonl,
-    stop_on_signals,
-    to_uint8,
-    write_section,
-)
+from dps_map.io import atomic_write_bytes, pil_to_tensor, read_jsonl, to_uint8
 from dps_map.run import main
 from dps_map.runner import run
+from dps_map.signals import Interrupted, stop_on_signals, write_section
 
 from support import compose, run_with_guard
 

@@ -73,14 +73,14 @@ def test_evaluate_adds_diversity_then_changes_nothing(tmp_path):
     assert snapshot(out) == after_first
 
     # per-sample LPIPS (random networks: tests only; in-process to keep the test fast), then aggregated
-    from dps_map.runner.evaluate import rescore
+    from dps_map.runner.scoring import rescore
 
     lp = ["metrics=default", "metrics.random_weights=true", "metrics.names=[psnr,ssim,lpips,diversity]"]
     assert rescore(out, lp)[str(out)].startswith("updated metrics.jsonl (lpips, naive_lpips)")
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     # each record's LPIPS is the distance between its own recon PNG and its id's label PNG: recomputed with the lpips
     # package's network the run used (random weights), on the PNGs read here
-    from dps_map.runner.evaluate import _NETWORKS
+    from dps_map.runner.scoring import _NETWORKS
 
     (net,) = [n for key, n in _NETWORKS.items() if key[0] == "LPIPS"]
     for r in records:
@@ -98,7 +98,7 @@ def test_evaluate_adds_diversity_then_changes_nothing(tmp_path):
     after_lpips = snapshot(out)
     assert rescore(out, lp) == {str(out): "unchanged"} and snapshot(out) == after_lpips
 
-    from dps_map.runner.aggregate import aggregate
+    from dps_map.runner.sweep_results import aggregate
 
     group = next(iter(aggregate(tmp_path / "sweep")["groups"].values()))
     assert group["metrics"]["lpips"]["mean"] == summary["metrics"]["lpips"]["mean"]
@@ -111,7 +111,7 @@ def test_evaluate_refuses_other_overrides_and_missing_dirs(tmp_path):
     import pytest
 
     from dps_map.errors import UserError
-    from dps_map.runner.evaluate import rescore
+    from dps_map.runner.scoring import rescore
 
     with pytest.raises(UserError, match="no dps-map run directories"):
         rescore(tmp_path, [])
@@ -128,7 +128,7 @@ def test_rescored_lpips_and_naive_lpips_match_a_run_scored_with_lpips_from_the_s
     run scored with LPIPS from the start writes it, and summary.json's naive.lpips with it."""
     import torch
 
-    from dps_map.runner.evaluate import rescore
+    from dps_map.runner.scoring import rescore
 
     fast, scored = tmp_path / "fast", tmp_path / "scored"
     tiny_run(fast)
@@ -165,8 +165,8 @@ def tree(path):
 def test_evaluate_skips_a_run_directory_another_process_holds(tmp_path, caplog):
     """A run directory whose run.lock another process holds is skipped with a logged message naming the
     holder, and not one of its files changes; the free run beside it is re-scored."""
-    from dps_map.runner.evaluate import rescore
     from dps_map.runner.lock import lock_holder
+    from dps_map.runner.scoring import rescore
 
     busy, free = tmp_path / "sweep" / "busy", tmp_path / "sweep" / "free"
     tiny_run(busy)
@@ -175,7 +175,7 @@ def test_evaluate_skips_a_run_directory_another_process_holds(tmp_path, caplog):
     try:
         assert holder.stdout.readline().strip() == "held" and lock_holder(busy)["pid"] == holder.pid
         before = tree(busy)
-        with caplog.at_level("WARNING", logger="dps_map.runner.evaluate"):
+        with caplog.at_level("WARNING", logger="dps_map.runner.scoring"):
             result = rescore(tmp_path / "sweep", ["metrics.names=[psnr,ssim,diversity]"])
         assert result[str(busy)].startswith("skipped: run dir") and f"(pid {holder.pid} on host" in result[str(busy)]
         assert f"{busy} skipped (not re-scored)" in caplog.text and f"pid {holder.pid}" in caplog.text

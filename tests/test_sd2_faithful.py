@@ -452,8 +452,8 @@ def test_psld_gluing_with_the_transpose_fits_the_measurement(photos):
 
 
 # -- the authors' FreeDoM re-noise and the paper_sd2 presets -------------------------------------------------------
-def test_xu_renoise_is_run_fdm_on_euler_latents():
-    """Diffusion.xu_renoise against pipe.py:4371-4375 written on Euler latents: x~_{t-1} = z / sqrt(abar_{t-1}),
+def test_euler_renoise_is_run_fdm_on_euler_latents():
+    """Diffusion.euler_renoise against pipe.py:4371-4375 written on Euler latents: x~_{t-1} = z / sqrt(abar_{t-1}),
     x~ <- sqrt(1 - betas[k]) x~ + sqrt(betas[k]) n with diffusers' training betas at the loop index k, then read as
     x~_t (the step index goes back), z_t = x~ / sqrt(1 + sigma_t^2); on the 500-step linspace grid's integer
     neighbours (our respacing '500' rounds it) and on the 10-step grid."""
@@ -474,7 +474,7 @@ def test_xu_renoise_is_run_fdm_on_euler_latents():
             x = z / math.sqrt(abar[i - 1])
             x = math.sqrt(1 - beta) * x + math.sqrt(beta) * n
             expected = x * math.sqrt(abar[i])
-            torch.testing.assert_close(diffusion.xu_renoise(z, i, n), expected, rtol=1e-6, atol=1e-9)
+            torch.testing.assert_close(diffusion.euler_renoise(z, i, n), expected, rtol=1e-6, atol=1e-9)
 
 
 def compose_sampler(*overrides):

@@ -150,7 +150,7 @@ def test_two_shard_multirun_equals_one_run_resumes_and_aggregates(tmp_path, monk
 
     # aggregation: the two shards form one group with all 8 samples; a second config is its own group
     from dps_map.aggregate import main
-    from dps_map.runner.aggregate import aggregate
+    from dps_map.runner.sweep_results import aggregate
 
     other = sweep / "other"
     other_cfg = compose_cfg(*SMALL, "sampler=ddpm", "sampler.respacing=2", "data.per_photo=1")
@@ -211,7 +211,7 @@ def test_long_overrides_give_short_unique_job_directories():
 def test_aggregate_merges_the_shards_diversity_over_all_measurements(tmp_path):
     """A diversity sweep's shards each hold the means over their own measurements; the group's diversity is the
     mean over all the group's measurements (weighted by each shard's count), not the mean of the shard means."""
-    from dps_map.runner.aggregate import diversity
+    from dps_map.runner.sweep_results import diversity
 
     jobs = []  # as find_jobs reads them: each job's summary.json under "summary"
     for k, (n, std, l2) in enumerate([(3, 0.10, 0.5), (1, 0.30, 0.9)]):

@@ -78,7 +78,7 @@ def test_user_metric_lands_in_records_summary_aggregate_and_wandb(tmp_path, monk
     assert fake.summary["metrics/mae/mean"] == pytest.approx(summaries[1]["metrics"]["mae"]["mean"])
 
     # the aggregate of the two shards: one group, the mean over all 8 samples, a column of the table
-    from dps_map.runner.aggregate import aggregate
+    from dps_map.runner.sweep_results import aggregate
 
     result = aggregate(sweep, random_weights=True)
     (group,) = result["groups"].values()
@@ -101,7 +101,7 @@ def test_user_metric_changes_no_other_number(tmp_path):
                      for r in read_jsonl(tmp_path / "without" / "metrics.jsonl")]
     assert {k: v for k, v in with_mae["metrics"].items() if k != "mae"} == without["metrics"]
     # re-scoring the run without it adds it from the PNGs (numpy on the same 8-bit images), and keeps the rest
-    from dps_map.runner.evaluate import rescore
+    from dps_map.runner.scoring import rescore
 
     out = tmp_path / "without"
     assert rescore(out, [MAE])[str(out)].startswith("updated metrics.jsonl (mae, naive_mae)")
@@ -155,9 +155,9 @@ def test_cli_prints_one_line_for_an_unimportable_metric_and_for_a_batch_mean(tmp
 
 
 def test_registry_and_weight_table_agree():
-    """The weight files a built-in per-sample metric needs: the registry and dps_map.metrics.weights say the same."""
+    """The weight files a built-in per-sample metric needs: the registry and dps_map.metrics.weight_files say the same."""
     from dps_map.config.metrics import BUILTIN
-    from dps_map.metrics.weights import METRIC_WEIGHTS
+    from dps_map.metrics.weight_files import METRIC_WEIGHTS
 
     assert {m.name: m.weights for m in BUILTIN.values() if m.weights} == \
         {name: METRIC_WEIGHTS[name] for name in BUILTIN if name in METRIC_WEIGHTS}

@@ -22,7 +22,7 @@ from PIL import Image
 
 from dps_map import weights
 from dps_map.errors import MissingFileError
-from dps_map.metrics import weights as metric_weights
+from dps_map.metrics import weight_files as metric_weights
 from dps_map.priors.latent import NETWORK_FILES, TEXT_FILES, TOKENIZER_VOCABS, check_folder
 
 from support import CONF

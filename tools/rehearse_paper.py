@@ -151,7 +151,7 @@ def build_metric_weights(hub: Path) -> None:
     import torchvision
     from pytorch_fid import inception as pfi
 
-    from dps_map.metrics.weights import WEIGHT_FILES
+    from dps_map.metrics.weight_files import WEIGHT_FILES
 
     hub.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
@@ -218,7 +218,7 @@ def build_standins(work: Path) -> dict:
 PRELOAD = ("dps_map.run", "dps_map.preflight", "dps_map.train_adapter", "dps_map.aggregate",
            "experiments.restoration_table", "experiments.score_diagnostics", "dps_map.runner.execute",
            "dps_map.metrics", "dps_map.priors.adm", "dps_map.priors.upsampler", "dps_map.priors.latent",
-           "dps_map.adapters", "dps_map.training.adapter", "dps_map.training.controlnet", "lpips", "pytorch_fid",
+           "dps_map.adapters", "dps_map.training.adapter", "dps_map.training.latent_controlnet", "lpips", "pytorch_fid",
            "diffusers", "transformers")
 
 #: the `python` the targets run as $(PY): `-m MODULE ARGS` goes to the server, which forks a child that runs the

@@ -22,7 +22,7 @@ from ..errors import ConfigError, UserError
 @dataclass(frozen=True)
 class Metric:
     """One per-sample metric: its name (the record field), whether a higher value is better (None: unknown),
-    the weight-file keys it needs (dps_map.metrics.weights), and whether every image run computes it."""
+    the weight-file keys it needs (dps_map.metrics.weight_files), and whether every image run computes it."""
 
     name: str
     higher_is_better: bool | None

@@ -1,7 +1,7 @@
 """Image-quality, distribution and diversity metrics. Images: float tensors in [-1, 1], (B, C, H, W).
 
 Depends only on torch/numpy/scipy, lpips, pytorch_fid, skimage and dps_map.errors. Nothing downloads:
-weight files are resolved by dps_map.metrics.weights (explicit path > env var > torch hub cache).
+weight files are resolved by dps_map.metrics.weight_files (explicit path > env var > torch hub cache).
 """
 
 from dps_map.metrics.diversity import pairwise_l2, pairwise_lpips, pixel_std
@@ -17,7 +17,7 @@ from dps_map.metrics.fid import (
 from dps_map.metrics.image import psnr, ssim
 from dps_map.metrics.lpips import LPIPS
 from dps_map.metrics.score import score_error, score_mean
-from dps_map.metrics.weights import (
+from dps_map.metrics.weight_files import (
     METRIC_WEIGHTS,
     WEIGHT_FILES,
     check_weights,

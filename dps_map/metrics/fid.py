@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from dps_map.errors import MissingFileError, UserError
-from dps_map.metrics.weights import fid_inception_path
+from dps_map.metrics.weight_files import fid_inception_path
 
 FEATURE_DIM = 2048
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from dps_map.errors import UserError
-from dps_map.metrics.weights import lpips_backbone_path, lpips_linear_path
+from dps_map.metrics.weight_files import lpips_backbone_path, lpips_linear_path
 
 
 def _load_file(path, what: str) -> dict:

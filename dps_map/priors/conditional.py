@@ -12,7 +12,13 @@ from __future__ import annotations
 
 import torch
 
-from ..adapters.controlnet import Adapter, check_trained_operator, controlled_forward, load_adapter, measurement_hint
+from ..adapters.adm_controlnet import (
+    Adapter,
+    check_trained_operator,
+    controlled_forward,
+    load_adapter,
+    measurement_hint,
+)
 from ..errors import ConfigError
 from ..io import absolute_path
 from .adm import ADMPrior
@@ -38,7 +44,7 @@ def with_adapter(prior: Prior, path) -> Prior:
 
 
 class ConditionalPrior(Prior):
-    """eps(x_t, t, y) = frozen UNet with the adapter's residuals (adapters/controlnet.py)."""
+    """eps(x_t, t, y) = frozen UNet with the adapter's residuals (adapters/adm_controlnet.py)."""
 
     kind = "image"
     needs_measurement = True

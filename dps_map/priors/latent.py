@@ -369,7 +369,7 @@ class LatentControlNetPrior(Prior):
     def __init__(self, prior: LatentPrior, controlnet, hint: torch.Tensor | None = None, adapter_path=None,
                  trained_operator: dict | None = None):
         super().__init__()
-        self.prior, self.controlnet = prior, controlnet  # frozen by load_controlnet; trained by dps_map.training.controlnet
+        self.prior, self.controlnet = prior, controlnet  # frozen by load_controlnet; trained by dps_map.training.latent_controlnet
         self.hint = hint
         self.adapter_path, self.trained_operator = adapter_path, trained_operator
         self.betas, self.learn_sigma = prior.betas, False
@@ -381,7 +381,7 @@ class LatentControlNetPrior(Prior):
 
     def condition(self, operator, y: torch.Tensor) -> "LatentControlNetPrior":
         """The same prior bound to measurement y; refused for an operator the ControlNet was not trained for."""
-        from ..adapters.controlnet import check_trained_operator
+        from ..adapters.adm_controlnet import check_trained_operator
 
         check_trained_operator(self.trained_operator, operator, self.adapter_path)
         pixel = getattr(operator, "operator", operator)  # the pixel operator inside a DecodedOperator

@@ -1,5 +1,5 @@
 """The runner: one run end to end, in a run directory it owns (run.json, the lock, records, summary), and
-what reads those directories back (evaluate, aggregate). preflight, bench and the experiments use the names
+what reads those directories back (scoring, sweep_results). preflight, bench and the experiments use the names
 below; nothing outside the package imports its private helpers.
 """
 

@@ -30,16 +30,15 @@ from ..io import (
     atomic_write_json,
     remove_temp_files,
     save_png,
-    stop_on_signals,
-    write_section,
 )
 from ..operators import MatrixOperator, StackedOperator
 from ..priors.gmm import find_multimodal_problem
 from ..samplers.base import GeneratorStack, SampleResult
-from .evaluate import Evaluator
+from ..signals import stop_on_signals, write_section
 from .lock import run_lock
 from .loggers import make_logger
 from .rundir import claim_run_dir, class_label_policy, run_weights
+from .scoring import Evaluator
 from .summary import preprocessing, read_records, save_grid, summarize_images
 from .timing import timed
 
@@ -59,7 +58,7 @@ def run(cfg: DictConfig, out_dir=None, validated: bool = False) -> dict:
     """Run one config end to end and return its summary (also written to summary.json). `validated`: the
     caller has run config.validate on this config already (the command line checks every job first).
 
-    SIGINT/SIGTERM/SIGUSR2 stop the run between writes (raising io.Interrupted): every sample whose record
+    SIGINT/SIGTERM/SIGUSR2 stop the run between writes (raising signals.Interrupted): every sample whose record
     is in metrics.jsonl is complete on disk, no temp file is left, and a rerun resumes from there."""
     with stop_on_signals():
         return _run(cfg, out_dir, validated)
@@ -80,7 +79,7 @@ def _run(cfg: DictConfig, out_dir=None, validated: bool = False) -> dict:
 
         out_dir = HydraConfig.get().runtime.output_dir
     out = Path(out_dir)
-    with run_lock(out):  # one writer per run directory (dps_map/lock.py)
+    with run_lock(out):  # one writer per run directory (runner/lock.py)
         return _run_locked(cfg, sampler, out)
 
 

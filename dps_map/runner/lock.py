@@ -183,7 +183,7 @@ def run_lock(run_dir):
 
 def lock_holder(run_dir) -> dict | None:
     """The live holder of run_dir's lock ({pid, host, started}), or None if no process holds it.
-    Probes without blocking and without writing (for dps_map.runner.aggregate: is a job still running?)."""
+    Probes without blocking and without writing (for dps_map.runner.sweep_results: is a job still running?)."""
     run_dir = Path(run_dir)
     owner = run_dir / OWNER_FILE
     if owner.exists():

@@ -13,7 +13,7 @@ from ..config.metrics import BUILTIN, score_fields
 from ..errors import UserError
 from ..io import atomic_write_bytes, iter_jsonl, load_image, unique_records
 
-GRID_PADDING = 2  # pixels around each tile of grids/<id>.png (evaluate.stored_naive reads the first tile)
+GRID_PADDING = 2  # pixels around each tile of grids/<id>.png (scoring.stored_naive reads the first tile)
 
 
 def save_grid(out: Path, ident: str, naive: torch.Tensor, size: int) -> Path:

@@ -13,7 +13,7 @@ Re-noise (`renoise`):
   forward  x_t = sqrt(alpha_t) x_{t-1} + sqrt(1 - alpha_t) n, one forward step q(x_t | x_{t-1}) of the
            (respaced) chain (eq. 11; Yu et al.'s code, e.g. Face-GD functions/denoising.py:79-81)
   xu       the authors' SD2 run_fdm (pipe.py:4371-4375): the training beta at the loop index applied to the
-           Euler latent, then the step redone from sigma_t (Diffusion.xu_renoise): far less noise than a
+           Euler latent, then the step redone from sigma_t (Diffusion.euler_renoise): far less noise than a
            forward step, so in effect the guided step is applied twice
   default (null): xu with guidance_units='euler', forward otherwise.
 Step size (`rho`):
@@ -72,7 +72,7 @@ class FreeDoMSampler(Sampler):
         for r in range(self.repeats(i, diffusion.num_steps)):
             if r > 0:  # time-travel: back from x_{t-1} to x_t
                 n = randn(x.shape, generator, x.dtype, x.device)
-                x = diffusion.forward_step(x_prev, i, n) if self.renoise == "forward" else diffusion.xu_renoise(x_prev, i, n)
+                x = diffusion.forward_step(x_prev, i, n) if self.renoise == "forward" else diffusion.euler_renoise(x_prev, i, n)
             g = self.measurement_gradient(prior, diffusion, operator, noise, y, x, i)
             self.record_misfit(g.misfit)
             z = randn(x.shape, generator, x.dtype, x.device)

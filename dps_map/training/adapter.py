@@ -1,6 +1,6 @@
 """The light-weight conditional score estimator (Xu et al., ICLR 2025, method 2) for one task.
 
-The prior is frozen; only the adapter (adapters/controlnet.py: encoder copy, hint net, zero convs)
+The prior is frozen; only the adapter (adapters/adm_controlnet.py: encoder copy, hint net, zero convs)
 learns, with the plain epsilon loss (Ho et al. 2020) on pairs (x0, y = A(x0) + n):
 
     L = E_{x0, n, t, eps} || eps_theta(sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t, y) - eps ||^2
@@ -10,7 +10,7 @@ measurement noise (and, for random masks, a fresh mask) at every step. The data
 are a FIXED set of ``data.n_images`` images: crops of the scikit-image training photographs (never
 the held-out demo photographs), or the first n images (sorted) of an image folder. The export
 (``export_path``) holds the EMA weights and metadata (task, operator, prior, data) and a JSON card beside it.
-A latent (Stable Diffusion) prior trains a diffusers ControlNet instead (controlnet.py).
+A latent (Stable Diffusion) prior trains a diffusers ControlNet instead (latent_controlnet.py).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..adapters.controlnet import Adapter, adapter_checkpoint, load_adapter, measurement_hint
+from ..adapters.adm_controlnet import Adapter, adapter_checkpoint, load_adapter, measurement_hint
 from ..config import check_class_label, prepare_perf, resolve_device
 from ..config.targets import build_noise, build_prior
 from ..data import HELDOUT_PHOTOS
@@ -29,7 +29,7 @@ from ..diffusion import Diffusion
 from ..errors import ConfigError, MissingFileError
 from ..io import absolute_path, atomic_write_json, sha256_file
 from ..priors.conditional import ConditionalPrior
-from . import controlnet
+from . import latent_controlnet
 from .common import (
     loss_fn,
     loss_summary,
@@ -202,7 +202,7 @@ def export(cfg: DictConfig, state: dict, prior=None) -> dict:
 def run(cfg: DictConfig) -> dict:
     check_training_config(cfg)  # before any network is built
     if cfg.prior.get("kind") == "latent":  # Stable Diffusion priors: a diffusers ControlNet
-        return controlnet.run(cfg)
+        return latent_controlnet.run(cfg)
     prior = frozen_prior(cfg)  # built once for training and export (adm512: 2 GB of weights)
     state = train(cfg, prior)
     return export(cfg, state, prior) if cfg.export_path else {}

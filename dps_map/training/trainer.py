@@ -2,7 +2,7 @@
 accumulation and clipping, an EMA of the weights, checkpoints written atomically to out_dir/checkpoint.pt and
 resumed bit for bit, tqdm, log lines and optional wandb.
 
-A trainer (prior.py, adapter.py, controlnet.py, reference.py) builds its network after seeding, gives
+A trainer (prior.py, adapter.py, latent_controlnet.py, reference.py) builds its network after seeding, gives
 :class:`Trainer` the names its checkpoint uses for the network, its random streams and its metadata, and a
 function that draws one micro-batch from those streams and returns its loss. Every random draw happens in
 that function, so a resumed run draws what the uninterrupted run draws.

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from dps_map.config import compose
 
@@ -163,6 +164,16 @@ def test_frontier_tiny_writes_its_table_and_cheapest_setting(tmp_path, monkeypat
              "--workers", "1"])
     assert {f: f.stat().st_mtime_ns for f in (tmp_path / "work").rglob("recon/*.png")} == mtimes
     assert list(csv.DictReader(open(tmp_path / "frontier_tiny.csv"))) == table
+
+
+def test_frontier_refuses_a_bad_task_in_one_line_before_any_run(tmp_path, capsys):
+    from experiments.frontier import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tiny", "--tasks", "sr4", "sr5", "--work", str(tmp_path / "work"), "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "\n" not in err and err.startswith("frontier tiny: error:") and "sr5" in err
+    assert not (tmp_path / "work").exists()  # no multirun started
 
 
 def test_tune_tiny_chooses_the_best_mean_and_reports_paired_differences(tmp_path):

@@ -93,11 +93,12 @@ tune-tiny: install   # DPS/DMAP/DMAP-Adam step sizes for the tiny prior on 12 va
 gmm-study: install
 	$(PY) -m experiments.gmm_sampler_study
 
-# cost-quality frontier, GMM then tiny prior (2 demo crops); experiments/results/frontier_{gmm,tiny}.*: GMM 7.7 min,
-# tiny 73 min with --workers 1 at load ~3-4.5 on 2 CPU cores (their provenance records; by default one worker per core)
+# cost-quality frontier, GMM then tiny prior (2 demo crops, Hydra multiruns); experiments/results/frontier_{gmm,tiny}.*:
+# GMM 7.7 min, tiny 73 min with --workers 1 at load ~3-4.5 on 2 CPU cores (their provenance records; by default one
+# multirun per core at a time)
 frontier: install
-	OMP_NUM_THREADS=1 $(PY) -m experiments.frontier
-	OMP_NUM_THREADS=1 $(PY) -m experiments.frontier_tiny
+	OMP_NUM_THREADS=1 $(PY) -m experiments.frontier gmm
+	OMP_NUM_THREADS=1 $(PY) -m experiments.frontier tiny
 
 dps-regime: install   # DPS vs the exact GMM posterior over d x zeta x m; experiments/results/dps_regime.*
 	OMP_NUM_THREADS=1 $(PY) -m experiments.dps_regime --zetas 0.01 0.1 0.3 1 3 --seeds 0 --num-samples 300

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from dps_map.config import compose
 
@@ -120,24 +121,24 @@ def test_frontier_cheapest_setting_within_the_threshold():
 
 
 def test_frontier_tiny_writes_its_table_and_cheapest_setting(tmp_path, monkeypatch):
-    """The tiny-prior frontier driver through the runner, on a 2-step grid: one row per setting with the
-    runner's costs (DPS: 1 VJP per step; DMAP K=1: 1 forward per step, 1 VJP per step but the last), the
-    naive baseline of the demo crops, and the cheapest-within-0.2-dB rule (a diverged setting, PSNR None,
-    is never the best)."""
-    import experiments.frontier_tiny as ft
+    """The tiny half of the frontier driver, as Hydra multiruns of the runner plus the aggregate, on a 2-step
+    grid: one row per setting with the runner's costs (DPS: 1 VJP per step; DMAP K=1: 1 forward per step, 1 VJP
+    per step but the last), the naive baseline of the demo crops, and the cheapest-within-0.2-dB rule (a
+    diverged setting, PSNR None, is never the best)."""
+    import experiments.frontier as fr
 
     rows = [{"setting": s, "vjp": v, "forward": f, "psnr": p}
             for s, v, f, p in (("a", 1000, 0, 25.0), ("b", 300, 100, 24.85), ("c", 300, 0, 24.81), ("f", 200, 0, 24.79),
                                ("d", 50, 0, 24.0), ("e", 10, 0, None))]
-    best, cheap = ft.cheapest(rows)
+    best, cheap = fr.tiny_cheapest(rows)
     assert (best["setting"], cheap["setting"]) == ("a", "c")  # fewest VJPs, then fewest forwards
-    monkeypatch.setattr(ft, "GRID", [("dps", 2, None), ("dmap", 2, 1)])
-    ft.main(["--tasks", "sr4", "--work", str(tmp_path / "work"), "--out", str(tmp_path), "--skip", "none",
+    monkeypatch.setattr(fr, "TINY_GRID", [("dps", 2, None), ("dmap", 2, 1)])
+    fr.main(["tiny", "--tasks", "sr4", "--work", str(tmp_path / "work"), "--out", str(tmp_path), "--skip", "none",
              "--workers", "1"])
     table = list(csv.DictReader(open(tmp_path / "frontier_tiny.csv")))
-    # two worker processes (the CPU default) give the same rows in the same order
-    ft.main(["--tasks", "sr4", "--work", str(tmp_path / "work2"), "--out", str(tmp_path / "par"), "--skip", "none",
-             "--workers", "2"])
+    # two multiruns at a time (the CPU default) give the same rows in the same order
+    fr.main(["tiny", "--tasks", "sr4", "--work", str(tmp_path / "work2"), "--out", str(tmp_path / "par"), "--skip",
+             "none", "--workers", "2"])
     parallel = list(csv.DictReader(open(tmp_path / "par" / "frontier_tiny.csv")))
     assert [(r["setting"], r["psnr"], r["ssim"]) for r in parallel] == [(r["setting"], r["psnr"], r["ssim"]) for r in table]
     assert [(r["setting"], float(r["vjp"]), float(r["forward"]), int(r["n_images"])) for r in table] == \
@@ -150,14 +151,31 @@ def test_frontier_tiny_writes_its_table_and_cheapest_setting(tmp_path, monkeypat
     def png(path):
         return np.asarray(Image.open(path).convert("RGB"), dtype=np.float64) / 255
 
-    for row, folder in zip(table, ("dps_2_None", "dmap_2_1")):
-        run_dir = tmp_path / "work" / "sr4" / folder
+    for row, sweep in zip(table, ("dps", "dmap_K1")):
+        run_dir = tmp_path / "work" / row["run_dir"]
+        assert run_dir.parent == tmp_path / "work" / "sr4" / sweep  # one multirun per (task, sampler, K)
         values = [10 * np.log10(1 / np.mean((png(f) - png(run_dir / "label" / (f.stem.rsplit("_", 1)[0] + ".png"))) ** 2))
                   for f in sorted((run_dir / "recon").glob("*.png"))]
         assert len(values) == int(row["n_images"]) and abs(float(row["psnr"]) - np.mean(values)) < 0.05
     text = (tmp_path / "frontier_tiny.md").read_text()
     assert "## sr4 (naive baseline" in text and "cheapest within 0.2 dB" in text
     assert (tmp_path / "frontier_tiny.png").stat().st_size > 0
+    # the same command again resumes: every sample is on disk, none is drawn again
+    mtimes = {f: f.stat().st_mtime_ns for f in (tmp_path / "work").rglob("recon/*.png")}
+    fr.main(["tiny", "--tasks", "sr4", "--work", str(tmp_path / "work"), "--out", str(tmp_path), "--skip", "none",
+             "--workers", "1"])
+    assert {f: f.stat().st_mtime_ns for f in (tmp_path / "work").rglob("recon/*.png")} == mtimes
+    assert list(csv.DictReader(open(tmp_path / "frontier_tiny.csv"))) == table
+
+
+def test_frontier_refuses_a_bad_task_in_one_line_before_any_run(tmp_path, capsys):
+    from experiments.frontier import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tiny", "--tasks", "sr4", "sr5", "--work", str(tmp_path / "work"), "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "\n" not in err and err.startswith("frontier tiny: error:") and "sr5" in err
+    assert not (tmp_path / "work").exists()  # no multirun started
 
 
 def test_tune_tiny_chooses_the_best_mean_and_reports_paired_differences(tmp_path):

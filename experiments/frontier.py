@@ -21,7 +21,7 @@ sizes conf/tuned/ resolves (docs/tiny-prior.md "Default step sizes"; DSG w 0.08)
 held-out photograph (data.per_photo=1: chelsea_0 and coffee_0) and one sample per crop: means and standard
 errors are over 2 images. Each (task, sampler, K) is one Hydra multirun over its steps, run as a subprocess
 (`python -m dps_map.run -m hydra/launcher=local ... sampler.respacing=50,100,250,1000
-hydra.sweep.dir=WORK/TASK/SAMPLER[_KK]`); dps_map.runner.aggregate then groups each sweep's records, one group
+hydra.sweep.dir=WORK/TASK/SAMPLER[_KK]`); dps_map.runner.sweep_results then groups each sweep's records, one group
 per setting (it also computes FID/KID per setting where the Inception weights exist, unused here). The local
 launcher runs a multirun's jobs one after another, so the driver runs --workers multiruns at a time, each
 single-threaded when there are several (default: one per CPU core, 1 with a GPU). With --workers 1 the whole
@@ -49,7 +49,7 @@ import numpy as np
 from dps_map.config import compose, config_digest
 from dps_map.errors import UserError
 from dps_map.runner import run
-from dps_map.runner.aggregate import aggregate
+from dps_map.runner.sweep_results import aggregate
 from experiments.common import header, pyplot, save_figure, write_csv
 
 ROOT = Path(__file__).resolve().parents[1]

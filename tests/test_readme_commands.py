@@ -106,8 +106,9 @@ COMMANDS: dict[str, Run | Excuse] = {
     "make gmm-study": Excuse("a study of several minutes; tests/test_experiments.py runs its driver small", "make"),
     "make tune-tiny": Excuse("about 90 minutes of CPU with one worker; tests/test_experiments.py runs its driver small", "make"),
     "python -m tools.tune_tiny": Excuse("as make tune-tiny", "help"),
-    "python -m experiments.tiny_studies demo": Excuse("about 7 minutes: the runs of make demo with both priors; "
-                                                     "tests/test_demo.py runs the demo", "help"),
+    "python -m experiments.demo_tiny --old-prior outputs/old_prior/tiny_prior_2200.pt": Excuse(
+        "about 7 minutes: the runs of make demo with both priors (the earlier prior from the repository's history); "
+        "tests/test_demo.py runs the demo, tests/test_experiments.py the multirun helper it uses", "help"),
     "python -m tools.check_results --list": Run(),
     "python -m tools.adm512_cpu": Excuse("about 45 minutes and 15.4 GiB of RAM (adm512 at 512x512); "
                                                "tests/test_experiments.py runs its controlnet section", "help"),

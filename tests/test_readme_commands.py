@@ -93,6 +93,7 @@ COMMANDS: dict[str, Run | Excuse] = {
                                            "dps-map 0.1 with it", "help"),
     "python -m dps_map.weights": Excuse("the module's name; its command lines are run or excused here", "help"),
     "dps-map ...": Excuse("a schematic of the console script", None),
+    "python -m experiments.NAME": Excuse("a schematic of a study's command (docs/architecture.md)", None),
     "python -m dps_map.weights paper": Run(),  # every stand-in is in place: exit 0
     "python -m dps_map.weights paper paths.checkpoints=/data/ckpt --download":
         Excuse("downloads about 3.5 GB; tests/test_weights.py runs --download offline with file:// stand-ins", "help"),

@@ -203,7 +203,8 @@ def test_tune_tiny_chooses_the_best_mean_and_reports_paired_differences(tmp_path
     assert [(r["sampler"], float(r["value"]), int(r["n_images"]), int(r["steps"])) for r in table] == \
         [("dps", 1.0, 3, 3), ("dps", 10.0, 3, 3)]
     from dps_map.io import read_jsonl
-    ids = {r["id"].rsplit("_", 1)[0] for r in read_jsonl(tmp_path / "work" / "sr4" / "dps_10" / "metrics.jsonl")}
+    job = [d for d in (tmp_path / "work" / "dps").iterdir() if {"task=sr4", "sampler.zeta=10.0"} <= set(d.name.split(","))]
+    ids = {r["id"].rsplit("_", 1)[0] for r in read_jsonl(job[0] / "metrics.jsonl")}
     assert ids == set(tt.VALIDATION_PHOTOS)
     text = (tmp_path / "tune_tiny.md").read_text()
     assert "## Chosen" in text and text.count("**zeta ") == 1

@@ -93,6 +93,7 @@ COMMANDS: dict[str, Run | Excuse] = {
                                            "dps-map 0.1 with it", "help"),
     "python -m dps_map.weights": Excuse("the module's name; its command lines are run or excused here", "help"),
     "dps-map ...": Excuse("a schematic of the console script", None),
+    "python -m experiments.NAME": Excuse("a schematic of a study's command (docs/architecture.md)", None),
     "python -m dps_map.weights paper": Run(),  # every stand-in is in place: exit 0
     "python -m dps_map.weights paper paths.checkpoints=/data/ckpt --download":
         Excuse("downloads about 3.5 GB; tests/test_weights.py runs --download offline with file:// stand-ins", "help"),
@@ -106,8 +107,9 @@ COMMANDS: dict[str, Run | Excuse] = {
     "make gmm-study": Excuse("a study of several minutes; tests/test_experiments.py runs its driver small", "make"),
     "make tune-tiny": Excuse("about 90 minutes of CPU with one worker; tests/test_experiments.py runs its driver small", "make"),
     "python -m tools.tune_tiny": Excuse("as make tune-tiny", "help"),
-    "python -m experiments.tiny_studies demo": Excuse("about 7 minutes: the runs of make demo with both priors; "
-                                                     "tests/test_demo.py runs the demo", "help"),
+    "python -m experiments.demo_tiny --old-prior outputs/old_prior/tiny_prior_2200.pt": Excuse(
+        "about 7 minutes: the runs of make demo with both priors (the earlier prior from the repository's history); "
+        "tests/test_demo.py runs the demo, tests/test_experiments.py the multirun helper it uses", "help"),
     "python -m tools.check_results --list": Run(),
     "python -m tools.adm512_cpu": Excuse("about 45 minutes and 15.4 GiB of RAM (adm512 at 512x512); "
                                                "tests/test_experiments.py runs its controlnet section", "help"),

@@ -3,15 +3,17 @@
     python -m tools.tune_tiny [--per-photo 4] [--samplers dps dmap dmap_adam] [--prior-checkpoint PATH]
 
 For each demo task (SR x4, box inpainting, Gaussian deblurring) and sampler, every step size of its grid
-(DPS zeta 1/3/10/30, DMAP zeta 1/3/10/30, DMAP-Adam lr 0.01/0.02/0.05/0.1/0.2) runs through the runner
-(dps_map.runner.run; prior=tiny, data=demo on the validation photographs astronaut, rocket and
-motorcycle_left, one sample per crop, metrics=fast, the sampler's own number of steps and K). The held-out
+(DPS zeta 1/3/10/30, DMAP zeta 1/3/10/30, DMAP-Adam lr 0.01/0.02/0.05/0.1/0.2) runs through the runner: one
+Hydra multirun per sampler (task x step size; prior=tiny, data=demo on the validation photographs astronaut,
+rocket and motorcycle_left, one sample per crop, metrics=fast, the sampler's own number of steps and K), up to
+--workers of these sweeps at a time, each single-threaded when there are several. The held-out
 demo crops (chelsea, coffee) are the test set and are not used. Per (task, sampler) the table gives the
 mean PSNR/SSIM of each step size, and the chosen one (highest mean PSNR) beside the paired PSNR
 difference to each other step size with its standard error over the crops, so a tie reads as a tie.
 
 The chosen values go into conf/tuned/default.yaml by hand, with a comment naming this table. Writes
-experiments/results/tune_tiny.{csv,md}; runs are kept (and resumed) in --work.
+experiments/results/tune_tiny.{csv,md}; the sweeps are kept in --work/SAMPLER (rerun: finished samples are
+read back, not redrawn).
 """
 
 from __future__ import annotations
@@ -20,15 +22,13 @@ import argparse
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from dps_map.config import compose
-from dps_map.io import read_jsonl, sha256_file
-from dps_map.runner import run
-from experiments.common import default_workers, run_parallel, write_csv
-from tools.compare_priors import VALIDATION_PHOTOS
+from dps_map.io import sha256_file
+from experiments.common import VALIDATION_PHOTOS, default_workers, demo_data, multirun, write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
@@ -38,26 +38,26 @@ GRIDS = {"dps": ("zeta", (1.0, 3.0, 10.0, 30.0)), "dmap": ("zeta", (1.0, 3.0, 10
          "dmap_adam": ("zeta", (0.01, 0.02, 0.05, 0.1, 0.2))}
 
 
-def run_setting(task: str, sampler: str, value: float, args) -> dict:
-    """One (task, sampler, step size) on the validation crops; its row, with the per-crop PSNRs."""
+def run_sampler(sampler: str, values: tuple, args, threads: int | None) -> list[dict]:
+    """Every (task, step size) of one sampler on the validation crops, as one multirun: its rows, with the
+    per-crop PSNRs."""
     key = GRIDS[sampler][0]
-    over = [f"task={task}", "prior=tiny", "data=demo", f"data.per_photo={args.per_photo}",
-            f"+data.photos=[{','.join(VALIDATION_PHOTOS)}]", f"sampler={sampler}", f"sampler.{key}={value}",
-            f"seed={args.seed}", "num_samples=1", "metrics=fast", f"measurement_batch={args.measurement_batch}",
-            "progress=false"]
+    over = [f"task={','.join(args.tasks)}", "prior=tiny", *demo_data(args.per_photo, validation=True),
+            f"sampler={sampler}", f"sampler.{key}={','.join(str(v) for v in values)}", f"seed={args.seed}",
+            "num_samples=1", "metrics=fast", f"measurement_batch={args.measurement_batch}"]
     over += [f"prior.checkpoint={args.prior_checkpoint}"] if args.prior_checkpoint else []
     over += [f"sampler.respacing={args.steps}"] if args.steps else []
-    cfg = compose(*over)
-    out = args.work / task / f"{sampler}_{value:g}"
-    started = time.perf_counter()
-    s = run(cfg, out)
-    records = sorted(read_jsonl(out / "metrics.jsonl"), key=lambda r: r["id"])
-    return {"task": task, "sampler": sampler, "key": key, "value": value, "steps": records[0]["steps"],
-            "n_images": s["metrics"]["psnr"]["n"], "n_failed": s["n_failed"],
-            "psnr": s["metrics"]["psnr"]["mean"], "psnr_sem": s["metrics"]["psnr"]["sem"],
-            "ssim": s["metrics"]["ssim"]["mean"], "naive_psnr": s["naive"]["psnr"]["mean"],
-            "wall_s": round(time.perf_counter() - started, 1),
-            "ids": [r["id"] for r in records], "crop_psnr": [r.get("psnr") for r in records]}
+    rows = []
+    for job in multirun(args.work / sampler, over, threads):
+        s, records = job["summary"], sorted(job["records"].values(), key=lambda r: r["id"])
+        rows.append({"task": job["cfg"].task.name, "sampler": sampler, "key": key,
+                     "value": float(job["cfg"].sampler[key]), "steps": records[0]["steps"],
+                     "n_images": s["metrics"]["psnr"]["n"], "n_failed": s["n_failed"],
+                     "psnr": s["metrics"]["psnr"]["mean"], "psnr_sem": s["metrics"]["psnr"]["sem"],
+                     "ssim": s["metrics"]["ssim"]["mean"], "naive_psnr": s["naive"]["psnr"]["mean"],
+                     "sampling_s": round(sum(r["seconds"] for r in records), 1),
+                     "ids": [r["id"] for r in records], "crop_psnr": [r.get("psnr") for r in records]})
+    return rows
 
 
 def choose(rows: list[dict]) -> tuple[dict, list[dict]]:
@@ -85,8 +85,8 @@ def markdown(rows: list[dict], command: str, seconds: float, args) -> str:
              f"(sha256 {sha256_file(weights)[:12]})")
     lines = ["# Step sizes for the tiny prior, on validation crops", "",
              f"`{command}`: {seconds / 60:.1f} min wall (settings already finished in {args.work} "
-             f"are read back, not rerun; the provenance record has every step's time), {args.workers} worker "
-             "process(es) on a "
+             f"are read back, not redrawn; the provenance record has every step's time), up to {args.workers} "
+             "sweep(s) at a time on a "
              f"{os.cpu_count()}-core CPU (measured). Prior: {prior}. {rows[0]['n_images']} crops of the training "
              f"photographs {', '.join(VALIDATION_PHOTOS)} (data.per_photo={args.per_photo}), one sample each, "
              f"seed {args.seed}, {rows[0]['steps']} steps. Mean PSNR (dB) ± standard error over the crops; "
@@ -112,11 +112,6 @@ def markdown(rows: list[dict], command: str, seconds: float, args) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _report(r: dict) -> None:
-    psnr = "n/a" if r["psnr"] is None else f"{r['psnr']:.2f}"
-    print(f"{r['task']} {r['sampler']} {r['key']}={r['value']:g}: PSNR {psnr} ({r['wall_s']:.0f} s)", flush=True)
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS))
@@ -129,8 +124,8 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: the sampler's own, 50)")
     parser.add_argument("--prior-checkpoint", type=Path, default=None, help="tiny prior weights to tune for "
                         "(default: the shipped ones)")
-    parser.add_argument("--workers", type=int, default=None, help="parallel single-threaded runs (default: one "
-                        "per CPU core without a GPU, 1 with one)")
+    parser.add_argument("--workers", type=int, default=None, help="sweeps (one per sampler) run at a time, "
+                        "single-threaded when more than one (default: one per CPU core without a GPU, 1 with one)")
     parser.add_argument("--work", type=Path, default=Path("outputs/tune_tiny"))
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -142,10 +137,15 @@ def main(argv=None) -> None:
         if name not in GRIDS or not values:
             parser.error(f"--grid {item}: expected SAMPLER=V1,V2 with SAMPLER in {sorted(GRIDS)}")
         grids[name] = tuple(float(v) for v in values.split(","))
-    jobs = [(task, sampler, value, args) for task in args.tasks for sampler in args.samplers
-            for value in grids[sampler]]
-    cost = {"dps": 1, "dmap": 4, "dmap_adam": 4}  # network calls per step, roughly (K=3 inner VJPs)
-    rows = run_parallel(run_setting, jobs, args.workers, cost=lambda job: cost[job[1]], report=_report)
+    # the costliest sweeps first, so that the workers finish together (network calls per step: K=3 inner VJPs)
+    cost = {"dps": 1, "dmap": 4, "dmap_adam": 4}
+    order = sorted(args.samplers, key=lambda s: -cost[s] * len(grids[s]))
+    threads = 1 if args.workers > 1 else None
+    with ThreadPoolExecutor(args.workers) as pool:
+        done = dict(zip(order, pool.map(lambda s: run_sampler(s, grids[s], args, threads), order)))
+    order_of = {(t, s, v): n for n, (t, s, v) in enumerate((t, s, v) for t in args.tasks for s in args.samplers
+                                                          for v in grids[s])}
+    rows = sorted((r for s in args.samplers for r in done[s]), key=lambda r: order_of[(r["task"], r["sampler"], r["value"])])
     command = ("python -m tools.tune_tiny " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv([{k: v for k, v in r.items() if k not in ("ids", "crop_psnr")} for r in rows], args.out / "tune_tiny.csv")

@@ -1,7 +1,7 @@
 """What the study drivers share: CSV rows and markdown headers out, matplotlib (headless) figures out, the tiny
-prior from a checkpoint, grids as Hydra multiruns of the runner read back per crop, paired differences, runs in
-parallel. The commit, the assets' sha256 and the machine of a result are written by
-tools.provenance, which runs the driver, not by the driver."""
+prior from a checkpoint, grids as Hydra multiruns of the runner read back per crop, paired differences. The
+commit, the assets' sha256 and the machine of a result are written by tools.provenance, which runs the driver, not
+by the driver."""
 
 from __future__ import annotations
 
@@ -120,39 +120,10 @@ def mean_sem(records: dict, key: str = "psnr") -> tuple[float, float]:
 
 
 def default_workers() -> int:
-    """Parallel single-threaded runs for run_parallel: one per CPU core, 1 on a GPU (one device)."""
+    """Parallel single-threaded sweeps: one per CPU core, 1 on a GPU (one device)."""
     import torch
 
     return 1 if torch.cuda.is_available() else (os.cpu_count() or 1)
-
-
-def run_parallel(fn, jobs: list[tuple], workers: int, cost=None, report=None) -> list:
-    """[fn(*job) for job in jobs], in that order. With workers > 1, one single-threaded process per worker
-    (on a CPU two 1-thread runs of the small 64x64 network side by side beat one 2-thread run, as in
-    `make demo`), the costliest jobs first (cost(job), a number) so the workers finish together.
-    fn must be a module-level function (it is pickled into spawned processes); report(result) is called
-    as each job finishes."""
-    report = report or (lambda result: None)
-    if workers <= 1:
-        out = []
-        for job in jobs:
-            out.append(fn(*job))
-            report(out[-1])
-        return out
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    import torch
-
-    order = sorted(range(len(jobs)), key=lambda i: -(cost(jobs[i]) if cost else 0))
-    done = {}
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=torch.set_num_threads, initargs=(1,)) as pool:
-        futures = {pool.submit(fn, *jobs[i]): i for i in order}
-        for future in as_completed(futures):
-            done[futures[future]] = future.result()
-            report(done[futures[future]])
-    return [done[i] for i in range(len(jobs))]
 
 
 def run_main(main) -> None:

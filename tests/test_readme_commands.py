@@ -186,7 +186,6 @@ COMMANDS: dict[str, Run | Excuse] = {
     "python -m dps_map.evaluate": Excuse("the module's name; its command lines are run below", "help"),
     "python -m dps_map.aggregate": Excuse("the module's name; make sweep runs it", "help"),
     "python -m dps_map.train_adapter": Excuse("the module's name; docs/adapters.md's command lines", "help"),
-    "python -m experiments.NAME": Excuse("a schematic", None),
     "python -m dps_map.run task=... prior=... sampler=... data=...": Excuse("a schematic of the command line", None),
     "PYTHONPATH=/path/to/mypkg_parent python -m dps_map.run task=sr4 sampler=scaled_dps "
     "'hydra.searchpath=[file:///path/to/myconf]'": Excuse("needs the reader's own module; tests/test_extend.py runs "

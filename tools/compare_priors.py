@@ -36,13 +36,11 @@ from dps_map.config import compose
 from dps_map.config.demo import DEMO_PER_PHOTO, DEMO_SAMPLERS, DEMO_TASKS
 from dps_map.data import HELDOUT_PHOTOS, demo_crops
 from dps_map.diffusion import Diffusion
-from experiments.common import tiny_prior, write_csv
+from experiments.common import VALIDATION_PHOTOS, tiny_prior, write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
 SHIPPED = ROOT / "dps_map" / "assets" / "tiny_prior.pt"
-#: training photographs used as the validation set (as for step-size tuning: docs/tiny-prior.md "Default step sizes")
-VALIDATION_PHOTOS = ("astronaut", "rocket", "motorcycle_left")
 TIMESTEPS = (10, 50, 100, 200, 400, 700, 900)
 
 

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
@@ -78,43 +79,44 @@ def png_psnr(recon, label) -> float:
 
 
 # -- subprocesses: guarded against hangs, never against a slow machine ------------------------------------------
-#: clock ticks per second of /proc/<pid>/stat's CPU times
-_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
 class Hung(AssertionError):
     """A test's subprocess ended by run_with_guard's hang guard (the message says which guard, and the output)."""
 
 
-def _session(sid: int) -> dict[tuple[int, int], float]:
-    """The processes of session `sid` now: (pid, start time) -> CPU seconds it has used itself (user + system),
-    from /proc (Linux). A command and everything it starts share its session unless one calls setsid."""
-    found = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as fh:
-                stat = fh.read()
-        except OSError:  # ended meanwhile
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()  # from field 3 (state) on: the name may hold spaces
-        if int(fields[3]) == sid:  # field 6, session
-            # fields 14-15 (utime, stime); field 22 (start time) tells a reused pid apart
-            found[int(entry.name), int(fields[19])] = (int(fields[11]) + int(fields[12])) / _TICKS
-    return found
+def _family(proc: subprocess.Popen) -> list[psutil.Process]:
+    """proc and every process it started that still descends from it (empty once proc has ended)."""
+    try:
+        top = psutil.Process(proc.pid)
+        return [top, *top.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
 
 
-def _end_session(proc: subprocess.Popen) -> None:
-    """SIGKILL every process of proc's session: its process group (make's, a shell's and a Hydra multirun's
-    children stay in it), then any member that moved to a group of its own."""
-    members = [pid for pid, _ in _session(proc.pid)]
-    for kill, target in [(os.killpg, proc.pid)] + [(os.kill, pid) for pid in members]:
+def _cpu_seconds(process: psutil.Process) -> float | None:
+    """The CPU time (user + system) the process has used itself; None once it has ended."""
+    try:
+        times = process.cpu_times()
+    except psutil.NoSuchProcess:
+        return None
+    return times.user + times.system
+
+
+def _end_family(proc: subprocess.Popen, seen: list[psutil.Process]) -> None:
+    """SIGKILL proc's process group (a shell's, make's and a Hydra multirun's children stay in it, also once
+    orphaned), then every process of its family seen (`seen`) or still there that moved to a group of its own."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:  # the group has ended
+        pass
+    killed = []
+    for member in {*seen, *_family(proc)}:
         try:
-            kill(target, signal.SIGKILL)
-        except ProcessLookupError:  # ended already
-            pass
+            member.kill()  # psutil checks the pid still names the process it saw (no reused pid is killed)
+        except psutil.NoSuchProcess:  # ended already
+            continue
+        killed.append(member)
     proc.wait()
+    psutil.wait_procs(killed, timeout=10)  # gone, so none uses a core after the test
 
 
 def run_with_guard(args, *, cpu_limit: float = 600, idle: float = 600, cwd=None, env=None, input: str | None = None,
@@ -123,15 +125,16 @@ def run_with_guard(args, *, cpu_limit: float = 600, idle: float = 600, cwd=None,
     """subprocess.run(args, capture_output=True, text=True) for a test, guarded against hangs only (it always
     captures text: capture_output and text may be given, as to subprocess.run, but only as True).
 
-    The command runs in a session of its own. It is ended, with everything it started (SIGKILL to the whole
-    session, so no grandchild goes on using a core after the test), and Hung is raised, only when it hangs:
+    The command runs in a session of its own. It is ended, with everything it started (SIGKILL to its process
+    group and to every descendant, so no grandchild goes on using a core after the test), and Hung is raised, only
+    when it hangs:
     - `idle`: none of its processes has used any CPU time, and none has started, for that many seconds of wall
       time (a deadlock, a wait that never ends);
     - `cpu_limit`: its processes together have used that many CPU seconds (a loop that never ends); give several
       times what a correct run uses (the default suits commands of a minute or less): CPU time, unlike wall
       time, hardly grows when other work shares the cores.
     Neither guard counts wall time as such, so a busy machine only makes a correct run slower, never failed.
-    When the command ends by itself, any process it left running in its session is ended too.
+    When the command ends by itself, any process it left running (in its group, or a descendant seen) is ended too.
     Output goes to temporary files (no pipe to fill and block on), returned as text like subprocess.run's."""
     assert capture_output and text, "support.run_with_guard always captures the output as text"
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
@@ -140,7 +143,7 @@ def run_with_guard(args, *, cpu_limit: float = 600, idle: float = 600, cwd=None,
         if input is not None:
             proc.stdin.write(input)
             proc.stdin.close()
-        used: dict[tuple[int, int], float] = {}  # every process seen in the session -> its CPU seconds
+        seen: dict[psutil.Process, float] = {}  # every process of the family seen -> its CPU seconds
         last_progress, hung = time.monotonic(), None
         while True:
             try:
@@ -148,22 +151,22 @@ def run_with_guard(args, *, cpu_limit: float = 600, idle: float = 600, cwd=None,
                 break
             except subprocess.TimeoutExpired:
                 pass
-            now = _session(proc.pid)
-            if any(used.get(key) != cpu for key, cpu in now.items()):  # CPU used, or a new process
-                last_progress = time.monotonic()
-            used.update(now)
-            if sum(used.values()) > cpu_limit:
+            for member in _family(proc):  # psutil.Process: equal only for the same pid and start time
+                cpu = _cpu_seconds(member)
+                if cpu is not None and seen.get(member) != cpu:  # CPU used, or a new process
+                    seen[member], last_progress = cpu, time.monotonic()
+            if sum(seen.values()) > cpu_limit:
                 hung = f"used more than {cpu_limit:.0f} CPU seconds (cpu_limit)"
             elif time.monotonic() - last_progress > idle:
                 hung = f"used no CPU for {idle:.0f} s (idle)"
             if hung:
                 break
-        _end_session(proc)  # on a hang: all of it; otherwise whatever the command left running
+        _end_family(proc, list(seen))  # on a hang: all of it; otherwise whatever the command left running
         out.seek(0)
         err.seek(0)
         result = subprocess.CompletedProcess(args, proc.returncode, out.read(), err.read())
     if hung:
-        raise Hung(f"{args!r} {hung}: ended with every process of its session\n"
+        raise Hung(f"{args!r} {hung}: ended with every process it started\n"
                    f"stdout: ...{result.stdout[-2000:]}\nstderr: ...{result.stderr[-3000:]}")
     if check:
         result.check_returncode()

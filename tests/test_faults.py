@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -33,8 +34,16 @@ def config(*overrides):
 
 
 def cli(*args):
-    return subprocess.Popen([sys.executable, "-m", "dps_map.run", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    return run_with_guard([sys.executable, "-m", "dps_map.run", *args], cwd=ROOT)
+
+
+#: `python -m dps_map.run ARGS` that first prints its pid (the pid a lock message names)
+PRINT_PID = """
+import os, runpy, sys
+print(os.getpid(), flush=True)
+sys.argv = ["dps_map/run.py", *sys.argv[1:]]
+runpy.run_module("dps_map.run", run_name="__main__", alter_sys=True)
+"""
 
 
 def keys(out: Path) -> list:
@@ -63,16 +72,16 @@ def test_two_concurrent_runs_one_writes_the_other_stops_with_one_line(tmp_path):
     out = tmp_path / "conc"
     args = ["prior=tiny", "task=sr4", "sampler=dps", "data=demo", "data.per_photo=2", "sampler.respacing=8",
             "metrics=fast", "progress=false", f"hydra.run.dir={out}"]  # the issue's, with 8 steps not 20
-    procs = [cli(*args), cli(*args)]
-    results = [(p.returncode, *p.communicate(timeout=300)) for p in procs]
-    results = [(p.returncode, out_, err_) for p, (_, out_, err_) in zip(procs, results)]
-    assert sorted(rc for rc, _, _ in results) == [0, 2], results
-    _, _, err = next(r for r in results if r[0] == 2)
+    with ThreadPoolExecutor(2) as pool:  # both at once, each guarded against a hang only
+        results = list(pool.map(lambda _: run_with_guard([sys.executable, "-c", PRINT_PID, *args], cwd=ROOT),
+                                range(2)))
+    assert sorted(r.returncode for r in results) == [0, 2], results
+    err = next(r.stderr for r in results if r.returncode == 2)
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"dps-map: error: run dir '{out}' is in use by another dps-map "
                                                    "run (pid "), err
-    winner = next(p for p, r in zip(procs, results) if r[0] == 0)
-    assert f"(pid {winner.pid} on host " in lines[0] and ", started 20" in lines[0]
+    winner = int(next(r.stdout for r in results if r.returncode == 0).split()[0])
+    assert f"(pid {winner} on host " in lines[0] and ", started 20" in lines[0]
     assert_complete_once(out, 4)
     assert (out / LOCK_FILE).read_text() == ""  # released
 
@@ -95,7 +104,7 @@ def test_locked_dir_writes_nothing_and_a_killed_holders_lock_is_taken_over(tmp_p
         assert lock_holder(out)["pid"] == holder.pid
         before = snapshot(out)
         proc = cli(*TINY, f"hydra.run.dir={out}")
-        _, err = proc.communicate(timeout=120)
+        err = proc.stderr
         assert proc.returncode == 2 and err.count("\n") == 1, err
         assert f"is in use by another dps-map run (pid {holder.pid} on host " in err
         assert snapshot(out) == before  # not even .hydra/ or a log line

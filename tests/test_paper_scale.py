@@ -213,19 +213,29 @@ def test_paper_preset_composes_and_runs_scaled_down(imagefolder, tmp_path):
 
 
 # -- ADM's fp16 UNet and mixed precision: the samplers stay in float32 ------------------------------------
-def _toy_prior(*extra):
-    return build_prior(compose(*TOY, *extra).prior)
+# The adm512 flags smaller still (16x16, two levels, attention at both): a CPU without AVX512-FP16 computes fp16
+# ~40x slower than fp32, and these checks need the fp16 code path (convert_to_fp16, fp16 attention), not the size.
+SMALL_SIZE = 16
+SMALL = [o for o in TOY if not o.startswith(("prior.unet.image_size", "prior.unet.num_channels",
+                                              "prior.unet.num_head_channels", "prior.unet.channel_mult"))]
+SMALL += [f"prior.unet.image_size={SMALL_SIZE}", "prior.unet.num_channels=32", "prior.unet.num_head_channels=16",
+          'prior.unet.channel_mult="1,2"', "prior.unet.num_res_blocks=1"]
+
+
+def _small_prior(*extra):
+    return build_prior(compose(*SMALL, *extra).prior)
 
 
 def test_use_fp16_converts_the_torso_and_returns_float32(imagefolder):
-    prior16, prior32 = _toy_prior("prior.unet.use_fp16=true"), _toy_prior()
+    prior16, prior32 = _small_prior("prior.unet.use_fp16=true"), _small_prior()
     unet = prior16.model
     assert unet.dtype == torch.float16 and unet.input_blocks[1][0].in_layers[2].weight.dtype == torch.float16
     assert unet.out[-1].weight.dtype == torch.float32  # convert_to_fp16 keeps the output layer in fp32
+    assert any(type(m).__name__ == "AttentionBlock" for m in unet.modules())  # fp16 attention is on the path
     for p in (prior16, prior32):
         p.set_class_labels(5)
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 3, 64, 64, generator=g)
+    x = torch.randn(2, 3, SMALL_SIZE, SMALL_SIZE, generator=g)
     t = torch.tensor([900, 100])
     x_in = x.clone().requires_grad_(True)
     eps16, var16 = prior16.predict(x_in, t)
@@ -250,15 +260,16 @@ def test_sampler_state_stays_float32_under_half_precision_networks(precision, me
     from dps_map.operators import GaussianNoise
     from dps_map.runner import make_prior
 
-    cfg = compose(*TOY, f"sampler={method}", "sampler.respacing=3", *precision)
+    cfg = compose(*SMALL, f"sampler={method}", "sampler.respacing=3", *precision)
     prior = make_prior(cfg, torch.device("cpu"))
     prior.set_class_labels(3)
     op, noise = SuperResolution(4), GaussianNoise(0.05)
     g = torch.Generator().manual_seed(0)
-    y = op(torch.rand(1, 3, 64, 64, generator=g) * 2 - 1)
+    shape = (1, 3, SMALL_SIZE, SMALL_SIZE)
+    y = op(torch.rand(*shape, generator=g) * 2 - 1)
     sampler = build_sampler(cfg.sampler)
     seen = []
-    result = sampler.run(prior, op, noise, y, (1, 3, 64, 64), g, hooks=[seen.append])
+    result = sampler.run(prior, op, noise, y, shape, g, hooks=[seen.append])
     x = result.x0
     assert x.dtype == torch.float32 and torch.isfinite(x).all()
     assert result.last_misfit.dtype == torch.float32 and torch.isfinite(result.last_misfit).all()

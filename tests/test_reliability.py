@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from dps_map.errors import UnsafeCheckpointError, UserError
 from dps_map.io import atomic_write_bytes, pil_to_tensor, read_jsonl, to_uint8
 from dps_map.run import main
 from dps_map.runner import run
+from dps_map.runner.lock import lock_holder
 from dps_map.signals import Interrupted, stop_on_signals, write_section
 
 from support import compose, run_with_guard
@@ -177,16 +179,25 @@ def test_signal_inside_a_write_waits_for_it(tmp_path):
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+def signalled_after_two_records(args, out: Path, signum: int) -> subprocess.CompletedProcess:
+    """Run the command (support.run_with_guard) and, once it has written two records, send signum to the process
+    that holds the run dir's lock (the run itself)."""
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(run_with_guard, args, cpu_limit=300)
+        while len(read_jsonl(out / "metrics.jsonl")) < 2 and not running.done():
+            time.sleep(0.05)
+        holder = lock_holder(out)
+        if holder:  # else the run has ended: its exit status fails the test
+            os.kill(holder["pid"], signum)
+        return running.result()
+
+
 def test_sigint_mid_run_then_resume_completes_without_recomputing(tmp_path):
     out = tmp_path / "run"
     args = [sys.executable, "-m", "dps_map.run", "prior.random_init=true", "sampler=dps", "sampler.respacing=25",
             "data.per_photo=4", "num_samples=1", "progress=false", f"hydra.run.dir={out}"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while len(read_jsonl(out / "metrics.jsonl")) < 2 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    proc = signalled_after_two_records(args, out, signal.SIGINT)
+    err = proc.stderr
     assert proc.returncode == 130, err
     assert "interrupted by SIGINT" in err and "Traceback" not in err
     finished = read_jsonl(out / "metrics.jsonl")
@@ -252,13 +263,9 @@ def test_sigusr2_mid_run_requeues_after_the_chunk_and_the_requeued_job_resumes(t
     out, marker = tmp_path / "run", tmp_path / "requeued"
     args = ["prior.random_init=true", "sampler=dps", "sampler.respacing=8", "data.per_photo=4", "num_samples=1",
             "progress=false", f"hydra.run.dir={out}"]
-    proc = subprocess.Popen([sys.executable, "-c", REQUEUE_WRAPPER, str(marker), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while len(read_jsonl(out / "metrics.jsonl")) < 2 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGUSR2)
-    _, err = proc.communicate(timeout=120)
+    proc = signalled_after_two_records([sys.executable, "-c", REQUEUE_WRAPPER, str(marker), *args], out,
+                                       signal.SIGUSR2)
+    err = proc.stderr
     assert proc.returncode == 144 and marker.read_text() == "requeued", err
     assert "Traceback" not in err
     finished = read_jsonl(out / "metrics.jsonl")

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from support import Hung, run_with_guard
@@ -25,10 +26,9 @@ exec(body)
 def alive(pid: int) -> bool:
     """pid runs (a zombie, killed but not yet reaped by its new parent, does not)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    return stat[stat.rindex(")") + 2] != "Z"
 
 
 def pids_of(path: Path) -> list[int]:

@@ -221,3 +221,59 @@ def test_aggregate_merges_the_shards_diversity_over_all_measurements(tmp_path):
                                              "n_measurements": 4})
     jobs[1]["summary"] = {"metrics": {"psnr": {"mean": 20.0}}}
     assert diversity(jobs)["n_measurements"] == 3 and diversity(jobs[1:]) is None
+
+
+def test_aggregate_builds_one_inception_and_passes_each_reference_set_once(tmp_path, monkeypatch):
+    """Three groups: two on the same four references (another seed), one on two of them. One network is built,
+    the four references go through it once, the two once; each group's FID/KID equal those of its own images'
+    features computed directly with that network."""
+    import numpy as np
+    import torch
+
+    import dps_map.metrics
+    from dps_map.io import load_image
+    from dps_map.metrics import fid_from_features, kid
+    from dps_map.runner.sweep_results import aggregate
+
+    built, images_in = [], []
+
+    class Counting(dps_map.metrics.InceptionFeatures):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
+        def forward(self, images):
+            images_in.append(len(images))
+            return super().forward(images)
+
+    monkeypatch.setattr(dps_map.metrics, "InceptionFeatures", Counting)
+    sweep = tmp_path / "sweep"
+    base = ["sampler=ddpm", "sampler.respacing=2", "prior.random_init=true", "num_samples=1", "progress=false",
+            "metrics=fast"]
+    configs = {"a": ["data.per_photo=2"], "b": ["data.per_photo=2", "seed=1"], "c": ["data.per_photo=1"]}
+    for name, extra in configs.items():
+        cfg = compose_cfg(*base, *extra)
+        run(cfg, sweep / name)
+        (sweep / name / ".hydra").mkdir()
+        OmegaConf.save(cfg, sweep / name / ".hydra" / "config.yaml")
+    result = aggregate(sweep, random_weights=True)
+
+    (net,) = built
+    n_samples = {name: len(list((sweep / name / "recon").glob("*.png"))) for name in configs}
+    n_references = {name: len(list((sweep / name / "label").glob("*.png"))) for name in configs}
+    assert n_samples == n_references == {"a": 4, "b": 4, "c": 2}
+    assert sum(images_in) == sum(n_samples.values()) + 4 + 2  # the samples, and each reference set once
+
+    def features(files):  # one batch (aggregate's are 16), in its order: the sums of FID and KID's subsets follow it
+        with torch.no_grad():
+            return net(torch.stack([load_image(p, cfg.prior.unet.image_size)[0] for p in files])).numpy()
+
+    for name in configs:
+        group = next(g for g in result["groups"].values() if g["jobs"] == [str(sweep / name)])
+        records = [r for r in read_jsonl(sweep / name / "metrics.jsonl") if r.get("k") != "all"]
+        fake = features([sweep / name / "recon" / f"{r['id']}_{r['k']}.png" for r in records])
+        real = features(sorted((sweep / name / "label").glob("*.png")))
+        k_mean, k_std = kid(fake, real, subsets=100, subset_size=min(len(fake), len(real)),
+                            generator=np.random.default_rng(0))
+        assert group["metrics"]["fid"] == float(fid_from_features(fake, real)), name
+        assert group["metrics"]["kid"] == {"mean": float(k_mean), "std": float(k_std)}, name

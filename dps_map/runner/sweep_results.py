@@ -1,6 +1,6 @@
 """Aggregate a sweep: group its jobs by config (shards of one config form one group), merge their
-metrics.jsonl, compute FID/KID over all samples of a group (when the Inception weights exist), and
-write aggregate.json and aggregate.md into the sweep directory.
+metrics.jsonl, compute FID/KID over all samples of a group (when the Inception weights exist; one network per
+call, each set of references through it once), and write aggregate.json and aggregate.md into the sweep directory.
 
     python -m dps_map.aggregate outputs/multirun/2026-01-01_00-00-00 [--wandb] [--random-weights]
 
@@ -18,6 +18,7 @@ the digest of its saved config) is incomplete; the other jobs are aggregated.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -142,16 +143,55 @@ def _label(job: dict) -> str:
     return " ".join([head, *rest])
 
 
-def _fid_kid(jobs: list[dict], records: list[dict], random_weights: bool) -> dict:
+class FidNetwork:
+    """The FID Inception network and the references' features, shared by the groups of one aggregate call: one
+    network per weights file and device, the features of a reference set computed once per (its images' bytes,
+    image size), so the groups of a sweep on the same images pay for them once."""
+
+    def __init__(self, random_weights: bool = False):
+        self.random_weights = random_weights
+        self._nets: dict = {}
+        self._references: dict = {}
+
+    def network(self, weights_path, device):
+        key = (weights_path, str(device))
+        if key not in self._nets:
+            from ..metrics import InceptionFeatures
+
+            self._nets[key] = InceptionFeatures(weights_path=weights_path, random_weights=self.random_weights,
+                                                device=device)
+        return self._nets[key]
+
+    def features(self, files: list[Path], size: int, weights_path, device) -> np.ndarray:
+        """The Inception features of the image files, in batches of 16."""
+        import torch
+
+        net, out = self.network(weights_path, device), []
+        for start in range(0, len(files), 16):
+            batch = torch.stack([load_image(p, size)[0] for p in files[start:start + 16]]).to(device)
+            with torch.no_grad():
+                out.append(net(batch).cpu().numpy())
+        return np.concatenate(out)
+
+    def reference_features(self, files: list[Path], size: int, weights_path, device) -> np.ndarray:
+        """features() of the reference images, keyed by their contents: every job writes its own label/ copies."""
+        contents = tuple(hashlib.sha256(p.read_bytes()).hexdigest() for p in files)
+        key = (weights_path, str(device), size, contents)
+        if key not in self._references:
+            self._references[key] = self.features(files, size, weights_path, device)
+        return self._references[key]
+
+
+def _fid_kid(jobs: list[dict], records: list[dict], fid_network: FidNetwork) -> dict:
     """FID and KID of all reconstructions of the group against all its ground truths (records: the
     group's unique records, each with `_dir`, its job directory)."""
-    from ..metrics import InceptionFeatures, check_weights, fid_from_features, kid
+    from ..metrics import check_weights, fid_from_features, kid
 
     cfg = jobs[0]["cfg"]
     if cfg is None or cfg.data.get("kind") == "gmm":
         return {"fid_skipped": "not an image run"}
     paths = OmegaConf.to_container(cfg.paths, resolve=True)
-    if not random_weights:
+    if not fid_network.random_weights:
         try:
             check_weights(["fid", "kid"], paths)
         except UserError as err:
@@ -167,24 +207,14 @@ def _fid_kid(jobs: list[dict], records: list[dict], random_weights: bool) -> dic
         log.warning("FID/KID skipped: %s", reason)
         return {"fid_skipped": reason}
     device = resolve_device("auto")  # a GPU where there is one (the paper's 1000 images per group)
-    net = InceptionFeatures(weights_path=paths.get("fid_inception"), random_weights=random_weights, device=device)
-
-    def features(files):
-        import torch
-
-        out = []
-        for start in range(0, len(files), 16):
-            batch = torch.stack([load_image(p, size)[0] for p in files[start:start + 16]]).to(device)
-            with torch.no_grad():
-                out.append(net(batch).cpu().numpy())
-        return np.concatenate(out)
-
-    f_fake, f_real = features(fake), features(real)
+    weights = paths.get("fid_inception")
+    f_fake = fid_network.features(fake, size, weights, device)
+    f_real = fid_network.reference_features(real, size, weights, device)
     k_mean, k_std = kid(f_fake, f_real, subsets=100, subset_size=min(100, len(fake), len(real)),
                         generator=np.random.default_rng(0))
     result = {"fid": float(fid_from_features(f_fake, f_real)), "kid": {"mean": float(k_mean), "std": float(k_std)},
               "fid_n_samples": len(fake), "fid_n_references": len(real)}
-    if random_weights:
+    if fid_network.random_weights:
         result["fid_note"] = "random Inception weights (--random-weights): numbers are meaningless"
     return result
 
@@ -258,10 +288,11 @@ def job_status(job: dict) -> dict:
     return out
 
 
-def aggregate_group(jobs: list[dict], random_weights: bool = False) -> dict:
+def aggregate_group(jobs: list[dict], random_weights: bool = False, fid_network: FidNetwork | None = None) -> dict:
     """Merged per-sample records of one config's jobs: counts, means and standard errors, FID/KID.
     Each (id, k) is counted once. A group with a missing shard or a running or unfinished job is
-    marked incomplete: its means go to `partial_metrics`, never to `metrics`, and FID/KID are skipped."""
+    marked incomplete: its means go to `partial_metrics`, never to `metrics`, and FID/KID are skipped.
+    fid_network: the network and reference features shared with the sweep's other groups (default: its own)."""
     records = [dict(r, _dir=job["dir"]) for job in sorted(jobs, key=lambda j: str(j["dir"])) for r in job["records"]]
     label = _label(next((j for j in jobs if j["error"] is None), jobs[0]))
     records, n_duplicates = unique_records(records, f"group {label}")
@@ -302,7 +333,7 @@ def aggregate_group(jobs: list[dict], random_weights: bool = False) -> dict:
                           for k in (summaries[0]["metrics"] if summaries else {})
                           if isinstance(summaries[0]["metrics"][k], (int, float))}
     elif out["complete"]:
-        out["metrics"].update(_fid_kid(jobs, records, random_weights))
+        out["metrics"].update(_fid_kid(jobs, records, fid_network or FidNetwork(random_weights)))
         spread = diversity(jobs)
         if spread is not None:
             out["metrics"]["diversity"] = spread
@@ -414,7 +445,8 @@ def aggregate(root, random_weights: bool = False) -> dict:
     if not jobs:
         raise UserError(f"no dps-map run directories (with {RUN_FILE}) below '{root}'")
     grouped = group_jobs(jobs)
-    groups = {digest: aggregate_group(js, random_weights) for digest, js in sorted(grouped.items())}
+    fid_network = FidNetwork(random_weights)  # one network, each reference set's features once
+    groups = {digest: aggregate_group(js, random_weights, fid_network) for digest, js in sorted(grouped.items())}
     group_of = {str(j["dir"]): groups[digest]["label"] for digest, js in grouped.items() for j in js}
     broken = [{"dir": str(j["dir"]), "error": j["error"], "group": group_of.get(str(j["dir"]))}
               for j in jobs if j["error"] is not None]

@@ -1,7 +1,7 @@
 """What the tests share: where the repository and its config tree are, and one way to compose a config.
 
     from support import CONF, ROOT, compose
-    cfg = compose("task=sr4", "prior=tiny")                       # dps_map/conf/config.yaml + overrides
+    cfg = compose("task=sr4", "prior=tiny")                       # conf/config.yaml + overrides
     cfg = compose("steps=2", config="train_reference")            # another primary config
     cfg = compose("hydra/launcher=slurm", hydra=True)              # with Hydra's own node (launchers, sweeps)
     sampler = built_sampler({"method": "dps", "zeta": 0.5})        # a sampler from a config node, as a run builds it
@@ -36,7 +36,7 @@ CONF = ROOT / "conf"
 
 
 def compose(*overrides: str, config: str = "config", hydra: bool = False, conf_dir: Path | str = CONF) -> DictConfig:
-    """The primary config `config` of `conf_dir` (dps_map/conf) with these Hydra overrides, composed the way the
+    """The primary config `config` of `conf_dir` (conf/) with these Hydra overrides, composed the way the
     commands compose it (dps_map.config.sweep); `hydra=True` keeps Hydra's node, as a launcher or a sweep reads it."""
     (cfg,) = compose_jobs([list(overrides)], config=config, conf_dir=conf_dir)
     return cfg if hydra else without_hydra(cfg)
@@ -44,7 +44,7 @@ def compose(*overrides: str, config: str = "config", hydra: bool = False, conf_d
 
 def built_sampler(node) -> object:
     """The sampler of a config node that names its method (`method: dps`), built the way a run builds
-    dps_map/conf/sampler/*.yaml: through its `_target_` (the method's class) with the node's other keys."""
+    conf/sampler/*.yaml: through its `_target_` (the method's class) with the node's other keys."""
     node = OmegaConf.to_container(node) if isinstance(node, DictConfig) else dict(node)
     cls = SAMPLERS[node["method"]]
     return build_sampler(OmegaConf.create({"name": node["method"], "_target_": f"{cls.__module__}.{cls.__name__}",
@@ -52,7 +52,7 @@ def built_sampler(node) -> object:
 
 
 def shipped_prior(name: str, **overrides):
-    """The prior of dps_map/conf/prior/NAME.yaml (its own keys; `overrides` replace some), built on the CPU. For
+    """The prior of conf/prior/NAME.yaml (its own keys; `overrides` replace some), built on the CPU. For
     priors whose YAML needs no `${paths.*}` (gmm, sd2_tiny); the tiny prior: dps_map.load_prior("tiny")."""
     return build_prior(OmegaConf.merge(OmegaConf.load(CONF / "prior" / f"{name}.yaml"), overrides))
 

@@ -255,7 +255,10 @@ def world(tmp_path_factory):
     names = {"work": str(work), "val_flat": env["DPS_MAP_IMAGENET_VAL"], "train": env["DPS_MAP_TRAIN_IMAGES"],
              "one_photo": str(one)}
     shell_env = {**os.environ, **{k: v for k, v in env.items() if not k.startswith("_")},
-                 "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "WANDB_MODE": "disabled"}
+                 "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "WANDB_MODE": "disabled",
+                 # experiments/ and tools/ are not installed: a reader runs them in the checkout's root, which this
+                 # puts on the path while the commands write into the scratch directory
+                 "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     for key in ("MAKEFLAGS", "MFLAGS"):
         shell_env.pop(key, None)
     w = {"names": names, "env": shell_env, "work": work, "results": {}}

@@ -1,7 +1,7 @@
 """What the study drivers share: CSV rows and markdown headers out, matplotlib (headless) figures out, the tiny
-prior from a checkpoint, grids as Hydra multiruns of the runner read back per crop, paired differences. The
-commit, the assets' sha256 and the machine of a result are written by tools.provenance, which runs the driver, not
-by the driver."""
+prior from a checkpoint, grids as Hydra multiruns of the runner (several side by side) read back per crop, paired
+differences. The commit, the assets' sha256 and the machine of a result are written by tools.provenance, which runs
+the driver, not by the driver."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import functools
 import os
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -75,34 +77,77 @@ def demo_data(per_photo: int, validation: bool = False) -> list[str]:
     return over + ([f"+data.photos=[{','.join(VALIDATION_PHOTOS)}]"] if validation else [])
 
 
-def multirun(sweep_dir: Path, overrides: list[str], threads: int | None = 1) -> list[dict]:
-    """Run `python -m dps_map.run -m *overrides hydra.sweep.dir=sweep_dir` (Hydra's local launcher: its jobs one
-    after another; rerun into the same sweep_dir, finished samples are read back, not redrawn), with `threads` CPU
-    threads per run (None: torch's default), and return its jobs in Hydra's order, each as {'cfg' (the composed
-    config), 'dir', 'summary' (summary.json), 'records' ({id: metrics.jsonl record})}. A failed sweep exits with
-    one line (the run printed its own error above it)."""
+def multiruns(sweeps: list[tuple[Path, list[str], float]], workers: int = 1) -> list[list[dict]]:
+    """Run each (sweep_dir, overrides, cost) as `python -m dps_map.run -m hydra/launcher=local *overrides
+    hydra.sweep.dir=sweep_dir` and return each sweep's jobs in Hydra's order, each as {'cfg' (the composed config),
+    'dir', 'summary' (summary.json), 'records' ({id: metrics.jsonl record})}, the sweeps in the order given.
+
+    The local launcher runs a multirun's jobs one after another, so up to `workers` multiruns run side by side,
+    the costliest first (so that they finish together), each single-threaded when more than one runs at once: on
+    a CPU two 1-thread runs of the small 64x64 network side by side beat one 2-thread run (a lone multirun takes
+    the environment's threads). Every sweep is composed before any starts, so a bad override stops them all; a
+    failed sweep stops those not yet started and raises UserError, one line naming its sweep dir (the run
+    printed its own error above it). Rerun into the same sweep dirs, finished samples are read back, not
+    redrawn."""
     from dps_map.config.sweep import expand_jobs
+    from dps_map.errors import UserError
+
+    if workers < 1:
+        raise UserError(f"workers must be at least 1, got {workers}")
+    # quoted: a path with a comma or a space is one value, not a sweep over values
+    args = [["hydra/launcher=local", *overrides, "progress=false", f"hydra.sweep.dir='{sweep_dir}'"]
+            for sweep_dir, overrides, _ in sweeps]
+    jobs = [expand_jobs(a, multirun=True) for a in args]
+    threads = 1 if min(workers, len(sweeps)) > 1 else None
+    order = sorted(range(len(sweeps)), key=lambda i: -sweeps[i][2])
+    stop = threading.Event()  # set by the first failure: the sweeps not yet started are skipped
+
+    def run(i: int) -> list[dict] | None:
+        if stop.is_set():
+            return None
+        try:
+            return _run_sweep(sweeps[i][0], args[i], jobs[i], threads)
+        except BaseException:
+            stop.set()
+            raise
+
+    with ThreadPoolExecutor(workers) as pool:
+        futures = {i: pool.submit(run, i) for i in order}
+    for i in order:
+        if futures[i].exception() is not None:
+            raise futures[i].exception()
+    return [futures[i].result() for i in range(len(sweeps))]
+
+
+def _run_sweep(sweep_dir: Path, args: list[str], jobs: list, threads: int | None) -> list[dict]:
+    """One multiruns() sweep: its command with `threads` CPU threads (None: the environment's), then its jobs."""
     from dps_map.errors import UserError
     from dps_map.io import read_json, read_jsonl
 
-    args = [*overrides, "progress=false", f"hydra.sweep.dir={sweep_dir}"]
     command = [sys.executable, "-m", "dps_map.run", "-m", *args]
     env = dict(os.environ)
     if threads is not None:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    if subprocess.run(command, env=env).returncode != 0:
+        raise UserError(f"the sweep into '{sweep_dir}' failed (its error is above); fix it and rerun the same "
+                        "command, which resumes the finished runs")
+    out = []
+    for job in jobs:
+        records = read_jsonl(job.run_dir / "metrics.jsonl")
+        out.append({"cfg": job.cfg, "dir": job.run_dir,
+                    "summary": read_json(job.run_dir / "summary.json", "rerun the same command"),
+                    "records": {r["id"]: r for r in records if r.get("k") != "all"}})
+    return out
+
+
+def multirun(sweep_dir: Path, overrides: list[str]) -> list[dict]:
+    """The jobs of one multiruns() sweep; a bad override or a failed sweep exits with one line."""
+    from dps_map.errors import UserError
+
     try:
-        jobs = expand_jobs(args, multirun=True)
-        if subprocess.run(command, env=env).returncode != 0:
-            raise UserError(f"the sweep into {sweep_dir} failed (its error is above): {' '.join(command[1:])}")
-        out = []
-        for job in jobs:
-            records = read_jsonl(job.run_dir / "metrics.jsonl")
-            out.append({"cfg": job.cfg, "dir": job.run_dir, "summary": read_json(job.run_dir / "summary.json",
-                                                                                  "rerun the same command"),
-                        "records": {r["id"]: r for r in records if r.get("k") != "all"}})
+        return multiruns([(sweep_dir, overrides, 1.0)])[0]
     except UserError as err:
         raise SystemExit(f"error: {err}") from None
-    return out
 
 
 def paired(a: dict, b: dict, key: str = "psnr") -> dict:
@@ -129,8 +174,6 @@ def default_workers() -> int:
 def run_main(main) -> None:
     """main() as a command: a UserError (a missing file, a bad override) is one line on stderr and its exit code,
     not a traceback."""
-    import sys
-
     from dps_map.errors import UserError
 
     try:

@@ -16,41 +16,37 @@ sampler can exceed the exact samples' own mean log p(x|y) (it concentrates on th
 rewards collapse; SW1 and mode TV measure the distribution. Writes experiments/results/frontier_gmm.{csv,md,png}.
 
 tiny: SR x4, box inpainting and Gaussian deblurring on the tiny prior (prior=tiny, data=demo, metrics=fast,
-num_samples=1, measurement_batch=4 so every crop of a setting shares one batched sampler call), with the step
-sizes conf/tuned/ resolves (docs/tiny-prior.md "Default step sizes"; DSG w 0.08). By default one crop per
-held-out photograph (data.per_photo=1: chelsea_0 and coffee_0) and one sample per crop: means and standard
-errors are over 2 images. Each (task, sampler, K) is one Hydra multirun over its steps, run as a subprocess
-(`python -m dps_map.run -m hydra/launcher=local ... sampler.respacing=50,100,250,1000
-hydra.sweep.dir=WORK/TASK/SAMPLER[_KK]`); dps_map.runner.sweep_results then groups each sweep's records, one group
-per setting (it also computes FID/KID per setting where the Inception weights exist, unused here). The local
-launcher runs a multirun's jobs one after another, so the driver runs --workers multiruns at a time, each
-single-threaded when there are several (default: one per CPU core, 1 with a GPU). With --workers 1 the whole
-grid is serial: 73 min on 2 busy CPU cores (the provenance record of frontier_tiny.md); 2 workers on 2 idle
-cores should take about half of that (not measured with this driver). Rerunning the same command into the
-same --work resumes: the runner skips every finished sample. Per setting: mean PSNR/SSIM and their standard
-errors, VJPs and forwards per sample, sampler seconds per sample (those of the run that drew the sample) and
-its run directory under --work; per task, the naive baseline (bicubic / masked / blurred measurement) and the
-cheapest setting (fewest VJPs, then forwards) whose mean PSNR is within 0.2 dB of the best one's. Writes
-experiments/results/frontier_tiny.{csv,md,png}.
+num_samples=1, measurement_batch=4 so every crop of a setting shares one batched sampler call), with the step sizes
+conf/tuned/ resolves (docs/tiny-prior.md "Default step sizes"; DSG w 0.08). By default one crop per held-out
+photograph (data.per_photo=1: chelsea_0 and coffee_0) and one sample per crop: means and standard errors are over 2
+images. Each (task, sampler, K) is one Hydra multirun over its steps, run as a subprocess (`python -m dps_map.run -m
+hydra/launcher=local ... sampler.respacing=50,100,250,1000 hydra.sweep.dir=WORK/TASK/SAMPLER[_KK]`);
+dps_map.runner.sweep_results then groups each sweep's records, one group per setting (it also computes FID/KID per
+setting where the Inception weights exist, unused here). The local launcher runs a multirun's jobs one after
+another, so the driver runs --workers multiruns at a time, the costliest first, each single-threaded when there are
+several (experiments.common.multiruns; default: one per CPU core, 1 with a GPU). With --workers 1 the whole grid is
+serial: 73 min on 2 busy CPU cores (the provenance record of frontier_tiny.md); 2 workers on 2 idle cores should
+take about half of that (not measured with this driver). Rerunning the same command into the same --work resumes:
+the runner skips every finished sample. Per setting: mean PSNR/SSIM and their standard errors, VJPs and forwards per
+sample, sampler seconds per sample (those of the run that drew the sample) and its run directory under --work; per
+task, the naive baseline (bicubic / masked / blurred measurement) and the cheapest setting (fewest VJPs, then
+forwards) whose mean PSNR is within 0.2 dB of the best one's. Writes experiments/results/frontier_tiny.{csv,md,png}.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from dps_map.config import compose, config_digest
+from dps_map.config import compose
 from dps_map.errors import UserError
 from dps_map.runner import run
 from dps_map.runner.sweep_results import aggregate
-from experiments.common import header, pyplot, save_figure, write_csv
+from experiments.common import default_workers, header, multiruns, pyplot, save_figure, write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
@@ -141,62 +137,40 @@ def main_gmm(args, command: str) -> None:
 
 
 # -- tiny ---------------------------------------------------------------------------------------------------
-def job_overrides(task: str, sampler: str, k, args) -> list[str]:
-    """The overrides of one (task, sampler, K) on the demo crops, all but the steps (sampler.respacing)."""
-    over = [f"task={task}", "prior=tiny", "data=demo", f"data.per_photo={args.per_photo}", f"sampler={sampler}",
-            f"seed={args.seed}", "num_samples=1", "metrics=fast", f"measurement_batch={args.measurement_batch}",
-            "progress=false"]
-    return over + [f"sampler.num_inner={k}"] * (k is not None)
-
-
 def tiny_sweeps(tasks, grid, args) -> list[dict]:
-    """One multirun per (task, sampler, K) of the grid: its overrides, its steps and its hydra.sweep.dir."""
+    """One multirun per (task, sampler, K) of the grid over its steps (sampler.respacing): its overrides, its
+    hydra.sweep.dir and its cost (network calls per sample: steps x K, summed)."""
     sweeps = []
     for task in tasks:
         for sampler, k in dict.fromkeys((s, k) for s, _, k in grid):
             steps = [n for s, n, kk in grid if (s, kk) == (sampler, k)]
-            sweeps.append({"task": task, "sampler": sampler, "K": k, "steps": steps,
-                           "overrides": job_overrides(task, sampler, k, args),
-                           "dir": args.work.resolve() / task / (sampler + (f"_K{k}" if k is not None else ""))})
+            over = [f"task={task}", "prior=tiny", "data=demo", f"data.per_photo={args.per_photo}", f"sampler={sampler}",
+                    f"seed={args.seed}", "num_samples=1", "metrics=fast", f"measurement_batch={args.measurement_batch}",
+                    "sampler.respacing=" + ",".join(str(n) for n in steps)] + [f"sampler.num_inner={k}"] * (k is not None)
+            sweeps.append({"task": task, "sampler": sampler, "K": k, "overrides": over,
+                           "dir": args.work.resolve() / task / (sampler + (f"_K{k}" if k is not None else "")),
+                           "cost": sum(n * (k or 1) for n in steps)})
     return sweeps
 
 
-def sweep_command(sweep: dict) -> list[str]:
-    """`python -m dps_map.run -m ...` of a sweep, in this interpreter (the driver does not import the command)."""
-    return [sys.executable, "-m", "dps_map.run", "-m", "hydra/launcher=local", *sweep["overrides"],
-            "sampler.respacing=" + ",".join(str(n) for n in sweep["steps"]), f"hydra.sweep.dir='{sweep['dir']}'"]
-
-
-def run_sweeps(sweeps: list[dict], workers: int) -> list[int]:
-    """Run the sweeps' multiruns, at most `workers` at a time, the costliest first (steps x K, about the network
-    calls) so they finish together; with several workers each is single-threaded (on a CPU two 1-thread runs
-    of the small 64x64 network side by side beat one 2-thread run). Their exit codes, in the sweeps' order."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1") if workers > 1 else None
-    order = sorted(range(len(sweeps)), key=lambda i: -sum(n * (sweeps[i]["K"] or 1) for n in sweeps[i]["steps"]))
-    with ThreadPoolExecutor(workers) as pool:
-        codes = dict(zip(order, pool.map(lambda i: subprocess.run(sweep_command(sweeps[i]), env=env).returncode,
-                                         order)))
-    return [codes[i] for i in range(len(sweeps))]
-
-
-def sweep_rows(sweep: dict, configs: dict) -> list[dict]:
-    """The rows of a finished sweep, one per steps value, from the aggregate of its directory: the group of the
-    setting's config digest (a sweep directory may also hold runs of other options, in groups of their own)."""
+def sweep_rows(sweep: dict, jobs: list[dict]) -> list[dict]:
+    """The rows of a finished sweep, one per job (steps value), from the aggregate of its directory: the group
+    holding the job (a sweep directory may also hold runs of other options, in groups of their own; runs that
+    differ only in settings that do not change the samples, such as measurement_batch, share a group)."""
     groups = aggregate(sweep["dir"])["groups"]
+    group_of = {Path(d): g for g in groups.values() for d in g["jobs"]}
     rows = []
-    for steps in sweep["steps"]:
-        step_size, digest = configs[(sweep["task"], sweep["sampler"], steps, sweep["K"])]
-        group = groups.get(digest)
-        if group is None or not group["complete"]:
-            raise UserError(f"the run of {sweep['task']} {setting_label(sweep['sampler'], steps, sweep['K'])} in "
-                            f"'{sweep['dir']}' is {'missing' if group is None else 'incomplete'} (its aggregate.md "
+    for job in jobs:
+        cfg, group = job["cfg"], group_of[job["dir"]]
+        steps, label = int(cfg.sampler.respacing), setting_label(sweep["sampler"], int(cfg.sampler.respacing), sweep["K"])
+        if not group["complete"]:
+            raise UserError(f"the run of {sweep['task']} {label} in '{sweep['dir']}' is incomplete (its aggregate.md "
                             "says why): rerun the same command to finish it")
         m, cost = group["metrics"], group["cost"]
         none = {"mean": None, "sem": None, "n": 0}  # a setting whose every sample diverged has no PSNR
         psnr, ssim = m.get("psnr", none), m.get("ssim", none)
-        rows.append({"task": sweep["task"], "setting": setting_label(sweep["sampler"], steps, sweep["K"]),
-                     "sampler": sweep["sampler"], "steps": steps, "K": sweep["K"],
-                     "step_size": step_size,
+        rows.append({"task": sweep["task"], "setting": label, "sampler": sweep["sampler"], "steps": steps,
+                     "K": sweep["K"], "step_size": float(cfg.sampler.get("zeta", cfg.sampler.get("w"))),
                      "n_images": psnr["n"], "n_failed": group["n_failed"], "psnr": psnr["mean"], "psnr_sem": psnr["sem"],
                      "ssim": ssim["mean"], "ssim_sem": ssim["sem"], "vjp": cost["vjp_per_sample"],
                      # the aggregate counts network calls as NFE = forwards + VJPs (dps_map/samplers/base.py)
@@ -281,11 +255,7 @@ def plot_tiny(rows, tasks, path: Path, n_img: int) -> None:
 
 
 def main_tiny(args, command: str) -> None:
-    import torch
-
-    if args.workers is not None and args.workers < 1:
-        raise UserError(f"--workers must be at least 1, got {args.workers}")
-    args.workers = args.workers or (1 if torch.cuda.is_available() else os.cpu_count() or 1)
+    args.workers = default_workers() if args.workers is None else args.workers
     started = time.perf_counter()
     skip = {tuple(s.split(":")) for s in args.skip if s != "none"}
     grid = [g for g in TINY_GRID if (args.max_steps is None or g[1] <= args.max_steps)
@@ -293,19 +263,8 @@ def main_tiny(args, command: str) -> None:
     if not grid:
         raise UserError("--max-steps/--skip leave no setting of the grid to run")
     sweeps = tiny_sweeps(args.tasks, grid, args)
-    # composed here, before any run: a bad task or option stops in one line; the step size of each setting for
-    # the table, and its config digest, which names its group in the aggregate
-    configs = {}
-    for sw in sweeps:
-        for steps in sw["steps"]:
-            cfg = compose(*sw["overrides"], f"sampler.respacing={steps}")
-            configs[(sw["task"], sw["sampler"], steps, sw["K"])] = (float(cfg.sampler.get("zeta", cfg.sampler.get("w"))),
-                                                                    config_digest(cfg))
-    for sw, code in zip(sweeps, run_sweeps(sweeps, args.workers)):
-        if code != 0:
-            raise UserError(f"the multirun into '{sw['dir']}' exited with {code} (its error is above); fix it and "
-                            "rerun the same command, which resumes the finished runs")
-    rows = [row for sw in sweeps for row in sweep_rows(sw, configs)]
+    done = multiruns([(sw["dir"], sw["overrides"], sw["cost"]) for sw in sweeps], args.workers)
+    rows = [row for sw, jobs in zip(sweeps, done) for row in sweep_rows(sw, jobs)]
     order = {(task, *g): i for i, (task, g) in enumerate((t, g) for t in args.tasks for g in grid)}
     rows.sort(key=lambda r: order[(r["task"], r["sampler"], r["steps"], r["K"])])  # the grid's order
     args.out.mkdir(parents=True, exist_ok=True)

@@ -22,13 +22,12 @@ import argparse
 import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from dps_map.io import sha256_file
-from experiments.common import VALIDATION_PHOTOS, default_workers, demo_data, multirun, write_csv
+from experiments.common import VALIDATION_PHOTOS, default_workers, demo_data, multiruns, run_main, write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
@@ -36,19 +35,27 @@ TASKS = ("sr4", "inpaint_box", "gaussian_deblur")
 #: sampler -> (its step-size key, the grid searched)
 GRIDS = {"dps": ("zeta", (1.0, 3.0, 10.0, 30.0)), "dmap": ("zeta", (1.0, 3.0, 10.0, 30.0)),
          "dmap_adam": ("zeta", (0.01, 0.02, 0.05, 0.1, 0.2))}
+#: network calls per step of each sampler (DMAP: K=3 inner VJPs and a forward), for running the costliest sweep first
+COST = {"dps": 1, "dmap": 4, "dmap_adam": 4}
 
 
-def run_sampler(sampler: str, values: tuple, args, threads: int | None) -> list[dict]:
-    """Every (task, step size) of one sampler on the validation crops, as one multirun: its rows, with the
-    per-crop PSNRs."""
+def sampler_sweep(sampler: str, values: tuple, args) -> tuple[Path, list[str], float]:
+    """Every (task, step size) of one sampler on the validation crops, as one multirun: its sweep dir, overrides
+    and cost."""
     key = GRIDS[sampler][0]
     over = [f"task={','.join(args.tasks)}", "prior=tiny", *demo_data(args.per_photo, validation=True),
             f"sampler={sampler}", f"sampler.{key}={','.join(str(v) for v in values)}", f"seed={args.seed}",
             "num_samples=1", "metrics=fast", f"measurement_batch={args.measurement_batch}"]
     over += [f"prior.checkpoint={args.prior_checkpoint}"] if args.prior_checkpoint else []
     over += [f"sampler.respacing={args.steps}"] if args.steps else []
+    return args.work / sampler, over, COST[sampler] * len(values)
+
+
+def sampler_rows(sampler: str, jobs: list[dict]) -> list[dict]:
+    """The rows of one sampler's finished multirun, one per (task, step size), with the per-crop PSNRs."""
+    key = GRIDS[sampler][0]
     rows = []
-    for job in multirun(args.work / sampler, over, threads):
+    for job in jobs:
         s, records = job["summary"], sorted(job["records"].values(), key=lambda r: r["id"])
         rows.append({"task": job["cfg"].task.name, "sampler": sampler, "key": key,
                      "value": float(job["cfg"].sampler[key]), "steps": records[0]["steps"],
@@ -137,15 +144,11 @@ def main(argv=None) -> None:
         if name not in GRIDS or not values:
             parser.error(f"--grid {item}: expected SAMPLER=V1,V2 with SAMPLER in {sorted(GRIDS)}")
         grids[name] = tuple(float(v) for v in values.split(","))
-    # the costliest sweeps first, so that the workers finish together (network calls per step: K=3 inner VJPs)
-    cost = {"dps": 1, "dmap": 4, "dmap_adam": 4}
-    order = sorted(args.samplers, key=lambda s: -cost[s] * len(grids[s]))
-    threads = 1 if args.workers > 1 else None
-    with ThreadPoolExecutor(args.workers) as pool:
-        done = dict(zip(order, pool.map(lambda s: run_sampler(s, grids[s], args, threads), order)))
+    done = multiruns([sampler_sweep(s, grids[s], args) for s in args.samplers], args.workers)
     order_of = {(t, s, v): n for n, (t, s, v) in enumerate((t, s, v) for t in args.tasks for s in args.samplers
                                                           for v in grids[s])}
-    rows = sorted((r for s in args.samplers for r in done[s]), key=lambda r: order_of[(r["task"], r["sampler"], r["value"])])
+    rows = sorted((r for s, jobs in zip(args.samplers, done) for r in sampler_rows(s, jobs)),
+                  key=lambda r: order_of[(r["task"], r["sampler"], r["value"])])
     command = ("python -m tools.tune_tiny " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv([{k: v for k, v in r.items() if k not in ("ids", "crop_psnr")} for r in rows], args.out / "tune_tiny.csv")
@@ -155,4 +158,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

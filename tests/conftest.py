@@ -14,7 +14,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 #: queues two files per worker at the start: worker 1 gets the 1st and 3rd, worker 2 the 2nd and 4th. Other files
 #: keep pytest's order, after these.
 LONGEST_FIRST = ("test_rehearse_paper.py", "test_adm512_full.py", "test_gpu_check.py", "test_readme_commands.py",
-                 "test_experiments.py")
+                 "test_experiments.py", "test_tiny_prior_studies.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -155,11 +155,10 @@ def image_rows(args) -> list[dict]:
     sampler = build_sampler(cfg.sampler)
     diffusion = sampler.diffusion(prior)
     noise = build_noise(cfg.task)
-    models = {"adapter": with_adapter(prior, adapter_path(args, cfg))}  # the conditional prior, as a run builds it
-    # the adapter is scored on the reference's task, which need not be its own: adm512's is SR x4 by avgpool,
-    # noiseless, and the paper's adapter (`make train-adapter-paper`) was trained on bicubic task=sr4; so binding
-    # it to a measurement skips the operator check of a run (adapters.adm_controlnet.check_trained_operator)
-    models["adapter"].trained_operator = None
+    # the conditional prior, as a run builds it. It is scored on the reference's task, which need not be its own:
+    # adm512's is SR x4 by avgpool, noiseless, and the paper's adapter (`make train-adapter-paper`) was trained on
+    # bicubic task=sr4; so binding it to a measurement skips a run's operator check
+    models = {"adapter": with_adapter(prior, adapter_path(args, cfg), check_operator=False)}
     try:
         models["reference"] = build_prior(cfg.reference, device)
     except MissingFileError as err:

@@ -1,7 +1,7 @@
 """`make mutants`: deliberate bugs, each applied to a temporary copy of the repository and run against the
 tests written to catch it. Prints killed/survived per mutant and the time.
 
-    python tests/mutants.py              # all 179 mutants (about 5 minutes on 2 CPU cores)
+    python tests/mutants.py              # all 182 mutants (about 5 minutes on 2 CPU cores)
     python tests/mutants.py dsg_sign ... # some of them;  --list: names only
     python tests/mutants.py --jobs 1     # one at a time (default: 2 at once, each in its own copy)
     python tests/mutants.py --no-fork    # a fresh interpreter per pytest run (slower; the default forks)
@@ -307,6 +307,11 @@ MUTANTS = [
     Mutant("adapter_operator_unchecked", "dps_map/adapters/adm_controlnet.py", "if trained is not None and trained != here:",
            "if False:", (AD + "test_adapter_for_another_operator_is_refused",),
            "an adapter trained for another operator is used: its hint means something else"),
+    Mutant("adapter_operator_check_off_by_default", "dps_map/priors/conditional.py",
+           "def with_adapter(prior: Prior, path, check_operator: bool = True)",
+           "def with_adapter(prior: Prior, path, check_operator: bool = False)",
+           (AD + "test_adapter_for_another_operator_is_refused",),
+           "every run binds an adapter to any operator: the check meant for a study's deliberate mismatch is off"),
     Mutant("digest_blind_to_prior_adapter", "dps_map/config/digest.py",
            '{**prior, "adapter": True} if plain["prior"]["adapter"] else prior', "prior",
            ("tests/test_prior_adapter.py::test_prior_adapter_digest_says_whether_one_is_set",),
@@ -533,6 +538,15 @@ MUTANTS = [
     Mutant("shard_mixing_accepted", "dps_map/runner/execute.py", "    check_one_shard(out, records, items)\n", "",
            (P + "test_a_second_shard_into_one_run_dir_is_refused_and_nothing_is_lost",),
            "a second shard run into one run directory: its summary describes that shard only, beside both on disk"),
+    Mutant("aggregate_reference_cache_ignores_images", "dps_map/runner/sweep_results.py",
+           "key = (weights_path, str(device), size, contents)", "key = (weights_path, str(device), size)",
+           ("tests/test_sweep.py::test_aggregate_builds_one_inception_and_passes_each_reference_set_once",),
+           "the aggregate's cache of reference features ignores the images: a group is scored "
+           "against another group's ground truth"),
+    Mutant("study_paired_sem_ddof0", "experiments/common.py",
+           "sem = float(d.std(ddof=1) / np.sqrt(len(d)))", "sem = float(d.std() / np.sqrt(len(d)))",
+           ("tests/test_tiny_prior_studies.py::test_paired_and_mean_sem_on_known_values",),
+           "the studies' paired standard error uses the population std: too small over a few crops"),
     Mutant("aggregate_groups_by_label", "dps_map/runner/sweep_results.py",
            'groups.setdefault(job["digest"], []).append(job)', 'groups.setdefault(_label(job), []).append(job)',
            (P + "test_jobs_that_differ_only_in_seed_are_two_groups",),

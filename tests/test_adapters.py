@@ -260,6 +260,9 @@ def test_adapter_for_another_operator_is_refused(prior, problem, tmp_path):
     assert conditional.needs_measurement  # the runner binds each measurement, checking its operator
     with pytest.raises(ConfigError, match="trained for operator"):
         conditional.condition(op, y[:1])
+    # a study that scores the adapter on another operator on purpose (the score diagnostics) binds it unchecked
+    unchecked = with_adapter(prior, path, check_operator=False)
+    assert unchecked.condition(op, y[:1]).hint is not None
 
 
 def test_adapter_presets_are_their_base_samplers_on_the_adapters_prior():

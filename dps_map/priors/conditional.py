@@ -25,9 +25,11 @@ from .adm import ADMPrior
 from .base import Prior
 
 
-def with_adapter(prior: Prior, path) -> Prior:
+def with_adapter(prior: Prior, path, check_operator: bool = True) -> Prior:
     """The conditional prior of `prior` and the adapter at `path`, loaded once (weights_only=True) onto the
-    prior's device: a ControlNet folder for a latent prior, an adapter checkpoint for an ADM prior."""
+    prior's device: a ControlNet folder for a latent prior, an adapter checkpoint for an ADM prior. A run always
+    checks that each measurement's operator is the one the adapter was trained for; ``check_operator=False`` is
+    for a study that scores an adapter on another operator on purpose (the score diagnostics at adm512)."""
     path = absolute_path(path)
     if getattr(prior, "kind", None) == "latent":
         from .latent import LatentControlNetPrior, load_controlnet
@@ -35,12 +37,13 @@ def with_adapter(prior: Prior, path) -> Prior:
         controlnet, card = load_controlnet(path)
         device = next(prior.unet.parameters()).device
         return LatentControlNetPrior(prior, controlnet.to(device), adapter_path=path,
-                                     trained_operator=card.get("operator"))
+                                     trained_operator=card.get("operator") if check_operator else None)
     if not isinstance(prior, ADMPrior):
         raise ConfigError(f"prior.adapter needs an ADM or a latent prior, got {type(prior).__name__}")
     adapter, meta = load_adapter(path, prior.model)
     device = next(prior.model.parameters()).device
-    return ConditionalPrior(prior, adapter.to(device), adapter_path=path, trained_operator=meta.get("operator"))
+    return ConditionalPrior(prior, adapter.to(device), adapter_path=path,
+                            trained_operator=meta.get("operator") if check_operator else None)
 
 
 class ConditionalPrior(Prior):

@@ -20,7 +20,7 @@ demo: install
 # the tests run on every core (pytest-xdist; at most 4 workers: each holds ~1 GB, and past a few cores the longest
 # files bound the time), whole files per worker in tests/conftest.py's order (the longest first; a file's
 # module-scoped fixtures built once). TEST_WORKERS=0: one process, as plain `pytest` (tests/mutants.py's way).
-# Measured: 16 min on 2 nearly idle CPU cores (experiments/results/test_suite.txt, docs/testing.md).
+# Measured: 17 min on 2 nearly idle CPU cores (experiments/results/test_suite.txt, docs/testing.md).
 TEST_WORKERS ?= auto
 PYTEST_XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --maxprocesses=4 --dist loadfile --no-loadscope-reorder)
 

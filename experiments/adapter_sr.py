@@ -11,12 +11,11 @@ Writes experiments/results/adapter_sr.{csv,md}.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 from dps_map.io import sha256_file
-from experiments.common import demo_data, header, mean_sem, multirun, paired, write_csv
+from experiments.common import demo_data, mean_sem, multirun, paired, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
@@ -65,12 +64,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     rows, extra, lines = adapter(args)
-    write_csv(rows, args.out / "adapter_sr.csv")
-    command = ("python -m experiments.adapter_sr " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
     title = "adapter_dmap vs dmap (and adapter_dps vs dps) on SR x4, more crops"
-    text = "\n".join(header(title, command, time.perf_counter() - started, extra) + lines) + "\n"
-    (args.out / "adapter_sr.md").write_text(text)
-    print(text)
+    write_result(args.out, "adapter_sr", "experiments.adapter_sr", argv, title, started, rows, extra, lines)
 
 
 if __name__ == "__main__":

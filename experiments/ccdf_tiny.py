@@ -13,12 +13,11 @@ Writes experiments/results/ccdf_tiny.{csv,md}.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 from dps_map.io import sha256_file
-from experiments.common import demo_data, header, mean_sem, multirun, write_csv
+from experiments.common import demo_data, mean_sem, multirun, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
@@ -74,12 +73,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     rows, extra, lines = ccdf(args)
-    write_csv(rows, args.out / "ccdf_tiny.csv")
-    command = ("python -m experiments.ccdf_tiny " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
     title = "Shortened chains (CCDF) on SR x4, samplers alone"
-    text = "\n".join(header(title, command, time.perf_counter() - started, extra) + lines) + "\n"
-    (args.out / "ccdf_tiny.md").write_text(text)
-    print(text)
+    write_result(args.out, "ccdf_tiny", "experiments.ccdf_tiny", argv, title, started, rows, extra, lines)
 
 
 if __name__ == "__main__":

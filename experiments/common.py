@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -181,3 +182,21 @@ def run_main(main) -> None:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
+
+
+def write_result(out: Path, stem: str, module: str, argv, title: str, started: float, rows: list[dict], extra: str,
+                 lines: list[str]) -> None:
+    """A study's result: out/stem.csv from its rows, out/stem.md from header() (the command as typed, the wall time
+    since `started`) and its lines; the markdown is printed too."""
+    write_csv(rows, out / f"{stem}.csv")
+    command = (f"python -m {module} " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
+    text = "\n".join(header(title, command, time.perf_counter() - started, extra) + lines) + "\n"
+    (out / f"{stem}.md").write_text(text)
+    print(text)
+
+
+def require_old_prior(path: Path | None) -> None:
+    """Exit with one line unless `path` is the earlier 2200-step prior's weights file (docs/tiny-prior.md)."""
+    if path is None or not path.is_file():
+        raise SystemExit(f"error: --old-prior {path}: no such file (the earlier 2200-step prior's weights; "
+                         "docs/tiny-prior.md says how to get them)")

@@ -14,14 +14,21 @@ experiments/results/deblur_priors.{csv,md}.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 from dps_map.io import sha256_file
-from experiments.common import VALIDATION_PHOTOS, demo_data, header, mean_sem, multirun, paired, write_csv
+from experiments.common import (
+    VALIDATION_PHOTOS,
+    demo_data,
+    mean_sem,
+    multirun,
+    paired,
+    require_old_prior,
+    write_result,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
@@ -88,17 +95,11 @@ def main(argv=None) -> None:
     parser.add_argument("--work", type=Path, default=Path("outputs/deblur_priors"))
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    if args.old_prior is None or not args.old_prior.is_file():
-        raise SystemExit(f"error: --old-prior {args.old_prior}: no such file (the earlier 2200-step prior's weights; "
-                         "docs/tiny-prior.md says how to get them)")
+    require_old_prior(args.old_prior)
     started = time.perf_counter()
     rows, extra, lines = deblur(args)
-    write_csv(rows, args.out / "deblur_priors.csv")
-    command = ("python -m experiments.deblur_priors " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
     title = "DMAP/DPS deblurring: shipped vs earlier tiny prior, test vs validation crops"
-    text = "\n".join(header(title, command, time.perf_counter() - started, extra) + lines) + "\n"
-    (args.out / "deblur_priors.md").write_text(text)
-    print(text)
+    write_result(args.out, "deblur_priors", "experiments.deblur_priors", argv, title, started, rows, extra, lines)
 
 
 if __name__ == "__main__":

@@ -13,13 +13,12 @@ docs/tiny-prior.md.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 from dps_map.config.demo import DEMO_PER_PHOTO, DEMO_SAMPLERS, DEMO_TASKS
 from dps_map.io import sha256_file
-from experiments.common import header, mean_sem, multirun, write_csv
+from experiments.common import mean_sem, multirun, require_old_prior, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
@@ -74,17 +73,11 @@ def main(argv=None) -> None:
     parser.add_argument("--work", type=Path, default=Path("outputs/demo_tiny"))
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    if args.old_prior is None or not args.old_prior.is_file():
-        raise SystemExit(f"error: --old-prior {args.old_prior}: no such file (the earlier 2200-step prior's weights; "
-                         "docs/tiny-prior.md says how to get them)")
+    require_old_prior(args.old_prior)
     started = time.perf_counter()
     rows, extra, lines = demo(args)
-    write_csv(rows, args.out / "demo_tiny.csv")
-    command = ("python -m experiments.demo_tiny " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
     title = "What make demo prints: the shipped prior and the earlier one (PSNR, dB)"
-    text = "\n".join(header(title, command, time.perf_counter() - started, extra) + lines) + "\n"
-    (args.out / "demo_tiny.md").write_text(text)
-    print(text)
+    write_result(args.out, "demo_tiny", "experiments.demo_tiny", argv, title, started, rows, extra, lines)
 
 
 if __name__ == "__main__":

@@ -15,14 +15,13 @@ experiments/results/sample_clipping.{csv,md,png}.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 from dps_map.io import sha256_file
-from experiments.common import VALIDATION_PHOTOS, header, pyplot, save_figure, tiny_prior, write_csv
+from experiments.common import VALIDATION_PHOTOS, pyplot, save_figure, tiny_prior, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
@@ -152,12 +151,8 @@ def main(argv=None) -> None:
     started = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     rows, extra, lines = clipping(args)
-    write_csv(rows, args.out / "sample_clipping.csv")
-    command = ("python -m experiments.sample_clipping " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
     title = "Unconditional samples with and without x0 clipping, against photographs"
-    text = "\n".join(header(title, command, time.perf_counter() - started, extra) + lines) + "\n"
-    (args.out / "sample_clipping.md").write_text(text)
-    print(text)
+    write_result(args.out, "sample_clipping", "experiments.sample_clipping", argv, title, started, rows, extra, lines)
 
 
 if __name__ == "__main__":

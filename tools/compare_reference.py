@@ -12,7 +12,6 @@ differences are paired. The score study trusts a reference where its x0 error is
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import torch
 
 from dps_map.config import compose
 from dps_map.io import sha256_file
-from experiments.common import header, write_csv
+from experiments.common import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
@@ -98,12 +97,8 @@ def main(argv=None) -> None:
     torch.set_num_threads(1)  # as the committed result was measured
     started = time.perf_counter()
     rows, extra, lines = compare(args)
-    write_csv(rows, args.out / "reference_comparison.csv")
-    command = ("python -m tools.compare_reference " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
     title = "A retrained tiny SR x4 reference vs the shipped one: x0 error by t"
-    text = "\n".join(header(title, command, time.perf_counter() - started, extra) + lines) + "\n"
-    (args.out / "reference_comparison.md").write_text(text)
-    print(text)
+    write_result(args.out, "reference_comparison", "tools.compare_reference", argv, title, started, rows, extra, lines)
 
 
 if __name__ == "__main__":
